@@ -1,0 +1,143 @@
+"""Test data made in code: synthetic DICOM series built from generated phantoms.
+
+Used by the test suite, the benchmarks and ``dicom-ai-node send --demo``; nothing here
+is patient data. Patient attributes hold obvious placeholder values.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from .phantoms import ChestPhantom, chest_ct_phantom
+
+__all__ = ["make_ct_series", "phantom_to_datasets", "write_series"]
+
+_UID_ROOT = "1.2.826.0.1.3680043.10.1453."
+
+
+def phantom_to_datasets(
+    phantom: ChestPhantom,
+    *,
+    seed: int = 0,
+    patient_name: str = "PHANTOM^CHEST",
+    patient_id: str = "PHANTOM-0001",
+    body_part_examined: str | None = "CHEST",
+    series_description: str = "CT THORAX 2.5mm",
+    study_description: str = "CT CHEST",
+    study_instance_uid: str | None = None,
+) -> list[Dataset]:
+    """Turn a phantom into one axial CT series (CT Image Storage, PS3.3 A.3).
+
+    Parameters
+    ----------
+    phantom:
+        The volume; slice 0 goes to the lowest ImagePositionPatient z.
+    seed:
+        Makes the UIDs reproducible.
+
+    Returns
+    -------
+    list[Dataset]
+        One dataset per slice with file meta, ready for ``save_as`` or C-STORE.
+    """
+    entropy = [str(seed), patient_id]
+    study_uid = study_instance_uid or generate_uid(_UID_ROOT, [*entropy, "study"])
+    series_uid = generate_uid(_UID_ROOT, [*entropy, study_uid, "series"])
+    for_uid = generate_uid(_UID_ROOT, [*entropy, study_uid, "for"])
+    dz, dy, dx = phantom.spacing_mm
+    n, rows, cols = phantom.hu.shape
+    now = dt.datetime(2026, 1, 1, 12, 0, 0)
+    out: list[Dataset] = []
+    for k in range(n):
+        ds = Dataset()
+        sop_uid = generate_uid(_UID_ROOT, [*entropy, series_uid, str(k)])
+        ds.SOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = sop_uid
+        ds.SpecificCharacterSet = "ISO_IR 192"
+        ds.StudyDate = now.strftime("%Y%m%d")
+        ds.StudyTime = now.strftime("%H%M%S")
+        ds.AccessionNumber = "ACC0001"
+        ds.Modality = "CT"
+        ds.Manufacturer = "dicom-ai-node phantom"
+        ds.ReferringPhysicianName = ""
+        ds.StudyDescription = study_description
+        ds.SeriesDescription = series_description
+        ds.PatientName = patient_name
+        ds.PatientID = patient_id
+        ds.PatientBirthDate = "19700101"
+        ds.PatientSex = "O"
+        if body_part_examined is not None:
+            ds.BodyPartExamined = body_part_examined
+        ds.SliceThickness = f"{dz:g}"
+        ds.KVP = "120"
+        ds.PatientPosition = "HFS"
+        ds.StudyInstanceUID = study_uid
+        ds.SeriesInstanceUID = series_uid
+        ds.StudyID = "1"
+        ds.SeriesNumber = 2
+        ds.AcquisitionNumber = 1
+        ds.InstanceNumber = k + 1
+        ds.ImagePositionPatient = [f"{-dx * cols / 2:g}", f"{-dy * rows / 2:g}", f"{k * dz:g}"]
+        ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
+        ds.FrameOfReferenceUID = for_uid
+        ds.PositionReferenceIndicator = ""
+        ds.SliceLocation = f"{k * dz:g}"
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.Rows = rows
+        ds.Columns = cols
+        ds.PixelSpacing = [f"{dy:g}", f"{dx:g}"]
+        ds.BitsAllocated = 16
+        ds.BitsStored = 16
+        ds.HighBit = 15
+        ds.PixelRepresentation = 1
+        ds.RescaleIntercept = "0"
+        ds.RescaleSlope = "1"
+        ds.RescaleType = "HU"
+        ds.WindowCenter = "-600"
+        ds.WindowWidth = "1500"
+        ds.PixelData = np.ascontiguousarray(phantom.hu[k]).astype("<i2").tobytes()
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = sop_uid
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.file_meta = meta
+        out.append(ds)
+    return out
+
+
+def make_ct_series(
+    slices: int = 120,
+    rows: int = 256,
+    columns: int = 256,
+    spacing_mm: tuple[float, float, float] = (2.5, 1.4, 1.4),
+    seed: int = 0,
+    **kwargs: str | None,
+) -> tuple[ChestPhantom, list[Dataset]]:
+    """Generate a chest CT phantom and its DICOM series.
+
+    Returns
+    -------
+    tuple[ChestPhantom, list[Dataset]]
+        The truth and the datasets.
+    """
+    phantom = chest_ct_phantom(slices, rows, columns, spacing_mm, seed)
+    return phantom, phantom_to_datasets(phantom, seed=seed, **kwargs)  # type: ignore[arg-type]
+
+
+def write_series(datasets: Sequence[Dataset], folder: Path) -> list[Path]:
+    """Write datasets as DICOM files (PS3.10) named by index; returns the paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, ds in enumerate(datasets):
+        path = folder / f"{i:05d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
