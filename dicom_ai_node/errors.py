@@ -1,0 +1,59 @@
+"""The node's small error hierarchy; each edge turns these into a DIMSE status or exit code once."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DeliveryError",
+    "EncodeError",
+    "InferenceError",
+    "NodeError",
+    "QualityCheckError",
+    "RetryLater",
+    "StorageError",
+    "StorageFullError",
+]
+
+
+class NodeError(Exception):
+    """Base class of every error the node raises on purpose."""
+
+
+class ConfigError(NodeError, ValueError):
+    """Settings, rules or a model manifest are invalid; the message names the file and key."""
+
+
+class StorageError(NodeError):
+    """An instance could not be written or indexed; nothing was kept."""
+
+
+class StorageFullError(StorageError):
+    """The storage volume is below its free-space reserve or returned ENOSPC."""
+
+
+class InferenceError(NodeError):
+    """A model failed to load or run."""
+
+
+class QualityCheckError(InferenceError):
+    """The input series failed a blocking quality check; no inference was run."""
+
+
+class EncodeError(NodeError):
+    """A result object could not be built or failed validation."""
+
+
+class DeliveryError(NodeError):
+    """A result could not be delivered; ``status`` is the DIMSE status when one came back."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RetryLater(NodeError):
+    """Ask the caller to try again after ``delay`` seconds (like arq's ``Retry``)."""
+
+    def __init__(self, delay: float, message: str = "") -> None:
+        super().__init__(message or f"retry in {delay:.1f} s")
+        self.delay = delay
