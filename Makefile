@@ -1,0 +1,37 @@
+# dicom-ai-node: the two commands of the README are `make serve` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: serve test lint bench clean-var
+
+$(PY):
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, pinned: the CPU wheel 2.13.0 (any other version pulls gigabytes of CUDA)
+$(STAMP): $(PY) setup.cfg pyproject.toml
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+serve: $(STAMP)
+	$(VENV)/bin/dicom-ai-node serve
+
+test: $(STAMP)
+	bash scripts/install-tools.sh $(VENV)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check dicom_ai_node tests bench models
+	$(VENV)/bin/ruff format --check dicom_ai_node tests bench models
+	$(VENV)/bin/mypy
+
+bench: $(STAMP)
+	bash scripts/install-tools.sh $(VENV)
+	$(PY) bench/ingest.py
+
+clean-var:
+	rm -rf var

@@ -1,0 +1,145 @@
+"""The composition root: builds every stage from the settings and runs the loops.
+
+    receive (SCP threads) -> store -> assemble loop -> route -> job workers (infer, encode)
+    -> outbox -> delivery loop (one thread per destination) -> send
+
+Every loop is bounded by a stop event and reads its work from the database, so stopping
+or killing the process loses nothing that was acknowledged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from .errors import ConfigError
+from .infer.registry import ModelRegistry, choose_device
+from .pipeline import Pipeline
+from .receive.scp import ScpConfig, StorageSCP
+from .route.rules import load_rules
+from .settings import NodeSettings
+from .store.db import Database, utcnow
+from .store.files import FileStore
+from .store.jobs import due_deliveries, requeue_running_jobs
+
+__all__ = ["Node"]
+
+log = logging.getLogger(__name__)
+
+
+class Node:
+    """One running node: listener, assembler, workers and deliverer.
+
+    Parameters
+    ----------
+    settings:
+        The configuration.
+    clock:
+        Current UTC time; tests may pass their own.
+
+    Raises
+    ------
+    ConfigError
+        At construction, for invalid rules, manifests or settings (fail fast).
+    """
+
+    def __init__(self, settings: NodeSettings, clock: Callable[[], dt.datetime] = utcnow) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.db = Database(settings.database_url)
+        self.db.migrate()
+        self.files = FileStore(
+            settings.path(settings.storage.root),
+            fsync=settings.storage.fsync,
+            min_free_bytes=settings.storage.min_free_mb * 1024 * 1024,
+        )
+        device = choose_device(settings.infer.device, settings.infer.threads, settings.infer.bf16)
+        self.registry = ModelRegistry(settings.path(settings.infer.models_dir), device)
+        rules_path = settings.path(settings.route.rules_file)
+        if not rules_path.is_file():
+            raise ConfigError(f"route.rules_file {rules_path} not found")
+        self.rules = load_rules(rules_path, list(self.registry.manifests))
+        self.pipeline = Pipeline(settings, self.db, self.files, self.registry, self.rules, clock)
+        cfg = settings.dicom
+        self.scp = StorageSCP(
+            ScpConfig(
+                ae_title=cfg.ae_title, host=cfg.host, port=cfg.port,
+                require_called_ae_title=cfg.require_called_ae_title, max_pdu=cfg.max_pdu,
+                max_associations=cfg.max_associations, acse_timeout_s=cfg.acse_timeout_s,
+                dimse_timeout_s=cfg.dimse_timeout_s, network_timeout_s=cfg.network_timeout_s,
+                late_instance_policy=settings.assemble.late_instance_policy,
+            ),
+            self.files, self.db.session, clock, on_stored=lambda _uid: None,
+        )  # fmt: skip
+        self._stop = threading.Event()
+        self._work = threading.Event()  # set when a job may be waiting
+        self._threads: list[threading.Thread] = []
+        self._senders = ThreadPoolExecutor(max_workers=8, thread_name_prefix="send")
+        self._in_flight: dict[str, Future[int]] = {}
+
+    # -- loops ------------------------------------------------------------------------------
+    def _loop(self, name: str, step: Callable[[], bool], idle_s: float) -> None:
+        """Run ``step`` until stopped; wait ``idle_s`` when it found nothing to do."""
+        while not self._stop.is_set():
+            try:
+                busy = step()
+            except Exception:  # noqa: BLE001 - a loop must survive a bad row; it is logged
+                log.exception("%s step failed", name)
+                busy = False
+            if not busy:
+                self._stop.wait(idle_s)
+
+    def _assemble_step(self) -> bool:
+        self.pipeline.assemble()
+        return False
+
+    def _job_step(self) -> bool:
+        return self.pipeline.run_one_job()
+
+    def _deliver_step(self) -> bool:
+        """Start one sender per destination with due work; a slow one never blocks the others."""
+        for dest in {d.destination for d in due_deliveries(self.db.session, self.clock())}:
+            running = self._in_flight.get(dest)
+            if running is None or running.done():
+                self._in_flight[dest] = self._senders.submit(self.pipeline.deliver, dest)
+        return False
+
+    def start(self) -> None:
+        """Reconcile after a crash, load the models, start listening and the loops."""
+        swept = self.files.sweep_temp()
+        requeued = requeue_running_jobs(self.db.session, self.clock())
+        if swept or requeued:
+            log.info("recovered after restart: %d temp file(s) removed, %d job(s) requeued", swept, requeued)
+        self.registry.warm_up()
+        self.scp.start()
+        loops: list[tuple[str, Callable[[], bool], float]] = [
+            ("assemble", self._assemble_step, self.settings.assemble.sweep_interval_s),
+            ("deliver", self._deliver_step, 1.0),
+        ]
+        loops += [(f"worker-{i}", self._job_step, 0.5) for i in range(self.settings.infer.workers)]
+        for name, step, idle in loops:
+            thread = threading.Thread(target=self._loop, args=(name, step, idle), name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info(
+            "node started",
+            extra={"ae_title": self.settings.dicom.ae_title, "port": self.scp.port, "models": len(self.registry)},
+        )
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop listening and let the loops finish their current step."""
+        self._stop.set()
+        self.scp.stop()
+        for thread in self._threads:
+            thread.join(timeout_s)
+        self._senders.shutdown(wait=True, cancel_futures=True)
+        self.db.dispose()
+        log.info("node stopped")
+
+    def wait(self) -> None:
+        """Block until :meth:`stop` is called (from a signal handler)."""
+        while not self._stop.wait(1.0):
+            pass

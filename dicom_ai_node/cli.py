@@ -1,0 +1,200 @@
+"""Command line: serve | init | models list | route explain PATH | send PATH --to | jobs."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+
+from . import __version__
+from .errors import ConfigError, DeliveryError
+from .log import configure_logging
+from .settings import NodeSettings, load_settings, render_config
+
+__all__ = ["main"]
+
+
+def _settings(args: argparse.Namespace) -> NodeSettings:
+    config = args.config or (Path("dicom-ai-node.toml") if Path("dicom-ai-node.toml").is_file() else None)
+    return load_settings(config)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the node until SIGINT/SIGTERM."""
+    from .app import Node
+
+    configure_logging(args.log_level)
+    node = Node(_settings(args))
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        node._stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    node.start()
+    s = node.settings.dicom
+    models = ", ".join(f"{m.name} {m.version}" for m in node.registry) or "none"
+    print(f"dicom-ai-node {__version__} listening as {s.ae_title} on {s.host}:{node.scp.port}; models: {models}", flush=True)
+    node.wait()
+    node.stop()
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Write a commented configuration file."""
+    target = Path(args.path)
+    if target.exists() and not args.force:
+        print(f"{target} exists; use --force to overwrite", file=sys.stderr)
+        return 1
+    target.write_text(render_config(), "utf-8")
+    print(f"wrote {target}")
+    return 0
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    """List the models found, with version, device, warm/cold and intended use."""
+    from .infer.registry import ModelRegistry, choose_device
+
+    settings = _settings(args)
+    device = choose_device(settings.infer.device, settings.infer.threads, settings.infer.bf16)
+    registry = ModelRegistry(settings.path(settings.infer.models_dir), device)
+    if not len(registry):
+        print("no models found")
+    for m in registry:
+        state = "warm" if registry.is_warm(m.name) else "cold (loads at start)"
+        print(f"{m.name} {m.version}  task={m.task} runner={m.runner} device={device.kind} {state}")
+        print(f"    input: modalities={sorted(m.input.modalities)} body parts={sorted(m.input.body_parts)}")
+        print(f"    intended use: {m.intended_use}")
+    return 0
+
+
+def _scan(folder: Path) -> dict[str, list[Path]]:
+    """Group the DICOM files under a folder by Series Instance UID (headers only)."""
+    groups: dict[str, list[Path]] = defaultdict(list)
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        try:
+            ds = dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+        except (InvalidDicomError, OSError, ValueError, EOFError):
+            continue
+        if "SeriesInstanceUID" in ds:
+            groups[str(ds.SeriesInstanceUID)].append(path)
+    return groups
+
+
+def cmd_route_explain(args: argparse.Namespace) -> int:
+    """Print which model each series under PATH would go to, and why."""
+    from .infer.registry import ModelRegistry, choose_device
+    from .route.explain import format_study_routing
+    from .route.header import header_of, series_info
+    from .route.router import route_study
+    from .route.rules import load_rules
+
+    settings = _settings(args)
+    registry = ModelRegistry(settings.path(settings.infer.models_dir), choose_device("cpu"))
+    rules = load_rules(Path(args.rules) if args.rules else settings.path(settings.route.rules_file), list(registry.manifests))
+    by_study: dict[str, list] = defaultdict(list)
+    for _uid, paths in _scan(Path(args.path)).items():
+        first = dcmread(paths[0], stop_before_pixels=True)
+        classes = {str(dcmread(p, stop_before_pixels=True, specific_tags=["SOPClassUID"]).SOPClassUID) for p in paths}
+        info = series_info(header_of(first), number_of_instances=len(paths), sop_class_uids=classes,
+                           calling_ae_title=args.calling_ae or "")  # fmt: skip
+        by_study[info.study_instance_uid].append(info)
+    if not by_study:
+        print(f"no DICOM series under {args.path}")
+        return 1
+    for infos in by_study.values():
+        print(format_study_routing(route_study(infos, rules, registry.specs)))
+    return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    """Send every DICOM file under PATH to AE@HOST:PORT with a progress bar."""
+    from .send.scu import Peer, send_datasets
+
+    peer = Peer.parse(args.to)
+    paths = [p for group in _scan(Path(args.path)).values() for p in group]
+    if not paths:
+        print(f"no DICOM files under {args.path}", file=sys.stderr)
+        return 1
+
+    def progress(done: int, total: int) -> None:
+        width = 40
+        filled = int(width * done / max(total, 1))
+        print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", file=sys.stderr, flush=True)
+
+    try:
+        outcomes = send_datasets(paths, peer, calling_ae_title=args.calling_ae, progress=progress)
+    except DeliveryError as exc:
+        print(f"\nsend failed: {exc}", file=sys.stderr)
+        return 2
+    failed = [o for o in outcomes if not o.delivered]
+    print(f"\nsent {len(outcomes) - len(failed)} of {len(paths)} instance(s) to {args.to}")
+    for o in failed[:20]:
+        print(f"  failed {o.sop_instance_uid}: status 0x{(o.status or 0):04X} {o.message}")
+    return 1 if failed else 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    """What happened to each study and why (UIDs only)."""
+    from .store.db import Database
+    from .store.report import study_report
+
+    settings = _settings(args)
+    db = Database(settings.database_url)
+    db.migrate()
+    print(study_report(db.session, limit=args.limit))
+    db.dispose()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used by the docs test)."""
+    parser = argparse.ArgumentParser(prog="dicom-ai-node", description=__doc__)
+    parser.add_argument("--version", action="version", version=__version__)
+    parser.add_argument("-c", "--config", type=Path, help="settings file (default ./dicom-ai-node.toml if present)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("serve", help="run the node")
+    p.add_argument("--log-level", default="INFO")
+    p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("init", help="write a commented configuration file")
+    p.add_argument("path", nargs="?", default="dicom-ai-node.toml")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=cmd_init)
+    models = sub.add_parser("models", help="model registry").add_subparsers(dest="models_cmd", required=True)
+    models.add_parser("list", help="list models").set_defaults(func=cmd_models_list)
+    route = sub.add_parser("route", help="routing").add_subparsers(dest="route_cmd", required=True)
+    p = route.add_parser("explain", help="explain routing for a folder of DICOM files")
+    p.add_argument("path")
+    p.add_argument("--rules", help="rules file (default from settings)")
+    p.add_argument("--calling-ae", default="", help="pretend the study came from this AE title")
+    p.set_defaults(func=cmd_route_explain)
+    p = sub.add_parser("send", help="send a folder of DICOM files")
+    p.add_argument("path")
+    p.add_argument("--to", required=True, help="AE@HOST:PORT")
+    p.add_argument("--calling-ae", default="DICOM_AI_NODE")
+    p.set_defaults(func=cmd_send)
+    p = sub.add_parser("jobs", help="what happened to each study and why")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=cmd_jobs)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``dicom-ai-node``."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Infer: model manifests (``models/<name>/model.toml``), validated when loaded.
+
+A manifest names the model, its version and task, what input it accepts (the router's
+:class:`~dicom_ai_node.domain.InputSpec`), its pre- and post-processing, the output labels
+with their SNOMED CT / DCM codes (PS3.16), and its weights file.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..domain import AlgorithmInfo, BodyPart, Code, InputSpec, OutputLabel, Scope, parse_enum
+from ..errors import ConfigError
+
+__all__ = ["ModelManifest", "load_manifest"]
+
+# PS3.16 CID 7162 (Algorithm Family): "Artificial Intelligence"
+AI_FAMILY = Code("123110", "DCM", "Artificial Intelligence")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_TOP_KEYS = {
+    "name", "version", "task", "runner", "weights", "description", "intended_use",
+    "input", "preprocess", "postprocess", "labels", "algorithm_family", "entry_point",
+}  # fmt: skip
+_INPUT_KEYS = {
+    "modalities", "body_parts", "sop_class_uids", "min_slices", "max_slices",
+    "slice_thickness_mm", "require_axial", "require_original", "require_pixel_spacing", "scope",
+}  # fmt: skip
+
+
+def _code(value: Any, where: str) -> Code:
+    if not (isinstance(value, list | tuple) and len(value) == 3 and all(isinstance(v, str) for v in value)):
+        raise ConfigError(f"{where}: a code is [value, scheme designator, meaning], got {value!r}")
+    return Code(*value)
+
+
+@dataclass(frozen=True)
+class ModelManifest:
+    """A model as declared by its ``model.toml``."""
+
+    name: str
+    version: str
+    task: str
+    runner: str
+    folder: Path
+    weights: str
+    description: str
+    intended_use: str
+    input: InputSpec
+    labels: tuple[OutputLabel, ...]
+    preprocess: Mapping[str, Any] = field(default_factory=dict)
+    postprocess: Mapping[str, Any] = field(default_factory=dict)
+    algorithm_family: Code = AI_FAMILY
+    entry_point: str = ""
+
+    @property
+    def weights_path(self) -> Path:
+        """Absolute path of the weights file."""
+        return self.folder / self.weights
+
+    def algorithm(self, device_uid: str) -> AlgorithmInfo:
+        """The identification encoders put in results (TID 4019)."""
+        return AlgorithmInfo(
+            name=self.name,
+            version=self.version,
+            family=self.algorithm_family,
+            device_uid=device_uid,
+            intended_use=self.intended_use,
+        )
+
+
+def _input_spec(data: Mapping[str, Any], where: str) -> InputSpec:
+    unknown = set(data) - _INPUT_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown [input] keys {sorted(unknown)}")
+    thickness = data.get("slice_thickness_mm")
+    if thickness is not None and (len(thickness) != 2 or thickness[0] > thickness[1]):
+        raise ConfigError(f"{where}: slice_thickness_mm must be [min, max]")
+    try:
+        return InputSpec(
+            modalities=frozenset(str(m).upper() for m in data.get("modalities", [])),
+            body_parts=frozenset(parse_enum(BodyPart, b) for b in data.get("body_parts", [])),
+            sop_class_uids=frozenset(str(u) for u in data.get("sop_class_uids", [])),
+            min_slices=data.get("min_slices"),
+            max_slices=data.get("max_slices"),
+            slice_thickness_mm=(float(thickness[0]), float(thickness[1])) if thickness else None,
+            require_axial=bool(data.get("require_axial", False)),
+            require_original=bool(data.get("require_original", False)),
+            require_pixel_spacing=bool(data.get("require_pixel_spacing", False)),
+            scope=parse_enum(Scope, data.get("scope", "series")),
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def _labels(items: list[Mapping[str, Any]], where: str) -> tuple[OutputLabel, ...]:
+    labels = []
+    for i, item in enumerate(items):
+        at = f"{where} labels[{i}]"
+        color = item.get("color", [255, 0, 0])
+        if len(color) != 3 or not all(isinstance(c, int) and 0 <= c <= 255 for c in color):
+            raise ConfigError(f"{at}: color must be [R, G, B] in 0..255")
+        labels.append(
+            OutputLabel(
+                value=int(item["value"]),
+                name=str(item["name"]),
+                category=_code(item.get("category"), f"{at}.category"),
+                type=_code(item.get("type"), f"{at}.type"),
+                color_rgb=(color[0], color[1], color[2]),
+                laterality=_code(item["laterality"], f"{at}.laterality") if "laterality" in item else None,
+            )
+        )
+    values = [label.value for label in labels]
+    if sorted(values) != list(range(1, len(values) + 1)):
+        raise ConfigError(f"{where}: label values must be 1..N without gaps, got {values}")
+    return tuple(labels)
+
+
+def load_manifest(path: Path) -> ModelManifest:
+    """Read and validate a ``model.toml``.
+
+    Parameters
+    ----------
+    path:
+        The manifest file; its folder holds the weights.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file and key that is wrong.
+    """
+    where = str(path)
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{where}: cannot read manifest: {exc}") from exc
+    unknown = set(data) - _TOP_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
+    for key in ("name", "version", "task", "runner", "weights"):
+        if not isinstance(data.get(key), str) or not data[key]:
+            raise ConfigError(f"{where}: '{key}' is required and must be a string")
+    if not _NAME.match(data["name"]):
+        raise ConfigError(f"{where}: name {data['name']!r} must match {_NAME.pattern}")
+    manifest = ModelManifest(
+        name=data["name"],
+        version=data["version"],
+        task=data["task"],
+        runner=data["runner"],
+        folder=path.parent.resolve(),
+        weights=data["weights"],
+        description=str(data.get("description", "")),
+        intended_use=str(data.get("intended_use", "")),
+        input=_input_spec(data.get("input", {}), where),
+        labels=_labels(data.get("labels", []), where),
+        preprocess=dict(data.get("preprocess", {})),
+        postprocess=dict(data.get("postprocess", {})),
+        algorithm_family=_code(data["algorithm_family"], f"{where}.algorithm_family")
+        if "algorithm_family" in data
+        else AI_FAMILY,
+        entry_point=str(data.get("entry_point", "")),
+    )
+    if not manifest.weights_path.is_file():
+        raise ConfigError(f"{where}: weights file {manifest.weights} not found")
+    return manifest

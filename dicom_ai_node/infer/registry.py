@@ -1,0 +1,98 @@
+"""Infer: the model registry, discovered from ``<models_dir>/*/model.toml``.
+
+Each model is loaded once, on first use or at start-up (``warm_up``), and stays warm.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from ..domain import InputSpec
+from ..errors import ConfigError
+from .manifest import ModelManifest, load_manifest
+from .runner import Device, Runner, make_runner
+
+__all__ = ["ModelRegistry", "choose_device"]
+
+log = logging.getLogger(__name__)
+
+
+def choose_device(setting: str, threads: int = 0, bf16: bool = True) -> Device:
+    """``auto`` picks CUDA when torch sees a GPU, else the CPU.
+
+    Raises
+    ------
+    ConfigError
+        For ``cuda`` without a GPU, or an unknown value.
+    """
+    import torch
+
+    if setting not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"infer.device must be auto, cpu or cuda, not {setting!r}")
+    has_cuda = bool(torch.cuda.is_available())
+    if setting == "cuda" and not has_cuda:
+        raise ConfigError("infer.device is cuda but torch sees no CUDA device")
+    kind = "cuda" if setting == "cuda" or (setting == "auto" and has_cuda) else "cpu"
+    return Device(kind=kind, threads=threads, bf16=bf16)
+
+
+class ModelRegistry:
+    """Every model found under a folder, by name.
+
+    Parameters
+    ----------
+    models_dir:
+        Folder with one sub-folder per model, each holding ``model.toml``.
+    device:
+        Where models run.
+
+    Raises
+    ------
+    ConfigError
+        On an invalid manifest or two models with the same name.
+    """
+
+    def __init__(self, models_dir: Path, device: Device) -> None:
+        self.models_dir = models_dir
+        self.device = device
+        self.manifests: dict[str, ModelManifest] = {}
+        self._runners: dict[str, Runner] = {}
+        self._lock = threading.Lock()
+        for path in sorted(models_dir.glob("*/model.toml")):
+            manifest = load_manifest(path)
+            if manifest.name in self.manifests:
+                raise ConfigError(f"{path}: model name {manifest.name!r} used twice")
+            self.manifests[manifest.name] = manifest
+
+    def __iter__(self) -> Iterator[ModelManifest]:
+        return iter(self.manifests.values())
+
+    def __len__(self) -> int:
+        return len(self.manifests)
+
+    @property
+    def specs(self) -> Mapping[str, InputSpec]:
+        """Each model's declared input, for the router."""
+        return {name: m.input for name, m in self.manifests.items()}
+
+    def is_warm(self, name: str) -> bool:
+        """Whether the model's weights are loaded."""
+        return name in self._runners
+
+    def runner(self, name: str) -> Runner:
+        """The loaded runner of a model (loading it on first use)."""
+        with self._lock:
+            runner = self._runners.get(name)
+            if runner is None:
+                runner = make_runner(self.manifests[name], self.device)
+                runner.load()
+                self._runners[name] = runner
+            return runner
+
+    def warm_up(self) -> None:
+        """Load every model now, so the first study does not wait."""
+        for name in self.manifests:
+            self.runner(name)

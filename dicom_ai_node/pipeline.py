@@ -1,0 +1,254 @@
+"""The pipeline steps that join the stages: complete -> route -> infer -> encode -> outbox -> send.
+
+Each step is one short function over the database that a loop in :mod:`.app` (or a
+Celery task in a scaled-out deployment) calls with the current time. Nothing is kept in
+memory between steps, so a restart resumes from the database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import SegmentationStorage
+from sqlalchemy import select
+
+from .domain import JobState, ModelOutput, SeriesInfo, SeriesState
+from .encode import device_uid, encode_results
+from .errors import EncodeError, InferenceError, StorageError
+from .infer.registry import ModelRegistry
+from .infer.volume import load_volume
+from .route.bodypart import BodyRegionClassifier
+from .route.header import series_info
+from .route.router import route_study
+from .route.rules import RuleSet
+from .send.scu import Peer, send_datasets
+from .settings import NodeSettings
+from .store.db import Database, as_utc
+from .store.files import FileStore
+from .store.index import complete_due_series, record_event
+from .store.jobs import (
+    ClaimedJob,
+    NewResult,
+    claim_job,
+    complete_job,
+    due_deliveries,
+    fail_job,
+    finish_delivery_attempt,
+    instance_paths,
+)
+from .store.tables import Instance, Job, Series, Study
+
+__all__ = ["Pipeline"]
+
+log = logging.getLogger(__name__)
+JOB_LEASE_S = 900.0
+
+
+@dataclass
+class Pipeline:
+    """Everything the steps need, wired once by the composition root."""
+
+    settings: NodeSettings
+    db: Database
+    files: FileStore
+    registry: ModelRegistry
+    rules: RuleSet
+    clock: Callable[[], dt.datetime]
+    classifier: BodyRegionClassifier | None = None
+
+    # -- assemble + route ---------------------------------------------------------------
+    def assemble(self) -> list[str]:
+        """Complete series whose quiet period is over, then route every complete series."""
+        now = self.clock()
+        done = complete_due_series(self.db.session, now, self.settings.assemble.quiet_period_s)
+        with self.db.session() as session:
+            pending = list(
+                session.scalars(select(Series.pk).where(Series.state == SeriesState.COMPLETE.value))
+            )
+        for series_pk in pending:
+            self.route(series_pk, now)
+        return done
+
+    def _series_info(self, series: Series, sop_classes: Sequence[str]) -> SeriesInfo:
+        return series_info(
+            series.header or {},
+            number_of_instances=series.instance_count,
+            sop_class_uids=sop_classes,
+            calling_ae_title=series.calling_ae_title,
+        )
+
+    def _study_infos(self, study_pk: int) -> dict[str, tuple[Series, SeriesInfo]]:
+        with self.db.session() as session:
+            rows = session.scalars(
+                select(Series).where(
+                    Series.study_fk == study_pk, Series.state != SeriesState.RECEIVING.value
+                )
+            ).all()
+            out = {}
+            for row in rows:
+                classes = session.scalars(
+                    select(Instance.sop_class_uid).where(Instance.series_fk == row.pk).distinct()
+                ).all()
+                out[row.series_instance_uid] = (row, self._series_info(row, classes))
+            return out
+
+    def route(self, series_pk: int, now: dt.datetime) -> None:
+        """Route one complete series: make jobs for the models that chose it, or record why not."""
+        with self.db.session() as session:
+            series = session.get(Series, series_pk)
+            if series is None or series.state != SeriesState.COMPLETE.value:
+                return
+            study_uid = session.get(Study, series.study_fk).study_instance_uid  # type: ignore[union-attr]
+        infos = self._study_infos(series.study_fk)
+        routing = route_study(
+            [info for _, info in infos.values()], self.rules, self.registry.specs, self.classifier
+        )
+        uid = series.series_instance_uid
+        models = routing.models_for(uid)
+        explanation = list(routing.explain(uid))
+        with self.db.session.begin() as session:
+            row = session.get(Series, series_pk)
+            if row is None or row.state != SeriesState.COMPLETE.value:
+                return
+            if not models:
+                row.state = SeriesState.NOT_ROUTED.value
+                row.reason = routing.reason(uid)
+                record_event(session, now, study_uid, "not-routed", row.reason, uid)
+                return
+            row.state = SeriesState.ROUTED.value
+            row.reason = f"routed to {', '.join(models)}"
+            for name in models:
+                manifest = self.registry.manifests[name]
+                key = f"{name}/{manifest.version}/{uid}/g{row.generation}"
+                if session.scalars(select(Job.pk).where(Job.job_key == key)).first() is not None:
+                    continue
+                session.add(
+                    Job(
+                        job_key=key, study_fk=row.study_fk, series_fk=row.pk, model_name=name,
+                        model_version=manifest.version, generation=row.generation,
+                        state=JobState.QUEUED.value, reason="waiting for a worker",
+                        explanation={"routing": explanation}, attempts=0,
+                        created_at=now, updated_at=now,
+                    )
+                )  # fmt: skip
+                record_event(session, now, study_uid, "routed", f"series to {name} {manifest.version}", uid)
+
+    # -- infer + encode -------------------------------------------------------------------
+    def run_one_job(self) -> bool:
+        """Claim and run one job; returns whether there was one."""
+        now = self.clock()
+        job = claim_job(self.db.session, now, JOB_LEASE_S, list(self.registry.manifests))
+        if job is None:
+            return False
+        started = time.monotonic()
+        try:
+            state, reason, results = self._execute(job)
+        except (InferenceError, EncodeError, StorageError) as exc:
+            log.error("job %s failed: %s", job.pk, exc)
+            fail_job(self.db.session, job, self.clock(), str(exc))
+            return True
+        except Exception as exc:  # noqa: BLE001 - any bug fails the job, never the node
+            log.exception("job %s crashed", job.pk)
+            fail_job(self.db.session, job, self.clock(), f"internal error: {type(exc).__name__}: {exc}")
+            return True
+        complete_job(
+            self.db.session, job, self.clock(), state, reason, results,
+            self.destinations(job.calling_ae_title), self.settings.send.retry_window_s,
+            time.monotonic() - started,
+        )  # fmt: skip
+        return True
+
+    def _load_series(self, job: ClaimedJob) -> list[Dataset]:
+        paths = instance_paths(self.db.session, job.series_pk)
+        return [dcmread(self.files.absolute(p)) for p in paths]
+
+    def _execute(self, job: ClaimedJob) -> tuple[JobState, str, list[NewResult]]:
+        manifest = self.registry.manifests[job.model_name]
+        volume, ordered, issues = load_volume(self._load_series(job))
+        blocking = [i for i in issues if i.blocking]
+        if volume is None or blocking:
+            output = ModelOutput(labels=manifest.labels, quality_issues=tuple(issues))
+            state = JobState.QUALITY_FAILED
+            reason = "input quality check failed: " + "; ".join(i.message for i in blocking or issues)
+        else:
+            runner = self.registry.runner(manifest.name)
+            output = runner.postprocess(runner.predict(runner.preprocess(volume)), volume)
+            if issues:
+                output = ModelOutput(
+                    labels=output.labels, label_map=output.label_map,
+                    measurements=output.measurements, quality_issues=tuple(issues),
+                )  # fmt: skip
+            state, reason = JobState.DONE, "results encoded"
+        algorithm = manifest.algorithm(device_uid(manifest.name, manifest.version))
+        datasets = encode_results(ordered, output, algorithm, job.job_key)
+        return state, reason, [self._store_result(ds) for ds in datasets]
+
+    def _store_result(self, ds: Dataset) -> NewResult:
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        relative = self.files.result_path(
+            str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
+        )
+        self.files.write(relative, buffer.getvalue())
+        kind = "SEG" if ds.SOPClassUID == SegmentationStorage else "SR"
+        return NewResult(
+            kind=kind, sop_instance_uid=str(ds.SOPInstanceUID), sop_class_uid=str(ds.SOPClassUID),
+            series_instance_uid=str(ds.SeriesInstanceUID), path=relative,
+        )  # fmt: skip
+
+    def destinations(self, calling_ae_title: str) -> list[str]:
+        """Where a study's results go: its sender (if in the AE table) plus configured extras."""
+        out = []
+        known = self.settings.known_ae(calling_ae_title)
+        if self.settings.send.default_to_sender and known is not None and known.send_results:
+            out.append(f"{known.ae_title}@{known.host}:{known.port}")
+        out += [d for d in self.settings.send.destinations if d not in out]
+        return out
+
+    # -- send ------------------------------------------------------------------------------
+    def deliver(self, destination: str | None = None) -> int:
+        """Send every due delivery (of one destination, or all); returns how many were tried."""
+        now = self.clock()
+        due = [d for d in due_deliveries(self.db.session, now) if destination in (None, d.destination)]
+        by_dest: dict[str, list] = {}
+        for d in due:
+            by_dest.setdefault(d.destination, []).append(d)
+        for dest, items in by_dest.items():
+            self._deliver_to(dest, items)
+        return len(due)
+
+    def _retry_at(self, attempts: int, deadline: dt.datetime, now: dt.datetime) -> dt.datetime | None:
+        cfg = self.settings.send
+        delay = min(cfg.retry_max_s, cfg.retry_initial_s * math.pow(2, attempts))
+        at = now + dt.timedelta(seconds=delay)
+        return None if now >= as_utc(deadline) else min(at, as_utc(deadline))
+
+    def _deliver_to(self, dest: str, items: list) -> None:
+        peer = Peer.parse(dest)
+        calling = self.settings.send.calling_ae_title or self.settings.dicom.ae_title
+        paths = [self.files.absolute(d.path) for d in items]
+        try:
+            outcomes = send_datasets(paths, peer, calling_ae_title=calling, timeout_s=self.settings.send.timeout_s)
+            error = ""
+        except Exception as exc:  # noqa: BLE001 - a dead destination is retried, never fatal
+            outcomes, error = [], str(exc)
+        by_uid = {o.sop_instance_uid: o for o in outcomes}
+        now = self.clock()
+        for d in items:
+            o = by_uid.get(d.sop_instance_uid)
+            delivered = bool(o and o.delivered)
+            message = "" if delivered else (o.message if o else error or "not sent")
+            finish_delivery_attempt(
+                self.db.session, d, now, delivered=delivered, status=o.status if o else None,
+                error=message, next_attempt_at=None if delivered else self._retry_at(d.attempts, d.deadline_at, now),
+            )  # fmt: skip
+            if not delivered:
+                log.warning("delivery of %s to %s failed: %s", d.sop_instance_uid, dest, message)

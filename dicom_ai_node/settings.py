@@ -1,0 +1,289 @@
+"""Settings: one frozen tree read from a TOML file plus ``DICOM_AI_NODE_<SECTION>_<KEY>`` overrides.
+
+Every field carries help text in its metadata; ``dicom-ai-node init`` writes it out as a
+commented configuration file and a test checks that no field lacks it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar, get_type_hints
+
+from .errors import ConfigError
+
+__all__ = [
+    "AssembleSettings",
+    "DicomSettings",
+    "InferSettings",
+    "KnownAE",
+    "NodeSettings",
+    "RouteSettings",
+    "SendSettings",
+    "StorageSettings",
+    "load_settings",
+    "render_config",
+]
+
+ENV_PREFIX = "DICOM_AI_NODE_"
+T = TypeVar("T")
+
+
+def _f(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+def _valid_ae(value: str, what: str) -> str:
+    text = value.strip()
+    if not 1 <= len(text) <= 16 or "\\" in text or any(ord(c) < 32 for c in text):
+        raise ConfigError(f"{what}: {value!r} is not a valid AE title (PS3.5 AE: 1-16 characters)")
+    return text
+
+
+@dataclass(frozen=True)
+class KnownAE:
+    """A peer application entity in the AE table; results go back to it by default."""
+
+    ae_title: str = _f("", "AE title of the peer (PS3.5 AE, at most 16 characters).")
+    host: str = _f("", "Host name or IP address of the peer.")
+    port: int = _f(104, "TCP port of the peer's Storage SCP.")
+    results: tuple[str, ...] = _f(("SEG", "SR"), "Which result kinds to send it: SEG, SR.")
+    send_results: bool = _f(True, "Send results to this AE when it sent the study.")
+
+    def __post_init__(self) -> None:
+        _valid_ae(self.ae_title, "ae_table.ae_title")
+        if not self.host:
+            raise ConfigError(f"ae_table entry {self.ae_title}: host is empty")
+        if not 1 <= self.port <= 65535:
+            raise ConfigError(f"ae_table entry {self.ae_title}: port {self.port} out of range")
+
+
+@dataclass(frozen=True)
+class DicomSettings:
+    """The DICOM listener (Storage SCP and Verification SCP)."""
+
+    ae_title: str = _f("DICOM_AI_NODE", "Our AE title; associations calling another one are rejected.")
+    host: str = _f("0.0.0.0", "Address to bind; 0.0.0.0 listens on every interface.")
+    port: int = _f(11112, "TCP port to listen on (the IANA DICOM port is 104 and needs root).")
+    require_called_ae_title: bool = _f(True, "Reject associations whose Called AE Title is not ours.")
+    max_pdu: int = _f(131072, "Largest P-DATA PDU we accept, in bytes (0 = unlimited).")
+    max_associations: int = _f(16, "Simultaneous associations we serve; more are rejected.")
+    acse_timeout_s: float = _f(30.0, "Seconds to wait for association messages.")
+    dimse_timeout_s: float = _f(60.0, "Seconds to wait for DIMSE messages.")
+    network_timeout_s: float = _f(60.0, "Seconds an idle association is kept open.")
+
+    def __post_init__(self) -> None:
+        _valid_ae(self.ae_title, "dicom.ae_title")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"dicom.port {self.port} out of range")
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """Where instances, results and the index live."""
+
+    root: str = _f("var/storage", "Folder for received instances and results.")
+    database_url: str = _f(
+        "", "SQLAlchemy URL of the index; empty means SQLite at <root>/../node.db (WAL mode)."
+    )
+    fsync: bool = _f(True, "fsync every file and its folder before answering Success.")
+    min_free_mb: int = _f(500, "Refuse new instances (0xA700) when less disk is free.")
+
+
+@dataclass(frozen=True)
+class AssembleSettings:
+    """When a series counts as complete."""
+
+    quiet_period_s: float = _f(10.0, "Seconds after the last instance before a series is complete.")
+    sweep_interval_s: float = _f(1.0, "How often to look for series whose quiet period is over.")
+    late_instance_policy: str = _f(
+        "rerun", "What late instances after completion do: rerun (new results supersede) or record."
+    )
+
+    def __post_init__(self) -> None:
+        if self.late_instance_policy not in ("rerun", "record"):
+            raise ConfigError("assemble.late_instance_policy must be 'rerun' or 'record'")
+
+
+@dataclass(frozen=True)
+class RouteSettings:
+    """Routing rules."""
+
+    rules_file: str = _f("models/rules.yaml", "YAML file with the routing rules.")
+
+
+@dataclass(frozen=True)
+class InferSettings:
+    """Models and the in-process inference worker."""
+
+    models_dir: str = _f("models", "Folder searched for <model>/model.toml manifests.")
+    device: str = _f("auto", "auto (CUDA when available), cpu or cuda.")
+    threads: int = _f(0, "CPU threads for inference; 0 uses the cores available.")
+    bf16: bool = _f(True, "Use bfloat16 autocast on CPUs that support it.")
+    workers: int = _f(1, "Inference worker threads in this process.")
+
+
+@dataclass(frozen=True)
+class SendSettings:
+    """Delivery of results (the durable outbox)."""
+
+    calling_ae_title: str = _f("", "Calling AE title for sending; empty uses dicom.ae_title.")
+    timeout_s: float = _f(30.0, "Network and DIMSE timeout for one delivery attempt.")
+    retry_initial_s: float = _f(5.0, "First retry delay after a failed delivery.")
+    retry_max_s: float = _f(600.0, "Longest delay between retries (exponential backoff cap).")
+    retry_window_s: float = _f(259200.0, "Give up on a delivery after this many seconds (72 h).")
+    default_to_sender: bool = _f(True, "Send results back to the AE that sent the study.")
+    destinations: tuple[str, ...] = _f(
+        (), "Extra destinations for every result, as AE@HOST:PORT (in addition to the sender)."
+    )
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """The whole configuration of one node."""
+
+    dicom: DicomSettings = field(default_factory=DicomSettings, metadata={"help": "Listener."})
+    storage: StorageSettings = field(default_factory=StorageSettings, metadata={"help": "Storage."})
+    assemble: AssembleSettings = field(default_factory=AssembleSettings, metadata={"help": "Completion."})
+    route: RouteSettings = field(default_factory=RouteSettings, metadata={"help": "Routing."})
+    infer: InferSettings = field(default_factory=InferSettings, metadata={"help": "Inference."})
+    send: SendSettings = field(default_factory=SendSettings, metadata={"help": "Delivery."})
+    ae_table: tuple[KnownAE, ...] = field(
+        default=(), metadata={"help": "Known peers: [[ae_table]] entries with ae_title, host, port."}
+    )
+    base_dir: str = _f(".", "Folder that relative paths are resolved against (the config's folder).")
+
+    def path(self, value: str) -> Path:
+        """Resolve a configured path against ``base_dir``."""
+        p = Path(value)
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+    @property
+    def database_url(self) -> str:
+        """The index URL; SQLite beside the storage root when none is configured."""
+        if self.storage.database_url:
+            return self.storage.database_url
+        return f"sqlite:///{self.path(self.storage.root).parent / 'node.db'}"
+
+    def known_ae(self, ae_title: str) -> KnownAE | None:
+        """The AE table entry for ``ae_title``, if any."""
+        for entry in self.ae_table:
+            if entry.ae_title == ae_title.strip():
+                return entry
+        return None
+
+
+def _convert(value: Any, typ: Any, where: str) -> Any:
+    origin = getattr(typ, "__origin__", None)
+    try:
+        if typ is bool:
+            if isinstance(value, str):
+                if value.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ValueError(value)
+                return value.lower() in ("1", "true", "yes", "on")
+            return bool(value)
+        if typ in (int, float):
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return typ(value)
+        if typ is str:
+            if not isinstance(value, str):
+                raise ValueError(value)
+            return value
+        if origin is tuple:
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(str(v).strip() for v in items if str(v).strip())
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {value!r} is not a valid {typ}") from exc
+    return value
+
+
+def _build(cls: type[T], data: Mapping[str, Any], env: Mapping[str, str], prefix: str) -> T:
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(data) - names
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in [{prefix.lower() or 'top'}]: {sorted(unknown)}")
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        typ = hints[f.name]
+        env_key = f"{ENV_PREFIX}{prefix}{f.name}".upper()
+        if dataclasses.is_dataclass(typ):
+            kwargs[f.name] = _build(typ, data.get(f.name, {}), env, f"{prefix}{f.name}_")  # type: ignore[arg-type]
+        elif f.name == "ae_table":
+            kwargs[f.name] = tuple(_build(KnownAE, e, {}, "AE_TABLE_") for e in data.get(f.name, []))
+        elif env_key in env:
+            kwargs[f.name] = _convert(env[env_key], typ, env_key)
+        elif f.name in data:
+            kwargs[f.name] = _convert(data[f.name], typ, f"{prefix.lower()}{f.name}")
+    return cls(**kwargs)
+
+
+def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None) -> NodeSettings:
+    """Read settings from a TOML file (optional) and environment overrides.
+
+    Parameters
+    ----------
+    path:
+        A TOML file as written by ``dicom-ai-node init``; relative paths in it are resolved
+        against its folder. ``None`` uses defaults relative to the current directory.
+    env:
+        Environment to read ``DICOM_AI_NODE_<SECTION>_<KEY>`` overrides from
+        (default ``os.environ``).
+
+    Raises
+    ------
+    ConfigError
+        On unknown keys, wrong types or invalid values, naming the key.
+    """
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text("utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read settings file {path}: {exc}") from exc
+        data.setdefault("base_dir", str(Path(path).resolve().parent))
+    return _build(NodeSettings, data, env, "")
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render_config(settings: NodeSettings | None = None) -> str:
+    """Write settings as a commented TOML file (what ``dicom-ai-node init`` prints)."""
+    settings = settings or NodeSettings()
+    lines = [
+        "# dicom-ai-node configuration. Every key is optional; shown with its default.",
+        f"# Each key can be overridden by an environment variable {ENV_PREFIX}<SECTION>_<KEY>.",
+        "",
+    ]
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if dataclasses.is_dataclass(value):
+            lines.append(f"[{f.name}]  # {f.metadata['help']}")
+            for sub in dataclasses.fields(value):
+                lines.append(f"# {sub.metadata['help']}")
+                lines.append(f"{sub.name} = {_toml_value(getattr(value, sub.name))}")
+            lines.append("")
+    lines += [
+        "# Known peers. Results go back to the AE that sent a study when it is listed here.",
+        "# [[ae_table]]",
+        '# ae_title = "PACS"',
+        '# host = "10.0.0.5"',
+        "# port = 104",
+        '# results = ["SEG", "SR"]',
+        "",
+    ]
+    return "\n".join(lines)

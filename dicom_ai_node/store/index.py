@@ -1,0 +1,299 @@
+"""Store: indexing received instances and series completion (the only SQL for ingest).
+
+One transaction per instance indexes it and updates its series; the C-STORE handler
+answers Success only after it commits (PS3.4 B.2.3).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..domain import SeriesState
+from ..errors import StorageError
+from .db import as_utc
+from .tables import Event, Instance, Patient, Series, Study
+
+__all__ = [
+    "IndexOutcome",
+    "InstanceRecord",
+    "complete_due_series",
+    "find_instance",
+    "index_instance",
+    "known_instance_hash",
+    "record_event",
+]
+
+
+class IndexOutcome(enum.Enum):
+    """What indexing an instance did."""
+
+    NEW = "new"
+    DUPLICATE = "duplicate"  # same SOP Instance UID, same bytes: nothing to do
+    CONFLICT = "conflict"  # same SOP Instance UID, different bytes: the first one is kept
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """What the index keeps of one received instance (read from its header)."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    path: str
+    size: int
+    sha256: str
+    received_at: dt.datetime
+    calling_ae_title: str = ""
+    patient_id: str = ""
+    issuer_of_patient_id: str = ""
+    patient_name: str = ""
+    study_date: str = ""
+    study_description: str = ""
+    accession_number: str = ""
+    modality: str = ""
+    series_number: int | None = None
+    series_description: str = ""
+    instance_number: int | None = None
+    expected_count: int | None = None
+    header: dict[str, Any] = field(default_factory=dict)
+
+
+def record_event(
+    session: Session, now: dt.datetime, study_uid: str, kind: str, message: str, series_uid: str = ""
+) -> None:
+    """Add a line to a study's history (UIDs and reasons only, never patient data)."""
+    session.add(
+        Event(
+            at=now,
+            study_instance_uid=study_uid,
+            series_instance_uid=series_uid,
+            kind=kind,
+            message=message,
+        )
+    )
+
+
+def find_instance(session: Session, sop_instance_uid: str) -> Instance | None:
+    """The indexed instance with this SOP Instance UID, if any."""
+    return session.scalars(
+        select(Instance).where(Instance.sop_instance_uid == sop_instance_uid)
+    ).one_or_none()
+
+
+def known_instance_hash(sessions: sessionmaker[Session], sop_instance_uid: str) -> str | None:
+    """The content hash of an indexed instance, or None when it is not indexed.
+
+    Raises
+    ------
+    StorageError
+        When the database cannot be read.
+    """
+    try:
+        with sessions() as session:
+            row = find_instance(session, sop_instance_uid)
+            return row.sha256 if row is not None else None
+    except OperationalError as exc:
+        raise StorageError(f"cannot read the index: {type(exc).__name__}") from exc
+
+
+def _get_or_create_study(session: Session, rec: InstanceRecord) -> Study:
+    study = session.scalars(
+        select(Study).where(Study.study_instance_uid == rec.study_instance_uid)
+    ).one_or_none()
+    if study is not None:
+        return study
+    patient = session.scalars(
+        select(Patient).where(
+            Patient.patient_id == rec.patient_id,
+            Patient.issuer_of_patient_id == rec.issuer_of_patient_id,
+        )
+    ).one_or_none()
+    if patient is None:
+        patient = Patient(
+            patient_id=rec.patient_id,
+            issuer_of_patient_id=rec.issuer_of_patient_id,
+            patient_name=rec.patient_name,
+        )
+        session.add(patient)
+        session.flush()
+    study = Study(
+        study_instance_uid=rec.study_instance_uid,
+        patient_fk=patient.pk,
+        study_date=rec.study_date,
+        study_description=rec.study_description[:64],
+        accession_number=rec.accession_number[:16],
+        created_at=rec.received_at,
+    )
+    session.add(study)
+    session.flush()
+    return study
+
+
+def _new_series(session: Session, rec: InstanceRecord) -> int:
+    study = _get_or_create_study(session, rec)
+    series = Series(
+        series_instance_uid=rec.series_instance_uid,
+        study_fk=study.pk,
+        modality=rec.modality[:16],
+        series_number=rec.series_number,
+        series_description=rec.series_description[:64],
+        calling_ae_title=rec.calling_ae_title,
+        header=rec.header,
+        instance_count=0,
+        expected_count=rec.expected_count,
+        first_received_at=rec.received_at,
+        last_received_at=rec.received_at,
+        state=SeriesState.RECEIVING.value,
+        generation=0,
+        late_instances=0,
+        reason="",
+    )
+    session.add(series)
+    session.flush()
+    return series.pk
+
+
+def _update_series(session: Session, rec: InstanceRecord, late_policy: str) -> tuple[int, bool]:
+    """Count the instance in its series (creating it); returns the series pk and lateness.
+
+    Core statements, not ORM objects: this runs once per received instance.
+    """
+    row = session.execute(
+        select(Series.pk, Series.state, Series.instance_count, Series.expected_count).where(
+            Series.series_instance_uid == rec.series_instance_uid
+        )
+    ).one_or_none()
+    if row is None:
+        pk, state, count, expected = _new_series(session, rec), "receiving", 0, rec.expected_count
+    else:
+        pk, state, count, expected = row
+    late = state != SeriesState.RECEIVING.value
+    values: dict[str, Any] = {
+        "instance_count": Series.instance_count + 1,
+        "last_received_at": rec.received_at,
+    }
+    if late:
+        values["late_instances"] = Series.late_instances + 1
+        if late_policy == "rerun":
+            values.update(
+                state=SeriesState.RECEIVING.value,
+                generation=Series.generation + 1,
+                completed_at=None,
+            )
+            state = SeriesState.RECEIVING.value
+    if state == SeriesState.RECEIVING.value and expected is not None and count + 1 >= expected:
+        values.update(
+            state=SeriesState.COMPLETE.value,
+            completed_at=rec.received_at,
+            reason=f"expected instance count {expected} reached",
+        )
+    session.execute(update(Series).where(Series.pk == pk).values(**values))
+    return pk, late
+
+
+def index_instance(
+    sessions: sessionmaker[Session], rec: InstanceRecord, *, late_policy: str = "rerun"
+) -> IndexOutcome:
+    """Index one stored instance and update its series in one transaction.
+
+    Parameters
+    ----------
+    sessions:
+        The session factory.
+    rec:
+        The instance; its file is already durable at ``rec.path``.
+    late_policy:
+        ``rerun`` re-opens a completed series so a new job supersedes the old results;
+        ``record`` only counts the late instance.
+
+    Returns
+    -------
+    IndexOutcome
+        NEW when indexed, DUPLICATE when the same bytes were indexed before, CONFLICT when
+        another instance with this SOP Instance UID and different bytes exists.
+
+    Raises
+    ------
+    StorageError
+        When the database cannot commit after retries (the caller removes the file).
+    """
+    last: Exception | None = None
+    for _attempt in range(3):
+        try:
+            with sessions.begin() as session:
+                series_pk, late = _update_series(session, rec, late_policy)
+                session.execute(
+                    insert(Instance).values(
+                        sop_instance_uid=rec.sop_instance_uid,
+                        sop_class_uid=rec.sop_class_uid,
+                        series_fk=series_pk,
+                        transfer_syntax_uid=rec.transfer_syntax_uid,
+                        instance_number=rec.instance_number,
+                        path=rec.path,
+                        size=rec.size,
+                        sha256=rec.sha256,
+                        calling_ae_title=rec.calling_ae_title,
+                        received_at=rec.received_at,
+                    )
+                )
+                if late:
+                    record_event(
+                        session,
+                        rec.received_at,
+                        rec.study_instance_uid,
+                        "late-instance",
+                        f"instance {rec.sop_instance_uid} arrived after completion "
+                        f"(policy {late_policy})",
+                        rec.series_instance_uid,
+                    )
+            return IndexOutcome.NEW
+        except IntegrityError as exc:  # already indexed, or a concurrent association raced us
+            last = exc
+            known = known_instance_hash(sessions, rec.sop_instance_uid)
+            if known is not None:
+                return IndexOutcome.DUPLICATE if known == rec.sha256 else IndexOutcome.CONFLICT
+        except OperationalError as exc:  # database locked or unavailable
+            last = exc
+    raise StorageError(f"cannot index instance: {type(last).__name__}") from last
+
+
+def complete_due_series(
+    sessions: sessionmaker[Session], now: dt.datetime, quiet_period_s: float
+) -> list[str]:
+    """Mark series whose quiet period is over as complete; return their UIDs.
+
+    The quiet period counts from ``last_received_at`` in the database, so a restart
+    resumes where it was (no in-memory timers).
+    """
+    cutoff = now - dt.timedelta(seconds=quiet_period_s)
+    with sessions.begin() as session:
+        rows = session.scalars(
+            select(Series).where(
+                Series.state == SeriesState.RECEIVING.value, Series.last_received_at <= cutoff
+            )
+        ).all()
+        done = []
+        for series in rows:
+            if as_utc(series.last_received_at) > cutoff:
+                continue
+            result = session.execute(
+                update(Series)
+                .where(Series.pk == series.pk, Series.state == SeriesState.RECEIVING.value)
+                .values(
+                    state=SeriesState.COMPLETE.value,
+                    completed_at=now,
+                    reason=f"quiet for {quiet_period_s:g} s after the last instance",
+                )
+            )
+            if result.rowcount:  # type: ignore[attr-defined]
+                done.append(series.series_instance_uid)
+        return done

@@ -1,0 +1,277 @@
+"""Store: jobs, results and the delivery outbox (the only SQL for those tables).
+
+Jobs are claimed with a lease (``lease_until``); a job whose lease ran out is claimed
+again, so a crashed worker's job is not lost. Deliveries are rows with a due time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..domain import DeliveryState, JobState, SeriesState
+from .index import record_event
+from .tables import Delivery, Instance, Job, Result, Series, Study
+
+__all__ = [
+    "ClaimedJob",
+    "DueDelivery",
+    "NewResult",
+    "claim_job",
+    "complete_job",
+    "due_deliveries",
+    "fail_job",
+    "finish_delivery_attempt",
+    "instance_paths",
+    "requeue_running_jobs",
+]
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """A job a worker now holds."""
+
+    pk: int
+    job_key: str
+    model_name: str
+    model_version: str
+    study_instance_uid: str
+    series_instance_uid: str
+    series_pk: int
+    calling_ae_title: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class NewResult:
+    """A result object written to disk, to be indexed with its job."""
+
+    kind: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    series_instance_uid: str
+    path: str
+
+
+@dataclass(frozen=True)
+class DueDelivery:
+    """One result due to be sent to one destination."""
+
+    pk: int
+    destination: str
+    path: str
+    sop_instance_uid: str
+    attempts: int
+    deadline_at: dt.datetime
+    study_instance_uid: str
+
+
+def claim_job(
+    sessions: sessionmaker[Session], now: dt.datetime, lease_s: float, model_names: Sequence[str]
+) -> ClaimedJob | None:
+    """Take the oldest queued job (or one whose lease expired) for one of these models."""
+    with sessions.begin() as session:
+        candidates = session.execute(
+            select(Job, Series.series_instance_uid, Series.calling_ae_title, Study.study_instance_uid)
+            .join(Series, Job.series_fk == Series.pk)
+            .join(Study, Job.study_fk == Study.pk)
+            .where(
+                Job.model_name.in_(model_names),
+                or_(
+                    Job.state == JobState.QUEUED.value,
+                    (Job.state == JobState.RUNNING.value) & (Job.lease_until < now),
+                ),
+            )
+            .order_by(Job.pk)
+            .limit(5)
+        ).all()
+        for job, series_uid, calling, study_uid in candidates:
+            taken = session.execute(
+                update(Job)
+                .where(Job.pk == job.pk, Job.state == job.state, Job.attempts == job.attempts)
+                .values(
+                    state=JobState.RUNNING.value,
+                    lease_until=now + dt.timedelta(seconds=lease_s),
+                    attempts=job.attempts + 1,
+                    updated_at=now,
+                )
+            )
+            if taken.rowcount:  # type: ignore[attr-defined]
+                return ClaimedJob(
+                    pk=job.pk,
+                    job_key=job.job_key,
+                    model_name=job.model_name,
+                    model_version=job.model_version,
+                    study_instance_uid=study_uid,
+                    series_instance_uid=series_uid,
+                    series_pk=job.series_fk,
+                    calling_ae_title=calling,
+                    attempts=job.attempts + 1,
+                )
+    return None
+
+
+def instance_paths(sessions: sessionmaker[Session], series_pk: int) -> list[str]:
+    """Relative paths of every instance of a series."""
+    with sessions() as session:
+        return list(
+            session.scalars(
+                select(Instance.path).where(Instance.series_fk == series_pk).order_by(Instance.pk)
+            )
+        )
+
+
+def complete_job(
+    sessions: sessionmaker[Session],
+    job: ClaimedJob,
+    now: dt.datetime,
+    state: JobState,
+    reason: str,
+    results: Sequence[NewResult],
+    destinations: Sequence[str],
+    retry_window_s: float,
+    duration_s: float,
+) -> None:
+    """Record a job's results and queue their deliveries, in one transaction.
+
+    Earlier jobs of the same model on the same series (older generations) become
+    SUPERSEDED.
+    """
+    with sessions.begin() as session:
+        for res in results:
+            row = session.scalars(
+                select(Result).where(Result.sop_instance_uid == res.sop_instance_uid)
+            ).one_or_none()
+            if row is None:  # a re-run of the same job makes the same UIDs: keep one row
+                row = Result(job_fk=job.pk, created_at=now, **res.__dict__)
+                session.add(row)
+                session.flush()
+            for dest in destinations:
+                exists = session.scalars(
+                    select(Delivery.pk).where(Delivery.result_fk == row.pk, Delivery.destination == dest)
+                ).first()
+                if exists is None:
+                    session.add(
+                        Delivery(
+                            result_fk=row.pk,
+                            destination=dest,
+                            state=DeliveryState.PENDING.value,
+                            attempts=0,
+                            next_attempt_at=now,
+                            deadline_at=now + dt.timedelta(seconds=retry_window_s),
+                            last_error="",
+                        )
+                    )
+        session.execute(
+            update(Job)
+            .where(Job.pk == job.pk)
+            .values(state=state.value, reason=reason, lease_until=None, updated_at=now, duration_s=duration_s)
+        )
+        superseded = session.execute(
+            update(Job)
+            .where(
+                Job.series_fk == job.series_pk,
+                Job.model_name == job.model_name,
+                Job.pk < job.pk,
+                Job.state.in_([JobState.DONE.value, JobState.QUEUED.value, JobState.QUALITY_FAILED.value]),
+            )
+            .values(state=JobState.SUPERSEDED.value, reason=f"superseded by job {job.pk}", updated_at=now)
+        )
+        kinds = ", ".join(r.kind for r in results) or "no objects"
+        record_event(
+            session, now, job.study_instance_uid, f"job-{state.value}",
+            f"job {job.pk} {job.model_name} {job.model_version}: {reason} ({kinds}; "
+            f"to {', '.join(destinations) or 'no destination'})",
+            job.series_instance_uid,
+        )  # fmt: skip
+        if superseded.rowcount:  # type: ignore[attr-defined]
+            record_event(
+                session, now, job.study_instance_uid, "superseded",
+                f"{superseded.rowcount} earlier job(s) superseded by job {job.pk}",  # type: ignore[attr-defined]
+                job.series_instance_uid,
+            )  # fmt: skip
+
+
+def fail_job(sessions: sessionmaker[Session], job: ClaimedJob, now: dt.datetime, reason: str) -> None:
+    """Mark a job FAILED with the reason the operator will read."""
+    with sessions.begin() as session:
+        session.execute(
+            update(Job)
+            .where(Job.pk == job.pk)
+            .values(state=JobState.FAILED.value, reason=reason, lease_until=None, updated_at=now)
+        )
+        record_event(
+            session, now, job.study_instance_uid, "job-failed",
+            f"job {job.pk} {job.model_name}: {reason}", job.series_instance_uid,
+        )  # fmt: skip
+
+
+def requeue_running_jobs(sessions: sessionmaker[Session], now: dt.datetime) -> int:
+    """At start-up of a single-process node, jobs left RUNNING by a crash go back to QUEUED."""
+    with sessions.begin() as session:
+        result = session.execute(
+            update(Job)
+            .where(Job.state == JobState.RUNNING.value)
+            .values(state=JobState.QUEUED.value, lease_until=None, updated_at=now)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def due_deliveries(sessions: sessionmaker[Session], now: dt.datetime, limit: int = 500) -> list[DueDelivery]:
+    """Pending deliveries whose next attempt is due, oldest first."""
+    with sessions() as session:
+        rows = session.execute(
+            select(Delivery, Result.path, Result.sop_instance_uid, Study.study_instance_uid)
+            .join(Result, Delivery.result_fk == Result.pk)
+            .join(Job, Result.job_fk == Job.pk)
+            .join(Study, Job.study_fk == Study.pk)
+            .where(Delivery.state == DeliveryState.PENDING.value, Delivery.next_attempt_at <= now)
+            .order_by(Delivery.pk)
+            .limit(limit)
+        ).all()
+        return [
+            DueDelivery(
+                pk=d.pk, destination=d.destination, path=path, sop_instance_uid=uid,
+                attempts=d.attempts, deadline_at=d.deadline_at, study_instance_uid=study,
+            )  # fmt: skip
+            for d, path, uid, study in rows
+        ]
+
+
+def finish_delivery_attempt(
+    sessions: sessionmaker[Session],
+    delivery: DueDelivery,
+    now: dt.datetime,
+    *,
+    delivered: bool,
+    status: int | None,
+    error: str,
+    next_attempt_at: dt.datetime | None,
+) -> None:
+    """Record one attempt: delivered, retried later, or failed for good (window over)."""
+    values: dict[str, Any] = {"attempts": delivery.attempts + 1, "last_status": status, "last_error": error}
+    if delivered:
+        values.update(state=DeliveryState.DELIVERED.value, delivered_at=now)
+    elif next_attempt_at is None:
+        values.update(state=DeliveryState.FAILED.value)
+    else:
+        values.update(next_attempt_at=next_attempt_at)
+    with sessions.begin() as session:
+        session.execute(update(Delivery).where(Delivery.pk == delivery.pk).values(**values))
+        if delivered or next_attempt_at is None:
+            what = "delivered" if delivered else f"failed for good: {error}"
+            record_event(
+                session, now, delivery.study_instance_uid, "delivery",
+                f"{delivery.sop_instance_uid} to {delivery.destination}: {what}",
+            )  # fmt: skip
+
+
+def mark_series(sessions: sessionmaker[Session], series_pk: int, state: SeriesState, reason: str) -> None:
+    """Set a series' state and the reason shown to the operator."""
+    with sessions.begin() as session:
+        session.execute(update(Series).where(Series.pk == series_pk).values(state=state.value, reason=reason))

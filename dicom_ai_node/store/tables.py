@@ -1,0 +1,184 @@
+"""Store: the index tables (SQLAlchemy 2.x); the information model of PS3.3 A.1.2 plus jobs.
+
+patient -> study -> series -> instance follow the DICOM information model. ``job`` is one
+model run on one series (or study), ``result`` one DICOM object a job produced, and
+``delivery`` one result to one destination (the durable outbox). ``event`` is the history
+an operator reads with ``dicom-ai-node jobs``: what happened to each study and why.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+__all__ = ["Base", "Delivery", "Event", "Instance", "Job", "Patient", "Result", "Series", "Study"]
+
+UID = String(64)  # PS3.5 UI: at most 64 characters
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table."""
+
+    type_annotation_map = {dt.datetime: DateTime(timezone=True), dict[str, Any]: JSON}
+
+
+class Patient(Base):
+    """A patient as identified by the sender (PatientID plus IssuerOfPatientID)."""
+
+    __tablename__ = "patient"
+    __table_args__ = (UniqueConstraint("patient_id", "issuer_of_patient_id"),)
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[str] = mapped_column(String(64), default="")
+    issuer_of_patient_id: Mapped[str] = mapped_column(String(64), default="")
+    patient_name: Mapped[str] = mapped_column(String(324), default="")
+
+
+class Study(Base):
+    """A study (PS3.3 C.7.2.1)."""
+
+    __tablename__ = "study"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
+    patient_fk: Mapped[int] = mapped_column(ForeignKey("patient.pk"))
+    study_date: Mapped[str] = mapped_column(String(8), default="")
+    study_description: Mapped[str] = mapped_column(String(64), default="")
+    accession_number: Mapped[str] = mapped_column(String(16), default="")
+    created_at: Mapped[dt.datetime]
+
+    series: Mapped[list[Series]] = relationship(back_populates="study")
+
+
+class Series(Base):
+    """A series and its completion state (see docs/architecture.md)."""
+
+    __tablename__ = "series"
+    __table_args__ = (Index("ix_series_state_last", "state", "last_received_at"),)
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
+    study_fk: Mapped[int] = mapped_column(ForeignKey("study.pk"), index=True)
+    modality: Mapped[str] = mapped_column(String(16), default="")
+    series_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    series_description: Mapped[str] = mapped_column(String(64), default="")
+    calling_ae_title: Mapped[str] = mapped_column(String(16), default="")
+    header: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    instance_count: Mapped[int] = mapped_column(Integer, default=0)
+    expected_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    first_received_at: Mapped[dt.datetime]
+    last_received_at: Mapped[dt.datetime]
+    state: Mapped[str] = mapped_column(String(16), default="receiving")
+    completed_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    generation: Mapped[int] = mapped_column(Integer, default=0)  # bumps on late instances
+    late_instances: Mapped[int] = mapped_column(Integer, default=0)
+    reason: Mapped[str] = mapped_column(Text, default="")
+
+    study: Mapped[Study] = relationship(back_populates="series")
+
+
+class Instance(Base):
+    """One stored SOP instance; ``path`` is relative to the storage root."""
+
+    __tablename__ = "instance"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
+    sop_class_uid: Mapped[str] = mapped_column(UID)
+    series_fk: Mapped[int] = mapped_column(ForeignKey("series.pk"), index=True)
+    transfer_syntax_uid: Mapped[str] = mapped_column(UID)
+    instance_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    path: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    calling_ae_title: Mapped[str] = mapped_column(String(16), default="")
+    received_at: Mapped[dt.datetime]
+
+
+class Job(Base):
+    """One model run on one series (or one study, for study-scope models)."""
+
+    __tablename__ = "job"
+    __table_args__ = (
+        UniqueConstraint("job_key"),
+        Index("ix_job_state", "state", "lease_until"),
+    )
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_key: Mapped[str] = mapped_column(String(200))  # deterministic: results' UIDs derive from it
+    study_fk: Mapped[int] = mapped_column(ForeignKey("study.pk"), index=True)
+    series_fk: Mapped[int] = mapped_column(ForeignKey("series.pk"), index=True)
+    model_name: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str] = mapped_column(String(32))
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    explanation: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_until: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    created_at: Mapped[dt.datetime]
+    updated_at: Mapped[dt.datetime]
+    duration_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Result(Base):
+    """One DICOM object a job produced (SEG, SR), stored under the storage root."""
+
+    __tablename__ = "result"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_fk: Mapped[int] = mapped_column(ForeignKey("job.pk"), index=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    sop_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
+    sop_class_uid: Mapped[str] = mapped_column(UID)
+    series_instance_uid: Mapped[str] = mapped_column(UID)
+    path: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime]
+
+
+class Delivery(Base):
+    """One result to one destination: the durable outbox row."""
+
+    __tablename__ = "delivery"
+    __table_args__ = (
+        UniqueConstraint("result_fk", "destination"),
+        Index("ix_delivery_due", "state", "next_attempt_at"),
+    )
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    result_fk: Mapped[int] = mapped_column(ForeignKey("result.pk"), index=True)
+    destination: Mapped[str] = mapped_column(String(300))  # AE@HOST:PORT
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime]
+    deadline_at: Mapped[dt.datetime]
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+
+
+class Event(Base):
+    """A line of a study's history: what happened and why (UIDs only, no patient data)."""
+
+    __tablename__ = "event"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[dt.datetime]
+    study_instance_uid: Mapped[str] = mapped_column(UID, index=True)
+    series_instance_uid: Mapped[str] = mapped_column(UID, default="")
+    kind: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,204 @@
+"""Shared fixtures: free ports, databases (SQLite and PostgreSQL), dcmtk peers, node processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() == "true"
+PG_ADMIN_URL = os.environ.get("DICOM_AI_NODE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout_s: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait (bounded) until something accepts connections on 127.0.0.1:port."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening")
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on port {port} after {timeout_s} s")
+
+
+def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout_s: float = 20.0) -> None:
+    """Stop a process group started with start_new_session=True; SIGKILL if it lingers."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout_s)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(10)
+
+
+def _pg_available() -> str | None:
+    try:
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        engine.dispose()
+        return None
+    except Exception as exc:  # noqa: BLE001 - any failure means "not available"
+        return f"{type(exc).__name__}: {exc}"[:200]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database: SQLite in tmp_path, or a new PostgreSQL database dropped after."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'node.db'}"
+        return
+    problem = _pg_available()
+    if problem:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL needed in CI but unavailable: {problem}")
+        pytest.skip(f"PostgreSQL not available at 127.0.0.1:5432: {problem}")
+    from sqlalchemy import create_engine, text
+
+    name = f"dain_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def require_exe(name: str) -> str:
+    """Path of an executable (also next to this Python); fail in CI, skip elsewhere."""
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if found:
+        return found
+    message = f"{name} not installed (scripts/install-tools.sh installs it)"
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def dcmtk_env() -> dict[str, str]:
+    """Environment for dcmtk processes: TCP_NODELAY=1 (Debian's build stalls ~40 ms per message without)."""
+    return {**os.environ, "TCP_NODELAY": "1"}
+
+
+@pytest.fixture
+def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """A dcmtk storescp (AE PACS) on a free port writing into tmp_path/pacs; yields (port, folder)."""
+    exe = require_exe("storescp")
+    out = tmp_path / "pacs"
+    out.mkdir()
+    port = free_port()
+    proc = subprocess.Popen(
+        [exe, "-aet", "PACS", "-od", str(out), "+xa", "-uf", str(port)],
+        env=dcmtk_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_for_port(port, 15, proc)
+        yield port, out
+    finally:
+        stop_process(proc)
+
+
+def write_node_config(
+    tmp_path: Path, db_url: str, port: int, ae_table: list[tuple[str, int]], quiet_s: float = 2.0, extra: str = ""
+) -> Path:
+    """A settings file for a node under test (models and rules from the repository)."""
+    lines = [
+        f'base_dir = "{tmp_path}"',
+        "[dicom]",
+        'ae_title = "AI_NODE"',
+        'host = "127.0.0.1"',
+        f"port = {port}",
+        "[storage]",
+        f'root = "{tmp_path / "storage"}"',
+        f'database_url = "{db_url}"',
+        "min_free_mb = 10",
+        "[assemble]",
+        f"quiet_period_s = {quiet_s}",
+        "sweep_interval_s = 0.2",
+        "[route]",
+        f'rules_file = "{REPO / "models" / "rules.yaml"}"',
+        "[infer]",
+        f'models_dir = "{REPO / "models"}"',
+        "[send]",
+        "retry_initial_s = 1.0",
+        "retry_max_s = 5.0",
+        extra,
+    ]
+    for ae, ae_port in ae_table:
+        lines += ["[[ae_table]]", f'ae_title = "{ae}"', 'host = "127.0.0.1"', f"port = {ae_port}"]
+    path = tmp_path / "node.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class NodeProcess:
+    """``dicom-ai-node serve`` in its own process group, with its output in a log file."""
+
+    def __init__(self, config: Path, port: int, log_path: Path) -> None:
+        self.config, self.port, self.log_path = config, port, log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dicom_ai_node.cli", "-c", str(self.config), "serve"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO,
+        )  # fmt: skip
+        wait_for_port(self.port, timeout_s, self.proc)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        stop_process(self.proc, signal.SIGKILL)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def node_factory(tmp_path: Path) -> Iterator[type[NodeProcess]]:
+    """Make node processes that are always stopped at teardown."""
+    made: list[NodeProcess] = []
+
+    class _Factory(NodeProcess):
+        def __init__(self, config: Path, port: int) -> None:
+            super().__init__(config, port, tmp_path / f"node-{len(made)}.log")
+            made.append(self)
+
+    yield _Factory
+    for node in made:
+        node.stop()
