@@ -112,15 +112,16 @@ class Pipeline:
             [info for _, info in infos.values()], self.rules, self.registry.specs, self.classifier
         )
         uid = series.series_instance_uid
-        models = routing.models_for(uid)
-        explanation = list(routing.explain(uid))
+        decided = routing.for_series(uid)
+        models = decided.models
+        explanation = [*decided.decision.explanation, *decided.notes]
         with self.db.session.begin() as session:
             row = session.get(Series, series_pk)
             if row is None or row.state != SeriesState.COMPLETE.value:
                 return
             if not models:
                 row.state = SeriesState.NOT_ROUTED.value
-                row.reason = routing.reason(uid)
+                row.reason = decided.reason
                 record_event(session, now, study_uid, "not-routed", row.reason, uid)
                 return
             row.state = SeriesState.ROUTED.value

@@ -1,1 +1,108 @@
-"""Stage: encode."""
+"""Stage encode: model results -> DICOM SEG and TID 1500 SR, built only with highdicom.
+
+The objects follow the IHE AI Results (AIR) profile: new series in the source study
+(same Study Instance UID, patient and study modules copied from the source), the model
+named in the equipment modules and Algorithm Identification, deterministic UIDs and
+series numbers so a re-encode or re-send of one job is idempotent. No I/O happens here;
+:func:`validate_roundtrip` encodes to bytes in memory.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from pydicom.dataset import Dataset
+
+from ..domain import AlgorithmInfo, ModelOutput
+from ..errors import EncodeError
+from .common import EncodeContext
+from .seg import build_seg, check_label_map
+from .sr import build_findings_sr, build_measurement_sr
+from .uids import UID_ROOT, device_uid, result_uid, tracking_uid
+from .validate import to_bytes, validate_roundtrip
+
+__all__ = [
+    "UID_ROOT",
+    "device_uid",
+    "encode_results",
+    "result_uid",
+    "to_bytes",
+    "tracking_uid",
+    "validate_roundtrip",
+]
+
+
+def encode_results(
+    source: Sequence[Dataset],
+    output: ModelOutput,
+    algorithm: AlgorithmInfo,
+    job_key: str,
+    *,
+    series_number: int = 9001,
+    content_datetime: dt.datetime | None = None,
+) -> list[Dataset]:
+    """Encode one job's model output as DICOM result objects (IHE AIR; PS3.3 A.51, A.35.13).
+
+    Parameters
+    ----------
+    source:
+        The source series' datasets, sorted exactly like ``output.label_map``'s first
+        axis. Pixel data is not read.
+    output:
+        Labels, label map, measurements and quality issues from the runner.
+    algorithm:
+        The model; named in Series Description, General and Contributing Equipment,
+        Algorithm Identification and the SR's device observer.
+    job_key:
+        Seeds every UID: the same key gives the same Series, SOP Instance, Tracking and
+        Dimension Organization UIDs.
+    series_number:
+        Series Number of the SEG; the SR gets ``series_number + 1`` and the findings SR
+        ``series_number + 2``, whether or not the others exist.
+    content_datetime:
+        Series and Content Date/Time of every object (also used for Instance Creation
+        and Contribution DateTime). Pass a time stored with the job (e.g. when inference
+        finished) to make re-encodes byte-identical; ``None`` means now, local time.
+
+    Returns
+    -------
+    list[pydicom.Dataset]
+        In this order, each only when it has content: the SEG (when the label map has a
+        labelled voxel), the measurement SR (one geometric group per label with voxels
+        and measurements), the findings SR (quality issues and measurements that have
+        no geometry). Each has passed :func:`validate_roundtrip`.
+
+    Raises
+    ------
+    EncodeError
+        If the inputs do not fit together or an object fails its round trip.
+    """
+    ctx = EncodeContext(
+        source=source,
+        algorithm=algorithm,
+        job_key=job_key,
+        series_number=series_number,
+        content_datetime=content_datetime or dt.datetime.now(),
+    )
+    _check_measurements(output)
+    counts = check_label_map(output, source) if output.label_map is not None else None
+    objects: list[Dataset | None] = []
+    try:
+        if counts is not None:
+            objects.append(build_seg(ctx, output, counts))
+            objects.append(build_measurement_sr(ctx, output, counts))
+        objects.append(build_findings_sr(ctx, output, counts))
+    except (ValueError, TypeError, AttributeError) as exc:  # highdicom's constructor checks
+        raise EncodeError(f"cannot build results of job {job_key}: {exc}") from exc
+    results = [ds for ds in objects if ds is not None]
+    for ds in results:
+        validate_roundtrip(ds)
+    return results
+
+
+def _check_measurements(output: ModelOutput) -> None:
+    values = {label.value for label in output.labels}
+    stray = sorted({m.label_value for m in output.measurements} - values)
+    if stray:
+        raise EncodeError(f"measurements refer to label values {stray} that no label describes")

@@ -1,0 +1,178 @@
+"""Receive over real sockets, on SQLite and PostgreSQL: every transfer syntax stored byte-exact,
+duplicates answered Success without a new row or job, conflicts and bad UIDs refused."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom.data
+import pytest
+from pydicom import dcmread
+from pydicom.filereader import _read_file_meta_info, read_preamble
+from pynetdicom import AE
+from sqlalchemy import func, select
+
+from dicom_ai_node.app import Node
+from dicom_ai_node.receive import status
+from dicom_ai_node.receive.scp import ScpConfig, StorageSCP
+from dicom_ai_node.send.net import streamed_files
+from dicom_ai_node.send.scu import Peer, send_datasets
+from dicom_ai_node.settings import load_settings
+from dicom_ai_node.store.db import Database, utcnow
+from dicom_ai_node.store.files import FileStore
+from dicom_ai_node.store.tables import Instance, Job, Series
+from dicom_ai_node.testing import make_ct_series
+
+from ..conftest import free_port, write_node_config
+
+pytestmark = pytest.mark.integration
+
+TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
+# one pydicom test file per transfer syntax the node must accept
+BY_SYNTAX = {
+    "1.2.840.10008.1.2": "MR_small_implicit.dcm",  # implicit VR little endian
+    "1.2.840.10008.1.2.1": "CT_small.dcm",  # explicit VR little endian
+    "1.2.840.10008.1.2.2": "MR_small_bigendian.dcm",  # explicit VR big endian
+    "1.2.840.10008.1.2.1.99": "image_dfl.dcm",  # deflated explicit VR little endian
+    "1.2.840.10008.1.2.4.50": "SC_rgb_jpeg_dcmtk.dcm",  # JPEG baseline
+    "1.2.840.10008.1.2.4.51": "JPEG-lossy.dcm",  # JPEG extended
+    "1.2.840.10008.1.2.4.70": "SC_rgb_jpeg_gdcm.dcm",  # JPEG lossless SV1
+    "1.2.840.10008.1.2.4.80": "MR_small_jpeg_ls_lossless.dcm",  # JPEG-LS lossless
+    "1.2.840.10008.1.2.4.90": "MR_small_jp2klossless.dcm",  # JPEG 2000 lossless
+    "1.2.840.10008.1.2.4.91": "JPEG2000.dcm",  # JPEG 2000
+    "1.2.840.10008.1.2.5": "MR_small_RLE.dcm",  # RLE lossless
+}
+
+
+def dataset_bytes(path: Path) -> bytes:
+    """The bytes of a Part 10 file after its file meta information: the data set as encoded."""
+    with path.open("rb") as fp:
+        read_preamble(fp, False)
+        _read_file_meta_info(fp)
+        return fp.read()
+
+
+@pytest.fixture
+def scp(tmp_path: Path, db_url: str) -> Iterator[tuple[StorageSCP, Database]]:
+    db = Database(db_url)
+    db.migrate()
+    files = FileStore(tmp_path / "storage")
+    server = StorageSCP(ScpConfig(ae_title="AI_NODE", host="127.0.0.1", port=free_port()), files, db.session, utcnow)
+    server.start()
+    try:
+        yield server, db
+    finally:
+        server.stop()
+        db.dispose()
+
+
+def count(db: Database, model: type) -> int:
+    with db.session() as session:
+        return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+@pytest.mark.parametrize("syntax", sorted(BY_SYNTAX))
+def test_every_transfer_syntax_is_stored_byte_exact(scp: tuple[StorageSCP, Database], syntax: str) -> None:
+    server, db = scp
+    source = TEST_FILES / BY_SYNTAX[syntax]
+    assert str(dcmread(source, stop_before_pixels=True).file_meta.TransferSyntaxUID) == syntax
+    # propose only the file's own syntax, so what goes over the wire is the file's data set
+    meta = dcmread(source, stop_before_pixels=True).file_meta
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(meta.MediaStorageSOPClassUID, [syntax])
+    assoc = ae.associate("127.0.0.1", server.port, ae_title="AI_NODE")
+    try:
+        assert assoc.is_established
+        with streamed_files():  # the file's bytes as they are, not decoded and re-encoded
+            assert int(assoc.send_c_store(source).Status) == status.SUCCESS
+    finally:
+        assoc.release()
+        ae.shutdown()
+    with db.session() as session:
+        row = session.scalars(select(Instance)).one()
+    stored = server.files.absolute(row.path)
+    assert dataset_bytes(stored) == dataset_bytes(source)
+    assert row.transfer_syntax_uid == syntax
+    assert not list(server.files.tmp.iterdir())
+
+
+def test_duplicate_is_success_without_new_row_and_conflict_is_refused(
+    scp: tuple[StorageSCP, Database],
+) -> None:
+    server, db = scp
+    _, datasets = make_ct_series(4, 32, 32, seed=7)
+    peer = Peer("AI_NODE", "127.0.0.1", server.port)
+    assert all(o.delivered for o in send_datasets(datasets, peer))
+    assert all(o.status == status.SUCCESS for o in send_datasets(datasets, peer))
+    assert count(db, Instance) == 4
+    with db.session() as session:
+        assert session.scalars(select(Series.instance_count)).one() == 4
+    changed = datasets[0]
+    changed.PixelData = bytes(len(changed.PixelData))
+    [outcome] = send_datasets([changed], peer)
+    assert outcome.status == status.DUPLICATE_SOP_INSTANCE and not outcome.delivered
+    assert count(db, Instance) == 4
+    files = list((server.files.root / "instances").rglob("*.dcm"))
+    assert len(files) == 4  # the first copy is kept, the conflicting one is not
+
+
+def _store_raw(port: int, ds_sop_class: str, dataset: object, called: str = "AI_NODE") -> int:
+    ae = AE(ae_title="HOSTILE")
+    ae.add_requested_context(ds_sop_class)
+    assoc = ae.associate("127.0.0.1", port, ae_title=called)
+    try:
+        assert assoc.is_established
+        result = assoc.send_c_store(dataset)
+        return int(result.Status)
+    finally:
+        assoc.release()
+        ae.shutdown()
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
+def test_bad_uids_are_refused_and_nothing_is_written(scp: tuple[StorageSCP, Database]) -> None:
+    server, db = scp
+    _, datasets = make_ct_series(1, 16, 16, seed=8)
+    ds = datasets[0]
+    ds.SeriesInstanceUID = "1.2.3/../../etc"
+    assert _store_raw(server.port, ds.SOPClassUID, ds) == status.CANNOT_UNDERSTAND
+    ds.SeriesInstanceUID = "1.2.3"
+    del ds.StudyInstanceUID
+    assert _store_raw(server.port, ds.SOPClassUID, ds) == status.CANNOT_UNDERSTAND
+    assert count(db, Instance) == 0
+    assert not list(server.files.root.rglob("*.dcm"))
+
+
+def test_wrong_called_ae_title_is_rejected(scp: tuple[StorageSCP, Database]) -> None:
+    server, _ = scp
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context("1.2.840.10008.1.1")
+    assoc = ae.associate("127.0.0.1", server.port, ae_title="SOMEONE_ELSE")
+    try:
+        assert assoc.is_rejected
+    finally:
+        ae.shutdown()
+
+
+def test_duplicate_resend_makes_no_new_job(tmp_path: Path, db_url: str) -> None:
+    """The whole node in-process: a re-sent series after routing adds no row and no job."""
+    port = free_port()
+    settings = load_settings(write_node_config(tmp_path, db_url, port, [], quiet_s=0.5))
+    node = Node(settings)
+    node.start()
+    try:
+        _, datasets = make_ct_series(24, 64, 64, spacing_mm=(5.0, 5.0, 5.0), seed=9)
+        peer = Peer("AI_NODE", "127.0.0.1", port)
+        assert all(o.delivered for o in send_datasets(datasets, peer, calling_ae_title="MODALITY"))
+        deadline = time.monotonic() + 60
+        while count(node.db, Job) == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert count(node.db, Job) == 1
+        assert all(o.status == status.SUCCESS for o in send_datasets(datasets, peer, calling_ae_title="MODALITY"))
+        time.sleep(1.5)  # three quiet periods: any wrong re-open would have made a job now
+        assert count(node.db, Job) == 1
+        assert count(node.db, Instance) == 24
+    finally:
+        node.stop()
