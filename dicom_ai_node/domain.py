@@ -178,7 +178,7 @@ class SeriesInfo:
         norm = float(np.linalg.norm(normal))
         if norm == 0:
             return None
-        return abs(normal[2]) / norm >= math.cos(math.radians(10))
+        return bool(abs(normal[2]) / norm >= math.cos(math.radians(10)))
 
 
 @dataclass(frozen=True)
