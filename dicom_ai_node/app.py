@@ -66,14 +66,22 @@ class Node:
         cfg = settings.dicom
         self.scp = StorageSCP(
             ScpConfig(
-                ae_title=cfg.ae_title, host=cfg.host, port=cfg.port,
-                require_called_ae_title=cfg.require_called_ae_title, max_pdu=cfg.max_pdu,
-                max_associations=cfg.max_associations, acse_timeout_s=cfg.acse_timeout_s,
-                dimse_timeout_s=cfg.dimse_timeout_s, network_timeout_s=cfg.network_timeout_s,
+                ae_title=cfg.ae_title,
+                host=cfg.host,
+                port=cfg.port,
+                require_called_ae_title=cfg.require_called_ae_title,
+                max_pdu=cfg.max_pdu,
+                max_associations=cfg.max_associations,
+                acse_timeout_s=cfg.acse_timeout_s,
+                dimse_timeout_s=cfg.dimse_timeout_s,
+                network_timeout_s=cfg.network_timeout_s,
                 late_instance_policy=settings.assemble.late_instance_policy,
             ),
-            self.files, self.db.session, clock, on_stored=lambda _uid: None,
-        )  # fmt: skip
+            self.files,
+            self.db.session,
+            clock,
+            on_stored=lambda _uid: None,
+        )
         self._stop = threading.Event()
         self._work = threading.Event()  # set when a job may be waiting
         self._threads: list[threading.Thread] = []
@@ -86,7 +94,7 @@ class Node:
         while not self._stop.is_set():
             try:
                 busy = step()
-            except Exception:  # noqa: BLE001 - a loop must survive a bad row; it is logged
+            except Exception:
                 log.exception("%s step failed", name)
                 busy = False
             if not busy:
@@ -112,7 +120,11 @@ class Node:
         swept = self.files.sweep_temp()
         requeued = requeue_running_jobs(self.db.session, self.clock())
         if swept or requeued:
-            log.info("recovered after restart: %d temp file(s) removed, %d job(s) requeued", swept, requeued)
+            log.info(
+                "recovered after restart: %d temp file(s) removed, %d job(s) requeued",
+                swept,
+                requeued,
+            )
         self.registry.warm_up()
         self.scp.start()
         loops: list[tuple[str, Callable[[], bool], float]] = [
@@ -121,12 +133,18 @@ class Node:
         ]
         loops += [(f"worker-{i}", self._job_step, 0.5) for i in range(self.settings.infer.workers)]
         for name, step, idle in loops:
-            thread = threading.Thread(target=self._loop, args=(name, step, idle), name=name, daemon=True)
+            thread = threading.Thread(
+                target=self._loop, args=(name, step, idle), name=name, daemon=True
+            )
             thread.start()
             self._threads.append(thread)
         log.info(
             "node started",
-            extra={"ae_title": self.settings.dicom.ae_title, "port": self.scp.port, "models": len(self.registry)},
+            extra={
+                "ae_title": self.settings.dicom.ae_title,
+                "port": self.scp.port,
+                "models": len(self.registry),
+            },
         )
 
     def stop(self, timeout_s: float = 30.0) -> None:

@@ -14,6 +14,7 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
 from . import __version__
+from .domain import SeriesInfo
 from .errors import ConfigError, DeliveryError
 from .log import configure_logging
 from .settings import NodeSettings, load_settings, render_config
@@ -22,7 +23,9 @@ __all__ = ["main"]
 
 
 def _settings(args: argparse.Namespace) -> NodeSettings:
-    config = args.config or (Path("dicom-ai-node.toml") if Path("dicom-ai-node.toml").is_file() else None)
+    config = args.config or (
+        Path("dicom-ai-node.toml") if Path("dicom-ai-node.toml").is_file() else None
+    )
     return load_settings(config)
 
 
@@ -41,7 +44,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     node.start()
     s = node.settings.dicom
     models = ", ".join(f"{m.name} {m.version}" for m in node.registry) or "none"
-    print(f"dicom-ai-node {__version__} listening as {s.ae_title} on {s.host}:{node.scp.port}; models: {models}", flush=True)
+    print(
+        f"dicom-ai-node {__version__} listening as {s.ae_title} on {s.host}:{node.scp.port}; "
+        f"models: {models}",
+        flush=True,
+    )
     node.wait()
     node.stop()
     return 0
@@ -70,7 +77,10 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     for m in registry:
         state = "warm" if registry.is_warm(m.name) else "cold (loads at start)"
         print(f"{m.name} {m.version}  task={m.task} runner={m.runner} device={device.kind} {state}")
-        print(f"    input: modalities={sorted(m.input.modalities)} body parts={sorted(m.input.body_parts)}")
+        print(
+            f"    input: modalities={sorted(m.input.modalities)} "
+            f"body parts={sorted(m.input.body_parts)}"
+        )
         print(f"    intended use: {m.intended_use}")
     return 0
 
@@ -98,13 +108,23 @@ def cmd_route_explain(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     registry = ModelRegistry(settings.path(settings.infer.models_dir), choose_device("cpu"))
-    rules = load_rules(Path(args.rules) if args.rules else settings.path(settings.route.rules_file), list(registry.manifests))
-    by_study: dict[str, list] = defaultdict(list)
+    rules = load_rules(
+        Path(args.rules) if args.rules else settings.path(settings.route.rules_file),
+        list(registry.manifests),
+    )
+    by_study: dict[str, list[SeriesInfo]] = defaultdict(list)
     for _uid, paths in _scan(Path(args.path)).items():
         first = dcmread(paths[0], stop_before_pixels=True)
-        classes = {str(dcmread(p, stop_before_pixels=True, specific_tags=["SOPClassUID"]).SOPClassUID) for p in paths}
-        info = series_info(header_of(first), number_of_instances=len(paths), sop_class_uids=classes,
-                           calling_ae_title=args.calling_ae or "")  # fmt: skip
+        classes = {
+            str(dcmread(p, stop_before_pixels=True, specific_tags=["SOPClassUID"]).SOPClassUID)
+            for p in paths
+        }
+        info = series_info(
+            header_of(first),
+            number_of_instances=len(paths),
+            sop_class_uids=classes,
+            calling_ae_title=args.calling_ae or "",
+        )
         by_study[info.study_instance_uid].append(info)
     if not by_study:
         print(f"no DICOM series under {args.path}")
@@ -127,7 +147,12 @@ def cmd_send(args: argparse.Namespace) -> int:
     def progress(done: int, total: int) -> None:
         width = 40
         filled = int(width * done / max(total, 1))
-        print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", file=sys.stderr, flush=True)
+        print(
+            f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
 
     try:
         outcomes = send_datasets(paths, peer, calling_ae_title=args.calling_ae, progress=progress)
@@ -158,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used by the docs test)."""
     parser = argparse.ArgumentParser(prog="dicom-ai-node", description=__doc__)
     parser.add_argument("--version", action="version", version=__version__)
-    parser.add_argument("-c", "--config", type=Path, help="settings file (default ./dicom-ai-node.toml if present)")
+    parser.add_argument(
+        "-c", "--config", type=Path, help="settings file (default ./dicom-ai-node.toml if present)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("serve", help="run the node")
     p.add_argument("--log-level", default="INFO")
@@ -167,7 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", nargs="?", default="dicom-ai-node.toml")
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_init)
-    models = sub.add_parser("models", help="model registry").add_subparsers(dest="models_cmd", required=True)
+    models = sub.add_parser("models", help="model registry").add_subparsers(
+        dest="models_cmd", required=True
+    )
     models.add_parser("list", help="list models").set_defaults(func=cmd_models_list)
     route = sub.add_parser("route", help="routing").add_subparsers(dest="route_cmd", required=True)
     p = route.add_parser("explain", help="explain routing for a folder of DICOM files")

@@ -36,6 +36,7 @@ from .store.files import FileStore
 from .store.index import complete_due_series, record_event
 from .store.jobs import (
     ClaimedJob,
+    DueDelivery,
     NewResult,
     claim_job,
     complete_job,
@@ -133,14 +134,23 @@ class Pipeline:
                     continue
                 session.add(
                     Job(
-                        job_key=key, study_fk=row.study_fk, series_fk=row.pk, model_name=name,
-                        model_version=manifest.version, generation=row.generation,
-                        state=JobState.QUEUED.value, reason="waiting for a worker",
-                        explanation={"routing": explanation}, attempts=0,
-                        created_at=now, updated_at=now,
+                        job_key=key,
+                        study_fk=row.study_fk,
+                        series_fk=row.pk,
+                        model_name=name,
+                        model_version=manifest.version,
+                        generation=row.generation,
+                        state=JobState.QUEUED.value,
+                        reason="waiting for a worker",
+                        explanation={"routing": explanation},
+                        attempts=0,
+                        created_at=now,
+                        updated_at=now,
                     )
-                )  # fmt: skip
-                record_event(session, now, study_uid, "routed", f"series to {name} {manifest.version}", uid)
+                )
+                record_event(
+                    session, now, study_uid, "routed", f"series to {name} {manifest.version}", uid
+                )
 
     # -- infer + encode -------------------------------------------------------------------
     def run_one_job(self) -> bool:
@@ -156,15 +166,23 @@ class Pipeline:
             log.error("job %s failed: %s", job.pk, exc)
             fail_job(self.db.session, job, self.clock(), str(exc))
             return True
-        except Exception as exc:  # noqa: BLE001 - any bug fails the job, never the node
+        except Exception as exc:
             log.exception("job %s crashed", job.pk)
-            fail_job(self.db.session, job, self.clock(), f"internal error: {type(exc).__name__}: {exc}")
+            fail_job(
+                self.db.session, job, self.clock(), f"internal error: {type(exc).__name__}: {exc}"
+            )
             return True
         complete_job(
-            self.db.session, job, self.clock(), state, reason, results,
-            self.destinations(job.calling_ae_title), self.settings.send.retry_window_s,
+            self.db.session,
+            job,
+            self.clock(),
+            state,
+            reason,
+            results,
+            self.destinations(job.calling_ae_title),
+            self.settings.send.retry_window_s,
             time.monotonic() - started,
-        )  # fmt: skip
+        )
         return True
 
     def _load_series(self, job: ClaimedJob) -> list[Dataset]:
@@ -178,15 +196,19 @@ class Pipeline:
         if volume is None or blocking:
             output = ModelOutput(labels=manifest.labels, quality_issues=tuple(issues))
             state = JobState.QUALITY_FAILED
-            reason = "input quality check failed: " + "; ".join(i.message for i in blocking or issues)
+            reason = "input quality check failed: " + "; ".join(
+                i.message for i in blocking or issues
+            )
         else:
             runner = self.registry.runner(manifest.name)
             output = runner.postprocess(runner.predict(runner.preprocess(volume)), volume)
             if issues:
                 output = ModelOutput(
-                    labels=output.labels, label_map=output.label_map,
-                    measurements=output.measurements, quality_issues=tuple(issues),
-                )  # fmt: skip
+                    labels=output.labels,
+                    label_map=output.label_map,
+                    measurements=output.measurements,
+                    quality_issues=tuple(issues),
+                )
             state, reason = JobState.DONE, "results encoded"
         algorithm = manifest.algorithm(device_uid(manifest.name, manifest.version))
         datasets = encode_results(ordered, output, algorithm, job.job_key)
@@ -201,9 +223,12 @@ class Pipeline:
         self.files.write(relative, buffer.getvalue())
         kind = "SEG" if ds.SOPClassUID == SegmentationStorage else "SR"
         return NewResult(
-            kind=kind, sop_instance_uid=str(ds.SOPInstanceUID), sop_class_uid=str(ds.SOPClassUID),
-            series_instance_uid=str(ds.SeriesInstanceUID), path=relative,
-        )  # fmt: skip
+            kind=kind,
+            sop_instance_uid=str(ds.SOPInstanceUID),
+            sop_class_uid=str(ds.SOPClassUID),
+            series_instance_uid=str(ds.SeriesInstanceUID),
+            path=relative,
+        )
 
     def destinations(self, calling_ae_title: str) -> list[str]:
         """Where a study's results go: its sender (if in the AE table) plus configured extras."""
@@ -218,28 +243,34 @@ class Pipeline:
     def deliver(self, destination: str | None = None) -> int:
         """Send every due delivery (of one destination, or all); returns how many were tried."""
         now = self.clock()
-        due = [d for d in due_deliveries(self.db.session, now) if destination in (None, d.destination)]
-        by_dest: dict[str, list] = {}
+        due = [
+            d for d in due_deliveries(self.db.session, now) if destination in (None, d.destination)
+        ]
+        by_dest: dict[str, list[DueDelivery]] = {}
         for d in due:
             by_dest.setdefault(d.destination, []).append(d)
         for dest, items in by_dest.items():
             self._deliver_to(dest, items)
         return len(due)
 
-    def _retry_at(self, attempts: int, deadline: dt.datetime, now: dt.datetime) -> dt.datetime | None:
+    def _retry_at(
+        self, attempts: int, deadline: dt.datetime, now: dt.datetime
+    ) -> dt.datetime | None:
         cfg = self.settings.send
         delay = min(cfg.retry_max_s, cfg.retry_initial_s * math.pow(2, attempts))
         at = now + dt.timedelta(seconds=delay)
         return None if now >= as_utc(deadline) else min(at, as_utc(deadline))
 
-    def _deliver_to(self, dest: str, items: list) -> None:
+    def _deliver_to(self, dest: str, items: list[DueDelivery]) -> None:
         peer = Peer.parse(dest)
         calling = self.settings.send.calling_ae_title or self.settings.dicom.ae_title
         paths = [self.files.absolute(d.path) for d in items]
         try:
-            outcomes = send_datasets(paths, peer, calling_ae_title=calling, timeout_s=self.settings.send.timeout_s)
+            outcomes = send_datasets(
+                paths, peer, calling_ae_title=calling, timeout_s=self.settings.send.timeout_s
+            )
             error = ""
-        except Exception as exc:  # noqa: BLE001 - a dead destination is retried, never fatal
+        except Exception as exc:
             outcomes, error = [], str(exc)
         by_uid = {o.sop_instance_uid: o for o in outcomes}
         now = self.clock()
@@ -248,8 +279,15 @@ class Pipeline:
             delivered = bool(o and o.delivered)
             message = "" if delivered else (o.message if o else error or "not sent")
             finish_delivery_attempt(
-                self.db.session, d, now, delivered=delivered, status=o.status if o else None,
-                error=message, next_attempt_at=None if delivered else self._retry_at(d.attempts, d.deadline_at, now),
-            )  # fmt: skip
+                self.db.session,
+                d,
+                now,
+                delivered=delivered,
+                status=o.status if o else None,
+                error=message,
+                next_attempt_at=None
+                if delivered
+                else self._retry_at(d.attempts, d.deadline_at, now),
+            )
             if not delivered:
                 log.warning("delivery of %s to %s failed: %s", d.sop_instance_uid, dest, message)

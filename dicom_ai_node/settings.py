@@ -66,10 +66,14 @@ class KnownAE:
 class DicomSettings:
     """The DICOM listener (Storage SCP and Verification SCP)."""
 
-    ae_title: str = _f("DICOM_AI_NODE", "Our AE title; associations calling another one are rejected.")
+    ae_title: str = _f(
+        "DICOM_AI_NODE", "Our AE title; associations calling another one are rejected."
+    )
     host: str = _f("0.0.0.0", "Address to bind; 0.0.0.0 listens on every interface.")
     port: int = _f(11112, "TCP port to listen on (the IANA DICOM port is 104 and needs root).")
-    require_called_ae_title: bool = _f(True, "Reject associations whose Called AE Title is not ours.")
+    require_called_ae_title: bool = _f(
+        True, "Reject associations whose Called AE Title is not ours."
+    )
     max_pdu: int = _f(131072, "Largest P-DATA PDU we accept, in bytes (0 = unlimited).")
     max_associations: int = _f(16, "Simultaneous associations we serve; more are rejected.")
     acse_timeout_s: float = _f(30.0, "Seconds to wait for association messages.")
@@ -148,14 +152,19 @@ class NodeSettings:
 
     dicom: DicomSettings = field(default_factory=DicomSettings, metadata={"help": "Listener."})
     storage: StorageSettings = field(default_factory=StorageSettings, metadata={"help": "Storage."})
-    assemble: AssembleSettings = field(default_factory=AssembleSettings, metadata={"help": "Completion."})
+    assemble: AssembleSettings = field(
+        default_factory=AssembleSettings, metadata={"help": "Completion."}
+    )
     route: RouteSettings = field(default_factory=RouteSettings, metadata={"help": "Routing."})
     infer: InferSettings = field(default_factory=InferSettings, metadata={"help": "Inference."})
     send: SendSettings = field(default_factory=SendSettings, metadata={"help": "Delivery."})
     ae_table: tuple[KnownAE, ...] = field(
-        default=(), metadata={"help": "Known peers: [[ae_table]] entries with ae_title, host, port."}
+        default=(),
+        metadata={"help": "Known peers: [[ae_table]] entries with ae_title, host, port."},
     )
-    base_dir: str = _f(".", "Folder that relative paths are resolved against (the config's folder).")
+    base_dir: str = _f(
+        ".", "Folder that relative paths are resolved against (the config's folder)."
+    )
 
     def path(self, value: str) -> Path:
         """Resolve a configured path against ``base_dir``."""
@@ -215,7 +224,9 @@ def _build(cls: type[T], data: Mapping[str, Any], env: Mapping[str, str], prefix
         if dataclasses.is_dataclass(typ):
             kwargs[f.name] = _build(typ, data.get(f.name, {}), env, f"{prefix}{f.name}_")  # type: ignore[arg-type]
         elif f.name == "ae_table":
-            kwargs[f.name] = tuple(_build(KnownAE, e, {}, "AE_TABLE_") for e in data.get(f.name, []))
+            kwargs[f.name] = tuple(
+                _build(KnownAE, e, {}, "AE_TABLE_") for e in data.get(f.name, [])
+            )
         elif env_key in env:
             kwargs[f.name] = _convert(env[env_key], typ, env_key)
         elif f.name in data:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -17,7 +18,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() == "true"
-PG_ADMIN_URL = os.environ.get("DICOM_AI_NODE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "DICOM_AI_NODE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
 
 
 def free_port() -> int:
@@ -27,7 +30,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for_port(port: int, timeout_s: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_for_port(
+    port: int, timeout_s: float = 30.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     """Wait (bounded) until something accepts connections on 127.0.0.1:port."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -41,7 +46,9 @@ def wait_for_port(port: int, timeout_s: float = 30.0, proc: subprocess.Popen[byt
     raise TimeoutError(f"nothing listening on port {port} after {timeout_s} s")
 
 
-def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout_s: float = 20.0) -> None:
+def stop_process(
+    proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout_s: float = 20.0
+) -> None:
     """Stop a process group started with start_new_session=True; SIGKILL if it lingers."""
     if proc.poll() is None:
         try:
@@ -50,10 +57,8 @@ def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeo
         except (ProcessLookupError, subprocess.TimeoutExpired):
             pass
     if proc.poll() is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.wait(10)
 
 
@@ -66,7 +71,7 @@ def _pg_available() -> str | None:
             conn.execute(text("SELECT 1"))
         engine.dispose()
         return None
-    except Exception as exc:  # noqa: BLE001 - any failure means "not available"
+    except Exception as exc:
         return f"{type(exc).__name__}: {exc}"[:200]
 
 
@@ -107,21 +112,24 @@ def require_exe(name: str) -> str:
 
 
 def dcmtk_env() -> dict[str, str]:
-    """Environment for dcmtk processes: TCP_NODELAY=1 (Debian's build stalls ~40 ms per message without)."""
+    """Environment for dcmtk: TCP_NODELAY=1 (else Debian's build stalls ~40 ms per message)."""
     return {**os.environ, "TCP_NODELAY": "1"}
 
 
 @pytest.fixture
 def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    """A dcmtk storescp (AE PACS) on a free port writing into tmp_path/pacs; yields (port, folder)."""
+    """A dcmtk storescp (AE PACS) on a free port writing to tmp_path/pacs; yields (port, folder)."""
     exe = require_exe("storescp")
     out = tmp_path / "pacs"
     out.mkdir()
     port = free_port()
     proc = subprocess.Popen(
         [exe, "-aet", "PACS", "-od", str(out), "+xa", "-uf", str(port)],
-        env=dcmtk_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+        env=dcmtk_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         wait_for_port(port, 15, proc)
         yield port, out
@@ -130,7 +138,12 @@ def storescp(tmp_path: Path) -> Iterator[tuple[int, Path]]:
 
 
 def write_node_config(
-    tmp_path: Path, db_url: str, port: int, ae_table: list[tuple[str, int]], quiet_s: float = 2.0, extra: str = ""
+    tmp_path: Path,
+    db_url: str,
+    port: int,
+    ae_table: list[tuple[str, int]],
+    quiet_s: float = 2.0,
+    extra: str = "",
 ) -> Path:
     """A settings file for a node under test (models and rules from the repository)."""
     lines = [
@@ -173,8 +186,11 @@ class NodeProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "dicom_ai_node.cli", "-c", str(self.config), "serve"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO,
-        )  # fmt: skip
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=REPO,
+        )
         wait_for_port(self.port, timeout_s, self.proc)
 
     def kill(self) -> None:

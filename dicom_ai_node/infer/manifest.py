@@ -23,17 +23,40 @@ __all__ = ["ModelManifest", "load_manifest"]
 AI_FAMILY = Code("123110", "DCM", "Artificial Intelligence")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _TOP_KEYS = {
-    "name", "version", "task", "runner", "weights", "description", "intended_use",
-    "input", "preprocess", "postprocess", "labels", "algorithm_family", "entry_point",
-}  # fmt: skip
+    "name",
+    "version",
+    "task",
+    "runner",
+    "weights",
+    "description",
+    "intended_use",
+    "input",
+    "preprocess",
+    "postprocess",
+    "labels",
+    "algorithm_family",
+    "entry_point",
+}
 _INPUT_KEYS = {
-    "modalities", "body_parts", "sop_class_uids", "min_slices", "max_slices",
-    "slice_thickness_mm", "require_axial", "require_original", "require_pixel_spacing", "scope",
-}  # fmt: skip
+    "modalities",
+    "body_parts",
+    "sop_class_uids",
+    "min_slices",
+    "max_slices",
+    "slice_thickness_mm",
+    "require_axial",
+    "require_original",
+    "require_pixel_spacing",
+    "scope",
+}
 
 
 def _code(value: Any, where: str) -> Code:
-    if not (isinstance(value, list | tuple) and len(value) == 3 and all(isinstance(v, str) for v in value)):
+    if not (
+        isinstance(value, list | tuple)
+        and len(value) == 3
+        and all(isinstance(v, str) for v in value)
+    ):
         raise ConfigError(f"{where}: a code is [value, scheme designator, meaning], got {value!r}")
     return Code(*value)
 
@@ -111,7 +134,9 @@ def _labels(items: list[Mapping[str, Any]], where: str) -> tuple[OutputLabel, ..
                 category=_code(item.get("category"), f"{at}.category"),
                 type=_code(item.get("type"), f"{at}.type"),
                 color_rgb=(color[0], color[1], color[2]),
-                laterality=_code(item["laterality"], f"{at}.laterality") if "laterality" in item else None,
+                laterality=_code(item["laterality"], f"{at}.laterality")
+                if "laterality" in item
+                else None,
             )
         )
     values = [label.value for label in labels]

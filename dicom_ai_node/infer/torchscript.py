@@ -77,12 +77,18 @@ class TorchScriptRunner:
             if self.device.kind == "cpu":
                 torch.set_num_threads(self.device.cpu_threads)
             try:
-                module = torch.jit.load(str(self.manifest.weights_path), map_location=self.torch_device)
+                module = torch.jit.load(  # type: ignore[no-untyped-call]
+                    str(self.manifest.weights_path), map_location=self.torch_device
+                )
             except (RuntimeError, ValueError, OSError) as exc:
-                raise InferenceError(f"model {self.manifest.name}: cannot load weights: {exc}") from exc
+                raise InferenceError(
+                    f"model {self.manifest.name}: cannot load weights: {exc}"
+                ) from exc
             module.eval()
             self.module = module
-            log.info("model loaded", extra={"model": self.manifest.name, "device": self.device.kind})
+            log.info(
+                "model loaded", extra={"model": self.manifest.name, "device": self.device.kind}
+            )
 
     def preprocess(self, volume: Volume) -> torch.Tensor:
         """The slices as float32 (N, 1, rows, columns); resizing happens per batch."""

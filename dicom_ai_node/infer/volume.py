@@ -26,9 +26,16 @@ def pixels_of(ds: Dataset) -> npt.NDArray[np.float32]:
     Uncompressed little-endian data is read with ``np.frombuffer`` (3x faster than
     ``pixel_array``); everything else goes through pydicom's decoders.
     """
-    ts = ds.file_meta.TransferSyntaxUID if "file_meta" in ds else None
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
     bits = int(ds.BitsAllocated)
-    if ts is not None and not ts.is_compressed and ts.is_little_endian and bits in (8, 16) and ds.get("SamplesPerPixel", 1) == 1:
+    if (
+        ts is not None
+        and not ts.is_compressed
+        and ts.is_little_endian
+        and bits in (8, 16)
+        and ds.get("SamplesPerPixel", 1) == 1
+    ):
         dtype = {(8, 0): np.uint8, (8, 1): np.int8, (16, 0): np.uint16, (16, 1): np.int16}[
             (bits, int(ds.PixelRepresentation))
         ]
@@ -59,10 +66,14 @@ def _sort(datasets: Sequence[Dataset]) -> tuple[list[Dataset], list[QualityIssue
             QualityIssue("geometry", "ImageOrientationPatient/ImagePositionPatient missing")
         )
         return sorted(datasets, key=lambda d: int(d.get("InstanceNumber", 0) or 0)), issues
-    orientations = {tuple(round(float(v), 4) for v in ds.ImageOrientationPatient) for ds in datasets}
+    orientations = {
+        tuple(round(float(v), 4) for v in ds.ImageOrientationPatient) for ds in datasets
+    }
     if len(orientations) > 1:
         issues.append(QualityIssue("orientation", f"{len(orientations)} different orientations"))
-    keyed = sorted(datasets, key=lambda d: float(np.dot(normal, np.asarray(d.ImagePositionPatient, float))))
+    keyed = sorted(
+        datasets, key=lambda d: float(np.dot(normal, np.asarray(d.ImagePositionPatient, float)))
+    )
     return keyed, issues
 
 
@@ -113,7 +124,9 @@ def load_volume(datasets: Sequence[Dataset]) -> tuple[Volume | None, list[Datase
         return None, ordered, tuple(issues)
     normal = _normal(first)
     positions = (
-        np.array([float(np.dot(normal, np.asarray(ds.ImagePositionPatient, float))) for ds in ordered])
+        np.array(
+            [float(np.dot(normal, np.asarray(ds.ImagePositionPatient, float))) for ds in ordered]
+        )
         if normal is not None and not any(i.check == "geometry" for i in issues)
         else np.arange(len(ordered), dtype=float)
     )

@@ -23,6 +23,7 @@ from pydicom._uid_dict import UID_dictionary
 from pydicom.datadict import dictionary_VR, keyword_dict, tag_for_keyword
 
 from ..domain import BodyPart, SeriesInfo, parse_enum
+from ..errors import ConfigError
 from .bodypart import BodyPartDecision
 
 __all__ = [
@@ -67,7 +68,7 @@ _UID_BY_KEYWORD = {v[4]: k for k, v in UID_dictionary.items() if v[4]}
 Scalar = str | int | float | bool
 
 
-class RulesError(ValueError):
+class RulesError(ConfigError):
     """A rules file that cannot be used; the message names the file and the rule."""
 
 

@@ -77,7 +77,9 @@ def claim_job(
     """Take the oldest queued job (or one whose lease expired) for one of these models."""
     with sessions.begin() as session:
         candidates = session.execute(
-            select(Job, Series.series_instance_uid, Series.calling_ae_title, Study.study_instance_uid)
+            select(
+                Job, Series.series_instance_uid, Series.calling_ae_title, Study.study_instance_uid
+            )
             .join(Series, Job.series_fk == Series.pk)
             .join(Study, Job.study_fk == Study.pk)
             .where(
@@ -153,7 +155,9 @@ def complete_job(
                 session.flush()
             for dest in destinations:
                 exists = session.scalars(
-                    select(Delivery.pk).where(Delivery.result_fk == row.pk, Delivery.destination == dest)
+                    select(Delivery.pk).where(
+                        Delivery.result_fk == row.pk, Delivery.destination == dest
+                    )
                 ).first()
                 if exists is None:
                     session.add(
@@ -170,7 +174,13 @@ def complete_job(
         session.execute(
             update(Job)
             .where(Job.pk == job.pk)
-            .values(state=state.value, reason=reason, lease_until=None, updated_at=now, duration_s=duration_s)
+            .values(
+                state=state.value,
+                reason=reason,
+                lease_until=None,
+                updated_at=now,
+                duration_s=duration_s,
+            )
         )
         superseded = session.execute(
             update(Job)
@@ -178,26 +188,40 @@ def complete_job(
                 Job.series_fk == job.series_pk,
                 Job.model_name == job.model_name,
                 Job.pk < job.pk,
-                Job.state.in_([JobState.DONE.value, JobState.QUEUED.value, JobState.QUALITY_FAILED.value]),
+                Job.state.in_(
+                    [JobState.DONE.value, JobState.QUEUED.value, JobState.QUALITY_FAILED.value]
+                ),
             )
-            .values(state=JobState.SUPERSEDED.value, reason=f"superseded by job {job.pk}", updated_at=now)
+            .values(
+                state=JobState.SUPERSEDED.value,
+                reason=f"superseded by job {job.pk}",
+                updated_at=now,
+            )
         )
         kinds = ", ".join(r.kind for r in results) or "no objects"
         record_event(
-            session, now, job.study_instance_uid, f"job-{state.value}",
+            session,
+            now,
+            job.study_instance_uid,
+            f"job-{state.value}",
             f"job {job.pk} {job.model_name} {job.model_version}: {reason} ({kinds}; "
             f"to {', '.join(destinations) or 'no destination'})",
             job.series_instance_uid,
-        )  # fmt: skip
+        )
         if superseded.rowcount:  # type: ignore[attr-defined]
             record_event(
-                session, now, job.study_instance_uid, "superseded",
+                session,
+                now,
+                job.study_instance_uid,
+                "superseded",
                 f"{superseded.rowcount} earlier job(s) superseded by job {job.pk}",  # type: ignore[attr-defined]
                 job.series_instance_uid,
-            )  # fmt: skip
+            )
 
 
-def fail_job(sessions: sessionmaker[Session], job: ClaimedJob, now: dt.datetime, reason: str) -> None:
+def fail_job(
+    sessions: sessionmaker[Session], job: ClaimedJob, now: dt.datetime, reason: str
+) -> None:
     """Mark a job FAILED with the reason the operator will read."""
     with sessions.begin() as session:
         session.execute(
@@ -206,9 +230,13 @@ def fail_job(sessions: sessionmaker[Session], job: ClaimedJob, now: dt.datetime,
             .values(state=JobState.FAILED.value, reason=reason, lease_until=None, updated_at=now)
         )
         record_event(
-            session, now, job.study_instance_uid, "job-failed",
-            f"job {job.pk} {job.model_name}: {reason}", job.series_instance_uid,
-        )  # fmt: skip
+            session,
+            now,
+            job.study_instance_uid,
+            "job-failed",
+            f"job {job.pk} {job.model_name}: {reason}",
+            job.series_instance_uid,
+        )
 
 
 def requeue_running_jobs(sessions: sessionmaker[Session], now: dt.datetime) -> int:
@@ -222,7 +250,9 @@ def requeue_running_jobs(sessions: sessionmaker[Session], now: dt.datetime) -> i
         return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def due_deliveries(sessions: sessionmaker[Session], now: dt.datetime, limit: int = 500) -> list[DueDelivery]:
+def due_deliveries(
+    sessions: sessionmaker[Session], now: dt.datetime, limit: int = 500
+) -> list[DueDelivery]:
     """Pending deliveries whose next attempt is due, oldest first."""
     with sessions() as session:
         rows = session.execute(
@@ -236,9 +266,14 @@ def due_deliveries(sessions: sessionmaker[Session], now: dt.datetime, limit: int
         ).all()
         return [
             DueDelivery(
-                pk=d.pk, destination=d.destination, path=path, sop_instance_uid=uid,
-                attempts=d.attempts, deadline_at=d.deadline_at, study_instance_uid=study,
-            )  # fmt: skip
+                pk=d.pk,
+                destination=d.destination,
+                path=path,
+                sop_instance_uid=uid,
+                attempts=d.attempts,
+                deadline_at=d.deadline_at,
+                study_instance_uid=study,
+            )
             for d, path, uid, study in rows
         ]
 
@@ -254,7 +289,11 @@ def finish_delivery_attempt(
     next_attempt_at: dt.datetime | None,
 ) -> None:
     """Record one attempt: delivered, retried later, or failed for good (window over)."""
-    values: dict[str, Any] = {"attempts": delivery.attempts + 1, "last_status": status, "last_error": error}
+    values: dict[str, Any] = {
+        "attempts": delivery.attempts + 1,
+        "last_status": status,
+        "last_error": error,
+    }
     if delivered:
         values.update(state=DeliveryState.DELIVERED.value, delivered_at=now)
     elif next_attempt_at is None:
@@ -266,12 +305,19 @@ def finish_delivery_attempt(
         if delivered or next_attempt_at is None:
             what = "delivered" if delivered else f"failed for good: {error}"
             record_event(
-                session, now, delivery.study_instance_uid, "delivery",
+                session,
+                now,
+                delivery.study_instance_uid,
+                "delivery",
                 f"{delivery.sop_instance_uid} to {delivery.destination}: {what}",
-            )  # fmt: skip
+            )
 
 
-def mark_series(sessions: sessionmaker[Session], series_pk: int, state: SeriesState, reason: str) -> None:
+def mark_series(
+    sessions: sessionmaker[Session], series_pk: int, state: SeriesState, reason: str
+) -> None:
     """Set a series' state and the reason shown to the operator."""
     with sessions.begin() as session:
-        session.execute(update(Series).where(Series.pk == series_pk).values(state=state.value, reason=reason))
+        session.execute(
+            update(Series).where(Series.pk == series_pk).values(state=state.value, reason=reason)
+        )

@@ -22,7 +22,9 @@ def study_report(sessions: sessionmaker[Session], limit: int = 20) -> str:
             return "no studies received yet"
         for study in studies:
             lines.append(f"study {study.study_instance_uid} (date {study.study_date or '-'})")
-            for s in session.scalars(select(Series).where(Series.study_fk == study.pk).order_by(Series.pk)):
+            for s in session.scalars(
+                select(Series).where(Series.study_fk == study.pk).order_by(Series.pk)
+            ):
                 lines.append(
                     f"  series {s.series_instance_uid} {s.modality} #{s.series_number} "
                     f"'{s.series_description}': {s.instance_count} instance(s), {s.state}"
@@ -43,7 +45,9 @@ def study_report(sessions: sessionmaker[Session], limit: int = 20) -> str:
                 for dest, state, n in counts:
                     lines.append(f"    {n} result(s) to {dest}: {state}")
             for e in session.scalars(
-                select(Event).where(Event.study_instance_uid == study.study_instance_uid).order_by(Event.pk)
+                select(Event)
+                .where(Event.study_instance_uid == study.study_instance_uid)
+                .order_by(Event.pk)
             ):
                 lines.append(f"    {e.at:%Y-%m-%d %H:%M:%S} {e.kind}: {e.message}")
     return "\n".join(lines)

@@ -9,7 +9,7 @@ an operator reads with ``dicom-ai-node jobs``: what happened to each study and w
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -33,7 +33,10 @@ UID = String(64)  # PS3.5 UI: at most 64 characters
 class Base(DeclarativeBase):
     """Declarative base of every table."""
 
-    type_annotation_map = {dt.datetime: DateTime(timezone=True), dict[str, Any]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dt.datetime: DateTime(timezone=True),
+        dict[str, Any]: JSON,
+    }
 
 
 class Patient(Base):

@@ -77,7 +77,7 @@ def test_pynetdicom_sender_gets_seg_and_sr(
     tmp_path: Path, db_url: str, storescp: tuple[int, Path], node_factory: type
 ) -> None:
     pacs_port, pacs_dir = storescp
-    node, port = _start(tmp_path, db_url, pacs_port, node_factory)
+    _node, port = _start(tmp_path, db_url, pacs_port, node_factory)
     phantom, datasets = make_ct_series(SLICES, SIZE, SIZE, SPACING, seed=101)
     outcomes = send_datasets(datasets, Peer("AI_NODE", "127.0.0.1", port), calling_ae_title="PACS")
     assert all(o.delivered for o in outcomes) and len(outcomes) == SLICES
@@ -104,8 +104,11 @@ def test_storescu_sender_and_restart_after_sigkill(
     write_series(datasets, folder)
     subprocess.run(
         [exe, "-aet", "PACS", "-aec", "AI_NODE", "+sd", "127.0.0.1", str(port), str(folder)],
-        env=dcmtk_env(), check=True, timeout=120, capture_output=True,
-    )  # fmt: skip
+        env=dcmtk_env(),
+        check=True,
+        timeout=120,
+        capture_output=True,
+    )
     node.kill()  # within the 6 s quiet period: nothing routed yet
     assert not any(pacs_dir.iterdir())
     node2 = node_factory(config, port)

@@ -59,7 +59,9 @@ def scp(tmp_path: Path, db_url: str) -> Iterator[tuple[StorageSCP, Database]]:
     db = Database(db_url)
     db.migrate()
     files = FileStore(tmp_path / "storage")
-    server = StorageSCP(ScpConfig(ae_title="AI_NODE", host="127.0.0.1", port=free_port()), files, db.session, utcnow)
+    server = StorageSCP(
+        ScpConfig(ae_title="AI_NODE", host="127.0.0.1", port=free_port()), files, db.session, utcnow
+    )
     server.start()
     try:
         yield server, db
@@ -74,7 +76,9 @@ def count(db: Database, model: type) -> int:
 
 
 @pytest.mark.parametrize("syntax", sorted(BY_SYNTAX))
-def test_every_transfer_syntax_is_stored_byte_exact(scp: tuple[StorageSCP, Database], syntax: str) -> None:
+def test_every_transfer_syntax_is_stored_byte_exact(
+    scp: tuple[StorageSCP, Database], syntax: str
+) -> None:
     server, db = scp
     source = TEST_FILES / BY_SYNTAX[syntax]
     assert str(dcmread(source, stop_before_pixels=True).file_meta.TransferSyntaxUID) == syntax
@@ -170,7 +174,10 @@ def test_duplicate_resend_makes_no_new_job(tmp_path: Path, db_url: str) -> None:
         while count(node.db, Job) == 0 and time.monotonic() < deadline:
             time.sleep(0.2)
         assert count(node.db, Job) == 1
-        assert all(o.status == status.SUCCESS for o in send_datasets(datasets, peer, calling_ae_title="MODALITY"))
+        assert all(
+            o.status == status.SUCCESS
+            for o in send_datasets(datasets, peer, calling_ae_title="MODALITY")
+        )
         time.sleep(1.5)  # three quiet periods: any wrong re-open would have made a job now
         assert count(node.db, Job) == 1
         assert count(node.db, Instance) == 24

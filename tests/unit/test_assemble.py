@@ -10,7 +10,12 @@ T0 = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
 
 
 def test_quiet_period() -> None:
-    kwargs = {"last_received_at": T0, "quiet_period_s": 10.0, "instance_count": 5, "expected_count": None}
+    kwargs = {
+        "last_received_at": T0,
+        "quiet_period_s": 10.0,
+        "instance_count": 5,
+        "expected_count": None,
+    }
     assert completion_reason(now=T0 + dt.timedelta(seconds=9.9), **kwargs) is None  # type: ignore[arg-type]
     reason = completion_reason(now=T0 + dt.timedelta(seconds=10), **kwargs)  # type: ignore[arg-type]
     assert reason is not None and "quiet for 10 s" in reason
@@ -21,4 +26,9 @@ def test_expected_count_completes_at_once() -> None:
         now=T0, last_received_at=T0, quiet_period_s=60, instance_count=3, expected_count=3
     )
     assert reason == "expected instance count 3 reached"
-    assert completion_reason(now=T0, last_received_at=T0, quiet_period_s=60, instance_count=2, expected_count=3) is None
+    assert (
+        completion_reason(
+            now=T0, last_received_at=T0, quiet_period_s=60, instance_count=2, expected_count=3
+        )
+        is None
+    )

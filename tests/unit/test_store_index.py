@@ -12,7 +12,12 @@ from dicom_ai_node.domain import SeriesState
 from dicom_ai_node.errors import StorageError
 from dicom_ai_node.store.db import Database
 from dicom_ai_node.store.files import FileStore, valid_uid
-from dicom_ai_node.store.index import IndexOutcome, InstanceRecord, complete_due_series, index_instance
+from dicom_ai_node.store.index import (
+    IndexOutcome,
+    InstanceRecord,
+    complete_due_series,
+    index_instance,
+)
 from dicom_ai_node.store.tables import Event, Series
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
@@ -27,11 +32,17 @@ def db(tmp_path: Path) -> Database:
 
 def rec(n: int, at: dt.datetime, sha: str = "a", expected: int | None = None) -> InstanceRecord:
     return InstanceRecord(
-        sop_instance_uid=f"1.2.3.{n}", sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
-        transfer_syntax_uid="1.2.840.10008.1.2.1", study_instance_uid="1.2.1",
-        series_instance_uid="1.2.2", path=f"p{n}", size=1, sha256=sha * 64, received_at=at,
+        sop_instance_uid=f"1.2.3.{n}",
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+        transfer_syntax_uid="1.2.840.10008.1.2.1",
+        study_instance_uid="1.2.1",
+        series_instance_uid="1.2.2",
+        path=f"p{n}",
+        size=1,
+        sha256=sha * 64,
+        received_at=at,
         expected_count=expected,
-    )  # fmt: skip
+    )
 
 
 def series(db: Database) -> Series:
@@ -64,7 +75,9 @@ def test_expected_count_completes_without_waiting(db: Database) -> None:
     assert series(db).state == SeriesState.COMPLETE.value
 
 
-@pytest.mark.parametrize(("policy", "state", "generation"), [("rerun", "receiving", 1), ("record", "complete", 0)])
+@pytest.mark.parametrize(
+    ("policy", "state", "generation"), [("rerun", "receiving", 1), ("record", "complete", 0)]
+)
 def test_late_instance_policy(db: Database, policy: str, state: str, generation: int) -> None:
     index_instance(db.session, rec(1, T0))
     complete_due_series(db.session, T0 + dt.timedelta(seconds=30), 10)

@@ -1,0 +1,61 @@
+"""Infer: manifests validate at load and name the file and key that is wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dicom_ai_node.errors import ConfigError
+from dicom_ai_node.infer.manifest import load_manifest
+
+GOOD = """
+name = "tiny"
+version = "0.1"
+task = "segmentation"
+runner = "torchscript"
+weights = "w.pt"
+[input]
+modalities = ["CT"]
+body_parts = ["CHEST"]
+[[labels]]
+value = 1
+name = "Lung"
+category = ["123037004", "SCT", "Anatomical Structure"]
+type = ["39607008", "SCT", "Lung"]
+color = [10, 20, 30]
+"""
+
+
+def write(tmp_path: Path, text: str, weights: bool = True) -> Path:
+    (tmp_path / "model.toml").write_text(text)
+    if weights:
+        (tmp_path / "w.pt").write_bytes(b"x")
+    return tmp_path / "model.toml"
+
+
+def test_good_manifest(tmp_path: Path) -> None:
+    m = load_manifest(write(tmp_path, GOOD))
+    assert m.name == "tiny" and m.labels[0].color_rgb == (10, 20, 30)
+    assert m.input.modalities == frozenset({"CT"})
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (('name = "tiny"', 'name = "Bad Name!"'), "name"),
+        (('body_parts = ["CHEST"]', 'body_parts = ["TORSO"]'), "TORSO"),
+        (("color = [10, 20, 30]", "color = [10, 20]"), "color"),
+        (("value = 1", "value = 2"), "label values"),
+        (("[input]", "surprise = 1\n[input]"), "unknown keys"),
+        (('type = ["39607008", "SCT", "Lung"]', 'type = "Lung"'), "a code is"),
+    ],
+)
+def test_bad_manifests(tmp_path: Path, change: tuple[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_manifest(write(tmp_path, GOOD.replace(*change)))
+
+
+def test_missing_weights(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="weights file"):
+        load_manifest(write(tmp_path, GOOD, weights=False))
