@@ -211,7 +211,10 @@ class Pipeline:
                 )
             state, reason = JobState.DONE, "results encoded"
         algorithm = manifest.algorithm(device_uid(manifest.name, manifest.version))
-        datasets = encode_results(ordered, output, algorithm, job.job_key)
+        # content date/time fixed by the job, so a re-run re-creates identical objects
+        datasets = encode_results(
+            ordered, output, algorithm, job.job_key, content_datetime=job.created_at
+        )
         return state, reason, [self._store_result(ds) for ds in datasets]
 
     def _store_result(self, ds: Dataset) -> NewResult:

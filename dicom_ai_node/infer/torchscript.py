@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 from functools import cache
 
 import numpy as np
@@ -77,9 +78,13 @@ class TorchScriptRunner:
             if self.device.kind == "cpu":
                 torch.set_num_threads(self.device.cpu_threads)
             try:
-                module = torch.jit.load(  # type: ignore[no-untyped-call]
-                    str(self.manifest.weights_path), map_location=self.torch_device
-                )
+                with warnings.catch_warnings():
+                    # TorchScript is deprecated in favour of torch.export, but it is the
+                    # format the manifest names; the warning is noise for the operator
+                    warnings.filterwarnings("ignore", "`torch.jit", DeprecationWarning)
+                    module = torch.jit.load(  # type: ignore[no-untyped-call]
+                        str(self.manifest.weights_path), map_location=self.torch_device
+                    )
             except (RuntimeError, ValueError, OSError) as exc:
                 raise InferenceError(
                     f"model {self.manifest.name}: cannot load weights: {exc}"

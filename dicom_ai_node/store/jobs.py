@@ -15,6 +15,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..domain import DeliveryState, JobState, SeriesState
+from .db import as_utc
 from .index import record_event
 from .tables import Delivery, Instance, Job, Result, Series, Study
 
@@ -45,6 +46,7 @@ class ClaimedJob:
     series_pk: int
     calling_ae_title: str
     attempts: int
+    created_at: dt.datetime
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ def claim_job(
                     series_pk=job.series_fk,
                     calling_ae_title=calling,
                     attempts=job.attempts + 1,
+                    created_at=as_utc(job.created_at),
                 )
     return None
 

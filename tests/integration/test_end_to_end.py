@@ -20,8 +20,8 @@ from dicom_ai_node.phantoms import LEFT_LUNG, RIGHT_LUNG, ChestPhantom
 from dicom_ai_node.send.scu import Peer, send_datasets
 from dicom_ai_node.testing import make_ct_series, write_series
 
-from ..conftest import dcmtk_env, free_port, require_exe, write_node_config
-from ..tools import dciodvfy_errors
+from ..conftest import NodeProcess, dcmtk_env, free_port, require_exe, write_node_config
+from ..tools import dciodvfy_errors, viewer_check
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -45,9 +45,11 @@ def segment_volumes_ml(seg: Dataset, spacing: tuple[float, float, float]) -> dic
     """Voxel count per segment label times the voxel volume, read straight from the SEG frames."""
     frames = seg.pixel_array.reshape(int(seg.NumberOfFrames), seg.Rows, seg.Columns)
     labels = {int(s.SegmentNumber): str(s.SegmentLabel) for s in seg.SegmentSequence}
-    counts: dict[str, int] = dict.fromkeys(labels.values(), 0)
+    counts: dict[str, int] = dict.fromkeys(["Right lung", "Left lung", *labels.values()], 0)
+    shared = seg.SharedFunctionalGroupsSequence[0]
     for i, item in enumerate(seg.PerFrameFunctionalGroupsSequence):
-        number = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        ident = item if "SegmentIdentificationSequence" in item else shared
+        number = int(ident.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
         counts[labels[number]] += int(np.count_nonzero(frames[i]))
     voxel_ml = float(np.prod(spacing)) / 1000.0
     return {name: n * voxel_ml for name, n in counts.items()}
@@ -65,7 +67,23 @@ def check_results(results: list[Dataset], phantom: ChestPhantom, study_uid: str)
         assert abs(volumes[name] - truth) / truth < 0.10, (name, volumes[name], truth)
 
 
-def _start(tmp_path: Path, db_url: str, pacs_port: int, node_factory: type) -> tuple[object, int]:
+def check_in_viewer(pacs_dir: Path, datasets: list[Dataset], source: Path) -> None:
+    """OHIF 3.13's libraries load the SR groups with geometry and the SEG as a labelmap."""
+    write_series(datasets, source)
+    files = {dcmread(p, stop_before_pixels=True).Modality: p for p in pacs_dir.iterdir()}
+    shown = viewer_check(files["SR"], files["SEG"], source)
+    assert shown["sr"]["problems"] == [] and shown["sr"]["displayedGroups"] == 2
+    assert all(g["referencesLoadedImage"] for g in shown["sr"]["groups"])
+    seg = dcmread(files["SEG"])
+    frames = seg.pixel_array.reshape(int(seg.NumberOfFrames), seg.Rows, seg.Columns)
+    total = int(np.count_nonzero(frames))
+    assert shown["seg"]["problems"] == []
+    assert sum(s["voxels"] for s in shown["seg"]["segments"].values()) == total
+
+
+def _start(
+    tmp_path: Path, db_url: str, pacs_port: int, node_factory: type
+) -> tuple[NodeProcess, int]:
     port = free_port()
     config = write_node_config(tmp_path, db_url, port, [("PACS", pacs_port)])
     node = node_factory(config, port)
@@ -77,7 +95,7 @@ def test_pynetdicom_sender_gets_seg_and_sr(
     tmp_path: Path, db_url: str, storescp: tuple[int, Path], node_factory: type
 ) -> None:
     pacs_port, pacs_dir = storescp
-    _node, port = _start(tmp_path, db_url, pacs_port, node_factory)
+    node, port = _start(tmp_path, db_url, pacs_port, node_factory)
     phantom, datasets = make_ct_series(SLICES, SIZE, SIZE, SPACING, seed=101)
     outcomes = send_datasets(datasets, Peer("AI_NODE", "127.0.0.1", port), calling_ae_title="PACS")
     assert all(o.delivered for o in outcomes) and len(outcomes) == SLICES
@@ -85,6 +103,8 @@ def test_pynetdicom_sender_gets_seg_and_sr(
     check_results(results, phantom, str(datasets[0].StudyInstanceUID))
     for path in sorted(pacs_dir.iterdir()):
         assert dciodvfy_errors(path) == [], path.name
+    check_in_viewer(pacs_dir, datasets, tmp_path / "source")
+    assert "PHANTOM" not in node.log()  # no patient name or ID in the node's INFO log
 
 
 def test_storescu_sender_and_restart_after_sigkill(
