@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: serve test lint bench clean-var
 
@@ -14,22 +15,26 @@ $(PY):
 $(STAMP): $(PY) setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e .
 	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(TEST_STAMP)
 
 serve: $(STAMP)
 	$(VENV)/bin/dicom-ai-node serve
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	bash scripts/install-tools.sh $(VENV)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check dicom_ai_node tests bench models
 	$(VENV)/bin/ruff format --check dicom_ai_node tests bench models
 	$(VENV)/bin/mypy
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	bash scripts/install-tools.sh $(VENV)
 	$(PY) bench/ingest.py
 

@@ -20,7 +20,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import SegmentationStorage
 from sqlalchemy import select
 
-from .domain import JobState, ModelOutput, SeriesInfo, SeriesState
+from .domain import JobState, ModelOutput, Scope, SeriesInfo, SeriesState
 from .encode import device_uid, encode_results
 from .errors import EncodeError, InferenceError, StorageError
 from .infer.registry import ModelRegistry
@@ -129,7 +129,13 @@ class Pipeline:
             row.reason = f"routed to {', '.join(models)}"
             for name in models:
                 manifest = self.registry.manifests[name]
-                key = f"{name}/{manifest.version}/{uid}/g{row.generation}"
+                assigned = next(a for a in routing.assignments if a.model == name)
+                if manifest.input.scope is Scope.STUDY:
+                    # one job per study: the first complete series creates it, later
+                    # ones find it (the runner gets the chosen series, see the job)
+                    key = f"{name}/{manifest.version}/study/{study_uid}"
+                else:
+                    key = f"{name}/{manifest.version}/{uid}/g{row.generation}"
                 if session.scalars(select(Job.pk).where(Job.job_key == key)).first() is not None:
                     continue
                 session.add(
@@ -142,7 +148,11 @@ class Pipeline:
                         generation=row.generation,
                         state=JobState.QUEUED.value,
                         reason="waiting for a worker",
-                        explanation={"routing": explanation},
+                        explanation={
+                            "routing": explanation,
+                            "series": list(assigned.series_instance_uids),
+                            "selection": list(assigned.explanation),
+                        },
                         attempts=0,
                         created_at=now,
                         updated_at=now,
