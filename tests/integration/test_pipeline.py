@@ -67,9 +67,10 @@ def test_missing_slice_fails_the_quality_check_and_says_why(tmp_path: Path, db_u
     port, pacs_port = free_port(), free_port()
     settings = load_settings(write_node_config(tmp_path, db_url, port, [("PACS", pacs_port)], 0.5))
     pacs = start_storescp(pacs_port, tmp_path / "pacs")
-    node = Node(settings)
-    node.start()
+    node: Node | None = None
     try:
+        node = Node(settings)
+        node.start()
         _, datasets = make_ct_series(30, 64, 64, spacing_mm=(5.0, 5.0, 5.0), seed=31)
         del datasets[12]
         peer = Peer("AI_NODE", "127.0.0.1", port)
@@ -88,7 +89,8 @@ def test_missing_slice_fails_the_quality_check_and_says_why(tmp_path: Path, db_u
         assert report.Modality == "SR"
         assert not [p for p in (tmp_path / "pacs").iterdir() if "SEG" in p.name]
     finally:
-        node.stop()
+        if node is not None:
+            node.stop()
         stop_process(pacs)
 
 
@@ -100,9 +102,10 @@ def test_dead_destination_holds_results_and_never_delays_a_live_one(tmp_path: Pa
     )
     live = start_storescp(live_port, tmp_path / "live")
     late = None
-    node = Node(load_settings(config))
-    node.start()
+    node: Node | None = None
     try:
+        node = Node(load_settings(config))
+        node.start()
         _, datasets = make_ct_series(24, 64, 64, spacing_mm=(5.0, 5.0, 5.0), seed=32)
         peer = Peer("AI_NODE", "127.0.0.1", port)
         assert all(o.delivered for o in send_datasets(datasets, peer, calling_ae_title="PACS"))
@@ -132,7 +135,8 @@ def test_dead_destination_holds_results_and_never_delays_a_live_one(tmp_path: Pa
             "all delivered",
         )
     finally:
-        node.stop()
+        if node is not None:
+            node.stop()
         stop_process(live)
         if late is not None:
             stop_process(late)

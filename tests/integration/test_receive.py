@@ -165,8 +165,8 @@ def test_duplicate_resend_makes_no_new_job(tmp_path: Path, db_url: str) -> None:
     port = free_port()
     settings = load_settings(write_node_config(tmp_path, db_url, port, [], quiet_s=0.5))
     node = Node(settings)
-    node.start()
     try:
+        node.start()
         _, datasets = make_ct_series(24, 64, 64, spacing_mm=(5.0, 5.0, 5.0), seed=9)
         peer = Peer("AI_NODE", "127.0.0.1", port)
         assert all(o.delivered for o in send_datasets(datasets, peer, calling_ae_title="MODALITY"))
