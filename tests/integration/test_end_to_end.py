@@ -8,6 +8,7 @@ storescp acting as the PACS. Checked: same study, dciodvfy 0 errors, lung volume
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -138,3 +139,15 @@ def test_storescu_sender_and_restart_after_sigkill(
     time.sleep(3)  # anything extra would arrive now
     uids = [dcmread(p).SOPInstanceUID for p in pacs_dir.iterdir()]
     assert len(uids) == len(set(uids)) == len(results)
+    # the administrator's view: what happened and why, without patient data
+    report = subprocess.run(
+        [sys.executable, "-m", "dicom_ai_node.cli", "-c", str(config), "jobs"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert str(datasets[0].StudyInstanceUID) in report
+    assert "ct-chest-lungs 1.0.0: done" in report and "routed to ct-chest-lungs" in report
+    assert "to PACS@127.0.0.1" in report and ": delivered" in report
+    assert "PHANTOM" not in report
