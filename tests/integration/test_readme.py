@@ -1,0 +1,53 @@
+"""The README's first command, `make serve`, starts a node that answers C-ECHO with the model loaded."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from pynetdicom import AE
+
+from ..conftest import REPO, free_port, stop_process, wait_for_port
+
+pytestmark = pytest.mark.integration
+
+
+def test_make_serve_listens_with_the_builtin_model(tmp_path: Path) -> None:
+    make = shutil.which("make")
+    assert make, "make is needed for the README commands"
+    port = free_port()
+    env = {
+        **os.environ,
+        "DICOM_AI_NODE_DICOM_PORT": str(port),
+        "DICOM_AI_NODE_DICOM_HOST": "127.0.0.1",
+        "DICOM_AI_NODE_STORAGE_ROOT": str(tmp_path / "storage"),
+    }
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [make, "--no-print-directory", "serve"],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for_port(port, 120, proc)
+        ae = AE(ae_title="ECHOSCU")
+        ae.add_requested_context("1.2.840.10008.1.1")
+        assoc = ae.associate("127.0.0.1", port, ae_title="DICOM_AI_NODE")
+        try:
+            assert assoc.is_established
+            assert int(assoc.send_c_echo().Status) == 0
+        finally:
+            assoc.release()
+            ae.shutdown()
+        text = log.read_text()
+        assert "listening as DICOM_AI_NODE" in text and "ct-chest-lungs 1.0.0" in text
+        assert (tmp_path / "node.db").exists()  # embedded SQLite beside the storage root
+    finally:
+        stop_process(proc)
