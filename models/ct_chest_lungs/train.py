@@ -1,0 +1,329 @@
+"""Train the built-in CT chest lung model on generated phantoms; write TorchScript weights.
+
+The training data are randomised chest CT phantoms (``dicom_ai_node.phantoms``), made here
+from seeds, so the run needs no download and is reproducible. Slices go through exactly
+the node's TorchScript runner preprocessing: each axial slice resized to 128x128 with
+``interpolate(mode="area")``; the loss uses the area-resized one-hot truth (soft targets,
+which teach partial-volume fractions and keep the volumes right after the runner
+upsamples the logits bilinearly). Scoring runs the runner's whole path on held-out
+phantoms at full resolution.
+
+Usage::
+
+    python models/ct_chest_lungs/train.py --out models/ct_chest_lungs   # full run
+    python models/ct_chest_lungs/train.py --smoke --out /tmp/lungs      # < 60 s check
+
+Train seeds are ``0 .. N-1``; held-out test seeds start at 10 000 and are never trained on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime as dt
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parents[1]))
+
+from net import INPUT_SIZE, NUM_CLASSES, LungUNet, count_parameters  # noqa: E402
+
+from dicom_ai_node.phantoms import LEFT_LUNG, RIGHT_LUNG, chest_ct_phantom  # noqa: E402
+
+TEST_SEED_BASE = 10_000
+LUNGS = {"right": RIGHT_LUNG, "left": LEFT_LUNG}
+# acceptance thresholds stated in MODEL_CARD.md and checked by the unit test
+DICE_MIN = 0.95
+VOLUME_ERROR_MAX_PCT = 5.0
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of one training run (all recorded in metrics.json)."""
+
+    seed: int = 0
+    train_phantoms: int = 240
+    slices_per_phantom: int = 24
+    steps: int = 2200
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 1e-5
+    eval_phantoms: int = 8
+    eval_rows: int = 512
+    eval_pixel_mm: tuple[float, float] = (0.6, 0.8)
+    eval_slices: tuple[int, int] = (100, 300)
+    eval_slice_mm: tuple[float, float] = (1.0, 3.0)
+    workers: int = 2
+
+    @staticmethod
+    def smoke(seed: int) -> Config:
+        return Config(
+            seed=seed,
+            train_phantoms=4,
+            slices_per_phantom=12,
+            steps=25,
+            batch_size=8,
+            eval_phantoms=1,
+            eval_rows=256,
+            eval_pixel_mm=(1.2, 1.6),
+            eval_slices=(30, 30),
+            eval_slice_mm=(3.0, 5.0),
+        )
+
+
+# ---------------------------------------------------------------- data
+def train_geometry(seed: int, slices: int) -> tuple[int, int, tuple[float, float, float]]:
+    """Matrix and spacing of training phantom ``seed``: mostly 512 at 0.5-1.0 mm.
+
+    Fields of view run from 256 to about 720 mm (most 256-512 mm, as in chest CT).
+    """
+    rng = np.random.default_rng([seed, 7])
+    r = rng.random()
+    if r < 0.6:
+        size, pixel = 512, rng.uniform(0.5, 1.0)
+    elif r < 0.7:
+        size, pixel = 512, rng.uniform(1.0, 1.4)
+    elif r < 0.85:
+        size, pixel = 256, rng.uniform(1.0, 2.6)
+    else:
+        size, pixel = 384, rng.uniform(0.7, 1.3)
+    return slices, size, (float(rng.uniform(1.0, 5.0)), float(pixel), float(pixel))
+
+
+def eval_geometry(seed: int, cfg: Config) -> tuple[int, int, tuple[float, float, float]]:
+    """Matrix and spacing of held-out phantom ``seed`` (the quality-target geometry)."""
+    rng = np.random.default_rng([seed, 11])
+    slices = int(rng.integers(cfg.eval_slices[0], cfg.eval_slices[1] + 1))
+    pixel = float(rng.uniform(*cfg.eval_pixel_mm))
+    return slices, cfg.eval_rows, (float(rng.uniform(*cfg.eval_slice_mm)), pixel, pixel)
+
+
+def resize_input(hu: np.ndarray | Tensor) -> Tensor:
+    """(Z, Y, X) HU -> (Z, 1, 128, 128) float32, as the node's runner does (area)."""
+    x = torch.as_tensor(hu).to(torch.float32).unsqueeze(1)
+    return F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="area")
+
+
+def soft_targets(labels: np.ndarray) -> Tensor:
+    """(Z, Y, X) labels -> (Z, 3, 128, 128) uint8 class fractions (x255) after area resize."""
+    lab = torch.from_numpy(labels.astype(np.int64))
+    onehot = F.one_hot(lab, NUM_CLASSES).permute(0, 3, 1, 2).to(torch.float32)
+    frac = F.interpolate(onehot, size=(INPUT_SIZE, INPUT_SIZE), mode="area")
+    return (frac * 255).round().to(torch.uint8)
+
+
+def _make_training_phantom(args: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    seed, slices = args
+    torch.set_num_threads(1)
+    n, size, spacing = train_geometry(seed, slices)
+    ph = chest_ct_phantom(n, size, size, spacing, seed=seed)
+    return resize_input(ph.hu), soft_targets(ph.labels)
+
+
+def make_training_set(cfg: Config) -> tuple[Tensor, Tensor]:
+    """Generate the training slices (in parallel; the result does not depend on workers)."""
+    jobs = [(seed, cfg.slices_per_phantom) for seed in range(cfg.train_phantoms)]
+    if cfg.workers > 1:
+        with concurrent.futures.ProcessPoolExecutor(cfg.workers) as pool:
+            parts = list(pool.map(_make_training_phantom, jobs, chunksize=4))
+    else:
+        parts = [_make_training_phantom(job) for job in jobs]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+# ---------------------------------------------------------------- model
+def loss_fn(logits: Tensor, target: Tensor) -> Tensor:
+    """Soft cross-entropy plus soft Dice over the two lungs."""
+    logp = F.log_softmax(logits, dim=1)
+    ce = -(target * logp).sum(dim=1).mean()
+    p = logp.exp()[:, 1:]
+    t = target[:, 1:]
+    inter = (p * t).sum(dim=(0, 2, 3))
+    dice = (2 * inter + 1.0) / (p.sum(dim=(0, 2, 3)) + t.sum(dim=(0, 2, 3)) + 1.0)
+    return ce + (1 - dice).mean()
+
+
+def lr_at(step: int, cfg: Config) -> float:
+    """Linear warm-up for 5% of the steps, then cosine decay to zero."""
+    warm = max(1, cfg.steps // 20)
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, cfg.steps - warm)))
+
+
+def train(cfg: Config, x: Tensor, y: Tensor, log: bool = True) -> LungUNet:
+    """Train a fresh network on slices ``x`` (HU) with soft targets ``y`` (uint8)."""
+    torch.manual_seed(cfg.seed)
+    model = LungUNet().to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model.train()
+    t0 = time.perf_counter()
+    for step in range(cfg.steps):
+        idx = torch.randint(0, x.shape[0], (cfg.batch_size,), generator=gen)
+        # small calibration jitter: HU offset +-15, gain 0.97..1.03
+        gain = 1 + 0.03 * (2 * torch.rand(cfg.batch_size, 1, 1, 1, generator=gen) - 1)
+        shift = 15 * (2 * torch.rand(cfg.batch_size, 1, 1, 1, generator=gen) - 1)
+        xb = (x[idx] * gain + shift).contiguous(memory_format=torch.channels_last)
+        yb = y[idx].to(torch.float32) / 255
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        loss = loss_fn(model(xb), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if log and (step % 100 == 0 or step == cfg.steps - 1):
+            print(f"step {step:5d} loss {loss.item():.4f} {time.perf_counter() - t0:7.1f}s")
+    return model.eval()
+
+
+def export(model: LungUNet, path: Path) -> None:
+    """Write TorchScript (scripted, then frozen: batch norm folded into the convolutions)."""
+    model = model.eval().to(memory_format=torch.contiguous_format)
+    scripted = torch.jit.freeze(torch.jit.script(model))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.jit.save(scripted, str(tmp))
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- scoring
+@torch.inference_mode()
+def segment(module: torch.nn.Module, hu: np.ndarray, batch_size: int = 16) -> np.ndarray:
+    """The node's TorchScript runner path: area resize, logits, bilinear upsample, argmax."""
+    rows, cols = hu.shape[1:]
+    out = np.empty(hu.shape, np.uint8)
+    for k in range(0, hu.shape[0], batch_size):
+        logits = module(resize_input(hu[k : k + batch_size]))
+        up = F.interpolate(logits, size=(rows, cols), mode="bilinear", align_corners=False)
+        out[k : k + batch_size] = up.argmax(dim=1).to(torch.uint8).numpy()
+    return out
+
+
+def score(pred: np.ndarray, truth: np.ndarray, voxel_ml: float) -> dict[str, dict[str, float]]:
+    """Dice and volumes per lung."""
+    result = {}
+    for name, value in LUNGS.items():
+        p, t = pred == value, truth == value
+        n_p, n_t = int(p.sum()), int(t.sum())
+        inter = int(np.logical_and(p, t).sum())
+        result[name] = {
+            "dice": 2 * inter / max(1, n_p + n_t),
+            "volume_ml": n_p * voxel_ml,
+            "true_volume_ml": n_t * voxel_ml,
+            "volume_error_pct": 100 * (n_p - n_t) / max(1, n_t),
+        }
+    return result
+
+
+def evaluate(module: torch.nn.Module, cfg: Config) -> dict[str, Any]:
+    """Score ``module`` on the held-out phantoms (seeds from 10 000) at full resolution."""
+    cases = []
+    seconds = 0.0
+    n_slices = 0
+    for i in range(cfg.eval_phantoms):
+        seed = TEST_SEED_BASE + i
+        n, size, spacing = eval_geometry(seed, cfg)
+        ph = chest_ct_phantom(n, size, size, spacing, seed=seed)
+        t0 = time.perf_counter()
+        pred = segment(module, ph.hu)
+        seconds += time.perf_counter() - t0
+        n_slices += n
+        voxel_ml = float(np.prod(spacing)) / 1000
+        cases.append({"seed": seed, "shape": [n, size, size], "spacing_mm": list(spacing)})
+        cases[-1].update(score(pred, ph.labels, voxel_ml))
+    summary: dict[str, Any] = {}
+    for name in LUNGS:
+        dice = [c[name]["dice"] for c in cases]
+        err = [c[name]["volume_error_pct"] for c in cases]
+        summary[name] = {
+            "dice_mean": float(np.mean(dice)),
+            "dice_min": float(np.min(dice)),
+            "volume_error_pct_mean": float(np.mean(err)),
+            "volume_error_pct_mean_abs": float(np.mean(np.abs(err))),
+            "volume_error_pct_max_abs": float(np.max(np.abs(err))),
+        }
+    return {
+        "seeds": [c["seed"] for c in cases],
+        "geometry": {
+            "rows_columns": cfg.eval_rows,
+            "pixel_spacing_mm": list(cfg.eval_pixel_mm),
+            "slices": list(cfg.eval_slices),
+            "slice_spacing_mm": list(cfg.eval_slice_mm),
+        },
+        "summary": summary,
+        "cases": cases,
+        "inference_slices_per_s_fp32": n_slices / max(seconds, 1e-9),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, help="output folder (default: a new temp folder)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--smoke", action="store_true", help="tiny run (< 60 s), for tests")
+    parser.add_argument("--steps", type=int, help="override the number of training steps")
+    parser.add_argument("--train-phantoms", type=int, help="override the training set size")
+    args = parser.parse_args(argv)
+    cfg = Config.smoke(args.seed) if args.smoke else Config(seed=args.seed)
+    if args.steps is not None:
+        cfg = Config(**{**asdict(cfg), "steps": args.steps})
+    if args.train_phantoms is not None:
+        cfg = Config(**{**asdict(cfg), "train_phantoms": args.train_phantoms})
+    if args.out is None:
+        import tempfile
+
+        args.out = Path(tempfile.mkdtemp(prefix="ct_chest_lungs_"))
+    torch.set_num_threads(2)
+    torch.use_deterministic_algorithms(True)
+    t_start = time.perf_counter()
+    x, y = make_training_set(cfg)
+    t_data = time.perf_counter() - t_start
+    print(f"training set: {x.shape[0]} slices in {t_data:.1f}s")
+    model = train(cfg, x, y, log=not args.smoke)
+    t_train = time.perf_counter() - t_start - t_data
+    export(model, args.out / "model.pt")
+    module = torch.jit.load(str(args.out / "model.pt"))
+    held_out = evaluate(module, cfg)
+    metrics = {
+        "model": "ct-chest-lungs",
+        "created_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "command": "python models/ct_chest_lungs/train.py " + " ".join(sys.argv[1:]),
+        "smoke": bool(args.smoke),
+        "config": asdict(cfg),
+        "train_seeds": [0, cfg.train_phantoms - 1],
+        "train_slices": int(x.shape[0]),
+        "parameters": count_parameters(model),
+        "seconds": {
+            "data": round(t_data, 1),
+            "train": round(t_train, 1),
+            "total": round(time.perf_counter() - t_start, 1),
+        },
+        "acceptance": {"dice_min": DICE_MIN, "volume_error_max_abs_pct": VOLUME_ERROR_MAX_PCT},
+        "held_out": held_out,
+    }
+    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(json.dumps(held_out["summary"], indent=2))
+    print(f"wrote {args.out / 'model.pt'} and metrics.json in {metrics['seconds']['total']}s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
