@@ -71,6 +71,13 @@ def _sort(datasets: Sequence[Dataset]) -> tuple[list[Dataset], list[QualityIssue
     }
     if len(orientations) > 1:
         issues.append(QualityIssue("orientation", f"{len(orientations)} different orientations"))
+    row, col = datasets[0].ImageOrientationPatient[:3], datasets[0].ImageOrientationPatient[3:]
+    if abs(normal[2]) > 0.9 and (float(row[0]) < 0 or float(col[1]) < 0):
+        # slice models assume the usual axial display: columns to the patient's left,
+        # rows to posterior (PS3.3 C.7.6.2.1.1); a flipped image would swap left and right
+        issues.append(
+            QualityIssue("orientation", "axial images not in the standard in-plane orientation")
+        )
     keyed = sorted(
         datasets, key=lambda d: float(np.dot(normal, np.asarray(d.ImagePositionPatient, float)))
     )

@@ -44,3 +44,11 @@ def test_mixed_image_sizes_give_no_volume() -> None:
     _, b = make_ct_series(3, 32, 32, seed=6)
     volume, _, issues = load_volume(a + b[:1])
     assert volume is None and any(i.check == "size" for i in issues)
+
+
+def test_flipped_axial_images_are_reported() -> None:
+    _, datasets = make_ct_series(6, 16, 16, seed=7)
+    for ds in datasets:
+        ds.ImageOrientationPatient = [-1, 0, 0, 0, 1, 0]
+    _, _, issues = load_volume(datasets)
+    assert any("standard in-plane orientation" in i.message for i in issues)
