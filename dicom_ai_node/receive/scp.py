@@ -7,37 +7,43 @@ no file and no row and returns the failure status named in :mod:`.status`.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
-import io
 import logging
 import socket
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from io import BytesIO
+from typing import Any, cast
 
-from pydicom import dcmread
 from pydicom._uid_dict import UID_dictionary
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.uid import AllTransferSyntaxes
 from pynetdicom import AE, evt
-from pynetdicom.sop_class import _STORAGE_CLASSES, Verification
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.sop_class import _STORAGE_CLASSES
 from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import StorageError, StorageFullError
-from ..route.header import header_of
-from ..store.files import FileStore, valid_uid
-from ..store.index import (
-    IndexOutcome,
-    InstanceRecord,
-    index_instance,
-    record_event,
+from ..store.files import FileStore, TempFile, valid_uid
+from ..store.index import IndexOutcome, index_instance, record_event
+from . import status
+from .attrs import (
+    PARSE_ERRORS,
+    InstanceAttrs,
+    SeriesAttrs,
+    instance_record,
+    read_instance,
+    read_series,
 )
 from .locks import KeyedLocks
-from . import status
+from .part10 import file_head
+from .reactor import start_server
 
 __all__ = ["ScpConfig", "StorageSCP", "storage_sop_classes"]
 
@@ -46,7 +52,11 @@ log = logging.getLogger(__name__)
 
 def storage_sop_classes() -> list[str]:
     """Every storage SOP class known to pydicom or pynetdicom (PS3.4 B.5), sorted."""
-    known = {uid for uid, entry in UID_dictionary.items() if entry[1] == "SOP Class" and "Storage" in entry[0]}
+    known = {
+        uid
+        for uid, entry in UID_dictionary.items()
+        if entry[1] == "SOP Class" and "Storage" in entry[0]
+    }
     known |= {str(uid) for uid in _STORAGE_CLASSES.values()}
     return sorted(known)
 
@@ -68,31 +78,42 @@ class ScpConfig:
 
 
 def _nodelay(event: evt.Event) -> None:
-    """Turn Nagle's algorithm off on the accepted socket (~40 ms per message otherwise)."""
+    """Turn Nagle's algorithm off on the accepted socket (~40 ms per message otherwise).
+
+    The event-driven reactors (:mod:`.reactor`) do this themselves; this handler serves
+    pynetdicom's own reactors, used with a pynetdicom version they are not validated with.
+    """
     sock = event.assoc.dul.socket.socket if event.assoc.dul.socket else None
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    # pynetdicom polls its queues; 1 ms per idle loop costs ~30% of throughput here
+    # pynetdicom's DUL polls its queues; 1 ms per idle loop costs ~30% of throughput here
     event.assoc.dul._run_loop_delay = 0.0001
 
 
-def _dataset_offset(raw: bytes) -> int:
-    """Where the data set starts in preamble + 'DICM' + file meta (PS3.10 7.1)."""
-    # (0002,0000) FileMetaInformationGroupLength is the first element: UL value at 140..144
-    return 144 + int.from_bytes(raw[140:144], "little")
+#: Verification SOP Class (PS3.4 A.4).
+VERIFICATION = "1.2.840.10008.1.1"
+#: Series whose patient/study/series values are kept, to read only instance values after.
+SERIES_CACHE_SIZE = 1024
 
 
-def _text(ds: Dataset, keyword: str, limit: int = 64) -> str:
-    value = ds.get(keyword, "")
-    return str(value if value is not None else "")[:limit]
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()  # releases the GIL: runs beside the file write
 
 
-def _int(ds: Dataset, keyword: str) -> int | None:
-    try:
-        value = ds.get(keyword)
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
+def _dataset_bytes(event: evt.Event) -> bytes:
+    """The C-STORE data set as received (PS3.7 9.1.1.1), without copying it when possible."""
+    data = cast(C_STORE, event.request).DataSet
+    if isinstance(data, BytesIO):
+        return data.getvalue()
+    return bytes(event.encoded_dataset(include_meta=False))
+
+
+@dataclass(frozen=True)
+class _Written:
+    """A temp file holding file meta + data set (not yet durable), and the set's SHA-256."""
+
+    temp: TempFile
+    sha256: str
 
 
 class StorageSCP:
@@ -126,9 +147,12 @@ class StorageSCP:
         self.clock = clock
         self.on_stored = on_stored
         self._server: ThreadedAssociationServer | None = None
-        self._series_seen: set[str] = set()
+        self._series: OrderedDict[str, SeriesAttrs] = OrderedDict()
         self._lock = threading.Lock()
         self._sop_locks = KeyedLocks()
+        self._workers = ThreadPoolExecutor(  # a file write and a hash per association
+            max_workers=2 * max(1, config.max_associations), thread_name_prefix="store"
+        )
         self.ae = self._make_ae()
 
     def _make_ae(self) -> AE:
@@ -141,7 +165,7 @@ class StorageSCP:
         ae.dimse_timeout = cfg.dimse_timeout_s
         ae.network_timeout = cfg.network_timeout_s
         syntaxes = [str(ts) for ts in AllTransferSyntaxes]
-        ae.add_supported_context(Verification)
+        ae.add_supported_context(VERIFICATION)
         for uid in storage_sop_classes():
             ae.add_supported_context(uid, syntaxes)
         return ae
@@ -160,9 +184,7 @@ class StorageSCP:
             (evt.EVT_C_ECHO, self.handle_echo),
             (evt.EVT_C_STORE, self.handle_store),
         ]
-        self._server = self.ae.start_server(
-            (self.config.host, self.config.port), block=False, evt_handlers=handlers
-        )
+        self._server = start_server(self.ae, (self.config.host, self.config.port), handlers)
         log.info(
             "listening",
             extra={"ae_title": self.config.ae_title, "host": self.config.host, "port": self.port},
@@ -174,6 +196,7 @@ class StorageSCP:
             self._server.shutdown()
             self._server = None
         self.ae.shutdown()
+        self._workers.shutdown(wait=True)
 
     def handle_echo(self, event: evt.Event) -> int:
         """C-ECHO (PS3.4 A.4): the node is up."""
@@ -192,78 +215,140 @@ class StorageSCP:
         except StorageFullError:
             log.warning("refused instance: storage below its free-space reserve")
             return status.OUT_OF_RESOURCES
-        req = event.request
-        calling = event.assoc.requestor.ae_title.strip()
+        req = cast(C_STORE, event.request)
+        sop_class, sop_uid = str(req.AffectedSOPClassUID), str(req.AffectedSOPInstanceUID)
+        syntax = str(event.context.transfer_syntax)
         try:
-            raw = event.encoded_dataset(include_meta=True)
-            ds = dcmread(io.BytesIO(raw), stop_before_pixels=True, defer_size=4096)
-        except (InvalidDicomError, ValueError, EOFError, OSError, AttributeError, KeyError) as exc:
-            log.warning("cannot parse data set: %s", type(exc).__name__)
+            body = _dataset_bytes(event)
+        except PARSE_ERRORS as exc:
+            log.warning("cannot read data set: %s", type(exc).__name__)
             return status.CANNOT_UNDERSTAND
-        problem = self._check_uids(ds, str(req.AffectedSOPClassUID), str(req.AffectedSOPInstanceUID))
-        if problem is not None:
-            return problem
-        return self._store(ds, raw, calling)
+        # the temp file is written and the data set hashed on two other threads while this
+        # one reads the data set (FileStore.commit makes the file durable); a refused
+        # instance's temp file is removed
+        writing = hashing = None
+        if valid_uid(sop_uid):
+            head = file_head(sop_class, sop_uid, syntax)
+            writing = self._workers.submit(self.files.write_temp, [head, body])
+            hashing = self._workers.submit(_sha256, body)
+        try:
+            return self._receive(event, body, syntax, writing, hashing)
+        except BaseException:
+            self._discard(writing)  # pynetdicom answers 0xC211 for the exception
+            raise
 
-    def _check_uids(self, ds: Dataset, command_class: str, command_instance: str) -> int | None:
-        sop_uid = ds.get("SOPInstanceUID")
-        uids = (ds.get("StudyInstanceUID"), ds.get("SeriesInstanceUID"), sop_uid)
-        if not all(valid_uid(str(u)) for u in uids if u is not None) or None in uids:
+    def _receive(
+        self,
+        event: evt.Event,
+        body: bytes,
+        syntax: str,
+        writing: Future[TempFile] | None,
+        hashing: Future[str] | None,
+    ) -> int:
+        req = cast(C_STORE, event.request)
+        sop_class, sop_uid = str(req.AffectedSOPClassUID), str(req.AffectedSOPInstanceUID)
+        try:
+            instance, series = self._read(body, syntax)
+        except PARSE_ERRORS as exc:
+            log.warning("cannot parse data set: %s", type(exc).__name__)
+            return self._refuse(writing, status.CANNOT_UNDERSTAND)
+        problem = self._check_uids(instance, sop_class, sop_uid)
+        if problem is not None or writing is None or hashing is None:
+            return self._refuse(writing, problem or status.CANNOT_UNDERSTAND)
+        sha256 = hashing.result()
+        try:
+            temp = writing.result()
+        except StorageError as exc:  # includes StorageFullError
+            log.error("refused instance %s: %s", sop_uid, exc)
+            return status.OUT_OF_RESOURCES
+        calling = event.assoc.requestor.ae_title.strip()
+        return self._store(instance, series, syntax, _Written(temp, sha256), calling)
+
+    def _refuse(self, writing: Future[TempFile] | None, answer: int) -> int:
+        """Answer a refusal, after removing the temp file written meanwhile (if any)."""
+        self._discard(writing)
+        return answer
+
+    def _discard(self, writing: Future[TempFile] | None) -> None:
+        """Remove the temp file (harmless once FileStore.commit has moved it away)."""
+        if writing is not None:
+            with contextlib.suppress(StorageError):  # a failed write left nothing
+                self.files.discard(writing.result())
+
+    def _read(self, body: bytes, syntax: str) -> tuple[InstanceAttrs, SeriesAttrs]:
+        """Instance values, plus the series values (decoded once per series, then cached)."""
+        instance = read_instance(body, syntax)
+        with self._lock:
+            series = self._series.get(instance.series_instance_uid)
+            if series is not None:
+                self._series.move_to_end(instance.series_instance_uid)
+        if series is None:
+            instance, series = read_series(body, syntax)
+        return instance, series
+
+    def _remember(self, series_uid: str, series: SeriesAttrs) -> None:
+        """Keep a series' values once its row exists (most recently used first out last)."""
+        with self._lock:
+            self._series[series_uid] = series
+            self._series.move_to_end(series_uid)
+            while len(self._series) > SERIES_CACHE_SIZE:
+                self._series.popitem(last=False)
+
+    def _check_uids(
+        self, instance: InstanceAttrs, command_class: str, command_instance: str
+    ) -> int | None:
+        uids = (
+            instance.study_instance_uid,
+            instance.series_instance_uid,
+            instance.sop_instance_uid,
+        )
+        if not all(valid_uid(u) for u in uids):
             log.warning("refused instance: missing or non-conformant UID")
             return status.CANNOT_UNDERSTAND
-        if str(sop_uid) != command_instance or str(ds.get("SOPClassUID", "")) != command_class:
-            log.warning("refused instance %s: data set UIDs differ from the command", command_instance)
+        if instance.sop_instance_uid != command_instance or instance.sop_class_uid != command_class:
+            log.warning(
+                "refused instance %s: data set UIDs differ from the command", command_instance
+            )
             return status.DATASET_DOES_NOT_MATCH_SOP_CLASS
         return None
 
-    def _record(self, ds: Dataset, relative: str, size: int, sha256: str, calling: str) -> InstanceRecord:
-        series_uid = str(ds.SeriesInstanceUID)
-        with self._lock:
-            first = series_uid not in self._series_seen
-            self._series_seen.add(series_uid)
-        return InstanceRecord(
-            sop_instance_uid=str(ds.SOPInstanceUID),
-            sop_class_uid=str(ds.SOPClassUID),
-            transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
-            study_instance_uid=str(ds.StudyInstanceUID),
-            series_instance_uid=series_uid,
-            path=relative,
-            size=size,
-            sha256=sha256,
-            received_at=self.clock(),
-            calling_ae_title=calling,
-            patient_id=_text(ds, "PatientID"),
-            issuer_of_patient_id=_text(ds, "IssuerOfPatientID"),
-            patient_name=_text(ds, "PatientName", 324),
-            study_date=_text(ds, "StudyDate", 8),
-            study_description=_text(ds, "StudyDescription"),
-            accession_number=_text(ds, "AccessionNumber", 16),
-            modality=_text(ds, "Modality", 16),
-            series_number=_int(ds, "SeriesNumber"),
-            series_description=_text(ds, "SeriesDescription"),
-            instance_number=_int(ds, "InstanceNumber"),
-            expected_count=_int(ds, "NumberOfSeriesRelatedInstances"),
-            header=header_of(ds) if first else {},
-        )
-
-    def _store(self, ds: Dataset, raw: bytes, calling: str) -> int:
+    def _store(
+        self,
+        instance: InstanceAttrs,
+        series: SeriesAttrs,
+        syntax: str,
+        written: _Written,
+        calling: str,
+    ) -> int:
         study_uid, series_uid, sop_uid = (
-            str(ds.StudyInstanceUID),
-            str(ds.SeriesInstanceUID),
-            str(ds.SOPInstanceUID),
+            instance.study_instance_uid,
+            instance.series_instance_uid,
+            instance.sop_instance_uid,
         )
-        sha256 = hashlib.sha256(raw[_dataset_offset(raw) :]).hexdigest()
-        relative = self.files.instance_path(study_uid, series_uid, sop_uid, sha256)
+        try:
+            relative = self.files.instance_path(study_uid, series_uid, sop_uid, written.sha256)
+        except StorageError:
+            self.files.discard(written.temp)
+            raise
         with self._sop_locks.hold(sop_uid):
             # a file at this content-addressed path can only be the same bytes, already
             # acknowledged or orphaned by a crash: never delete it on a later failure
             ours = not self.files.absolute(relative).exists()
             try:
-                size = self.files.write(relative, raw)
+                size = self.files.commit(written.temp, relative)
             except StorageError as exc:  # includes StorageFullError
                 log.error("refused instance %s: %s", sop_uid, exc)
                 return status.OUT_OF_RESOURCES
-            record = self._record(ds, relative, size, sha256, calling)
+            record = instance_record(
+                instance,
+                series,
+                transfer_syntax_uid=syntax,
+                path=relative,
+                size=size,
+                sha256=written.sha256,
+                received_at=self.clock(),
+                calling_ae_title=calling,
+            )
             try:
                 outcome = index_instance(
                     self.sessions, record, late_policy=self.config.late_instance_policy
@@ -277,9 +362,10 @@ class StorageSCP:
                 if ours:
                     self.files.remove(relative)
                 return self._answer_known(sop_uid, study_uid, series_uid, same=False)
+            self._remember(series_uid, series)
             if outcome is IndexOutcome.DUPLICATE:
                 return self._answer_known(sop_uid, study_uid, series_uid, same=True)
-        if outcome is IndexOutcome.NEW and self.on_stored is not None:
+        if self.on_stored is not None:
             self.on_stored(series_uid)
         return status.SUCCESS
 
@@ -287,7 +373,9 @@ class StorageSCP:
         if same:
             log.info("duplicate instance %s: already stored, nothing changed", sop_uid)
             return status.SUCCESS
-        log.warning("refused instance %s: SOP Instance UID stored before with other content", sop_uid)
+        log.warning(
+            "refused instance %s: SOP Instance UID stored before with other content", sop_uid
+        )
         try:
             with self.sessions.begin() as session:
                 record_event(
@@ -298,7 +386,7 @@ class StorageSCP:
                     f"instance {sop_uid} re-sent with different content; first one kept",
                     series_uid,
                 )
-        except Exception:  # noqa: BLE001 - the status answer matters more than the history line
+        except Exception:  # the status answer matters more than the history line
             log.exception("cannot record conflict event")
         return status.DUPLICATE_SOP_INSTANCE
 

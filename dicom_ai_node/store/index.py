@@ -9,12 +9,13 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ..assemble.policy import completion_reason
 from ..domain import SeriesState
 from ..errors import StorageError
 from .db import as_utc
@@ -68,7 +69,12 @@ class InstanceRecord:
 
 
 def record_event(
-    session: Session, now: dt.datetime, study_uid: str, kind: str, message: str, series_uid: str = ""
+    session: Session,
+    now: dt.datetime,
+    study_uid: str,
+    kind: str,
+    message: str,
+    series_uid: str = "",
 ) -> None:
     """Add a line to a study's history (UIDs and reasons only, never patient data)."""
     session.add(
@@ -162,42 +168,101 @@ def _new_series(session: Session, rec: InstanceRecord) -> int:
     return series.pk
 
 
-def _update_series(session: Session, rec: InstanceRecord, late_policy: str) -> tuple[int, bool]:
-    """Count the instance in its series (creating it); returns the series pk and lateness.
+_SERIES = cast(Table, Series.__table__)
+_INSTANCE = cast(Table, Instance.__table__)
+#: Counts an instance in its series and returns what decides lateness and completion.
+_COUNT_INSTANCE = (
+    update(_SERIES)
+    .where(_SERIES.c.series_instance_uid == bindparam("uid"))
+    .values(instance_count=_SERIES.c.instance_count + 1, last_received_at=bindparam("at"))
+    .returning(_SERIES.c.pk, _SERIES.c.state, _SERIES.c.instance_count, _SERIES.c.expected_count)
+)
+_INSERT_INSTANCE = insert(_INSTANCE)
+_INSERT_EVENT = insert(cast(Table, Event.__table__))
 
-    Core statements, not ORM objects: this runs once per received instance.
+
+def _count(conn: Connection, rec: InstanceRecord, late_policy: str) -> tuple[int, bool] | None:
+    """Count the instance in its series; returns the series pk and lateness, None if no series.
+
+    Prebuilt Core statements: this runs once per received instance. The count is
+    incremented first (``UPDATE ... RETURNING``), so the state it returns is read under
+    the row's write lock.
     """
-    row = session.execute(
-        select(Series.pk, Series.state, Series.instance_count, Series.expected_count).where(
-            Series.series_instance_uid == rec.series_instance_uid
-        )
-    ).one_or_none()
+    params = {"uid": rec.series_instance_uid, "at": rec.received_at}
+    row = conn.execute(_COUNT_INSTANCE, params).one_or_none()
     if row is None:
-        pk, state, count, expected = _new_series(session, rec), "receiving", 0, rec.expected_count
-    else:
-        pk, state, count, expected = row
+        return None
+    pk, state, count, expected = row
     late = state != SeriesState.RECEIVING.value
-    values: dict[str, Any] = {
-        "instance_count": Series.instance_count + 1,
-        "last_received_at": rec.received_at,
-    }
+    values: dict[str, Any] = {}
     if late:
-        values["late_instances"] = Series.late_instances + 1
+        values["late_instances"] = _SERIES.c.late_instances + 1
         if late_policy == "rerun":
             values.update(
                 state=SeriesState.RECEIVING.value,
-                generation=Series.generation + 1,
+                generation=_SERIES.c.generation + 1,
                 completed_at=None,
             )
             state = SeriesState.RECEIVING.value
-    if state == SeriesState.RECEIVING.value and expected is not None and count + 1 >= expected:
+    if state == SeriesState.RECEIVING.value and expected is not None and count >= expected:
         values.update(
             state=SeriesState.COMPLETE.value,
             completed_at=rec.received_at,
             reason=f"expected instance count {expected} reached",
         )
-    session.execute(update(Series).where(Series.pk == pk).values(**values))
-    return pk, late
+    if values:
+        conn.execute(update(_SERIES).where(_SERIES.c.pk == pk).values(**values))
+    return int(pk), late
+
+
+def _insert(conn: Connection, rec: InstanceRecord, series_pk: int, late: bool, policy: str) -> None:
+    """The instance row, and a history line when it came after its series was complete."""
+    conn.execute(
+        _INSERT_INSTANCE,
+        {
+            "sop_instance_uid": rec.sop_instance_uid,
+            "sop_class_uid": rec.sop_class_uid,
+            "series_fk": series_pk,
+            "transfer_syntax_uid": rec.transfer_syntax_uid,
+            "instance_number": rec.instance_number,
+            "path": rec.path,
+            "size": rec.size,
+            "sha256": rec.sha256,
+            "calling_ae_title": rec.calling_ae_title,
+            "received_at": rec.received_at,
+        },
+    )
+    if late:
+        conn.execute(
+            _INSERT_EVENT,
+            {
+                "at": rec.received_at,
+                "study_instance_uid": rec.study_instance_uid,
+                "series_instance_uid": rec.series_instance_uid,
+                "kind": "late-instance",
+                "message": f"instance {rec.sop_instance_uid} arrived after completion "
+                f"(policy {policy})",
+            },
+        )
+
+
+def _index_once(sessions: sessionmaker[Session], rec: InstanceRecord, late_policy: str) -> None:
+    """One attempt, in one transaction: on a plain Connection when the series exists."""
+    engine = sessions.kw.get("bind")
+    if isinstance(engine, Engine):
+        with engine.begin() as conn:
+            counted = _count(conn, rec, late_policy)
+            if counted is not None:
+                _insert(conn, rec, *counted, late_policy)
+                return
+    with sessions.begin() as session:  # first instance of its series: create it (ORM)
+        conn = session.connection()
+        counted = _count(conn, rec, late_policy)
+        if counted is None:
+            _new_series(session, rec)
+            counted = _count(conn, rec, late_policy)
+            assert counted is not None
+        _insert(conn, rec, *counted, late_policy)
 
 
 def index_instance(
@@ -229,32 +294,7 @@ def index_instance(
     last: Exception | None = None
     for _attempt in range(3):
         try:
-            with sessions.begin() as session:
-                series_pk, late = _update_series(session, rec, late_policy)
-                session.execute(
-                    insert(Instance).values(
-                        sop_instance_uid=rec.sop_instance_uid,
-                        sop_class_uid=rec.sop_class_uid,
-                        series_fk=series_pk,
-                        transfer_syntax_uid=rec.transfer_syntax_uid,
-                        instance_number=rec.instance_number,
-                        path=rec.path,
-                        size=rec.size,
-                        sha256=rec.sha256,
-                        calling_ae_title=rec.calling_ae_title,
-                        received_at=rec.received_at,
-                    )
-                )
-                if late:
-                    record_event(
-                        session,
-                        rec.received_at,
-                        rec.study_instance_uid,
-                        "late-instance",
-                        f"instance {rec.sop_instance_uid} arrived after completion "
-                        f"(policy {late_policy})",
-                        rec.series_instance_uid,
-                    )
+            _index_once(sessions, rec, late_policy)
             return IndexOutcome.NEW
         except IntegrityError as exc:  # already indexed, or a concurrent association raced us
             last = exc
@@ -283,16 +323,19 @@ def complete_due_series(
         ).all()
         done = []
         for series in rows:
-            if as_utc(series.last_received_at) > cutoff:
+            reason = completion_reason(
+                now=now,
+                last_received_at=as_utc(series.last_received_at),
+                quiet_period_s=quiet_period_s,
+                instance_count=series.instance_count,
+                expected_count=series.expected_count,
+            )
+            if reason is None:
                 continue
             result = session.execute(
                 update(Series)
                 .where(Series.pk == series.pk, Series.state == SeriesState.RECEIVING.value)
-                .values(
-                    state=SeriesState.COMPLETE.value,
-                    completed_at=now,
-                    reason=f"quiet for {quiet_period_s:g} s after the last instance",
-                )
+                .values(state=SeriesState.COMPLETE.value, completed_at=now, reason=reason)
             )
             if result.rowcount:  # type: ignore[attr-defined]
                 done.append(series.series_instance_uid)

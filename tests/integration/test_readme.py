@@ -1,4 +1,4 @@
-"""The README's first command, `make serve`, starts a node that answers C-ECHO with the model loaded."""
+"""The README's first command, `make serve`, starts a node that answers C-ECHO."""
 
 from __future__ import annotations
 

@@ -1,0 +1,402 @@
+"""Receive: event-driven reactors for pynetdicom's association acceptor (PS3.8 9.2).
+
+pynetdicom 3.0 runs two polling loops per association: the DUL thread sleeps between
+checks of its socket and of its outgoing queue, and the association thread sleeps 1 ms
+before each look at the incoming DIMSE messages. On one association a C-STORE crosses
+both loops twice (request in, response out), so the polling adds its delay, and a busy
+DUL thread polling every 0.1 ms competes with the handler for the GIL and the CPU.
+
+Here the loops wait on the events themselves instead:
+
+* the DUL thread blocks in ``select`` on its socket and a wake-up socket written
+  whenever a primitive is queued for sending;
+* the association thread blocks on an event set when a DIMSE message, an A-RELEASE or
+  an A-ABORT arrives, or when the DUL stops;
+* a C-STORE request is served in the DUL thread as soon as it is complete, so that its
+  response leaves from the thread that received it (no hand-off either way).
+
+The loops keep pynetdicom's logic (same state machine, same checks in the same order);
+only the waiting changes. Per association, pynetdicom's own work is also trimmed: the
+supported contexts are not deep-copied, each PDU is read into one buffer (not 4 KiB
+pieces), plain C-STORE responses are encoded directly (:mod:`.response`), and its
+logging handlers are not bound while its logger drops INFO anyway.
+
+These classes reproduce pynetdicom 3.0.x internals: with another version
+:func:`start_server` falls back to pynetdicom's own classes (and logs it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import select
+import socket
+import threading
+import time
+from datetime import datetime
+from typing import Any, cast
+
+import pynetdicom
+from pynetdicom import evt
+from pynetdicom._handlers import (
+    standard_dimse_recv_handler,
+    standard_pdu_recv_handler,
+    standard_pdu_sent_handler,
+)
+from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.transport import (
+    AssociationSocket,
+    RequestHandler,
+    ThreadedAssociationServer,
+)
+from pynetdicom.utils import make_target
+
+from .response import StoreResponseDIMSE
+
+__all__ = [
+    "VALIDATED_PYNETDICOM",
+    "EventDrivenAssociation",
+    "EventDrivenDUL",
+    "is_supported",
+    "start_server",
+]
+
+log = logging.getLogger(__name__)
+
+#: pynetdicom versions whose reactor loops these classes reproduce.
+VALIDATED_PYNETDICOM = ("3.0.",)
+
+#: pynetdicom's logging handlers that are unbound when their logger drops INFO anyway.
+_QUIET_HANDLERS = (
+    (evt.EVT_DIMSE_RECV, standard_dimse_recv_handler),
+    (evt.EVT_PDU_RECV, standard_pdu_recv_handler),
+    (evt.EVT_PDU_SENT, standard_pdu_sent_handler),
+)
+
+#: Longest wait before the loops look at their timers (ARTIM, network idle timeout).
+TIMER_CHECK_S = 0.05
+
+
+def is_supported(version: str | None = None) -> bool:
+    """Whether the installed (or given) pynetdicom version is one these loops reproduce."""
+    version = version or str(pynetdicom.__version__)
+    return version.startswith(VALIDATED_PYNETDICOM)
+
+
+class _NotifyingQueue(queue.Queue[Any]):
+    """A queue that calls ``notify`` after every ``put``."""
+
+    def __init__(self, notify: Any) -> None:
+        super().__init__()
+        self._notify = notify
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        self._notify()
+
+
+class _Requests(_NotifyingQueue):
+    """The DIMSE message queue; C-STORE requests are served as they arrive instead.
+
+    pynetdicom's DUL thread puts each complete message here for the association thread
+    to serve. A C-STORE request is served right away in the DUL thread: the response is
+    then sent by the same thread, without two thread hand-offs per instance. Other
+    messages (C-ECHO, responses to requests the node made) are queued as before.
+    Without asynchronous operations (not negotiated) the peer waits for each response,
+    so the order of messages is kept.
+    """
+
+    def __init__(self, assoc: EventDrivenAssociation) -> None:
+        super().__init__(assoc._work.set)
+        self._assoc = assoc
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        context_id, primitive = item
+        if (
+            isinstance(primitive, C_STORE)
+            and primitive.MessageIDBeingRespondedTo is None  # a request, not a response
+            and context_id in self._assoc._accepted_cx
+            and self.empty()
+        ):
+            self._assoc._serve_request(primitive, context_id)
+            return
+        super().put(item, block, timeout)
+
+
+class _Socket(AssociationSocket):
+    """An AssociationSocket reading each PDU into one buffer (not 4 KiB pieces)."""
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        sock = cast(socket.socket, self.socket)
+        buffer = bytearray(nr_bytes)
+        nr_read = 0
+        with memoryview(buffer) as view:
+            while nr_read < nr_bytes:
+                got = sock.recv_into(view[nr_read:])
+                if not got:  # the peer closed the connection: return what was read
+                    break
+                nr_read += got
+        if nr_read < nr_bytes:
+            del buffer[nr_read:]
+        return buffer
+
+
+class EventDrivenDUL(DULServiceProvider):
+    """The DICOM Upper Layer provider, waiting in ``select`` instead of sleeping."""
+
+    def __init__(self, assoc: Association) -> None:
+        super().__init__(assoc)
+        # a socket pair, not a pipe: a wake-up after close raises instead of writing to
+        # whatever file reuses the descriptor
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.to_provider_queue = _NotifyingQueue(self.wake)
+        self.to_user_queue = _NotifyingQueue(self._notify_user)
+
+    def wake(self) -> None:
+        """Make the reactor look at its queues now."""
+        with contextlib.suppress(OSError):  # buffer full (a wake-up is pending) or closed
+            self._wake_w.send(b"\0")
+
+    def _notify_user(self) -> None:
+        work = getattr(self.assoc, "_work", None)
+        if work is not None:
+            work.set()
+
+    def _wait(self, timeout: float) -> None:
+        """Block until data arrives, a primitive is queued, or ``timeout`` passes."""
+        waitables: list[socket.socket] = [self._wake_r]
+        wrapped = self.socket
+        if wrapped is not None and wrapped.socket is not None and wrapped._is_connected:
+            waitables.append(wrapped.socket)
+        try:
+            ready, _, _ = select.select(waitables, [], [], timeout)
+        except (OSError, ValueError):  # socket closed meanwhile: the loop notices
+            return
+        if self._wake_r in ready:
+            with contextlib.suppress(OSError):
+                self._wake_r.recv(4096)
+
+    def kill_dul(self) -> None:
+        """Stop the reactor (and wake it so it stops now)."""
+        self._kill_thread = True
+        self.wake()
+
+    def stop_dul(self) -> bool:
+        """Stop the reactor if the state machine is idle (Sta1); as pynetdicom's."""
+        if self.state_machine.current_state == "Sta1":
+            self.kill_dul()
+            while self.is_alive():
+                time.sleep(0.001)
+            return True
+        return False
+
+    def run_reactor(self) -> None:
+        """pynetdicom 3.0's DUL loop with ``select`` as the idle wait."""
+        try:
+            self._reactor()
+        finally:
+            self._notify_user()  # the association reactor checks is_alive()
+            self._wake_r.close()
+            self._wake_w.close()
+
+    def _reactor(self) -> None:
+        self._idle_timer.start()
+        idle = False
+        while True:
+            if not self.assoc._dul_ready.is_set():
+                self.assoc._dul_ready.set()
+            if idle:
+                self._wait(TIMER_CHECK_S)
+            if self._kill_thread:
+                break
+            if self.artim_timer.expired:
+                self.event_queue.put("Evt18")
+            try:
+                # either encode and send a primitive, or receive and decode a PDU
+                if self._process_recv_primitive():
+                    pass
+                elif self._is_transport_event():
+                    self._idle_timer.restart()
+            except Exception as exc:  # as pynetdicom: any error aborts the association
+                self._abort_after(exc)
+                return
+            try:
+                event = self.event_queue.get(block=False)
+            except queue.Empty:
+                idle = True
+                continue
+            self.state_machine.do_action(event)
+            idle = False
+
+    def _abort_after(self, exc: Exception) -> None:
+        """Send an A-ABORT bypassing the state machine (pynetdicom's handling)."""
+        log.error("exception in the DUL reactor, aborting the association: %s", exc)
+        abort_pdu = A_ABORT_RQ()
+        abort_pdu.source = 0x02
+        abort_pdu.reason_diagnostic = 0x00
+        if self.socket is not None:
+            self.socket.send(abort_pdu.encode())
+        self.assoc.is_aborted = True
+        self.assoc.is_established = False
+        self.assoc._kill = True
+        self._kill_thread = True
+
+
+class EventDrivenAssociation(Association):
+    """An acceptor association whose reactor waits for work instead of sleeping 1 ms."""
+
+    def __init__(self, ae: Any, mode: str) -> None:
+        super().__init__(ae, mode)
+        self._work = threading.Event()
+        self.dul = EventDrivenDUL(self)
+        self.dimse = StoreResponseDIMSE(self)
+        self.dimse.msg_queue = _Requests(self)
+
+        # the timeouts live in the DUL's timers: set them again on the new DUL
+        self.acse_timeout = self.acse_timeout
+        self.network_timeout = self.network_timeout
+
+    def kill(self) -> None:
+        """Stop the association thread (and wake it)."""
+        self._work.set()
+        super().kill()
+
+    def _abort_blocking(self, block: bool = True) -> None:
+        """Abort; never waits for the DUL thread when called from it (a C-STORE served there)."""
+        super()._abort_blocking(block and threading.current_thread() is not self.dul)
+
+    def _run_reactor(self) -> None:
+        """pynetdicom 3.0's acceptor loop; waits on ``_work`` between messages."""
+        self._is_paused = False
+        busy = False
+        while not self._kill:
+            # paused while waiting: a service started from a handler need not wait for us
+            self._is_paused = True
+            if not busy:
+                self._work.wait(TIMER_CHECK_S)
+                self._work.clear()  # then look: a message put after this sets it again
+            busy = False
+            self._reactor_checkpoint.wait()
+            self._is_paused = False
+            context_id, msg = self.dimse.get_msg(block=False)
+            if msg:
+                self._serve_request(msg, cast(int, context_id))
+                busy = True
+            if self._finished():
+                return
+
+    def _finished(self) -> bool:
+        """Release, abort, DUL stopped or network timeout: the checks of pynetdicom's loop."""
+        if self.is_established and self.acse.is_release_requested():
+            self.acse.send_release(is_response=True)
+            log.info("association released")
+            self.is_released = True
+            self.is_established = False
+            evt.trigger(self, evt.EVT_RELEASED, {})
+            self.kill()
+            return True
+        if self.acse.is_aborted():
+            log.info("association aborted")
+            self.dul.receive_pdu(wait=False)  # so that EVT_ACSE_RECV fires
+            self.is_aborted = True
+            self.is_established = False
+            evt.trigger(self, evt.EVT_ABORTED, {})
+            self.kill()
+            return True
+        if not self.dul.is_alive():
+            self.kill()
+            return True
+        if self.dul.idle_timer_expired():
+            log.error("network timeout reached")
+            if self.network_timeout_response == "A-RELEASE":
+                self._is_paused = True
+                self._reactor_checkpoint.wait()
+                self.release()
+                self._is_paused = False
+            else:
+                self.abort()
+            self.kill()
+            return True
+        return False
+
+
+class _RequestHandler(RequestHandler):
+    """Makes an :class:`EventDrivenAssociation` per connection, TCP_NODELAY on."""
+
+    def handle(self) -> None:
+        # Nagle's algorithm would hold each small response ~40 ms behind a delayed ACK
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().handle()
+
+    def _create_association(self) -> Association:
+        """As pynetdicom's, with the event-driven classes."""
+        assoc = EventDrivenAssociation(self.ae, "acceptor")
+        assoc._server = self.server
+        assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
+        assoc.set_socket(_Socket(assoc, client_socket=self.request))
+        acceptor = assoc.acceptor
+        acceptor.maximum_length = self.ae.maximum_pdu_size
+        acceptor.ae_title = self.server.ae_title
+        acceptor.address_info = self.local
+        acceptor.implementation_class_uid = self.ae.implementation_class_uid
+        acceptor.implementation_version_name = self.ae.implementation_version_name
+        # pynetdicom deep-copies the ~200 contexts here (~35 ms per association); a list
+        # copy is enough: negotiation only reads them and the node never changes them
+        acceptor.supported_contexts = list(self.server.contexts)
+        assoc.requestor.address_info = self.remote
+        for event, handlers in self.server._handlers.items():
+            if event.is_intervention and handlers:
+                assoc.bind(event, *handlers)
+            elif isinstance(event, evt.NotificationEvent):
+                for handler in cast(list[tuple[Any, Any]], handlers):
+                    assoc.bind(event, handler[0], handler[1])
+        if not logging.getLogger("pynetdicom").isEnabledFor(logging.INFO):
+            # pynetdicom's logging handlers run for every PDU and message even when their
+            # records are dropped; the one for a C-STORE request copies the data set
+            for quiet_event, quiet_handler in _QUIET_HANDLERS:
+                assoc.unbind(quiet_event, quiet_handler)
+        return assoc
+
+
+def start_server(
+    ae: pynetdicom.AE, address: tuple[str, int], evt_handlers: list[Any]
+) -> ThreadedAssociationServer:
+    """Start a non-blocking association server for ``ae``, as ``AE.start_server`` does.
+
+    With a validated pynetdicom version the associations use the event-driven reactors;
+    otherwise pynetdicom's own server is started and a warning logged.
+    """
+    if not is_supported():
+        log.warning(
+            "pynetdicom %s is not one the event-driven reactors are validated with (%s); "
+            "using its polling reactors",
+            pynetdicom.__version__,
+            ", ".join(v + "x" for v in VALIDATED_PYNETDICOM),
+        )
+        return cast(
+            ThreadedAssociationServer,
+            ae.start_server(address, block=False, evt_handlers=evt_handlers),
+        )
+    server = cast(
+        ThreadedAssociationServer,
+        ae.make_server(
+            address,
+            evt_handlers=evt_handlers,
+            server_class=ThreadedAssociationServer,
+            request_handler=_RequestHandler,
+        ),
+    )
+    thread = threading.Thread(
+        target=make_target(server.serve_forever),
+        name=f"AcceptorServer@{address[1]}",
+        daemon=True,
+    )
+    thread.start()
+    ae._servers.append(server)  # so that AE.shutdown() stops it too
+    return server
