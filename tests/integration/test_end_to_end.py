@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 
 from dicom_ai_node.phantoms import LEFT_LUNG, RIGHT_LUNG, ChestPhantom
 from dicom_ai_node.send.scu import Peer, send_datasets
@@ -31,15 +32,21 @@ SPACING = (2.5, 0.7, 0.7)
 
 
 def wait_for_results(folder: Path, count: int, timeout_s: float = 180.0) -> list[Dataset]:
-    """Wait (bounded) for ``count`` objects to arrive at the test PACS."""
+    """Wait (bounded) until ``count`` complete objects have arrived at the test PACS."""
     deadline = time.monotonic() + timeout_s
+    found: list[Dataset] = []
     while time.monotonic() < deadline:
-        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-        if len(files) >= count:
-            time.sleep(0.5)  # let storescp finish writing
-            return [dcmread(p) for p in sorted(folder.iterdir()) if p.is_file()]
+        found = []
+        for path in sorted(p for p in folder.iterdir() if p.is_file()):
+            try:
+                found.append(dcmread(path))
+            except (InvalidDicomError, EOFError, OSError):
+                break  # still being written
+        else:
+            if len(found) >= count:
+                return found
         time.sleep(0.25)
-    raise TimeoutError(f"only {len(list(folder.iterdir()))} of {count} results after {timeout_s} s")
+    raise TimeoutError(f"only {len(found)} of {count} results after {timeout_s} s")
 
 
 def segment_volumes_ml(seg: Dataset, spacing: tuple[float, float, float]) -> dict[str, float]:

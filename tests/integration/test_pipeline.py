@@ -3,6 +3,7 @@ results for a dead destination without delaying a live one, and delivers when it
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 from collections.abc import Callable
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 from sqlalchemy import select
 
 from dicom_ai_node.app import Node
@@ -38,6 +41,15 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> No
             return
         time.sleep(0.2)
     raise TimeoutError(f"{what} not reached within {timeout_s} s")
+
+
+def readable(folder: Path) -> list[Dataset]:
+    """The objects storescp has finished writing (a file being written does not parse)."""
+    out = []
+    for path in folder.iterdir():
+        with contextlib.suppress(InvalidDicomError, EOFError, OSError):
+            out.append(dcmread(path))
+    return out
 
 
 def jobs(node: Node) -> list[Job]:
@@ -84,8 +96,8 @@ def test_missing_slice_fails_the_quality_check_and_says_why(tmp_path: Path, db_u
         assert job.state == JobState.QUALITY_FAILED.value
         assert "missing slices" in job.reason
         # the reason also reaches the PACS, as a findings SR (no geometry, separate object)
-        wait_until(lambda: len(list((tmp_path / "pacs").iterdir())) == 1, 30, "findings SR")
-        [report] = [dcmread(p) for p in (tmp_path / "pacs").iterdir()]
+        wait_until(lambda: len(readable(tmp_path / "pacs")) == 1, 30, "findings SR")
+        [report] = readable(tmp_path / "pacs")
         assert report.Modality == "SR"
         assert not [p for p in (tmp_path / "pacs").iterdir() if "SEG" in p.name]
     finally:
