@@ -17,7 +17,7 @@ import datetime as dt
 import io
 import struct
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -27,7 +27,7 @@ from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from ..route.header import header_of
-from ..store.index import InstanceRecord
+from ..store.index import InstanceRecord, SeriesAttrs
 
 __all__ = [
     "PARSE_ERRORS",
@@ -72,23 +72,6 @@ class InstanceAttrs:
     study_instance_uid: str
     series_instance_uid: str
     instance_number: int | None
-
-
-@dataclass(frozen=True)
-class SeriesAttrs:
-    """Patient, study and series values of a series, read from one of its instances."""
-
-    patient_id: str = ""
-    issuer_of_patient_id: str = ""
-    patient_name: str = ""
-    study_date: str = ""
-    study_description: str = ""
-    accession_number: str = ""
-    modality: str = ""
-    series_number: int | None = None
-    series_description: str = ""
-    expected_count: int | None = None
-    header: dict[str, Any] = field(default_factory=dict)
 
 
 def _dataset(
@@ -214,16 +197,6 @@ def instance_record(
         sha256=sha256,
         received_at=received_at,
         calling_ae_title=calling_ae_title,
-        patient_id=series.patient_id,
-        issuer_of_patient_id=series.issuer_of_patient_id,
-        patient_name=series.patient_name,
-        study_date=series.study_date,
-        study_description=series.study_description,
-        accession_number=series.accession_number,
-        modality=series.modality,
-        series_number=series.series_number,
-        series_description=series.series_description,
         instance_number=instance.instance_number,
-        expected_count=series.expected_count,
-        header=series.header,
+        series=series,
     )

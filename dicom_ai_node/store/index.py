@@ -24,6 +24,7 @@ from .tables import Event, Instance, Patient, Series, Study
 __all__ = [
     "IndexOutcome",
     "InstanceRecord",
+    "SeriesAttrs",
     "complete_due_series",
     "find_instance",
     "index_instance",
@@ -41,6 +42,23 @@ class IndexOutcome(enum.Enum):
 
 
 @dataclass(frozen=True)
+class SeriesAttrs:
+    """Patient, study and series values of a series, read from one of its instances."""
+
+    patient_id: str = ""
+    issuer_of_patient_id: str = ""
+    patient_name: str = ""
+    study_date: str = ""
+    study_description: str = ""
+    accession_number: str = ""
+    modality: str = ""
+    series_number: int | None = None
+    series_description: str = ""
+    expected_count: int | None = None
+    header: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class InstanceRecord:
     """What the index keeps of one received instance (read from its header)."""
 
@@ -54,18 +72,8 @@ class InstanceRecord:
     sha256: str
     received_at: dt.datetime
     calling_ae_title: str = ""
-    patient_id: str = ""
-    issuer_of_patient_id: str = ""
-    patient_name: str = ""
-    study_date: str = ""
-    study_description: str = ""
-    accession_number: str = ""
-    modality: str = ""
-    series_number: int | None = None
-    series_description: str = ""
     instance_number: int | None = None
-    expected_count: int | None = None
-    header: dict[str, Any] = field(default_factory=dict)
+    series: SeriesAttrs = field(default_factory=SeriesAttrs)
 
 
 def record_event(
@@ -119,24 +127,24 @@ def _get_or_create_study(session: Session, rec: InstanceRecord) -> Study:
         return study
     patient = session.scalars(
         select(Patient).where(
-            Patient.patient_id == rec.patient_id,
-            Patient.issuer_of_patient_id == rec.issuer_of_patient_id,
+            Patient.patient_id == rec.series.patient_id,
+            Patient.issuer_of_patient_id == rec.series.issuer_of_patient_id,
         )
     ).one_or_none()
     if patient is None:
         patient = Patient(
-            patient_id=rec.patient_id,
-            issuer_of_patient_id=rec.issuer_of_patient_id,
-            patient_name=rec.patient_name,
+            patient_id=rec.series.patient_id,
+            issuer_of_patient_id=rec.series.issuer_of_patient_id,
+            patient_name=rec.series.patient_name,
         )
         session.add(patient)
         session.flush()
     study = Study(
         study_instance_uid=rec.study_instance_uid,
         patient_fk=patient.pk,
-        study_date=rec.study_date,
-        study_description=rec.study_description[:64],
-        accession_number=rec.accession_number[:16],
+        study_date=rec.series.study_date,
+        study_description=rec.series.study_description[:64],
+        accession_number=rec.series.accession_number[:16],
         created_at=rec.received_at,
     )
     session.add(study)
@@ -149,13 +157,13 @@ def _new_series(session: Session, rec: InstanceRecord) -> int:
     series = Series(
         series_instance_uid=rec.series_instance_uid,
         study_fk=study.pk,
-        modality=rec.modality[:16],
-        series_number=rec.series_number,
-        series_description=rec.series_description[:64],
+        modality=rec.series.modality[:16],
+        series_number=rec.series.series_number,
+        series_description=rec.series.series_description[:64],
         calling_ae_title=rec.calling_ae_title,
-        header=rec.header,
+        header=rec.series.header,
         instance_count=0,
-        expected_count=rec.expected_count,
+        expected_count=rec.series.expected_count,
         first_received_at=rec.received_at,
         last_received_at=rec.received_at,
         state=SeriesState.RECEIVING.value,

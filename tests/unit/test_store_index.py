@@ -15,6 +15,7 @@ from dicom_ai_node.store.files import FileStore, valid_uid
 from dicom_ai_node.store.index import (
     IndexOutcome,
     InstanceRecord,
+    SeriesAttrs,
     complete_due_series,
     index_instance,
 )
@@ -41,7 +42,7 @@ def rec(n: int, at: dt.datetime, sha: str = "a", expected: int | None = None) ->
         size=1,
         sha256=sha * 64,
         received_at=at,
-        expected_count=expected,
+        series=SeriesAttrs(expected_count=expected),
     )
 
 
