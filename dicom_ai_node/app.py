@@ -29,6 +29,8 @@ __all__ = ["Node"]
 
 log = logging.getLogger(__name__)
 
+MIB = 1024 * 1024
+
 
 class Node:
     """One running node: listener, assembler, workers and deliverer.
@@ -54,7 +56,9 @@ class Node:
         self.files = FileStore(
             settings.path(settings.storage.root),
             fsync=settings.storage.fsync,
-            min_free_bytes=settings.storage.min_free_mb * 1024 * 1024,
+            min_free_bytes=settings.storage.min_free_mb * MIB,
+            spare_budget_bytes=settings.storage.spare_pool_mb * MIB,
+            spare_max_bytes=settings.storage.spare_max_mb * MIB,
         )
         device = choose_device(settings.infer.device, settings.infer.threads, settings.infer.bf16)
         self.registry = ModelRegistry(settings.path(settings.infer.models_dir), device)
@@ -126,6 +130,7 @@ class Node:
                 requeued,
             )
         self.registry.warm_up()
+        self.files.start_spares()
         self.scp.start()
         loops: list[tuple[str, Callable[[], bool], float]] = [
             ("assemble", self._assemble_step, self.settings.assemble.sweep_interval_s),
@@ -151,6 +156,7 @@ class Node:
         """Stop listening and let the loops finish their current step."""
         self._stop.set()
         self.scp.stop()
+        self.files.stop_spares()
         for thread in self._threads:
             thread.join(timeout_s)
         self._senders.shutdown(wait=True, cancel_futures=True)

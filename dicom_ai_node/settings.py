@@ -96,6 +96,16 @@ class StorageSettings:
     )
     fsync: bool = _f(True, "fsync every file and its folder before answering Success.")
     min_free_mb: int = _f(500, "Refuse new instances (0xA700) when less disk is free.")
+    spare_pool_mb: int = _f(
+        256,
+        "Disk kept in pre-written spare files so that each stored instance fsyncs less (0: none).",
+    )
+    spare_max_mb: int = _f(8, "Instances larger than this never use a spare file.")
+
+    def __post_init__(self) -> None:
+        for name in ("min_free_mb", "spare_pool_mb", "spare_max_mb"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"storage.{name} must not be negative")
 
 
 @dataclass(frozen=True)

@@ -10,15 +10,19 @@ import errno
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import StorageError, StorageFullError
+from .spares import SparePool
 
 __all__ = ["FileStore", "TempFile", "valid_uid"]
 
+#: How long a free-space reading is trusted (at 700 instances/s of 0.5 MB: 35 MB written).
+FREE_SPACE_TTL_S = 0.1
 #: How many resolved folders :meth:`FileStore.absolute` remembers.
 _RESOLVED_FOLDERS = 4096
 #: What :meth:`FileStore.write` accepts, alone or as a sequence written in order.
@@ -34,7 +38,7 @@ def valid_uid(value: object) -> bool:
 
 @dataclass(frozen=True)
 class TempFile:
-    """A durable temp file written by :meth:`FileStore.write_temp`, not yet in place."""
+    """A temp file written by :meth:`FileStore.write_temp`, not yet durable nor in place."""
 
     path: Path
     size: int
@@ -73,15 +77,38 @@ class FileStore:
         Whether to fsync files and folders (turn off only for throwaway test stores).
     min_free_bytes:
         Writes are refused with :class:`StorageFullError` below this much free space.
+    spare_budget_bytes:
+        Disk kept in pre-written spare temp files (:mod:`.spares`); 0, or ``fsync`` off,
+        means none.
+    spare_max_bytes:
+        Files larger than this never use a spare.
     """
 
-    def __init__(self, root: Path, *, fsync: bool = True, min_free_bytes: int = 0) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        fsync: bool = True,
+        min_free_bytes: int = 0,
+        spare_budget_bytes: int = 0,
+        spare_max_bytes: int = 8 * 1024 * 1024,
+    ) -> None:
         self.root = root.resolve()
         self.fsync = fsync
         self.min_free_bytes = min_free_bytes
         self.tmp = self.root / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
+        self.spares: SparePool | None = None
+        if fsync and spare_budget_bytes > 0:
+            self.spares = SparePool(
+                self.tmp,
+                budget_bytes=spare_budget_bytes,
+                max_file_bytes=spare_max_bytes,
+                min_free_bytes=min_free_bytes,
+            )
         self._known_dirs: set[Path] = set()
+        self._free = 0
+        self._free_checked_at = float("-inf")
         self._resolved: dict[str, str] = {}  # relative folder -> resolved absolute folder
 
     def instance_path(self, study_uid: str, series_uid: str, sop_uid: str, sha256: str) -> str:
@@ -132,8 +159,19 @@ class FileStore:
         return resolved
 
     def check_free_space(self) -> None:
-        """Raise StorageFullError when free space is below the reserve."""
-        if self.min_free_bytes and shutil.disk_usage(self.root).free < self.min_free_bytes:
+        """Raise StorageFullError when free space is below the reserve.
+
+        The free space is asked of the file system at most every
+        :data:`FREE_SPACE_TTL_S` seconds (a write that runs out of space in between
+        still fails cleanly with ENOSPC).
+        """
+        if not self.min_free_bytes:
+            return
+        now = time.monotonic()
+        if now - self._free_checked_at >= FREE_SPACE_TTL_S:
+            self._free = shutil.disk_usage(self.root).free
+            self._free_checked_at = now
+        if self._free < self.min_free_bytes:
             raise StorageFullError("storage below its free-space reserve")
 
     def write(self, relative: str, chunks: Sequence[Chunk] | Chunk) -> int:
@@ -166,16 +204,35 @@ class FileStore:
             On any other OS error.
         """
         self.check_free_space()
-        tmp = self.tmp / f"{uuid.uuid4().hex}.part"
-        size = 0
+        parts = [chunks] if isinstance(chunks, Chunk) else chunks
+        size = sum(memoryview(part).nbytes for part in parts)
+        spare = self.spares.take(size) if self.spares is not None else None
+        tmp = spare or self.tmp / f"{uuid.uuid4().hex}.part"
         try:
-            with open(tmp, "wb") as fh:
-                for part in [chunks] if isinstance(chunks, Chunk) else chunks:
-                    size += fh.write(part)
+            fd = os.open(tmp, os.O_WRONLY if spare else os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                for part in parts:
+                    view = memoryview(part).cast("B")
+                    while view:
+                        view = view[os.write(fd, view) :]
+                if spare:
+                    os.ftruncate(fd, size)  # a spare is at least as long: cut it to the data
+            finally:
+                os.close(fd)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise _storage_error(exc) from exc
         return TempFile(tmp, size)
+
+    def start_spares(self) -> None:
+        """Start keeping spare temp files written ahead (no-op without a spare budget)."""
+        if self.spares is not None:
+            self.spares.start()
+
+    def stop_spares(self) -> None:
+        """Stop writing spare temp files; those on disk stay for the next start."""
+        if self.spares is not None:
+            self.spares.stop()
 
     def commit(self, temp: TempFile, relative: str) -> int:
         """Move a temp file to ``relative`` and make it durable there; return its size.

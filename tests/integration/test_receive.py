@@ -58,7 +58,8 @@ def dataset_bytes(path: Path) -> bytes:
 def scp(tmp_path: Path, db_url: str) -> Iterator[tuple[StorageSCP, Database]]:
     db = Database(db_url)
     db.migrate()
-    files = FileStore(tmp_path / "storage")
+    # with spare files: the byte-exact tests go through a spare overwritten and cut to size
+    files = FileStore(tmp_path / "storage", spare_budget_bytes=4 * 1024 * 1024)
     server = StorageSCP(
         ScpConfig(ae_title="AI_NODE", host="127.0.0.1", port=free_port()), files, db.session, utcnow
     )
@@ -84,6 +85,11 @@ def test_every_transfer_syntax_is_stored_byte_exact(
     assert str(dcmread(source, stop_before_pixels=True).file_meta.TransferSyntaxUID) == syntax
     # propose only the file's own syntax, so what goes over the wire is the file's data set
     meta = dcmread(source, stop_before_pixels=True).file_meta
+    spares = server.files.spares
+    assert spares is not None
+    spares.fill(size=source.stat().st_size)  # a spare (rounded up) for this instance
+    ready = spares.count()
+    assert ready > 0
     ae = AE(ae_title="TESTSCU")
     ae.add_requested_context(meta.MediaStorageSOPClassUID, [syntax])
     assoc = ae.associate("127.0.0.1", server.port, ae_title="AI_NODE")
@@ -98,8 +104,9 @@ def test_every_transfer_syntax_is_stored_byte_exact(
         row = session.scalars(select(Instance)).one()
     stored = server.files.absolute(row.path)
     assert dataset_bytes(stored) == dataset_bytes(source)
+    assert spares.count() == ready - 1  # it went through a spare
     assert row.transfer_syntax_uid == syntax
-    assert not list(server.files.tmp.iterdir())
+    assert not list(server.files.tmp.glob("*.part"))  # only spares are left
 
 
 def test_duplicate_is_success_without_new_row_and_conflict_is_refused(
@@ -147,6 +154,26 @@ def test_bad_uids_are_refused_and_nothing_is_written(scp: tuple[StorageSCP, Data
     assert _store_raw(server.port, ds.SOPClassUID, ds) == status.CANNOT_UNDERSTAND
     assert count(db, Instance) == 0
     assert not list(server.files.root.rglob("*.dcm"))
+
+
+def test_storage_below_its_reserve_is_refused_with_a700(tmp_path: Path, db_url: str) -> None:
+    """Out of resources (PS3.4 B.2.3): 0xA700, and nothing written or indexed."""
+    db = Database(db_url)
+    db.migrate()
+    files = FileStore(tmp_path / "storage", min_free_bytes=2**62)  # more than any disk
+    server = StorageSCP(
+        ScpConfig(ae_title="AI_NODE", host="127.0.0.1", port=free_port()), files, db.session, utcnow
+    )
+    server.start()
+    try:
+        _, datasets = make_ct_series(2, 16, 16, seed=9)
+        outcomes = send_datasets(datasets, Peer("AI_NODE", "127.0.0.1", server.port))
+        assert [o.status for o in outcomes] == [status.OUT_OF_RESOURCES] * 2
+        assert count(db, Instance) == 0
+        assert not list(files.root.rglob("*.dcm")) and not list(files.tmp.iterdir())
+    finally:
+        server.stop()
+        db.dispose()
 
 
 def test_wrong_called_ae_title_is_rejected(scp: tuple[StorageSCP, Database]) -> None:
