@@ -7,7 +7,6 @@ no file and no row and returns the failure status named in :mod:`.status`.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -150,8 +149,8 @@ class StorageSCP:
         self._series: OrderedDict[str, SeriesAttrs] = OrderedDict()
         self._lock = threading.Lock()
         self._sop_locks = KeyedLocks()
-        self._workers = ThreadPoolExecutor(  # a file write and a hash per association
-            max_workers=2 * max(1, config.max_associations), thread_name_prefix="store"
+        self._workers = ThreadPoolExecutor(  # a hash per association
+            max_workers=max(1, config.max_associations), thread_name_prefix="store"
         )
         self.ae = self._make_ae()
 
@@ -223,18 +222,22 @@ class StorageSCP:
         except PARSE_ERRORS as exc:
             log.warning("cannot read data set: %s", type(exc).__name__)
             return status.CANNOT_UNDERSTAND
-        # the temp file is written and the data set hashed on two other threads while this
-        # one reads the data set (FileStore.commit makes the file durable); a refused
-        # instance's temp file is removed
-        writing = hashing = None
+        # the data set is hashed on another thread while this one writes the temp file
+        # (FileStore.commit makes it durable later) and reads the header; handing the
+        # write to a thread as well costs more in hand-offs than it overlaps
+        temp: TempFile | None = None
+        hashing: Future[str] | None = None
         if valid_uid(sop_uid):
-            head = file_head(sop_class, sop_uid, syntax)
-            writing = self._workers.submit(self.files.write_temp, [head, body])
             hashing = self._workers.submit(_sha256, body)
+            try:
+                temp = self.files.write_temp([file_head(sop_class, sop_uid, syntax), body])
+            except StorageError as exc:  # includes StorageFullError
+                log.error("refused instance %s: %s", sop_uid, exc)
+                return status.OUT_OF_RESOURCES
         try:
-            return self._receive(event, body, syntax, writing, hashing)
+            return self._receive(event, body, syntax, temp, hashing)
         except BaseException:
-            self._discard(writing)  # pynetdicom answers 0xC211 for the exception
+            self._discard(temp)  # pynetdicom answers 0xC211 for the exception
             raise
 
     def _receive(
@@ -242,7 +245,7 @@ class StorageSCP:
         event: evt.Event,
         body: bytes,
         syntax: str,
-        writing: Future[TempFile] | None,
+        temp: TempFile | None,
         hashing: Future[str] | None,
     ) -> int:
         req = cast(C_STORE, event.request)
@@ -251,29 +254,22 @@ class StorageSCP:
             instance, series = self._read(body, syntax)
         except PARSE_ERRORS as exc:
             log.warning("cannot parse data set: %s", type(exc).__name__)
-            return self._refuse(writing, status.CANNOT_UNDERSTAND)
+            return self._refuse(temp, status.CANNOT_UNDERSTAND)
         problem = self._check_uids(instance, sop_class, sop_uid)
-        if problem is not None or writing is None or hashing is None:
-            return self._refuse(writing, problem or status.CANNOT_UNDERSTAND)
-        sha256 = hashing.result()
-        try:
-            temp = writing.result()
-        except StorageError as exc:  # includes StorageFullError
-            log.error("refused instance %s: %s", sop_uid, exc)
-            return status.OUT_OF_RESOURCES
+        if problem is not None or temp is None or hashing is None:
+            return self._refuse(temp, problem or status.CANNOT_UNDERSTAND)
         calling = event.assoc.requestor.ae_title.strip()
-        return self._store(instance, series, syntax, _Written(temp, sha256), calling)
+        return self._store(instance, series, syntax, _Written(temp, hashing.result()), calling)
 
-    def _refuse(self, writing: Future[TempFile] | None, answer: int) -> int:
+    def _refuse(self, temp: TempFile | None, answer: int) -> int:
         """Answer a refusal, after removing the temp file written meanwhile (if any)."""
-        self._discard(writing)
+        self._discard(temp)
         return answer
 
-    def _discard(self, writing: Future[TempFile] | None) -> None:
+    def _discard(self, temp: TempFile | None) -> None:
         """Remove the temp file (harmless once FileStore.commit has moved it away)."""
-        if writing is not None:
-            with contextlib.suppress(StorageError):  # a failed write left nothing
-                self.files.discard(writing.result())
+        if temp is not None:
+            self.files.discard(temp)
 
     def _read(self, body: bytes, syntax: str) -> tuple[InstanceAttrs, SeriesAttrs]:
         """Instance values, plus the series values (decoded once per series, then cached)."""
