@@ -18,8 +18,10 @@ Here the loops wait on the events themselves instead:
 The loops keep pynetdicom's logic (same state machine, same checks in the same order);
 only the waiting changes. Per association, pynetdicom's own work is also trimmed: the
 supported contexts are not deep-copied, each PDU is read into one buffer (not 4 KiB
-pieces), plain C-STORE responses are encoded directly (:mod:`.response`), and its
-logging handlers are not bound while its logger drops INFO anyway.
+pieces), the fragments of a P-DATA-TF PDU are views of that buffer (pynetdicom copies
+each one three times before the DIMSE layer copies it again), plain C-STORE responses
+are encoded directly (:mod:`.response`), and its logging handlers are not bound while
+its logger drops INFO anyway.
 
 These classes reproduce pynetdicom 3.0.x internals: with another version
 :func:`start_server` falls back to pynetdicom's own classes (and logs it).
@@ -48,6 +50,7 @@ from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import (
     AssociationSocket,
     RequestHandler,
@@ -145,6 +148,52 @@ class _Socket(AssociationSocket):
         return buffer
 
 
+#: PDU type of P-DATA-TF (PS3.8 9.3.5).
+P_DATA_TF_TYPE = 0x04
+
+
+class _PData:
+    """A received P-DATA-TF PDU as the state machine's DT-2 action uses it.
+
+    Its PDVs are ``[presentation context ID, message control header + fragment]``,
+    each a memoryview of the PDU's buffer (PS3.8 9.3.5.1, E.2).
+    """
+
+    __slots__ = ("pdvs",)
+
+    def __init__(self, pdvs: list[list[Any]]) -> None:
+        self.pdvs = pdvs
+
+    def to_primitive(self) -> P_DATA:
+        """The P-DATA indication for the DIMSE layer."""
+        primitive = P_DATA()
+        # the property setter accepts only bytes; the DIMSE layer reads these as bytes
+        primitive._presentation_data_value_list = cast(list[tuple[int, bytes]], self.pdvs)
+        return primitive
+
+
+def split_pdvs(body: memoryview) -> list[list[Any]]:
+    """The PDV items of a P-DATA-TF PDU body (after its 6-byte header), without copying.
+
+    Raises
+    ------
+    ValueError
+        When an item's length runs past the PDU or is too short to hold a presentation
+        context ID and a message control header (PS3.8 9.3.5.1).
+    """
+    pdvs: list[list[Any]] = []
+    offset, end = 0, len(body)
+    while offset < end:
+        if end - offset < 6:
+            raise ValueError("truncated PDV item")
+        item_length = int.from_bytes(body[offset : offset + 4], "big")
+        if item_length < 2 or offset + 4 + item_length > end:
+            raise ValueError(f"PDV item length {item_length} does not fit the PDU")
+        pdvs.append([body[offset + 4], body[offset + 5 : offset + 4 + item_length]])
+        offset += 4 + item_length
+    return pdvs
+
+
 class EventDrivenDUL(DULServiceProvider):
     """The DICOM Upper Layer provider, waiting in ``select`` instead of sleeping."""
 
@@ -167,6 +216,51 @@ class EventDrivenDUL(DULServiceProvider):
         work = getattr(self.assoc, "_work", None)
         if work is not None:
             work.set()
+
+    def _read_pdu_data(self) -> None:
+        """Read one PDU; a P-DATA-TF PDU's fragments stay views of its buffer.
+
+        Any other PDU type, a short read, or a handler bound to the PDU or raw-data
+        events takes pynetdicom's own path (which reports errors the same way: Evt17 for
+        a closed connection, Evt19 for a PDU that cannot be decoded).
+        """
+        wrapped = self.socket
+        raw = wrapped.socket if wrapped is not None else None
+        assoc = self.assoc
+        if (
+            wrapped is None
+            or raw is None
+            or assoc.get_handlers(evt.EVT_PDU_RECV)
+            or assoc.get_handlers(evt.EVT_DATA_RECV)
+        ):
+            return super()._read_pdu_data()
+        try:
+            head = raw.recv(6, socket.MSG_PEEK)
+        except OSError:
+            return super()._read_pdu_data()
+        if len(head) < 6 or head[0] != P_DATA_TF_TYPE:
+            return super()._read_pdu_data()
+        length = int.from_bytes(head[2:6], "big")
+        try:
+            wrapped.recv(6)
+            body = wrapped.recv(length)
+        except OSError:
+            log.error("connection closed before the entire PDU was received")
+            self.event_queue.put("Evt17")
+            return None
+        if len(body) != length:
+            log.error("PDU shorter than its length (%d of %d bytes)", len(body), length)
+            self.event_queue.put("Evt17")
+            return None
+        try:
+            pdvs = split_pdvs(memoryview(body))
+        except ValueError as exc:
+            log.error("cannot decode a P-DATA-TF PDU: %s", exc)
+            self.event_queue.put("Evt19")
+            return None
+        self.event_queue.put("Evt10")
+        self._recv_pdu.put(cast(Any, _PData(pdvs)))  # DT-2 calls only to_primitive()
+        return None
 
     def _wait(self, timeout: float) -> None:
         """Block until data arrives, a primitive is queued, or ``timeout`` passes."""

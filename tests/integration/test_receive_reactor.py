@@ -165,3 +165,26 @@ def test_other_pynetdicom_versions_get_the_stock_reactors(
     finally:
         scp.stop()
         db.dispose()
+
+
+def test_a_p_data_pdu_whose_item_overruns_it_aborts_only_that_association(
+    server: StorageSCP,
+) -> None:
+    """A PDV item longer than its P-DATA-TF PDU (PS3.8 9.3.5) is refused with an A-ABORT."""
+    ae, assoc = _associate(server.port)
+    try:
+        item = (1000).to_bytes(4, "big") + b"\x01\x03" + b"x" * 10  # says 1000, holds 12
+        pdu = b"\x04\x00" + len(item).to_bytes(4, "big") + item
+        assoc.dul.socket.socket.sendall(pdu)
+        deadline = time.monotonic() + 5
+        while not assoc.is_aborted and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert assoc.is_aborted
+    finally:
+        ae.shutdown()
+    ae, assoc = _associate(server.port)
+    try:
+        assert int(assoc.send_c_echo().Status) == status.SUCCESS
+    finally:
+        assoc.release()
+        ae.shutdown()

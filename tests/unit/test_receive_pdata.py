@@ -1,0 +1,51 @@
+"""Receive: P-DATA-TF PDVs split without copying, and malformed items refused (PS3.8 9.3.5)."""
+
+from __future__ import annotations
+
+import pytest
+from pynetdicom.pdu import P_DATA_TF
+from pynetdicom.pdu_primitives import P_DATA
+
+from dicom_ai_node.receive.reactor import _PData, split_pdvs
+
+
+def encoded_body(pdvs: list[tuple[int, bytes]]) -> bytes:
+    """The body (after the 6-byte header) of a P-DATA-TF PDU encoded by pynetdicom."""
+    primitive = P_DATA()
+    primitive.presentation_data_value_list = [[cid, data] for cid, data in pdvs]  # type: ignore[misc]
+    pdu = P_DATA_TF()
+    pdu.from_primitive(primitive)
+    return pdu.encode()[6:]
+
+
+def test_pdvs_match_pynetdicom_and_are_views_of_the_buffer() -> None:
+    pdvs = [(1, b"\x03" + b"command"), (3, b"\x00" + bytes(range(256)) * 40), (5, b"\x02")]
+    body = bytearray(encoded_body(pdvs))
+    got = split_pdvs(memoryview(body))
+    assert [(cid, bytes(data)) for cid, data in got] == pdvs
+    assert all(isinstance(data, memoryview) and data.obj is body for _, data in got)
+    reference = P_DATA_TF()
+    reference.decode(b"\x04\x00" + len(body).to_bytes(4, "big") + bytes(body))
+    assert [(c, bytes(d)) for c, d in got] == [
+        (c, bytes(d)) for c, d in reference.to_primitive().presentation_data_value_list
+    ]
+
+
+def test_the_primitive_carries_the_views() -> None:
+    body = bytearray(encoded_body([(7, b"\x02data")]))
+    primitive = _PData(split_pdvs(memoryview(body))).to_primitive()
+    [(cid, data)] = primitive.presentation_data_value_list
+    assert cid == 7 and data[0] == 2 and bytes(data[1:]) == b"data"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        (100).to_bytes(4, "big") + b"\x01\x02abc",  # item longer than the PDU
+        (1).to_bytes(4, "big") + b"\x01",  # no room for a message control header
+        (2).to_bytes(4, "big") + b"\x01\x02" + b"\x00\x00",  # a truncated second item
+    ],
+)
+def test_malformed_items_are_refused(body: bytes) -> None:
+    with pytest.raises(ValueError):
+        split_pdvs(memoryview(body))
