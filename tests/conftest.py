@@ -156,6 +156,7 @@ def write_node_config(
         f'root = "{tmp_path / "storage"}"',
         f'database_url = "{db_url}"',
         "min_free_mb = 10",
+        "spare_pool_mb = 16",  # some instances go through spares, the rest the plain path
         "[assemble]",
         f"quiet_period_s = {quiet_s}",
         "sweep_interval_s = 0.2",
