@@ -207,6 +207,8 @@ class ResultWatch:
                 )
             except (InvalidDicomError, OSError, EOFError, ValueError):
                 continue  # still being written: look again at the next poll
+            if "StudyInstanceUID" not in ds or "Modality" not in ds:
+                continue  # cut short while storescp writes it: pydicom reads what is there
             self.seen.add(path.name)
             modality = str(ds.get("Modality", ""))
             if str(ds.get("StudyInstanceUID", "")) == self.study_uid and modality in ("SEG", "SR"):
@@ -313,6 +315,7 @@ def run(args: argparse.Namespace, work: Path, children: Children) -> int:
                     f"   results: none within {args.results_timeout:g} s (see {work / 'node.log'})"
                 )
                 wait_results = False
+                args.keep = True  # keep the node log that explains it
             else:
                 latencies.append(arrived - node_done)
                 line += f"   last image -> SEG+SR at PACS {latencies[-1]:.2f} s"
