@@ -130,26 +130,53 @@ class _Requests(_NotifyingQueue):
         super().put(item, block, timeout)
 
 
+#: PDU type of P-DATA-TF (PS3.8 9.3.5).
+P_DATA_TF_TYPE = 0x04
+#: Largest PDU read when the maximum PDU length is unlimited, and for PDUs other than
+#: P-DATA-TF (an A-ASSOCIATE-RQ with 128 presentation contexts is about 80 KB).
+MAX_PDU_READ = 4 * 1024 * 1024
+#: A receive buffer grows by at most this much before the bytes for it have arrived.
+RECV_STEP = 1024 * 1024
+
+
+class PduTooLong(ValueError):
+    """A PDU longer than the node reads (PS3.8 D.1): the association is aborted."""
+
+
+def pdu_limit(pdu_type: int, max_pdu: int) -> int:
+    """The longest PDU (length field, PS3.8 9.3) the node reads of a type.
+
+    A P-DATA-TF PDU may not exceed the Maximum Length Received the node proposed
+    (``max_pdu``; PS3.8 D.1); any other PDU, or P-DATA-TF when ``max_pdu`` is 0
+    (unlimited), is bounded by :data:`MAX_PDU_READ`.
+    """
+    if pdu_type == P_DATA_TF_TYPE and max_pdu:
+        return max_pdu
+    return MAX_PDU_READ
+
+
 class _Socket(AssociationSocket):
-    """An AssociationSocket reading each PDU into one buffer (not 4 KiB pieces)."""
+    """An AssociationSocket reading each PDU into one buffer (not 4 KiB pieces).
+
+    The buffer grows as the bytes arrive (at most :data:`RECV_STEP` ahead), so a length
+    field claiming gigabytes costs no memory until a peer really sends them.
+    """
 
     def recv(self, nr_bytes: int) -> bytearray:
         sock = cast(socket.socket, self.socket)
-        buffer = bytearray(nr_bytes)
+        buffer = bytearray(min(nr_bytes, RECV_STEP))
         nr_read = 0
-        with memoryview(buffer) as view:
-            while nr_read < nr_bytes:
+        while nr_read < nr_bytes:
+            if nr_read == len(buffer):
+                buffer.extend(bytes(min(nr_bytes - nr_read, RECV_STEP)))
+            with memoryview(buffer) as view:
                 got = sock.recv_into(view[nr_read:])
-                if not got:  # the peer closed the connection: return what was read
-                    break
-                nr_read += got
-        if nr_read < nr_bytes:
+            if not got:  # the peer closed the connection: return what was read
+                break
+            nr_read += got
+        if nr_read < len(buffer):
             del buffer[nr_read:]
         return buffer
-
-
-#: PDU type of P-DATA-TF (PS3.8 9.3.5).
-P_DATA_TF_TYPE = 0x04
 
 
 class _PData:
@@ -220,27 +247,33 @@ class EventDrivenDUL(DULServiceProvider):
     def _read_pdu_data(self) -> None:
         """Read one PDU; a P-DATA-TF PDU's fragments stay views of its buffer.
 
-        Any other PDU type, a short read, or a handler bound to the PDU or raw-data
-        events takes pynetdicom's own path (which reports errors the same way: Evt17 for
-        a closed connection, Evt19 for a PDU that cannot be decoded).
+        A PDU longer than :func:`pdu_limit` raises :class:`PduTooLong` before anything
+        is read, and the reactor aborts the association. Any other PDU type, a short
+        read, or a handler bound to the PDU or raw-data events takes pynetdicom's own
+        path (which reports errors the same way: Evt17 for a closed connection, Evt19
+        for a PDU that cannot be decoded).
         """
         wrapped = self.socket
         raw = wrapped.socket if wrapped is not None else None
-        assoc = self.assoc
-        if (
-            wrapped is None
-            or raw is None
-            or assoc.get_handlers(evt.EVT_PDU_RECV)
-            or assoc.get_handlers(evt.EVT_DATA_RECV)
-        ):
+        if wrapped is None or raw is None:
             return super()._read_pdu_data()
         try:
             head = raw.recv(6, socket.MSG_PEEK)
         except OSError:
             return super()._read_pdu_data()
-        if len(head) < 6 or head[0] != P_DATA_TF_TYPE:
+        if len(head) < 6:
             return super()._read_pdu_data()
         length = int.from_bytes(head[2:6], "big")
+        limit = pdu_limit(head[0], self.assoc.ae.maximum_pdu_size)
+        if length > limit:  # the reactor aborts the association: nothing is read
+            raise PduTooLong(f"PDU type 0x{head[0]:02X} of {length} bytes (at most {limit})")
+        assoc = self.assoc
+        if (
+            head[0] != P_DATA_TF_TYPE
+            or assoc.get_handlers(evt.EVT_PDU_RECV)
+            or assoc.get_handlers(evt.EVT_DATA_RECV)
+        ):
+            return super()._read_pdu_data()
         try:
             wrapped.recv(6)
             body = wrapped.recv(length)
@@ -329,13 +362,18 @@ class EventDrivenDUL(DULServiceProvider):
             idle = False
 
     def _abort_after(self, exc: Exception) -> None:
-        """Send an A-ABORT bypassing the state machine (pynetdicom's handling)."""
+        """Send an A-ABORT bypassing the state machine (pynetdicom's handling), then close.
+
+        pynetdicom leaves the connection open here; nothing else would close it.
+        """
         log.error("exception in the DUL reactor, aborting the association: %s", exc)
         abort_pdu = A_ABORT_RQ()
         abort_pdu.source = 0x02
         abort_pdu.reason_diagnostic = 0x00
         if self.socket is not None:
-            self.socket.send(abort_pdu.encode())
+            with contextlib.suppress(OSError):
+                self.socket.send(abort_pdu.encode())
+            self.socket.close()
         self.assoc.is_aborted = True
         self.assoc.is_established = False
         self.assoc._kill = True

@@ -188,3 +188,44 @@ def test_a_p_data_pdu_whose_item_overruns_it_aborts_only_that_association(
     finally:
         assoc.release()
         ae.shutdown()
+
+
+def _rss_bytes() -> int:
+    """Resident memory of this process (Linux /proc)."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").is_file(), reason="needs Linux /proc")
+def test_a_pdu_claiming_gigabytes_is_aborted_before_any_memory_is_spent(
+    server: StorageSCP,
+) -> None:
+    """An A-ASSOCIATE-RQ header claiming 2 GiB: A-ABORT (PS3.8 9.3.8), no buffer for it."""
+    before = _rss_bytes()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
+        raw.sendall(b"\x01\x00" + (2**31).to_bytes(4, "big") + b"\x00" * 64)
+        reply = raw.recv(64)
+        assert reply[:1] == b"\x07"  # A-ABORT
+    assert _rss_bytes() - before < 64 * 1024 * 1024
+    ae, assoc = _associate(server.port)
+    try:
+        assert int(assoc.send_c_echo().Status) == status.SUCCESS
+    finally:
+        assoc.release()
+        ae.shutdown()
+
+
+def test_a_p_data_pdu_longer_than_the_maximum_proposed_aborts(server: StorageSCP) -> None:
+    """P-DATA-TF longer than the Maximum Length Received the node proposed (PS3.8 D.1)."""
+    ae, assoc = _associate(server.port)
+    sock = assoc.dul.socket.socket
+    try:
+        too_long = server.config.max_pdu + 1
+        sock.sendall(b"\x04\x00" + too_long.to_bytes(4, "big"))
+        deadline = time.monotonic() + 5
+        while not assoc.is_aborted and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert assoc.is_aborted
+    finally:
+        ae.shutdown()
+        sock.close()  # pynetdicom's requestor leaves it open when the peer closes first

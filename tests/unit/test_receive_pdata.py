@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
-from dicom_ai_node.receive.reactor import _PData, split_pdvs
+from dicom_ai_node.receive.reactor import (
+    MAX_PDU_READ,
+    RECV_STEP,
+    _PData,
+    _Socket,
+    pdu_limit,
+    split_pdvs,
+)
 
 
 def encoded_body(pdvs: list[tuple[int, bytes]]) -> bytes:
@@ -49,3 +58,22 @@ def test_the_primitive_carries_the_views() -> None:
 def test_malformed_items_are_refused(body: bytes) -> None:
     with pytest.raises(ValueError):
         split_pdvs(memoryview(body))
+
+
+def test_pdu_limits() -> None:
+    assert pdu_limit(0x04, 16384) == 16384  # P-DATA-TF: the Maximum Length Received
+    assert pdu_limit(0x04, 0) == MAX_PDU_READ  # unlimited: still bounded
+    assert pdu_limit(0x01, 16384) == MAX_PDU_READ  # A-ASSOCIATE-RQ
+
+
+def test_the_receive_buffer_grows_only_as_bytes_arrive() -> None:
+    left, right = socket.socketpair()
+    try:
+        wrapped = _Socket.__new__(_Socket)
+        wrapped.socket = left
+        right.sendall(b"x" * 10)
+        right.close()
+        got = wrapped.recv(3 * RECV_STEP)  # claims 3 MiB, 10 bytes come, then the end
+        assert got == bytearray(b"x" * 10)
+    finally:
+        left.close()
