@@ -76,6 +76,7 @@ class Node:
                 require_called_ae_title=cfg.require_called_ae_title,
                 max_pdu=cfg.max_pdu,
                 max_associations=cfg.max_associations,
+                max_instance_bytes=cfg.max_instance_mb * MIB,
                 acse_timeout_s=cfg.acse_timeout_s,
                 dimse_timeout_s=cfg.dimse_timeout_s,
                 network_timeout_s=cfg.network_timeout_s,

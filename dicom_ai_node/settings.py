@@ -76,6 +76,11 @@ class DicomSettings:
     )
     max_pdu: int = _f(131072, "Largest P-DATA PDU we accept, in bytes (0 = unlimited).")
     max_associations: int = _f(16, "Simultaneous associations we serve; more are rejected.")
+    max_instance_mb: int = _f(
+        2048,
+        "Largest data set accepted in one C-STORE (held in memory while it arrives); "
+        "a larger one aborts the association.",
+    )
     acse_timeout_s: float = _f(30.0, "Seconds to wait for association messages.")
     dimse_timeout_s: float = _f(60.0, "Seconds to wait for DIMSE messages.")
     network_timeout_s: float = _f(60.0, "Seconds an idle association is kept open.")
@@ -84,6 +89,8 @@ class DicomSettings:
         _valid_ae(self.ae_title, "dicom.ae_title")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"dicom.port {self.port} out of range")
+        if self.max_instance_mb < 1:
+            raise ConfigError("dicom.max_instance_mb must be at least 1")
 
 
 @dataclass(frozen=True)

@@ -139,8 +139,16 @@ MAX_PDU_READ = 4 * 1024 * 1024
 RECV_STEP = 1024 * 1024
 
 
+#: Default bound on one command set or data set held in memory (``max_message_bytes``).
+MAX_MESSAGE_BYTES = 2 * 1024 * 1024 * 1024
+
+
 class PduTooLong(ValueError):
     """A PDU longer than the node reads (PS3.8 D.1): the association is aborted."""
+
+
+class MessageTooLarge(ValueError):
+    """A DIMSE command or data set larger than the node holds: the association is aborted."""
 
 
 def pdu_limit(pdu_type: int, max_pdu: int) -> int:
@@ -233,6 +241,9 @@ class EventDrivenDUL(DULServiceProvider):
         self._wake_w.setblocking(False)
         self.to_provider_queue = _NotifyingQueue(self.wake)
         self.to_user_queue = _NotifyingQueue(self._notify_user)
+        #: Largest command set or data set received into memory (PS3.7 9.3.1, E.1).
+        self.max_message_bytes = MAX_MESSAGE_BYTES
+        self._message_bytes = 0  # of the command or data set being received
 
     def wake(self) -> None:
         """Make the reactor look at its queues now."""
@@ -291,9 +302,31 @@ class EventDrivenDUL(DULServiceProvider):
             log.error("cannot decode a P-DATA-TF PDU: %s", exc)
             self.event_queue.put("Evt19")
             return None
+        self._count_fragments(pdvs)
         self.event_queue.put("Evt10")
         self._recv_pdu.put(cast(Any, _PData(pdvs)))  # DT-2 calls only to_primitive()
         return None
+
+    def _count_fragments(self, pdvs: list[list[Any]]) -> None:
+        """Add fragments to the size of the set being received; raise past the bound.
+
+        A message control header with bit 1 set ends a command set or a data set
+        (PS3.8 E.2), and the count starts again.
+
+        Raises
+        ------
+        MessageTooLarge
+            When the command set or data set grows past ``max_message_bytes``; the
+            reactor then aborts the association (nothing of it was stored).
+        """
+        for _context_id, fragment in pdvs:
+            self._message_bytes += len(fragment) - 1
+            if self._message_bytes > self.max_message_bytes:
+                raise MessageTooLarge(
+                    f"a command or data set of more than {self.max_message_bytes} bytes"
+                )
+            if fragment[0] & 0x02:
+                self._message_bytes = 0
 
     def _wait(self, timeout: float) -> None:
         """Block until data arrives, a primitive is queued, or ``timeout`` passes."""
@@ -472,6 +505,8 @@ class _RequestHandler(RequestHandler):
         assoc._server = self.server
         assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
         assoc.set_socket(_Socket(assoc, client_socket=self.request))
+        limit = getattr(self.server, "max_message_bytes", MAX_MESSAGE_BYTES)
+        cast(EventDrivenDUL, assoc.dul).max_message_bytes = limit
         acceptor = assoc.acceptor
         acceptor.maximum_length = self.ae.maximum_pdu_size
         acceptor.ae_title = self.server.ae_title
@@ -497,12 +532,17 @@ class _RequestHandler(RequestHandler):
 
 
 def start_server(
-    ae: pynetdicom.AE, address: tuple[str, int], evt_handlers: list[Any]
+    ae: pynetdicom.AE,
+    address: tuple[str, int],
+    evt_handlers: list[Any],
+    max_message_bytes: int = MAX_MESSAGE_BYTES,
 ) -> ThreadedAssociationServer:
     """Start a non-blocking association server for ``ae``, as ``AE.start_server`` does.
 
-    With a validated pynetdicom version the associations use the event-driven reactors;
-    otherwise pynetdicom's own server is started and a warning logged.
+    With a validated pynetdicom version the associations use the event-driven reactors,
+    which hold at most ``max_message_bytes`` of one command or data set in memory;
+    otherwise pynetdicom's own server is started (without that bound) and a warning
+    logged.
     """
     if not is_supported():
         log.warning(
@@ -524,6 +564,7 @@ def start_server(
             request_handler=_RequestHandler,
         ),
     )
+    server.max_message_bytes = max_message_bytes  # type: ignore[attr-defined]
     thread = threading.Thread(
         target=make_target(server.serve_forever),
         name=f"AcceptorServer@{address[1]}",

@@ -70,6 +70,7 @@ class ScpConfig:
     require_called_ae_title: bool = True
     max_pdu: int = 131072
     max_associations: int = 16
+    max_instance_bytes: int = 2 * 1024 * 1024 * 1024
     acse_timeout_s: float = 30.0
     dimse_timeout_s: float = 60.0
     network_timeout_s: float = 60.0
@@ -183,7 +184,12 @@ class StorageSCP:
             (evt.EVT_C_ECHO, self.handle_echo),
             (evt.EVT_C_STORE, self.handle_store),
         ]
-        self._server = start_server(self.ae, (self.config.host, self.config.port), handlers)
+        self._server = start_server(
+            self.ae,
+            (self.config.host, self.config.port),
+            handlers,
+            max_message_bytes=self.config.max_instance_bytes,
+        )
         log.info(
             "listening",
             extra={"ae_title": self.config.ae_title, "host": self.config.host, "port": self.port},

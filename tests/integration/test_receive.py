@@ -15,6 +15,7 @@ from pynetdicom import AE
 from sqlalchemy import func, select
 
 from dicom_ai_node.app import Node
+from dicom_ai_node.errors import DeliveryError
 from dicom_ai_node.receive import status
 from dicom_ai_node.receive.scp import ScpConfig, StorageSCP
 from dicom_ai_node.send.net import streamed_files
@@ -210,3 +211,27 @@ def test_duplicate_resend_makes_no_new_job(tmp_path: Path, db_url: str) -> None:
         assert count(node.db, Instance) == 24
     finally:
         node.stop()
+
+
+def test_a_data_set_larger_than_the_bound_aborts_and_stores_nothing(tmp_path: Path) -> None:
+    """dicom.max_instance_mb: a larger data set aborts the association while it arrives."""
+    db = Database(f"sqlite:///{tmp_path / 'node.db'}")
+    db.migrate()
+    files = FileStore(tmp_path / "storage", fsync=False)
+    config = ScpConfig(
+        ae_title="AI_NODE", host="127.0.0.1", port=free_port(), max_instance_bytes=64 * 1024
+    )
+    server = StorageSCP(config, files, db.session, utcnow)
+    server.start()
+    try:
+        peer = Peer("AI_NODE", "127.0.0.1", server.port)
+        _, big = make_ct_series(1, 256, 256, seed=12)  # 128 KiB of pixels
+        with pytest.raises(DeliveryError, match="aborted"):
+            send_datasets(big, peer)
+        assert count(db, Instance) == 0 and not list(files.root.rglob("*.dcm"))
+        _, small = make_ct_series(2, 64, 64, seed=13)  # 8 KiB each: still served
+        assert all(o.delivered for o in send_datasets(small, peer))
+        assert count(db, Instance) == 2
+    finally:
+        server.stop()
+        db.dispose()
