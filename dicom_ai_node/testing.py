@@ -1,7 +1,9 @@
 """Test data made in code: synthetic DICOM series built from generated phantoms.
 
 Used by the test suite, the benchmarks and ``dicom-ai-node send --demo``; nothing here
-is patient data. Patient attributes hold obvious placeholder values.
+is patient data. Patient attributes hold canary values: made-up, unique strings that
+the test suite looks for in every log record and every log file of a node under test
+(none may appear there: logs carry UIDs, never patient names, IDs or birth dates).
 """
 
 from __future__ import annotations
@@ -16,17 +18,48 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from .phantoms import ChestPhantom, chest_ct_phantom
 
-__all__ = ["make_ct_series", "phantom_to_datasets", "write_series"]
+__all__ = [
+    "CANARY_BIRTH_DATE",
+    "CANARY_PATIENT_ID",
+    "CANARY_PATIENT_NAME",
+    "make_ct_series",
+    "phantom_to_datasets",
+    "phi_canaries_in",
+    "write_series",
+]
 
 _UID_ROOT = "1.2.826.0.1.3680043.10.1453."
+
+#: Patient's Name (0010,0010) of generated series: a canary no log may contain.
+CANARY_PATIENT_NAME = "CANARYQZ^PHIXW"
+#: Patient ID (0010,0020) of generated series.
+CANARY_PATIENT_ID = "PHICANARY7Q2Z"
+#: Patient's Birth Date (0010,0030) of generated series.
+CANARY_BIRTH_DATE = "19020304"
+
+
+def phi_canaries_in(text: str) -> list[str]:
+    """The canary values that occur in ``text``, in any form a log could give them.
+
+    Either part of the name is enough (so ``^``, a space or a comma between them does not
+    matter), the birth date counts also as ``1902-03-04``; case is ignored.
+    """
+    folded = text.casefold()
+    family, given = CANARY_PATIENT_NAME.split("^")
+    forms = {
+        CANARY_PATIENT_NAME: (family, given),
+        CANARY_PATIENT_ID: (CANARY_PATIENT_ID,),
+        CANARY_BIRTH_DATE: (CANARY_BIRTH_DATE, "1902-03-04"),
+    }
+    return [c for c, shapes in forms.items() if any(s.casefold() in folded for s in shapes)]
 
 
 def phantom_to_datasets(
     phantom: ChestPhantom,
     *,
     seed: int = 0,
-    patient_name: str = "PHANTOM^CHEST",
-    patient_id: str = "PHANTOM-0001",
+    patient_name: str = CANARY_PATIENT_NAME,
+    patient_id: str = CANARY_PATIENT_ID,
     body_part_examined: str | None = "CHEST",
     series_description: str = "CT THORAX 2.5mm",
     study_description: str = "CT CHEST",
@@ -70,7 +103,7 @@ def phantom_to_datasets(
         ds.SeriesDescription = series_description
         ds.PatientName = patient_name
         ds.PatientID = patient_id
-        ds.PatientBirthDate = "19700101"
+        ds.PatientBirthDate = CANARY_BIRTH_DATE
         ds.PatientSex = "O"
         if body_part_examined is not None:
             ds.BodyPartExamined = body_part_examined

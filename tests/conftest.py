@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -16,11 +17,55 @@ from pathlib import Path
 
 import pytest
 
+from dicom_ai_node.testing import phi_canaries_in
+
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() == "true"
 PG_ADMIN_URL = os.environ.get(
     "DICOM_AI_NODE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
+
+
+class _CanaryWatch(logging.Handler):
+    """Collects log records that contain a patient canary (dicom_ai_node.testing)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+        self.leaks: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = self.format(record)  # includes the traceback and exception message
+        found = phi_canaries_in(text)
+        if found:
+            self.leaks.append(f"{', '.join(found)} in: {text[:300]}")
+
+
+@pytest.fixture(autouse=True)
+def no_phi_in_logs() -> Iterator[None]:
+    """Fail a test whose log records (any level, the node's loggers at DEBUG) hold PHI.
+
+    Every generated series carries canary patient values; a record that contains one is
+    a leak. Node processes are checked through their log files (see ``node_factory``).
+    """
+    watch = _CanaryWatch()
+    root, ours = logging.getLogger(), logging.getLogger("dicom_ai_node")
+    level = ours.level
+    root.addHandler(watch)
+    ours.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        root.removeHandler(watch)
+        ours.setLevel(level)
+    assert not watch.leaks, "patient data in log records:\n" + "\n".join(watch.leaks)
+
+
+def assert_no_phi_in_file(path: Path) -> None:
+    """A node's log file holds no patient canary."""
+    if path.is_file():
+        found = phi_canaries_in(path.read_text(errors="replace"))
+        assert not found, f"patient data ({', '.join(found)}) in {path.name}"
 
 
 def free_port() -> int:
@@ -186,7 +231,10 @@ class NodeProcess:
     def start(self, timeout_s: float = 60.0) -> None:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "dicom_ai_node.cli", "-c", str(self.config), "serve"],
+                [
+                    *(sys.executable, "-m", "dicom_ai_node.cli", "-c", str(self.config)),
+                    *("serve", "--log-level", "DEBUG"),  # no PHI at any level
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -219,3 +267,5 @@ def node_factory(tmp_path: Path) -> Iterator[type[NodeProcess]]:
     yield _Factory
     for node in made:
         node.stop()
+    for node in made:
+        assert_no_phi_in_file(node.log_path)

@@ -14,7 +14,7 @@ from pydicom.filewriter import write_dataset
 
 from dicom_ai_node.receive.attrs import PARSE_ERRORS, read_instance, read_series
 from dicom_ai_node.route.header import header_of
-from dicom_ai_node.testing import make_ct_series
+from dicom_ai_node.testing import CANARY_PATIENT_NAME, make_ct_series
 
 TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
 FILES = [
@@ -69,7 +69,7 @@ def test_generated_series_values() -> None:
     assert read_instance(body, syntax).instance_number == 2
     _, series = read_series(body, syntax)
     assert (series.patient_name, series.series_number, series.study_date) == (
-        "PHANTOM^CHEST",
+        CANARY_PATIENT_NAME,
         2,
         "20260101",
     )
