@@ -155,7 +155,11 @@ class SendSettings:
     calling_ae_title: str = _f("", "Calling AE title for sending; empty uses dicom.ae_title.")
     timeout_s: float = _f(30.0, "Network and DIMSE timeout for one delivery attempt.")
     retry_initial_s: float = _f(5.0, "First retry delay after a failed delivery.")
-    retry_max_s: float = _f(600.0, "Longest delay between retries (exponential backoff cap).")
+    retry_max_s: float = _f(
+        60.0,
+        "Longest delay between retries (exponential backoff cap): a destination that comes "
+        "back gets its results within about this long.",
+    )
     retry_window_s: float = _f(259200.0, "Give up on a delivery after this many seconds (72 h).")
     default_to_sender: bool = _f(True, "Send results back to the AE that sent the study.")
     destinations: tuple[str, ...] = _f(
