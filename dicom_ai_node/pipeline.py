@@ -201,7 +201,9 @@ class Pipeline:
 
     def _execute(self, job: ClaimedJob) -> tuple[JobState, str, list[NewResult]]:
         manifest = self.registry.manifests[job.model_name]
-        volume, ordered, issues = load_volume(self._load_series(job))
+        volume, ordered, issues = load_volume(
+            self._load_series(job), max_voxels=self.settings.infer.max_voxels
+        )
         blocking = [i for i in issues if i.blocking]
         if volume is None or blocking:
             output = ModelOutput(labels=manifest.labels, quality_issues=tuple(issues))

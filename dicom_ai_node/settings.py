@@ -146,6 +146,11 @@ class InferSettings:
     threads: int = _f(0, "CPU threads for inference; 0 uses the cores available.")
     bf16: bool = _f(True, "Use bfloat16 autocast on CPUs that support it.")
     workers: int = _f(1, "Inference worker threads in this process.")
+    max_voxels: int = _f(
+        1_000_000_000,
+        "Largest series decoded for a model (rows x columns x frames x samples, summed), "
+        "checked before any pixel is decoded; a larger one fails its job with the reason.",
+    )
 
 
 @dataclass(frozen=True)

@@ -105,13 +105,33 @@ def _spacing_issues(positions: npt.NDArray[np.float64]) -> tuple[float, list[Qua
     return spacing, issues
 
 
-def load_volume(datasets: Sequence[Dataset]) -> tuple[Volume | None, list[Dataset], QualityReport]:
+#: Default pixel budget of :func:`load_volume` (4 GB as float32).
+MAX_VOXELS = 1_000_000_000
+
+
+def declared_voxels(ds: Dataset) -> int:
+    """Pixels an image declares (Rows x Columns x Number of Frames x Samples per Pixel).
+
+    Read from the header (PS3.3 C.7.6.3), before any decoding, so that a decompression
+    bomb or an absurd size is refused without allocating for it.
+    """
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    return int(ds.Rows) * int(ds.Columns) * max(frames, 1) * max(samples, 1)
+
+
+def load_volume(
+    datasets: Sequence[Dataset], max_voxels: int = MAX_VOXELS
+) -> tuple[Volume | None, list[Dataset], QualityReport]:
     """Sort a series' images into a volume and check it.
 
     Parameters
     ----------
     datasets:
         Single-frame images of one series (with pixel data).
+    max_voxels:
+        The most pixels the series may declare in all; above it nothing is decoded and
+        a blocking "size" issue is returned.
 
     Returns
     -------
@@ -125,6 +145,12 @@ def load_volume(datasets: Sequence[Dataset]) -> tuple[Volume | None, list[Datase
     first = ordered[0]
     if "PixelSpacing" not in first:
         issues.append(QualityIssue("pixel-spacing", "PixelSpacing missing"))
+    declared = sum(declared_voxels(ds) for ds in ordered)
+    if declared > max_voxels:
+        issues.append(
+            QualityIssue("size", f"{declared} pixels declared, more than the {max_voxels} allowed")
+        )
+        return None, ordered, tuple(issues)
     sizes = {(int(ds.Rows), int(ds.Columns)) for ds in ordered}
     if len(sizes) > 1:
         issues.append(QualityIssue("size", f"{len(sizes)} different image sizes"))

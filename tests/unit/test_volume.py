@@ -52,3 +52,21 @@ def test_flipped_axial_images_are_reported() -> None:
         ds.ImageOrientationPatient = [-1, 0, 0, 0, 1, 0]
     _, _, issues = load_volume(datasets)
     assert any("standard in-plane orientation" in i.message for i in issues)
+
+
+def test_a_series_over_the_pixel_budget_is_refused_before_decoding() -> None:
+    _, datasets = make_ct_series(4, 16, 16, seed=6)
+    assert load_volume(datasets, max_voxels=4 * 16 * 16)[0] is not None  # exactly at the budget
+    volume, _, issues = load_volume(datasets, max_voxels=4 * 16 * 16 - 1)
+    assert volume is None and [i.check for i in issues] == ["size"] and issues[0].blocking
+
+
+def test_a_header_claiming_huge_frames_costs_nothing() -> None:
+    """A decompression-bomb-like header: 60000 x 60000 x 1000 frames, 8 bytes of data."""
+    _, [ds] = make_ct_series(1, 4, 4, seed=7)
+    ds.Rows = ds.Columns = 60000
+    ds.NumberOfFrames = 1000
+    ds.PixelData = bytes(8)
+    volume, _, issues = load_volume([ds])
+    assert volume is None
+    assert any(i.check == "size" and "3600000000000 pixels" in i.message for i in issues)
