@@ -211,10 +211,7 @@ class FileStore:
         try:
             fd = os.open(tmp, os.O_WRONLY if spare else os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
-                for part in parts:
-                    view = memoryview(part).cast("B")
-                    while view:
-                        view = view[os.write(fd, view) :]
+                self._write_parts(fd, parts)
                 if spare:
                     os.ftruncate(fd, size)  # a spare is at least as long: cut it to the data
             finally:
@@ -223,6 +220,13 @@ class FileStore:
             tmp.unlink(missing_ok=True)
             raise _storage_error(exc) from exc
         return TempFile(tmp, size)
+
+    def _write_parts(self, fd: int, parts: Sequence[Chunk]) -> None:
+        """Write every byte of ``parts`` to ``fd`` (the tests inject write failures here)."""
+        for part in parts:
+            view = memoryview(part).cast("B")
+            while view:
+                view = view[os.write(fd, view) :]
 
     def start_spares(self) -> None:
         """Start keeping spare temp files written ahead (no-op without a spare budget)."""

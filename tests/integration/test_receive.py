@@ -3,8 +3,10 @@ duplicates answered Success without a new row or job, conflicts and bad UIDs ref
 
 from __future__ import annotations
 
+import errno
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pydicom.data
@@ -22,7 +24,7 @@ from dicom_ai_node.send.net import streamed_files
 from dicom_ai_node.send.scu import Peer, send_datasets
 from dicom_ai_node.settings import load_settings
 from dicom_ai_node.store.db import Database, utcnow
-from dicom_ai_node.store.files import FileStore
+from dicom_ai_node.store.files import FREE_SPACE_TTL_S, FileStore
 from dicom_ai_node.store.tables import Instance, Job, Series
 from dicom_ai_node.testing import make_ct_series
 
@@ -168,10 +170,50 @@ def test_storage_below_its_reserve_is_refused_with_a700(tmp_path: Path, db_url: 
     server.start()
     try:
         _, datasets = make_ct_series(2, 16, 16, seed=9)
-        outcomes = send_datasets(datasets, Peer("AI_NODE", "127.0.0.1", server.port))
+        peer = Peer("AI_NODE", "127.0.0.1", server.port)
+        outcomes = send_datasets(datasets, peer)
         assert [o.status for o in outcomes] == [status.OUT_OF_RESOURCES] * 2
         assert count(db, Instance) == 0
         assert not list(files.root.rglob("*.dcm")) and not list(files.tmp.iterdir())
+        files.min_free_bytes = 1  # space is back: accepted again without a restart
+        time.sleep(FREE_SPACE_TTL_S + 0.05)
+        assert all(o.delivered for o in send_datasets(datasets, peer))
+        assert count(db, Instance) == 2
+    finally:
+        server.stop()
+        db.dispose()
+
+
+class _DiskFillsUp(FileStore):
+    """A file store whose disk fills up in the middle of the next write (ENOSPC)."""
+
+    def _write_parts(self, fd: int, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+        os.write(fd, bytes(parts[0])[:100])  # part of the file reaches the disk, then:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_disk_filling_up_mid_write_gives_a700_and_leaves_nothing(
+    tmp_path: Path, db_url: str
+) -> None:
+    """ENOSPC during the write: 0xA700, the temp file removed, the index untouched."""
+    db = Database(db_url)
+    db.migrate()
+    files = _DiskFillsUp(tmp_path / "storage", spare_budget_bytes=1024 * 1024)
+    assert files.spares is not None
+    files.spares.fill(size=16 * 1024)
+    spares = files.spares.count()
+    server = StorageSCP(
+        ScpConfig(ae_title="AI_NODE", host="127.0.0.1", port=free_port()), files, db.session, utcnow
+    )
+    server.start()
+    try:
+        _, datasets = make_ct_series(2, 32, 32, seed=14)
+        outcomes = send_datasets(datasets, Peer("AI_NODE", "127.0.0.1", server.port))
+        assert [o.status for o in outcomes] == [status.OUT_OF_RESOURCES] * 2
+        assert count(db, Instance) == 0 and count(db, Series) == 0
+        assert not list(files.root.rglob("*.dcm")) and not list(files.tmp.glob("*.part"))
+        assert files.spares.count() == spares - 2  # the spares written to are gone too
+        assert len(list(files.tmp.glob("*.spare"))) == spares - 2
     finally:
         server.stop()
         db.dispose()
