@@ -75,7 +75,18 @@ class DicomSettings:
         True, "Reject associations whose Called AE Title is not ours."
     )
     max_pdu: int = _f(131072, "Largest P-DATA PDU we accept, in bytes (0 = unlimited).")
-    max_associations: int = _f(16, "Simultaneous associations we serve; more are rejected.")
+    max_associations: int = _f(
+        64, "Simultaneous associations served; more are rejected as temporarily congested."
+    )
+    max_associations_per_address: int = _f(
+        32, "Simultaneous associations served for one calling host (0: no separate bound)."
+    )
+    max_pending_connections: int = _f(
+        256, "Connections that may wait for their association request at once; more are closed."
+    )
+    association_request_timeout_s: float = _f(
+        10.0, "Seconds a new connection has to send its whole association request."
+    )
     max_instance_mb: int = _f(
         2048,
         "Largest data set accepted in one C-STORE (held in memory while it arrives); "
@@ -91,6 +102,10 @@ class DicomSettings:
             raise ConfigError(f"dicom.port {self.port} out of range")
         if self.max_instance_mb < 1:
             raise ConfigError("dicom.max_instance_mb must be at least 1")
+        if self.max_associations < 1 or self.max_pending_connections < 1:
+            raise ConfigError("dicom.max_associations and max_pending_connections must be >= 1")
+        if self.max_associations_per_address < 0:
+            raise ConfigError("dicom.max_associations_per_address must not be negative")
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,16 @@ from pynetdicom.transport import (
 )
 from pynetdicom.utils import make_target
 
+from .gate import (
+    MAX_MESSAGE_BYTES,
+    MAX_PDU_READ,
+    Gate,
+    InvalidRequest,
+    Limits,
+    abort_pdu,
+    read_association_request,
+    rejection_pdu,
+)
 from .response import StoreResponseDIMSE
 
 __all__ = [
@@ -132,15 +142,8 @@ class _Requests(_NotifyingQueue):
 
 #: PDU type of P-DATA-TF (PS3.8 9.3.5).
 P_DATA_TF_TYPE = 0x04
-#: Largest PDU read when the maximum PDU length is unlimited, and for PDUs other than
-#: P-DATA-TF (an A-ASSOCIATE-RQ with 128 presentation contexts is about 80 KB).
-MAX_PDU_READ = 4 * 1024 * 1024
 #: A receive buffer grows by at most this much before the bytes for it have arrived.
 RECV_STEP = 1024 * 1024
-
-
-#: Default bound on one command set or data set held in memory (``max_message_bytes``).
-MAX_MESSAGE_BYTES = 2 * 1024 * 1024 * 1024
 
 
 class PduTooLong(ValueError):
@@ -170,8 +173,22 @@ class _Socket(AssociationSocket):
     field claiming gigabytes costs no memory until a peer really sends them.
     """
 
+    #: Bytes read before the association existed (its A-ASSOCIATE-RQ), served first.
+    pending = bytearray()
+
+    @property
+    def ready(self) -> bool:
+        """Whether there is something to read (pending bytes count)."""
+        return bool(self.pending) or bool(super().ready)
+
     def recv(self, nr_bytes: int) -> bytearray:
         sock = cast(socket.socket, self.socket)
+        if self.pending:
+            served = self.pending[:nr_bytes]
+            del self.pending[:nr_bytes]
+            if len(served) == nr_bytes:
+                return served
+            return served + self.recv(nr_bytes - len(served))
         buffer = bytearray(min(nr_bytes, RECV_STEP))
         nr_read = 0
         while nr_read < nr_bytes:
@@ -266,8 +283,8 @@ class EventDrivenDUL(DULServiceProvider):
         """
         wrapped = self.socket
         raw = wrapped.socket if wrapped is not None else None
-        if wrapped is None or raw is None:
-            return super()._read_pdu_data()
+        if wrapped is None or raw is None or getattr(wrapped, "pending", None):
+            return super()._read_pdu_data()  # the A-ASSOCIATE-RQ the gate read
         try:
             head = raw.recv(6, socket.MSG_PEEK)
         except OSError:
@@ -494,19 +511,68 @@ class EventDrivenAssociation(Association):
 class _RequestHandler(RequestHandler):
     """Makes an :class:`EventDrivenAssociation` per connection, TCP_NODELAY on."""
 
+    _request: bytes = b""
+
     def handle(self) -> None:
+        """Wait in the gate for the A-ASSOCIATE-RQ, then make the association (or not)."""
+        sock = cast(socket.socket, self.request)
         # Nagle's algorithm would hold each small response ~40 ms behind a delayed ACK
-        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        limits: Limits = getattr(self.server, "limits", Limits())
+        gate: Gate = getattr(self.server, "gate", Gate(limits.max_pending_connections))
+        if not gate.enter():
+            log.warning("closed a connection: %d already wait for an association", gate.limit)
+            self._close(sock)
+            return
+        try:
+            request = read_association_request(sock, limits.request_timeout_s)
+        except InvalidRequest as exc:
+            log.warning("aborted a connection before its association: %s", exc)
+            with contextlib.suppress(OSError):
+                sock.sendall(abort_pdu())
+            request = None
+        finally:
+            gate.leave()
+        if request is None:
+            self._close(sock)
+            return
+        if self._congested(limits):
+            with contextlib.suppress(OSError):
+                sock.sendall(rejection_pdu())
+            self._close(sock)
+            return
+        self._request = request
         super().handle()
+
+    @staticmethod
+    def _close(sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
+
+    def _congested(self, limits: Limits) -> bool:
+        """Whether the node has no room for another association, overall or for this host."""
+        active = [a for a in self.ae.active_associations if a.is_acceptor]
+        if len(active) >= limits.max_associations:
+            log.warning("association rejected: %d associations already served", len(active))
+            return True
+        host = self.client_address[0]
+        same = sum(1 for a in active if a.requestor.address == host)
+        if limits.max_associations_per_address and same >= limits.max_associations_per_address:
+            log.warning("association rejected: %d associations already served for %s", same, host)
+            return True
+        return False
 
     def _create_association(self) -> Association:
         """As pynetdicom's, with the event-driven classes."""
         assoc = EventDrivenAssociation(self.ae, "acceptor")
         assoc._server = self.server
         assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
-        assoc.set_socket(_Socket(assoc, client_socket=self.request))
-        limit = getattr(self.server, "max_message_bytes", MAX_MESSAGE_BYTES)
-        cast(EventDrivenDUL, assoc.dul).max_message_bytes = limit
+        wrapped = _Socket(assoc, client_socket=self.request)
+        wrapped.pending = bytearray(self._request)
+        assoc.set_socket(wrapped)
+        limits: Limits = getattr(self.server, "limits", Limits())
+        cast(EventDrivenDUL, assoc.dul).max_message_bytes = limits.max_message_bytes
         acceptor = assoc.acceptor
         acceptor.maximum_length = self.ae.maximum_pdu_size
         acceptor.ae_title = self.server.ae_title
@@ -535,15 +601,15 @@ def start_server(
     ae: pynetdicom.AE,
     address: tuple[str, int],
     evt_handlers: list[Any],
-    max_message_bytes: int = MAX_MESSAGE_BYTES,
+    limits: Limits | None = None,
 ) -> ThreadedAssociationServer:
     """Start a non-blocking association server for ``ae``, as ``AE.start_server`` does.
 
     With a validated pynetdicom version the associations use the event-driven reactors,
-    which hold at most ``max_message_bytes`` of one command or data set in memory;
-    otherwise pynetdicom's own server is started (without that bound) and a warning
-    logged.
+    behind the gate (:mod:`.gate`) and within ``limits``; otherwise pynetdicom's own
+    server is started (with only its own limits) and a warning logged.
     """
+    limits = limits or Limits()
     if not is_supported():
         log.warning(
             "pynetdicom %s is not one the event-driven reactors are validated with (%s); "
@@ -564,7 +630,11 @@ def start_server(
             request_handler=_RequestHandler,
         ),
     )
-    server.max_message_bytes = max_message_bytes  # type: ignore[attr-defined]
+    # socketserver listens with a backlog of 5: a burst of connections beyond it waits
+    # for SYN retransmits (1 s, 3 s, ...); Linux takes a new backlog from a second listen
+    cast(socket.socket, server.socket).listen(max(limits.max_pending_connections, 5))
+    server.limits = limits  # type: ignore[attr-defined]
+    server.gate = Gate(limits.max_pending_connections)  # type: ignore[attr-defined]
     thread = threading.Thread(
         target=make_target(server.serve_forever),
         name=f"AcceptorServer@{address[1]}",

@@ -40,6 +40,7 @@ from .attrs import (
     read_instance,
     read_series,
 )
+from .gate import MAX_MESSAGE_BYTES, Limits
 from .locks import KeyedLocks
 from .part10 import file_head
 from .reactor import start_server
@@ -69,8 +70,11 @@ class ScpConfig:
     port: int
     require_called_ae_title: bool = True
     max_pdu: int = 131072
-    max_associations: int = 16
-    max_instance_bytes: int = 2 * 1024 * 1024 * 1024
+    max_associations: int = 64
+    max_associations_per_address: int = 32
+    max_pending_connections: int = 256
+    association_request_timeout_s: float = 10.0
+    max_instance_bytes: int = MAX_MESSAGE_BYTES
     acse_timeout_s: float = 30.0
     dimse_timeout_s: float = 60.0
     network_timeout_s: float = 60.0
@@ -188,7 +192,13 @@ class StorageSCP:
             self.ae,
             (self.config.host, self.config.port),
             handlers,
-            max_message_bytes=self.config.max_instance_bytes,
+            Limits(
+                max_message_bytes=self.config.max_instance_bytes,
+                max_associations=self.config.max_associations,
+                max_associations_per_address=self.config.max_associations_per_address,
+                max_pending_connections=self.config.max_pending_connections,
+                request_timeout_s=self.config.association_request_timeout_s,
+            ),
         )
         log.info(
             "listening",

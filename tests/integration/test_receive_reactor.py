@@ -200,7 +200,7 @@ def _rss_bytes() -> int:
 def test_a_pdu_claiming_gigabytes_is_aborted_before_any_memory_is_spent(
     server: StorageSCP,
 ) -> None:
-    """An A-ASSOCIATE-RQ header claiming 2 GiB: A-ABORT (PS3.8 9.3.8), no buffer for it."""
+    """An A-ASSOCIATE-RQ header claiming 2 GiB: A-ABORT before any association, no buffer."""
     before = _rss_bytes()
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
         raw.sendall(b"\x01\x00" + (2**31).to_bytes(4, "big") + b"\x00" * 64)

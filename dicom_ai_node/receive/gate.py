@@ -1,0 +1,166 @@
+"""Receive: the gate before an association, so idle or slow connections cost no slot.
+
+pynetdicom starts an association (and counts it against the maximum) as soon as a TCP
+connection is accepted; a few connections that never send their A-ASSOCIATE-RQ then
+lock real senders out until the ACSE timeout. Here each new connection first waits in
+the gate, bounded in number and in time, until its whole A-ASSOCIATE-RQ PDU
+(PS3.8 9.3.2) has arrived; only then is an association made, and only if the node has
+room for it overall and for the calling host. Otherwise the request is rejected as
+transient, temporary congestion (PS3.8 9.3.4: result 2, source 3, reason 1).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+from pynetdicom.pdu import A_ABORT_RQ, A_ASSOCIATE_RJ
+
+__all__ = [
+    "Gate",
+    "InvalidRequest",
+    "Limits",
+    "abort_pdu",
+    "read_association_request",
+    "rejection_pdu",
+]
+
+log = logging.getLogger(__name__)
+
+#: PDU type of A-ASSOCIATE-RQ (PS3.8 9.3.2).
+A_ASSOCIATE_RQ_TYPE = 0x01
+#: Largest A-ASSOCIATE-RQ read (one with 128 presentation contexts is about 80 KB).
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+#: Largest PDU read when the maximum PDU length is unlimited, and for PDUs other than
+#: P-DATA-TF.
+MAX_PDU_READ = MAX_REQUEST_BYTES
+#: Default bound on one command set or data set held in memory.
+MAX_MESSAGE_BYTES = 2 * 1024 * 1024 * 1024
+
+
+class InvalidRequest(ValueError):
+    """The first PDU of a connection is not an acceptable A-ASSOCIATE-RQ."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the listener bounds (``docs/security.md`` lists each with its setting).
+
+    Parameters
+    ----------
+    max_message_bytes:
+        Largest command set or data set held in memory.
+    max_associations:
+        Associations served at once; a request beyond it is rejected as congested.
+    max_associations_per_address:
+        Associations served at once for one calling host (0: no separate bound).
+    max_pending_connections:
+        Connections waiting for their A-ASSOCIATE-RQ at once; more are closed.
+    request_timeout_s:
+        How long a connection may take to send its whole A-ASSOCIATE-RQ.
+    """
+
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+    max_associations: int = 64
+    max_associations_per_address: int = 32
+    max_pending_connections: int = 256
+    request_timeout_s: float = 10.0
+
+
+class Gate:
+    """Counts the connections waiting for their association request."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._waiting = 0
+        self._lock = threading.Lock()
+
+    def enter(self) -> bool:
+        """Take a place; False when all ``limit`` places are taken."""
+        with self._lock:
+            if self._waiting >= self.limit:
+                return False
+            self._waiting += 1
+            return True
+
+    def leave(self) -> None:
+        """Give a place back."""
+        with self._lock:
+            self._waiting -= 1
+
+    @property
+    def waiting(self) -> int:
+        """How many connections wait now."""
+        with self._lock:
+            return self._waiting
+
+
+def _read_exact(sock: socket.socket, count: int, deadline: float) -> bytes | None:
+    """``count`` bytes, or None when the peer closes or the deadline passes first."""
+    chunks: list[bytes] = []
+    left = count
+    while left:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        sock.settimeout(remaining)
+        try:
+            chunk = sock.recv(min(left, 65536))
+        except (TimeoutError, OSError):
+            return None
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_association_request(sock: socket.socket, timeout_s: float) -> bytes | None:
+    """The whole first PDU of a connection, an A-ASSOCIATE-RQ; None when it never came.
+
+    None means the peer closed or took longer than ``timeout_s`` for all of it. The
+    socket's own timeout is restored afterwards.
+
+    Raises
+    ------
+    InvalidRequest
+        When the first PDU is of another type (PS3.8 9.2: only an A-ASSOCIATE-RQ is
+        expected in Sta2) or claims more than :data:`MAX_REQUEST_BYTES`; nothing more
+        is read.
+    """
+    previous = sock.gettimeout()
+    deadline = time.monotonic() + timeout_s
+    try:
+        header = _read_exact(sock, 6, deadline)
+        if header is None:
+            return None
+        if header[0] != A_ASSOCIATE_RQ_TYPE:
+            raise InvalidRequest(f"first PDU of type 0x{header[0]:02X}, not an A-ASSOCIATE-RQ")
+        length = int.from_bytes(header[2:6], "big")
+        if length > MAX_REQUEST_BYTES:
+            raise InvalidRequest(f"A-ASSOCIATE-RQ of {length} bytes (at most {MAX_REQUEST_BYTES})")
+        body = _read_exact(sock, length, deadline)
+        return None if body is None else header + body
+    finally:
+        sock.settimeout(previous)
+
+
+def abort_pdu() -> bytes:
+    """A-ABORT from the service provider: invalid PDU parameter value (PS3.8 9.3.8)."""
+    pdu = A_ABORT_RQ()
+    pdu.source = 0x02
+    pdu.reason_diagnostic = 0x06
+    return bytes(pdu.encode())
+
+
+def rejection_pdu() -> bytes:
+    """A-ASSOCIATE-RJ: rejected-transient, service-provider (presentation), temporary
+    congestion (PS3.8 9.3.4, Table 9-21)."""
+    pdu = A_ASSOCIATE_RJ()
+    pdu.result = 0x02
+    pdu.source = 0x03
+    pdu.reason_diagnostic = 0x01
+    return bytes(pdu.encode())

@@ -1,0 +1,167 @@
+"""Receive: the gate before associations (idle, slow and surplus connections), over sockets."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pynetdicom import AE, evt
+
+from dicom_ai_node.receive import status
+from dicom_ai_node.receive.scp import ScpConfig, StorageSCP
+from dicom_ai_node.send.scu import Peer, send_datasets
+from dicom_ai_node.store.db import Database, utcnow
+from dicom_ai_node.store.files import FileStore
+from dicom_ai_node.testing import make_ct_series
+
+from ..conftest import free_port
+
+pytestmark = pytest.mark.integration
+
+VERIFICATION = "1.2.840.10008.1.1"
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[Callable[..., StorageSCP]]:
+    db = Database(f"sqlite:///{tmp_path / 'node.db'}")
+    db.migrate()
+    servers: list[StorageSCP] = []
+
+    def make(**limits: Any) -> StorageSCP:
+        config = ScpConfig(ae_title="AI_NODE", host="127.0.0.1", port=free_port(), **limits)
+        files = FileStore(tmp_path / f"storage{len(servers)}", fsync=False)
+        server = StorageSCP(config, files, db.session, utcnow)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+    db.dispose()
+
+
+def _connect(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=5)
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> bool:
+    """Whether the server closes ``sock`` (recv returns b"" or resets) within ``seconds``."""
+    sock.settimeout(seconds)
+    try:
+        while sock.recv(4096):
+            pass
+    except TimeoutError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _associate(port: int) -> tuple[AE, Any, list[Any]]:
+    """An association attempt from a pynetdicom SCU; returns the PDUs it received."""
+    received: list[Any] = []
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(VERIFICATION)
+    handlers = [(evt.EVT_PDU_RECV, lambda event: received.append(event.pdu))]
+    assoc = ae.associate("127.0.0.1", port, ae_title="AI_NODE", evt_handlers=handlers)
+    return ae, assoc, received
+
+
+def test_idle_connections_do_not_lock_out_a_sender(make_server: Callable[..., StorageSCP]) -> None:
+    """50 connections that never send a request, with room for 2 associations."""
+    server = make_server(max_associations=2, max_pending_connections=64)
+    _, datasets = make_ct_series(3, 16, 16, seed=21)
+    with ExitStack() as stack:
+        started = time.monotonic()
+        for _ in range(50):  # a burst: the listen backlog holds them (socketserver's is 5)
+            stack.enter_context(_connect(server.port))
+        outcomes = send_datasets(datasets, Peer("AI_NODE", "127.0.0.1", server.port))
+        assert all(o.status == status.SUCCESS for o in outcomes)
+        assert time.monotonic() - started < 2.5  # no SYN retransmit (1 s each) on the way
+
+
+def test_beyond_the_maximum_is_rejected_as_temporarily_congested(
+    make_server: Callable[..., StorageSCP],
+) -> None:
+    server = make_server(max_associations=2)
+    held = [_associate(server.port) for _ in range(2)]
+    try:
+        assert all(assoc.is_established for _, assoc, _ in held)
+        ae, assoc, received = _associate(server.port)
+        ae.shutdown()
+        assert assoc.is_rejected
+        [rj] = received
+        # PS3.8 9.3.4: rejected-transient, service-provider (presentation), congestion
+        assert (rj.result, rj.source, rj.reason_diagnostic) == (2, 3, 1)
+    finally:
+        for ae, assoc, _ in held:
+            assoc.release()
+            ae.shutdown()
+    ae, assoc, _ = _associate(server.port)  # room again once they are released
+    try:
+        assert assoc.is_established
+    finally:
+        assoc.release()
+        ae.shutdown()
+
+
+def test_one_host_gets_at_most_its_share(make_server: Callable[..., StorageSCP]) -> None:
+    server = make_server(max_associations=8, max_associations_per_address=1)
+    ae1, first, _ = _associate(server.port)
+    try:
+        assert first.is_established
+        ae2, second, received = _associate(server.port)
+        ae2.shutdown()
+        assert second.is_rejected and received[0].reason_diagnostic == 1
+    finally:
+        first.release()
+        ae1.shutdown()
+
+
+def test_a_request_that_never_completes_is_closed_at_its_deadline(
+    make_server: Callable[..., StorageSCP],
+) -> None:
+    server = make_server(association_request_timeout_s=0.5)
+    with _connect(server.port) as slow:
+        slow.sendall(b"\x01\x00\x00")  # the start of an A-ASSOCIATE-RQ header, then nothing
+        started = time.monotonic()
+        assert _closed_within(slow, 5)
+        assert 0.4 < time.monotonic() - started < 3
+
+
+def test_waiting_connections_are_bounded(make_server: Callable[..., StorageSCP]) -> None:
+    server = make_server(max_pending_connections=3)
+    with ExitStack() as stack:
+        waiting = [stack.enter_context(_connect(server.port)) for _ in range(3)]
+        time.sleep(0.3)  # all three are in the gate
+        extra = stack.enter_context(_connect(server.port))
+        assert _closed_within(extra, 2)  # closed at once, nothing read
+        assert not _closed_within(waiting[0], 0.2)  # the ones waiting are kept
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # the gate empties as they close
+        ae, assoc, _ = _associate(server.port)
+        ok = assoc.is_established
+        if ok:
+            assoc.release()
+        ae.shutdown()
+        if ok:
+            break
+        time.sleep(0.1)
+    assert ok
+
+
+def test_a_first_pdu_that_is_not_a_request_is_aborted(
+    make_server: Callable[..., StorageSCP],
+) -> None:
+    server = make_server()
+    with _connect(server.port) as raw:
+        raw.sendall(b"\x04\x00\x00\x00\x00\x06" + b"\x00\x00\x00\x02\x01\x03")  # a P-DATA-TF
+        reply = raw.recv(64)
+        assert reply[:1] == b"\x07"  # A-ABORT (PS3.8 9.3.8)
+        assert _closed_within(raw, 2)
