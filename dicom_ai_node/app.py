@@ -18,6 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from .errors import ConfigError
 from .infer.registry import ModelRegistry, choose_device
 from .pipeline import Pipeline
+from .receive.gate import resolve_callers
 from .receive.scp import ScpConfig, StorageSCP
 from .route.rules import load_rules
 from .settings import NodeSettings
@@ -30,6 +31,16 @@ __all__ = ["Node"]
 log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
+
+
+def _allowed_callers(settings: NodeSettings) -> dict[str, frozenset[str]] | None:
+    """The AE table as an allow-list of callers, when the settings ask for one."""
+    if not settings.dicom.accept_only_known_callers:
+        return None
+    hosts: dict[str, list[str]] = {}
+    for entry in settings.ae_table:
+        hosts.setdefault(entry.ae_title, []).append(entry.host)
+    return resolve_callers(hosts)
 
 
 class Node:
@@ -79,6 +90,7 @@ class Node:
                 max_associations_per_address=cfg.max_associations_per_address,
                 max_pending_connections=cfg.max_pending_connections,
                 association_request_timeout_s=cfg.association_request_timeout_s,
+                allowed_callers=_allowed_callers(settings),
                 max_instance_bytes=cfg.max_instance_mb * MIB,
                 acse_timeout_s=cfg.acse_timeout_s,
                 dimse_timeout_s=cfg.dimse_timeout_s,

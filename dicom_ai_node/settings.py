@@ -75,6 +75,11 @@ class DicomSettings:
         True, "Reject associations whose Called AE Title is not ours."
     )
     max_pdu: int = _f(131072, "Largest P-DATA PDU we accept, in bytes (0 = unlimited).")
+    accept_only_known_callers: bool = _f(
+        False,
+        "Accept associations only from AE titles in [[ae_table]], each from the addresses "
+        "its host resolves to; others are rejected (calling AE title not recognised).",
+    )
     max_associations: int = _f(
         64, "Simultaneous associations served; more are rejected as temporarily congested."
     )

@@ -15,17 +15,22 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pynetdicom.pdu import A_ABORT_RQ, A_ASSOCIATE_RJ
 
 __all__ = [
+    "UNKNOWN_CALLER",
     "Gate",
     "InvalidRequest",
     "Limits",
     "abort_pdu",
+    "caller_known",
+    "calling_ae_title",
     "read_association_request",
     "rejection_pdu",
+    "resolve_callers",
 ]
 
 log = logging.getLogger(__name__)
@@ -61,6 +66,9 @@ class Limits:
         Connections waiting for their A-ASSOCIATE-RQ at once; more are closed.
     request_timeout_s:
         How long a connection may take to send its whole A-ASSOCIATE-RQ.
+    allowed_callers:
+        When set, the only calling AE titles accepted, each with the addresses it may
+        call from; anyone else is rejected (calling AE title not recognised).
     """
 
     max_message_bytes: int = MAX_MESSAGE_BYTES
@@ -68,6 +76,39 @@ class Limits:
     max_associations_per_address: int = 32
     max_pending_connections: int = 256
     request_timeout_s: float = 10.0
+    allowed_callers: Mapping[str, frozenset[str]] | None = None
+
+
+def resolve_callers(entries: Mapping[str, list[str]]) -> dict[str, frozenset[str]]:
+    """The addresses each AE title may call from: its hosts, resolved once.
+
+    A host that does not resolve is left out with a warning (its AE title can then
+    call from none of its addresses until the node restarts).
+    """
+    allowed: dict[str, frozenset[str]] = {}
+    for ae_title, hosts in entries.items():
+        addresses: set[str] = set()
+        for host in hosts:
+            try:
+                infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+            except OSError as exc:
+                log.warning("ae_table host %r of %s does not resolve: %s", host, ae_title, exc)
+                continue
+            addresses |= {str(info[4][0]) for info in infos}
+        allowed[ae_title] = frozenset(addresses)
+    return allowed
+
+
+def calling_ae_title(request: bytes) -> str:
+    """The Calling AE Title of an A-ASSOCIATE-RQ PDU (PS3.8 9.3.2: bytes 27-42)."""
+    return request[26:42].decode("ascii", "replace").strip()
+
+
+def caller_known(limits: Limits, request: bytes, address: str) -> bool:
+    """Whether the calling AE title may associate from ``address``."""
+    if limits.allowed_callers is None:
+        return True
+    return address in limits.allowed_callers.get(calling_ae_title(request), frozenset())
 
 
 class Gate:
@@ -156,11 +197,19 @@ def abort_pdu() -> bytes:
     return bytes(pdu.encode())
 
 
-def rejection_pdu() -> bytes:
-    """A-ASSOCIATE-RJ: rejected-transient, service-provider (presentation), temporary
-    congestion (PS3.8 9.3.4, Table 9-21)."""
+def rejection_pdu(result: int = 0x02, source: int = 0x03, reason: int = 0x01) -> bytes:
+    """An A-ASSOCIATE-RJ PDU (PS3.8 9.3.4, Table 9-21).
+
+    The default is rejected-transient, service-provider (presentation), temporary
+    congestion; :data:`UNKNOWN_CALLER` is rejected-permanent, service-user, calling AE
+    title not recognised.
+    """
     pdu = A_ASSOCIATE_RJ()
-    pdu.result = 0x02
-    pdu.source = 0x03
-    pdu.reason_diagnostic = 0x01
+    pdu.result = result
+    pdu.source = source
+    pdu.reason_diagnostic = reason
     return bytes(pdu.encode())
+
+
+#: Result, source and reason of a rejection for an unknown calling AE title.
+UNKNOWN_CALLER = (0x01, 0x01, 0x03)

@@ -61,10 +61,13 @@ from pynetdicom.utils import make_target
 from .gate import (
     MAX_MESSAGE_BYTES,
     MAX_PDU_READ,
+    UNKNOWN_CALLER,
     Gate,
     InvalidRequest,
     Limits,
     abort_pdu,
+    caller_known,
+    calling_ae_title,
     read_association_request,
     rejection_pdu,
 )
@@ -534,6 +537,16 @@ class _RequestHandler(RequestHandler):
         finally:
             gate.leave()
         if request is None:
+            self._close(sock)
+            return
+        if not caller_known(limits, request, self.client_address[0]):
+            log.warning(
+                "association rejected: calling AE title %r from %s not recognised",
+                calling_ae_title(request),
+                self.client_address[0],
+            )
+            with contextlib.suppress(OSError):
+                sock.sendall(rejection_pdu(*UNKNOWN_CALLER))
             self._close(sock)
             return
         if self._congested(limits):

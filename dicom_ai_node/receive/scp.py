@@ -13,7 +13,7 @@ import logging
 import socket
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from io import BytesIO
@@ -75,6 +75,8 @@ class ScpConfig:
     max_pending_connections: int = 256
     association_request_timeout_s: float = 10.0
     max_instance_bytes: int = MAX_MESSAGE_BYTES
+    #: When set, the only calling AE titles accepted, with their addresses.
+    allowed_callers: Mapping[str, frozenset[str]] | None = None
     acse_timeout_s: float = 30.0
     dimse_timeout_s: float = 60.0
     network_timeout_s: float = 60.0
@@ -198,6 +200,7 @@ class StorageSCP:
                 max_associations_per_address=self.config.max_associations_per_address,
                 max_pending_connections=self.config.max_pending_connections,
                 request_timeout_s=self.config.association_request_timeout_s,
+                allowed_callers=self.config.allowed_callers,
             ),
         )
         log.info(

@@ -277,3 +277,24 @@ def test_a_data_set_larger_than_the_bound_aborts_and_stores_nothing(tmp_path: Pa
     finally:
         server.stop()
         db.dispose()
+
+
+def test_the_node_accepts_only_its_ae_table_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dicom.accept_only_known_callers: [[ae_table]] entries, from their hosts, get in."""
+    port = free_port()
+    db_url = f"sqlite:///{tmp_path / 'node.db'}"
+    monkeypatch.setenv("DICOM_AI_NODE_DICOM_ACCEPT_ONLY_KNOWN_CALLERS", "true")
+    settings = load_settings(write_node_config(tmp_path, db_url, port, [("MODALITY", 104)]))
+    assert settings.dicom.accept_only_known_callers
+    node = Node(settings)
+    try:
+        node.start()
+        _, datasets = make_ct_series(2, 16, 16, seed=15)
+        peer = Peer("AI_NODE", "127.0.0.1", port)
+        assert all(o.delivered for o in send_datasets(datasets, peer, calling_ae_title="MODALITY"))
+        with pytest.raises(DeliveryError, match="rejected"):
+            send_datasets(datasets, peer, calling_ae_title="STRANGER")
+    finally:
+        node.stop()

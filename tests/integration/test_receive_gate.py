@@ -13,6 +13,7 @@ import pytest
 from pynetdicom import AE, evt
 
 from dicom_ai_node.receive import status
+from dicom_ai_node.receive.gate import resolve_callers
 from dicom_ai_node.receive.scp import ScpConfig, StorageSCP
 from dicom_ai_node.send.scu import Peer, send_datasets
 from dicom_ai_node.store.db import Database, utcnow
@@ -165,3 +166,38 @@ def test_a_first_pdu_that_is_not_a_request_is_aborted(
         reply = raw.recv(64)
         assert reply[:1] == b"\x07"  # A-ABORT (PS3.8 9.3.8)
         assert _closed_within(raw, 2)
+
+
+def test_only_known_callers_from_their_hosts(make_server: Callable[..., StorageSCP]) -> None:
+    """Allow-list: TESTSCU from 127.0.0.1 only; others get 'calling AE not recognised'."""
+    server = make_server(allowed_callers={"TESTSCU": frozenset({"127.0.0.1"})})
+    ae, assoc, _ = _associate(server.port)
+    try:
+        assert assoc.is_established
+    finally:
+        assoc.release()
+        ae.shutdown()
+    stranger = AE(ae_title="STRANGER")
+    stranger.add_requested_context(VERIFICATION)
+    received: list[Any] = []
+    handlers = [(evt.EVT_PDU_RECV, lambda event: received.append(event.pdu))]
+    assoc = stranger.associate("127.0.0.1", server.port, ae_title="AI_NODE", evt_handlers=handlers)
+    stranger.shutdown()
+    assert assoc.is_rejected
+    # PS3.8 9.3.4: rejected-permanent, service-user, calling-AE-title-not-recognized
+    assert (received[0].result, received[0].source, received[0].reason_diagnostic) == (1, 1, 3)
+
+
+def test_a_known_title_from_another_host_is_refused(
+    make_server: Callable[..., StorageSCP],
+) -> None:
+    server = make_server(allowed_callers={"TESTSCU": frozenset({"192.0.2.7"})})
+    ae, assoc, received = _associate(server.port)
+    ae.shutdown()
+    assert assoc.is_rejected and received[0].reason_diagnostic == 3
+
+
+def test_hosts_of_the_ae_table_are_resolved() -> None:
+    allowed = resolve_callers({"PACS": ["localhost", "127.0.0.2"], "GONE": ["no-such.invalid"]})
+    assert "127.0.0.1" in allowed["PACS"] and "127.0.0.2" in allowed["PACS"]
+    assert allowed["GONE"] == frozenset()
