@@ -62,7 +62,7 @@ class Node:
     def __init__(self, settings: NodeSettings, clock: Callable[[], dt.datetime] = utcnow) -> None:
         self.settings = settings
         self.clock = clock
-        self.db = Database(settings.database_url)
+        self.db = Database(settings.database_url, settings.storage.db_lock_timeout_s)
         self.db.migrate()
         self.files = FileStore(
             settings.path(settings.storage.root),

@@ -172,7 +172,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     from .store.report import study_report
 
     settings = _settings(args)
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, settings.storage.db_lock_timeout_s)
     db.migrate()
     print(study_report(db.session, limit=args.limit))
     db.dispose()

@@ -122,6 +122,11 @@ class StorageSettings:
         "", "SQLAlchemy URL of the index; empty means SQLite at <root>/../node.db (WAL mode)."
     )
     fsync: bool = _f(True, "fsync every file and its folder before answering Success.")
+    db_lock_timeout_s: float = _f(
+        30.0,
+        "Longest wait for a database lock; after it (and two retries) an instance is "
+        "refused with 0xA700 instead of the association hanging.",
+    )
     min_free_mb: int = _f(500, "Refuse new instances (0xA700) when less disk is free.")
     spare_pool_mb: int = _f(
         256,
@@ -133,6 +138,8 @@ class StorageSettings:
         for name in ("min_free_mb", "spare_pool_mb", "spare_max_mb"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"storage.{name} must not be negative")
+        if self.db_lock_timeout_s <= 0:
+            raise ConfigError("storage.db_lock_timeout_s must be positive")
 
 
 @dataclass(frozen=True)

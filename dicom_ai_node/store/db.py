@@ -31,13 +31,16 @@ def as_utc(value: dt.datetime) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=FULL")  # commits survive power loss, as fsynced files do
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
+def _sqlite_pragmas(lock_timeout_s: float) -> Any:
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")  # commits survive power loss, as fsynced files do
+        cur.execute(f"PRAGMA busy_timeout={int(lock_timeout_s * 1000)}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    return on_connect
 
 
 class Database:
@@ -48,9 +51,13 @@ class Database:
     url:
         SQLAlchemy URL, e.g. ``sqlite:///var/node.db`` or
         ``postgresql+psycopg://user@127.0.0.1:5432/node``.
+    lock_timeout_s:
+        The longest a statement waits for a lock (SQLite ``busy_timeout``, PostgreSQL
+        ``lock_timeout``); then it fails, and the receiver answers 0xA700 after its
+        retries instead of hanging.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, lock_timeout_s: float = 30.0) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {"future": True}
@@ -58,13 +65,16 @@ class Database:
             path = url.split("sqlite:///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": lock_timeout_s}
         else:
             kwargs["pool_pre_ping"] = True
             kwargs["pool_size"] = 10
+            if url.startswith("postgresql"):
+                timeout_ms = max(1, int(lock_timeout_s * 1000))
+                kwargs["connect_args"] = {"options": f"-c lock_timeout={timeout_ms}"}
         self.engine: Engine = create_engine(url, **kwargs)
         if self.is_sqlite:
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "connect", _sqlite_pragmas(lock_timeout_s))
         self.session: sessionmaker[Session] = sessionmaker(self.engine, expire_on_commit=False)
 
     def migrate(self) -> None:

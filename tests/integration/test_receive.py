@@ -3,8 +3,10 @@ duplicates answered Success without a new row or job, conflicts and bad UIDs ref
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -14,7 +16,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.filereader import _read_file_meta_info, read_preamble
 from pynetdicom import AE
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select, text
 
 from dicom_ai_node.app import Node
 from dicom_ai_node.errors import DeliveryError
@@ -298,3 +300,51 @@ def test_the_node_accepts_only_its_ae_table_when_asked(
             send_datasets(datasets, peer, calling_ae_title="STRANGER")
     finally:
         node.stop()
+
+
+@contextlib.contextmanager
+def _database_locked(db_url: str) -> Iterator[None]:
+    """Another client holds the lock the index needs (SQLite: the write lock; PG: series)."""
+    if db_url.startswith("sqlite"):
+        con = sqlite3.connect(db_url.split("sqlite:///", 1)[1], isolation_level=None)
+        con.execute("BEGIN EXCLUSIVE")
+        try:
+            yield
+        finally:
+            con.execute("ROLLBACK")
+            con.close()
+        return
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn, conn.begin():
+            conn.execute(text("LOCK TABLE series IN ACCESS EXCLUSIVE MODE"))
+            yield
+    finally:
+        engine.dispose()
+
+
+def test_a_locked_database_gives_a700_in_bounded_time_then_recovers(
+    tmp_path: Path, db_url: str
+) -> None:
+    """Never Success without the commit, and never a hang: 0xA700 after bounded retries."""
+    db = Database(db_url, lock_timeout_s=0.3)
+    db.migrate()
+    files = FileStore(tmp_path / "storage")
+    server = StorageSCP(
+        ScpConfig(ae_title="AI_NODE", host="127.0.0.1", port=free_port()), files, db.session, utcnow
+    )
+    server.start()
+    try:
+        _, datasets = make_ct_series(2, 16, 16, seed=16)
+        peer = Peer("AI_NODE", "127.0.0.1", server.port)
+        with _database_locked(db_url):
+            started = time.monotonic()
+            [outcome] = send_datasets(datasets[:1], peer)
+            assert outcome.status == status.OUT_OF_RESOURCES
+            assert time.monotonic() - started < 10
+        assert count(db, Instance) == 0 and not list(files.root.rglob("*.dcm"))
+        assert all(o.delivered for o in send_datasets(datasets, peer))  # the lock is gone
+        assert count(db, Instance) == 2
+    finally:
+        server.stop()
+        db.dispose()
