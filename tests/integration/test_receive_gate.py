@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -18,9 +21,9 @@ from dicom_ai_node.receive.scp import ScpConfig, StorageSCP
 from dicom_ai_node.send.scu import Peer, send_datasets
 from dicom_ai_node.store.db import Database, utcnow
 from dicom_ai_node.store.files import FileStore
-from dicom_ai_node.testing import make_ct_series
+from dicom_ai_node.testing import make_ct_series, write_series
 
-from ..conftest import free_port
+from ..conftest import dcmtk_env, free_port, require_exe
 
 pytestmark = pytest.mark.integration
 
@@ -201,3 +204,57 @@ def test_hosts_of_the_ae_table_are_resolved() -> None:
     allowed = resolve_callers({"PACS": ["localhost", "127.0.0.2"], "GONE": ["no-such.invalid"]})
     assert "127.0.0.1" in allowed["PACS"] and "127.0.0.2" in allowed["PACS"]
     assert allowed["GONE"] == frozenset()
+
+
+def _rss_mb(pid: int) -> float:
+    pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").is_file(), reason="needs Linux /proc")
+def test_64_senders_at_once_while_200_connections_idle(
+    make_server: Callable[..., StorageSCP], tmp_path: Path
+) -> None:
+    """64 dcmtk storescu processes store at once beside 200 silent connections; then a
+    65th sender still gets in, and memory stays bounded."""
+    storescu = require_exe("storescu")
+    server = make_server(max_associations=64, max_associations_per_address=64)
+    folder = tmp_path / "series"
+    _, datasets = make_ct_series(8, 32, 32, seed=22)
+    write_series(datasets, folder)
+    before = _rss_mb(os.getpid())
+    with ExitStack() as stack:
+        for _ in range(200):
+            stack.enter_context(_connect(server.port))
+        peak = [0]
+        done = threading.Event()
+
+        def watch() -> None:  # the most associations served at one time
+            while not done.wait(0.005):
+                peak[0] = max(peak[0], len(server.ae.active_associations))
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        args = [storescu, "-aet", "SENDER", "-aec", "AI_NODE", "+sd"]
+        senders = [
+            subprocess.Popen(
+                [*args, "127.0.0.1", str(server.port), str(folder)],
+                env=dcmtk_env(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            for _ in range(64)
+        ]
+        failures = []
+        for proc in senders:
+            _, err = proc.communicate(timeout=120)
+            if proc.returncode != 0:
+                failures.append(err.decode(errors="replace")[-300:])
+        done.set()
+        watcher.join(5)
+        assert not failures, failures[:3]
+        assert peak[0] >= 32  # they did overlap (64 at once in every run here)
+        _, other = make_ct_series(1, 16, 16, seed=23)
+        outcomes = send_datasets(other, Peer("AI_NODE", "127.0.0.1", server.port))
+        assert outcomes[0].status == status.SUCCESS
+    assert _rss_mb(os.getpid()) - before < 500
