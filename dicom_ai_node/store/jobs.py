@@ -1,7 +1,9 @@
 """Store: jobs, results and the delivery outbox (the only SQL for those tables).
 
 Jobs are claimed with a lease (``lease_until``); a job whose lease ran out is claimed
-again, so a crashed worker's job is not lost. Deliveries are rows with a due time.
+again, so a crashed worker's job is not lost, up to :data:`MAX_JOB_ATTEMPTS` times, so
+that a job that takes the node down each time it runs ends as failed instead of
+looping. Deliveries are rows with a due time.
 """
 
 from __future__ import annotations
@@ -73,10 +75,23 @@ class DueDelivery:
     study_instance_uid: str
 
 
+#: Times a job is started before it is failed (each start that did not finish means the
+#: worker or the node stopped while running it).
+MAX_JOB_ATTEMPTS = 3
+
+
 def claim_job(
-    sessions: sessionmaker[Session], now: dt.datetime, lease_s: float, model_names: Sequence[str]
+    sessions: sessionmaker[Session],
+    now: dt.datetime,
+    lease_s: float,
+    model_names: Sequence[str],
+    max_attempts: int = MAX_JOB_ATTEMPTS,
 ) -> ClaimedJob | None:
-    """Take the oldest queued job (or one whose lease expired) for one of these models."""
+    """Take the oldest queued job (or one whose lease expired) for one of these models.
+
+    A job already started ``max_attempts`` times is failed instead, with the reason
+    (shown by ``dicom-ai-node jobs``), and the next one is looked at.
+    """
     with sessions.begin() as session:
         candidates = session.execute(
             select(
@@ -95,13 +110,18 @@ def claim_job(
             .limit(5)
         ).all()
         for job, series_uid, calling, study_uid in candidates:
+            if job.attempts >= max_attempts:
+                _give_up(session, job, study_uid, series_uid, now)
+                continue
+            # read before the UPDATE: the session then refreshes ``job`` with the new values
+            attempts, state = job.attempts + 1, job.state
             taken = session.execute(
                 update(Job)
-                .where(Job.pk == job.pk, Job.state == job.state, Job.attempts == job.attempts)
+                .where(Job.pk == job.pk, Job.state == state, Job.attempts == attempts - 1)
                 .values(
                     state=JobState.RUNNING.value,
                     lease_until=now + dt.timedelta(seconds=lease_s),
-                    attempts=job.attempts + 1,
+                    attempts=attempts,
                     updated_at=now,
                 )
             )
@@ -115,10 +135,23 @@ def claim_job(
                     series_instance_uid=series_uid,
                     series_pk=job.series_fk,
                     calling_ae_title=calling,
-                    attempts=job.attempts + 1,
+                    attempts=attempts,
                     created_at=as_utc(job.created_at),
                 )
     return None
+
+
+def _give_up(session: Session, job: Job, study_uid: str, series_uid: str, now: dt.datetime) -> None:
+    reason = (
+        f"gave up after {job.attempts} starts that did not finish "
+        "(the node or its worker stopped while running it each time)"
+    )
+    session.execute(
+        update(Job)
+        .where(Job.pk == job.pk, Job.attempts == job.attempts)
+        .values(state=JobState.FAILED.value, reason=reason, lease_until=None, updated_at=now)
+    )
+    record_event(session, now, study_uid, "job-failed", f"{job.model_name}: {reason}", series_uid)
 
 
 def instance_paths(sessions: sessionmaker[Session], series_pk: int) -> list[str]:

@@ -1,0 +1,74 @@
+"""Store: a job whose runs never finish ends as failed, with its reason (SQLite file)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from sqlalchemy import select
+
+from dicom_ai_node.domain import JobState
+from dicom_ai_node.store.db import Database
+from dicom_ai_node.store.index import index_instance
+from dicom_ai_node.store.jobs import MAX_JOB_ATTEMPTS, claim_job, requeue_running_jobs
+from dicom_ai_node.store.tables import Event, Job, Series
+
+from .test_store_index import T0, rec
+
+
+def test_a_job_that_never_finishes_fails_after_its_attempts(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'node.db'}")
+    db.migrate()
+    index_instance(db.session, rec(1, T0))
+    with db.session.begin() as session:
+        series = session.scalars(select(Series)).one()
+        session.add(
+            Job(
+                job_key="m/1/s/g0",
+                study_fk=series.study_fk,
+                series_fk=series.pk,
+                model_name="m",
+                model_version="1",
+                created_at=T0,
+                updated_at=T0,
+            )
+        )
+    now = T0
+    for attempt in range(1, MAX_JOB_ATTEMPTS + 1):  # each run is cut short by a restart
+        claimed = claim_job(db.session, now, 60.0, ["m"])
+        assert claimed is not None and claimed.attempts == attempt
+        now += dt.timedelta(seconds=1)
+        assert requeue_running_jobs(db.session, now) == 1
+    assert claim_job(db.session, now, 60.0, ["m"]) is None
+    with db.session() as session:
+        job = session.scalars(select(Job)).one()
+        assert job.state == JobState.FAILED.value and "gave up after 3 starts" in job.reason
+        kinds = [e.kind for e in session.scalars(select(Event))]
+        assert "job-failed" in kinds
+    db.dispose()
+
+
+def test_an_expired_lease_counts_as_a_start(tmp_path: Path) -> None:
+    """A worker that died without a restart: its lease runs out, another takes the job."""
+    db = Database(f"sqlite:///{tmp_path / 'node.db'}")
+    db.migrate()
+    index_instance(db.session, rec(1, T0))
+    with db.session.begin() as session:
+        series = session.scalars(select(Series)).one()
+        session.add(
+            Job(
+                job_key="m/1/s/g0",
+                study_fk=series.study_fk,
+                series_fk=series.pk,
+                model_name="m",
+                model_version="1",
+                created_at=T0,
+                updated_at=T0,
+            )
+        )
+    first = claim_job(db.session, T0, 60.0, ["m"])
+    assert first is not None
+    assert claim_job(db.session, T0 + dt.timedelta(seconds=30), 60.0, ["m"]) is None  # leased
+    again = claim_job(db.session, T0 + dt.timedelta(seconds=61), 60.0, ["m"])
+    assert again is not None and again.attempts == 2
+    db.dispose()
