@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from .errors import ConfigError
 from .infer.registry import ModelRegistry, choose_device
 from .pipeline import Pipeline
-from .receive.gate import resolve_callers
+from .receive.gate import Limits, resolve_callers
 from .receive.scp import ScpConfig, StorageSCP
 from .route.rules import load_rules
 from .settings import NodeSettings
@@ -86,12 +86,14 @@ class Node:
                 port=cfg.port,
                 require_called_ae_title=cfg.require_called_ae_title,
                 max_pdu=cfg.max_pdu,
-                max_associations=cfg.max_associations,
-                max_associations_per_address=cfg.max_associations_per_address,
-                max_pending_connections=cfg.max_pending_connections,
-                association_request_timeout_s=cfg.association_request_timeout_s,
-                allowed_callers=_allowed_callers(settings),
-                max_instance_bytes=cfg.max_instance_mb * MIB,
+                limits=Limits(
+                    max_message_bytes=cfg.max_instance_mb * MIB,
+                    max_associations=cfg.max_associations,
+                    max_associations_per_address=cfg.max_associations_per_address,
+                    max_pending_connections=cfg.max_pending_connections,
+                    request_timeout_s=cfg.association_request_timeout_s,
+                    allowed_callers=_allowed_callers(settings),
+                ),
                 acse_timeout_s=cfg.acse_timeout_s,
                 dimse_timeout_s=cfg.dimse_timeout_s,
                 network_timeout_s=cfg.network_timeout_s,

@@ -37,11 +37,9 @@ log = logging.getLogger(__name__)
 
 #: PDU type of A-ASSOCIATE-RQ (PS3.8 9.3.2).
 A_ASSOCIATE_RQ_TYPE = 0x01
-#: Largest A-ASSOCIATE-RQ read (one with 128 presentation contexts is about 80 KB).
-MAX_REQUEST_BYTES = 4 * 1024 * 1024
-#: Largest PDU read when the maximum PDU length is unlimited, and for PDUs other than
-#: P-DATA-TF.
-MAX_PDU_READ = MAX_REQUEST_BYTES
+#: Largest PDU read when the maximum PDU length is unlimited, and for any PDU other than
+#: P-DATA-TF (an A-ASSOCIATE-RQ with 128 presentation contexts is about 80 KB).
+MAX_PDU_READ = 4 * 1024 * 1024
 #: Default bound on one command set or data set held in memory.
 MAX_MESSAGE_BYTES = 2 * 1024 * 1024 * 1024
 
@@ -169,7 +167,7 @@ def read_association_request(sock: socket.socket, timeout_s: float) -> bytes | N
     ------
     InvalidRequest
         When the first PDU is of another type (PS3.8 9.2: only an A-ASSOCIATE-RQ is
-        expected in Sta2) or claims more than :data:`MAX_REQUEST_BYTES`; nothing more
+        expected in Sta2) or claims more than :data:`MAX_PDU_READ`; nothing more
         is read.
     """
     previous = sock.gettimeout()
@@ -181,8 +179,8 @@ def read_association_request(sock: socket.socket, timeout_s: float) -> bytes | N
         if header[0] != A_ASSOCIATE_RQ_TYPE:
             raise InvalidRequest(f"first PDU of type 0x{header[0]:02X}, not an A-ASSOCIATE-RQ")
         length = int.from_bytes(header[2:6], "big")
-        if length > MAX_REQUEST_BYTES:
-            raise InvalidRequest(f"A-ASSOCIATE-RQ of {length} bytes (at most {MAX_REQUEST_BYTES})")
+        if length > MAX_PDU_READ:
+            raise InvalidRequest(f"A-ASSOCIATE-RQ of {length} bytes (at most {MAX_PDU_READ})")
         body = _read_exact(sock, length, deadline)
         return None if body is None else header + body
     finally:

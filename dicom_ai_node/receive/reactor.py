@@ -176,8 +176,10 @@ class _Socket(AssociationSocket):
     field claiming gigabytes costs no memory until a peer really sends them.
     """
 
-    #: Bytes read before the association existed (its A-ASSOCIATE-RQ), served first.
-    pending = bytearray()
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Bytes read before the association existed (its A-ASSOCIATE-RQ), served first.
+        self.pending = bytearray()
 
     @property
     def ready(self) -> bool:
@@ -511,6 +513,13 @@ class EventDrivenAssociation(Association):
         return False
 
 
+class _Server(ThreadedAssociationServer):
+    """pynetdicom's threaded server with the node's limits and its gate."""
+
+    limits: Limits
+    gate: Gate
+
+
 class _RequestHandler(RequestHandler):
     """Makes an :class:`EventDrivenAssociation` per connection, TCP_NODELAY on."""
 
@@ -521,45 +530,39 @@ class _RequestHandler(RequestHandler):
         sock = cast(socket.socket, self.request)
         # Nagle's algorithm would hold each small response ~40 ms behind a delayed ACK
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        limits: Limits = getattr(self.server, "limits", Limits())
-        gate: Gate = getattr(self.server, "gate", Gate(limits.max_pending_connections))
+        server = cast(_Server, self.server)
+        limits, gate = server.limits, server.gate
         if not gate.enter():
             log.warning("closed a connection: %d already wait for an association", gate.limit)
-            self._close(sock)
-            return
+            return self._close(sock)
         try:
             request = read_association_request(sock, limits.request_timeout_s)
         except InvalidRequest as exc:
             log.warning("aborted a connection before its association: %s", exc)
-            with contextlib.suppress(OSError):
-                sock.sendall(abort_pdu())
-            request = None
+            return self._close(sock, abort_pdu())
         finally:
             gate.leave()
-        if request is None:
-            self._close(sock)
-            return
+        if request is None:  # closed, or too slow
+            return self._close(sock)
         if not caller_known(limits, request, self.client_address[0]):
             log.warning(
                 "association rejected: calling AE title %r from %s not recognised",
                 calling_ae_title(request),
                 self.client_address[0],
             )
-            with contextlib.suppress(OSError):
-                sock.sendall(rejection_pdu(*UNKNOWN_CALLER))
-            self._close(sock)
-            return
+            return self._close(sock, rejection_pdu(*UNKNOWN_CALLER))
         if self._congested(limits):
-            with contextlib.suppress(OSError):
-                sock.sendall(rejection_pdu())
-            self._close(sock)
-            return
+            return self._close(sock, rejection_pdu())
         self._request = request
         super().handle()
+        return None
 
     @staticmethod
-    def _close(sock: socket.socket) -> None:
+    def _close(sock: socket.socket, last_pdu: bytes = b"") -> None:
+        """Send ``last_pdu`` (an A-ABORT or A-ASSOCIATE-RJ), if any, and close."""
         with contextlib.suppress(OSError):
+            if last_pdu:
+                sock.sendall(last_pdu)
             sock.shutdown(socket.SHUT_RDWR)
         sock.close()
 
@@ -584,7 +587,7 @@ class _RequestHandler(RequestHandler):
         wrapped = _Socket(assoc, client_socket=self.request)
         wrapped.pending = bytearray(self._request)
         assoc.set_socket(wrapped)
-        limits: Limits = getattr(self.server, "limits", Limits())
+        limits = cast(_Server, self.server).limits
         cast(EventDrivenDUL, assoc.dul).max_message_bytes = limits.max_message_bytes
         acceptor = assoc.acceptor
         acceptor.maximum_length = self.ae.maximum_pdu_size
@@ -635,19 +638,19 @@ def start_server(
             ae.start_server(address, block=False, evt_handlers=evt_handlers),
         )
     server = cast(
-        ThreadedAssociationServer,
+        _Server,
         ae.make_server(
             address,
             evt_handlers=evt_handlers,
-            server_class=ThreadedAssociationServer,
+            server_class=_Server,
             request_handler=_RequestHandler,
         ),
     )
+    server.limits = limits
+    server.gate = Gate(limits.max_pending_connections)
     # socketserver listens with a backlog of 5: a burst of connections beyond it waits
     # for SYN retransmits (1 s, 3 s, ...); Linux takes a new backlog from a second listen
     cast(socket.socket, server.socket).listen(max(limits.max_pending_connections, 5))
-    server.limits = limits  # type: ignore[attr-defined]
-    server.gate = Gate(limits.max_pending_connections)  # type: ignore[attr-defined]
     thread = threading.Thread(
         target=make_target(server.serve_forever),
         name=f"AcceptorServer@{address[1]}",

@@ -13,9 +13,9 @@ import logging
 import socket
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Any, cast
 
@@ -40,7 +40,7 @@ from .attrs import (
     read_instance,
     read_series,
 )
-from .gate import MAX_MESSAGE_BYTES, Limits
+from .gate import Limits
 from .locks import KeyedLocks
 from .part10 import file_head
 from .reactor import start_server
@@ -70,13 +70,8 @@ class ScpConfig:
     port: int
     require_called_ae_title: bool = True
     max_pdu: int = 131072
-    max_associations: int = 64
-    max_associations_per_address: int = 32
-    max_pending_connections: int = 256
-    association_request_timeout_s: float = 10.0
-    max_instance_bytes: int = MAX_MESSAGE_BYTES
-    #: When set, the only calling AE titles accepted, with their addresses.
-    allowed_callers: Mapping[str, frozenset[str]] | None = None
+    #: What the listener bounds: associations, waiting connections, message size, callers.
+    limits: Limits = field(default_factory=Limits)
     acse_timeout_s: float = 30.0
     dimse_timeout_s: float = 60.0
     network_timeout_s: float = 60.0
@@ -157,7 +152,7 @@ class StorageSCP:
         self._lock = threading.Lock()
         self._sop_locks = KeyedLocks()
         self._workers = ThreadPoolExecutor(  # a hash per association
-            max_workers=max(1, config.max_associations), thread_name_prefix="store"
+            max_workers=max(1, config.limits.max_associations), thread_name_prefix="store"
         )
         self.ae = self._make_ae()
 
@@ -166,7 +161,7 @@ class StorageSCP:
         ae = AE(ae_title=cfg.ae_title)
         ae.require_called_aet = cfg.require_called_ae_title
         ae.maximum_pdu_size = cfg.max_pdu
-        ae.maximum_associations = cfg.max_associations
+        ae.maximum_associations = cfg.limits.max_associations
         ae.acse_timeout = cfg.acse_timeout_s
         ae.dimse_timeout = cfg.dimse_timeout_s
         ae.network_timeout = cfg.network_timeout_s
@@ -194,14 +189,7 @@ class StorageSCP:
             self.ae,
             (self.config.host, self.config.port),
             handlers,
-            Limits(
-                max_message_bytes=self.config.max_instance_bytes,
-                max_associations=self.config.max_associations,
-                max_associations_per_address=self.config.max_associations_per_address,
-                max_pending_connections=self.config.max_pending_connections,
-                request_timeout_s=self.config.association_request_timeout_s,
-                allowed_callers=self.config.allowed_callers,
-            ),
+            self.config.limits,
         )
         log.info(
             "listening",

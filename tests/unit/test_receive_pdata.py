@@ -69,11 +69,12 @@ def test_pdu_limits() -> None:
 def test_the_receive_buffer_grows_only_as_bytes_arrive() -> None:
     left, right = socket.socketpair()
     try:
-        wrapped = _Socket.__new__(_Socket)
+        wrapped = _Socket.__new__(_Socket)  # no association needed for recv
         wrapped.socket = left
+        wrapped.pending = bytearray(b"RQ")  # read by the gate before the association
         right.sendall(b"x" * 10)
         right.close()
         got = wrapped.recv(3 * RECV_STEP)  # claims 3 MiB, 10 bytes come, then the end
-        assert got == bytearray(b"x" * 10)
+        assert got == bytearray(b"RQ" + b"x" * 10)  # the gate's bytes first
     finally:
         left.close()
