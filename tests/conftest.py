@@ -17,6 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from dicom_ai_node.receive.gate import Limits
+from dicom_ai_node.receive.scp import ScpConfig, StorageSCP
+from dicom_ai_node.store.db import Database, utcnow
+from dicom_ai_node.store.files import FileStore
 from dicom_ai_node.testing import phi_canaries_in
 
 REPO = Path(__file__).resolve().parent.parent
@@ -66,6 +70,31 @@ def assert_no_phi_in_file(path: Path) -> None:
     if path.is_file():
         found = phi_canaries_in(path.read_text(errors="replace"))
         assert not found, f"patient data ({', '.join(found)}) in {path.name}"
+
+
+@contextlib.contextmanager
+def serving(
+    files: FileStore, db_url: str, limits: Limits | None = None, lock_timeout_s: float = 30.0
+) -> Iterator[tuple[StorageSCP, Database]]:
+    """A started StorageSCP over ``files`` and a fresh index; stopped and closed after."""
+    db = Database(db_url, lock_timeout_s)
+    db.migrate()
+    config = ScpConfig(
+        ae_title="AI_NODE", host="127.0.0.1", port=free_port(), limits=limits or Limits()
+    )
+    server = StorageSCP(config, files, db.session, utcnow)
+    server.start()
+    try:
+        yield server, db
+    finally:
+        server.stop()
+        db.dispose()
+
+
+def rss_mb() -> float:
+    """Resident memory of this process in MiB (Linux /proc)."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def free_port() -> int:

@@ -21,16 +21,17 @@ from sqlalchemy import create_engine, func, select, text
 from dicom_ai_node.app import Node
 from dicom_ai_node.errors import DeliveryError
 from dicom_ai_node.receive import status
-from dicom_ai_node.receive.scp import ScpConfig, StorageSCP
+from dicom_ai_node.receive.gate import Limits
+from dicom_ai_node.receive.scp import StorageSCP
 from dicom_ai_node.send.net import streamed_files
 from dicom_ai_node.send.scu import Peer, send_datasets
 from dicom_ai_node.settings import load_settings
-from dicom_ai_node.store.db import Database, utcnow
+from dicom_ai_node.store.db import Database
 from dicom_ai_node.store.files import FREE_SPACE_TTL_S, FileStore
 from dicom_ai_node.store.tables import Instance, Job, Series
 from dicom_ai_node.testing import make_ct_series
 
-from ..conftest import free_port, write_node_config
+from ..conftest import free_port, serving, write_node_config
 
 pytestmark = pytest.mark.integration
 
@@ -61,19 +62,9 @@ def dataset_bytes(path: Path) -> bytes:
 
 @pytest.fixture
 def scp(tmp_path: Path, db_url: str) -> Iterator[tuple[StorageSCP, Database]]:
-    db = Database(db_url)
-    db.migrate()
     # with spare files: the byte-exact tests go through a spare overwritten and cut to size
-    files = FileStore(tmp_path / "storage", spare_budget_bytes=4 * 1024 * 1024)
-    server = StorageSCP(
-        ScpConfig(ae_title="AI_NODE", host="127.0.0.1", port=free_port()), files, db.session, utcnow
-    )
-    server.start()
-    try:
-        yield server, db
-    finally:
-        server.stop()
-        db.dispose()
+    with serving(FileStore(tmp_path / "storage", spare_budget_bytes=4 * 1024 * 1024), db_url) as s:
+        yield s
 
 
 def count(db: Database, model: type) -> int:
@@ -163,14 +154,8 @@ def test_bad_uids_are_refused_and_nothing_is_written(scp: tuple[StorageSCP, Data
 
 def test_storage_below_its_reserve_is_refused_with_a700(tmp_path: Path, db_url: str) -> None:
     """Out of resources (PS3.4 B.2.3): 0xA700, and nothing written or indexed."""
-    db = Database(db_url)
-    db.migrate()
     files = FileStore(tmp_path / "storage", min_free_bytes=2**62)  # more than any disk
-    server = StorageSCP(
-        ScpConfig(ae_title="AI_NODE", host="127.0.0.1", port=free_port()), files, db.session, utcnow
-    )
-    server.start()
-    try:
+    with serving(files, db_url) as (server, db):
         _, datasets = make_ct_series(2, 16, 16, seed=9)
         peer = Peer("AI_NODE", "127.0.0.1", server.port)
         outcomes = send_datasets(datasets, peer)
@@ -181,9 +166,6 @@ def test_storage_below_its_reserve_is_refused_with_a700(tmp_path: Path, db_url: 
         time.sleep(FREE_SPACE_TTL_S + 0.05)
         assert all(o.delivered for o in send_datasets(datasets, peer))
         assert count(db, Instance) == 2
-    finally:
-        server.stop()
-        db.dispose()
 
 
 class _DiskFillsUp(FileStore):
@@ -198,17 +180,11 @@ def test_a_disk_filling_up_mid_write_gives_a700_and_leaves_nothing(
     tmp_path: Path, db_url: str
 ) -> None:
     """ENOSPC during the write: 0xA700, the temp file removed, the index untouched."""
-    db = Database(db_url)
-    db.migrate()
     files = _DiskFillsUp(tmp_path / "storage", spare_budget_bytes=1024 * 1024)
     assert files.spares is not None
     files.spares.fill(size=16 * 1024)
     spares = files.spares.count()
-    server = StorageSCP(
-        ScpConfig(ae_title="AI_NODE", host="127.0.0.1", port=free_port()), files, db.session, utcnow
-    )
-    server.start()
-    try:
+    with serving(files, db_url) as (server, db):
         _, datasets = make_ct_series(2, 32, 32, seed=14)
         outcomes = send_datasets(datasets, Peer("AI_NODE", "127.0.0.1", server.port))
         assert [o.status for o in outcomes] == [status.OUT_OF_RESOURCES] * 2
@@ -216,9 +192,6 @@ def test_a_disk_filling_up_mid_write_gives_a700_and_leaves_nothing(
         assert not list(files.root.rglob("*.dcm")) and not list(files.tmp.glob("*.part"))
         assert files.spares.count() == spares - 2  # the spares written to are gone too
         assert len(list(files.tmp.glob("*.spare"))) == spares - 2
-    finally:
-        server.stop()
-        db.dispose()
 
 
 def test_wrong_called_ae_title_is_rejected(scp: tuple[StorageSCP, Database]) -> None:
@@ -259,15 +232,9 @@ def test_duplicate_resend_makes_no_new_job(tmp_path: Path, db_url: str) -> None:
 
 def test_a_data_set_larger_than_the_bound_aborts_and_stores_nothing(tmp_path: Path) -> None:
     """dicom.max_instance_mb: a larger data set aborts the association while it arrives."""
-    db = Database(f"sqlite:///{tmp_path / 'node.db'}")
-    db.migrate()
     files = FileStore(tmp_path / "storage", fsync=False)
-    config = ScpConfig(
-        ae_title="AI_NODE", host="127.0.0.1", port=free_port(), max_instance_bytes=64 * 1024
-    )
-    server = StorageSCP(config, files, db.session, utcnow)
-    server.start()
-    try:
+    db_url = f"sqlite:///{tmp_path / 'node.db'}"
+    with serving(files, db_url, Limits(max_message_bytes=64 * 1024)) as (server, db):
         peer = Peer("AI_NODE", "127.0.0.1", server.port)
         _, big = make_ct_series(1, 256, 256, seed=12)  # 128 KiB of pixels
         with pytest.raises(DeliveryError, match="aborted"):
@@ -276,9 +243,6 @@ def test_a_data_set_larger_than_the_bound_aborts_and_stores_nothing(tmp_path: Pa
         _, small = make_ct_series(2, 64, 64, seed=13)  # 8 KiB each: still served
         assert all(o.delivered for o in send_datasets(small, peer))
         assert count(db, Instance) == 2
-    finally:
-        server.stop()
-        db.dispose()
 
 
 def test_the_node_accepts_only_its_ae_table_when_asked(
@@ -327,14 +291,8 @@ def test_a_locked_database_gives_a700_in_bounded_time_then_recovers(
     tmp_path: Path, db_url: str
 ) -> None:
     """Never Success without the commit, and never a hang: 0xA700 after bounded retries."""
-    db = Database(db_url, lock_timeout_s=0.3)
-    db.migrate()
     files = FileStore(tmp_path / "storage")
-    server = StorageSCP(
-        ScpConfig(ae_title="AI_NODE", host="127.0.0.1", port=free_port()), files, db.session, utcnow
-    )
-    server.start()
-    try:
+    with serving(files, db_url, lock_timeout_s=0.3) as (server, db):
         _, datasets = make_ct_series(2, 16, 16, seed=16)
         peer = Peer("AI_NODE", "127.0.0.1", server.port)
         with _database_locked(db_url):
@@ -345,6 +303,3 @@ def test_a_locked_database_gives_a700_in_bounded_time_then_recovers(
         assert count(db, Instance) == 0 and not list(files.root.rglob("*.dcm"))
         assert all(o.delivered for o in send_datasets(datasets, peer))  # the lock is gone
         assert count(db, Instance) == 2
-    finally:
-        server.stop()
-        db.dispose()

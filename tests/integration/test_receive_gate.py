@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import itertools
 import socket
 import subprocess
 import threading
@@ -16,14 +16,13 @@ import pytest
 from pynetdicom import AE, evt
 
 from dicom_ai_node.receive import status
-from dicom_ai_node.receive.gate import resolve_callers
-from dicom_ai_node.receive.scp import ScpConfig, StorageSCP
+from dicom_ai_node.receive.gate import Limits, resolve_callers
+from dicom_ai_node.receive.scp import StorageSCP
 from dicom_ai_node.send.scu import Peer, send_datasets
-from dicom_ai_node.store.db import Database, utcnow
 from dicom_ai_node.store.files import FileStore
 from dicom_ai_node.testing import make_ct_series, write_series
 
-from ..conftest import dcmtk_env, free_port, require_exe
+from ..conftest import dcmtk_env, require_exe, rss_mb, serving
 
 pytestmark = pytest.mark.integration
 
@@ -32,22 +31,18 @@ VERIFICATION = "1.2.840.10008.1.1"
 
 @pytest.fixture
 def make_server(tmp_path: Path) -> Iterator[Callable[..., StorageSCP]]:
-    db = Database(f"sqlite:///{tmp_path / 'node.db'}")
-    db.migrate()
-    servers: list[StorageSCP] = []
+    """Start listeners with the given limits; all stopped at teardown."""
+    numbers = itertools.count()
+    with ExitStack() as stack:
 
-    def make(**limits: Any) -> StorageSCP:
-        config = ScpConfig(ae_title="AI_NODE", host="127.0.0.1", port=free_port(), **limits)
-        files = FileStore(tmp_path / f"storage{len(servers)}", fsync=False)
-        server = StorageSCP(config, files, db.session, utcnow)
-        server.start()
-        servers.append(server)
-        return server
+        def make(**limits: Any) -> StorageSCP:
+            n = next(numbers)  # a fresh index and storage folder for each
+            files = FileStore(tmp_path / f"storage{n}", fsync=False)
+            db_url = f"sqlite:///{tmp_path / f'node{n}.db'}"
+            server, _ = stack.enter_context(serving(files, db_url, Limits(**limits)))
+            return server
 
-    yield make
-    for server in servers:
-        server.stop()
-    db.dispose()
+        yield make
 
 
 def _connect(port: int) -> socket.socket:
@@ -131,7 +126,7 @@ def test_one_host_gets_at_most_its_share(make_server: Callable[..., StorageSCP])
 def test_a_request_that_never_completes_is_closed_at_its_deadline(
     make_server: Callable[..., StorageSCP],
 ) -> None:
-    server = make_server(association_request_timeout_s=0.5)
+    server = make_server(request_timeout_s=0.5)
     with _connect(server.port) as slow:
         slow.sendall(b"\x01\x00\x00")  # the start of an A-ASSOCIATE-RQ header, then nothing
         started = time.monotonic()
@@ -206,11 +201,6 @@ def test_hosts_of_the_ae_table_are_resolved() -> None:
     assert allowed["GONE"] == frozenset()
 
 
-def _rss_mb(pid: int) -> float:
-    pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
 @pytest.mark.skipif(not Path("/proc/self/statm").is_file(), reason="needs Linux /proc")
 def test_64_senders_at_once_while_200_connections_idle(
     make_server: Callable[..., StorageSCP], tmp_path: Path
@@ -222,7 +212,7 @@ def test_64_senders_at_once_while_200_connections_idle(
     folder = tmp_path / "series"
     _, datasets = make_ct_series(8, 32, 32, seed=22)
     write_series(datasets, folder)
-    before = _rss_mb(os.getpid())
+    before = rss_mb()
     with ExitStack() as stack:
         for _ in range(200):
             stack.enter_context(_connect(server.port))
@@ -257,4 +247,4 @@ def test_64_senders_at_once_while_200_connections_idle(
         _, other = make_ct_series(1, 16, 16, seed=23)
         outcomes = send_datasets(other, Peer("AI_NODE", "127.0.0.1", server.port))
         assert outcomes[0].status == status.SUCCESS
-    assert _rss_mb(os.getpid()) - before < 500
+    assert rss_mb() - before < 500

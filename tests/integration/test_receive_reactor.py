@@ -24,7 +24,7 @@ from dicom_ai_node.store.db import Database, utcnow
 from dicom_ai_node.store.files import FileStore
 from dicom_ai_node.testing import make_ct_series
 
-from ..conftest import free_port
+from ..conftest import free_port, rss_mb, serving
 
 pytestmark = pytest.mark.integration
 
@@ -33,20 +33,9 @@ VERIFICATION = "1.2.840.10008.1.1"
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[StorageSCP]:
-    db = Database(f"sqlite:///{tmp_path / 'node.db'}")
-    db.migrate()
-    scp = StorageSCP(
-        ScpConfig(ae_title="AI_NODE", host="127.0.0.1", port=free_port()),
-        FileStore(tmp_path / "storage", fsync=False),
-        db.session,
-        utcnow,
-    )
-    scp.start()
-    try:
+    files = FileStore(tmp_path / "storage", fsync=False)
+    with serving(files, f"sqlite:///{tmp_path / 'node.db'}") as (scp, _):
         yield scp
-    finally:
-        scp.stop()
-        db.dispose()
 
 
 def _associate(port: int) -> tuple[AE, object]:
@@ -190,23 +179,17 @@ def test_a_p_data_pdu_whose_item_overruns_it_aborts_only_that_association(
         ae.shutdown()
 
 
-def _rss_bytes() -> int:
-    """Resident memory of this process (Linux /proc)."""
-    pages = int(Path("/proc/self/statm").read_text().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE")
-
-
 @pytest.mark.skipif(not Path("/proc/self/statm").is_file(), reason="needs Linux /proc")
 def test_a_pdu_claiming_gigabytes_is_aborted_before_any_memory_is_spent(
     server: StorageSCP,
 ) -> None:
     """An A-ASSOCIATE-RQ header claiming 2 GiB: A-ABORT before any association, no buffer."""
-    before = _rss_bytes()
+    before = rss_mb()
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
         raw.sendall(b"\x01\x00" + (2**31).to_bytes(4, "big") + b"\x00" * 64)
         reply = raw.recv(64)
         assert reply[:1] == b"\x07"  # A-ABORT
-    assert _rss_bytes() - before < 64 * 1024 * 1024
+    assert rss_mb() - before < 64
     ae, assoc = _associate(server.port)
     try:
         assert int(assoc.send_c_echo().Status) == status.SUCCESS

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from dicom_ai_node.domain import JobState
@@ -16,11 +18,13 @@ from dicom_ai_node.store.tables import Event, Job, Series
 from .test_store_index import T0, rec
 
 
-def test_a_job_that_never_finishes_fails_after_its_attempts(tmp_path: Path) -> None:
-    db = Database(f"sqlite:///{tmp_path / 'node.db'}")
-    db.migrate()
-    index_instance(db.session, rec(1, T0))
-    with db.session.begin() as session:
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    """An index holding one series and one queued job for model "m"."""
+    database = Database(f"sqlite:///{tmp_path / 'node.db'}")
+    database.migrate()
+    index_instance(database.session, rec(1, T0))
+    with database.session.begin() as session:
         series = session.scalars(select(Series)).one()
         session.add(
             Job(
@@ -33,6 +37,11 @@ def test_a_job_that_never_finishes_fails_after_its_attempts(tmp_path: Path) -> N
                 updated_at=T0,
             )
         )
+    yield database
+    database.dispose()
+
+
+def test_a_job_that_never_finishes_fails_after_its_attempts(db: Database) -> None:
     now = T0
     for attempt in range(1, MAX_JOB_ATTEMPTS + 1):  # each run is cut short by a restart
         claimed = claim_job(db.session, now, 60.0, ["m"])
@@ -45,30 +54,12 @@ def test_a_job_that_never_finishes_fails_after_its_attempts(tmp_path: Path) -> N
         assert job.state == JobState.FAILED.value and "gave up after 3 starts" in job.reason
         kinds = [e.kind for e in session.scalars(select(Event))]
         assert "job-failed" in kinds
-    db.dispose()
 
 
-def test_an_expired_lease_counts_as_a_start(tmp_path: Path) -> None:
+def test_an_expired_lease_counts_as_a_start(db: Database) -> None:
     """A worker that died without a restart: its lease runs out, another takes the job."""
-    db = Database(f"sqlite:///{tmp_path / 'node.db'}")
-    db.migrate()
-    index_instance(db.session, rec(1, T0))
-    with db.session.begin() as session:
-        series = session.scalars(select(Series)).one()
-        session.add(
-            Job(
-                job_key="m/1/s/g0",
-                study_fk=series.study_fk,
-                series_fk=series.pk,
-                model_name="m",
-                model_version="1",
-                created_at=T0,
-                updated_at=T0,
-            )
-        )
     first = claim_job(db.session, T0, 60.0, ["m"])
     assert first is not None
     assert claim_job(db.session, T0 + dt.timedelta(seconds=30), 60.0, ["m"]) is None  # leased
     again = claim_job(db.session, T0 + dt.timedelta(seconds=61), 60.0, ["m"])
     assert again is not None and again.attempts == 2
-    db.dispose()
