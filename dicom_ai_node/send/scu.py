@@ -273,15 +273,22 @@ def _payload(assoc: Association, item: _Item) -> Dataset | Path:
 
 
 def _refusal(
-    assoc: Association, watch: ConnectionWatch, peer: Peer, timeout_s: float
+    assoc: Association, watch: ConnectionWatch, peer: Peer, timeout_s: float, elapsed_s: float
 ) -> DeliveryError:
-    """The error for an association that was not established."""
+    """The error for an association that was not established.
+
+    pynetdicom aborts the association itself when the A-ASSOCIATE-AC/RJ does not come
+    within the ACSE timeout (PS3.8 9.1.5, ARTIM), so an abort after the whole timeout is
+    a peer that hangs, not one that aborted.
+    """
     if not watch.opened:
         return DeliveryError(f"cannot connect to {peer} (refused, unreachable or timed out)")
     if watch.rejection is not None:
         return DeliveryError(f"association rejected by {peer}: {watch.rejection}")
     if assoc.is_rejected:
         return DeliveryError(f"association rejected by {peer}")
+    if elapsed_s >= timeout_s * 0.95:
+        return DeliveryError(f"no association response from {peer} within {timeout_s:g} s")
     if assoc.is_aborted:
         return DeliveryError(
             f"association with {peer} aborted during negotiation"
@@ -326,6 +333,7 @@ class _Sender:
     def send_batch(self, batch: list[_Item]) -> None:
         """Send one batch over one association, released at the end (PS3.8 7.2)."""
         watch = ConnectionWatch()
+        started = time.monotonic()
         try:
             assoc = self.ae.associate(
                 self.peer.host,
@@ -338,7 +346,7 @@ class _Sender:
         except OSError as exc:  # the host name does not resolve
             raise DeliveryError(f"cannot connect to {self.peer}: {exc.strerror or exc}") from exc
         if not assoc.is_established:
-            raise _refusal(assoc, watch, self.peer, self.timeout_s)
+            raise _refusal(assoc, watch, self.peer, self.timeout_s, time.monotonic() - started)
         assoc.unbind(evt.EVT_PDU_RECV, watch.on_pdu)  # only needed during negotiation
         try:
             for msg_id, item in enumerate(batch, start=1):

@@ -28,6 +28,7 @@ __all__ = [
     "claim_job",
     "complete_job",
     "due_deliveries",
+    "due_destinations",
     "fail_job",
     "finish_delivery_attempt",
     "instance_paths",
@@ -287,19 +288,37 @@ def requeue_running_jobs(sessions: sessionmaker[Session], now: dt.datetime) -> i
 
 
 def due_deliveries(
-    sessions: sessionmaker[Session], now: dt.datetime, limit: int = 500
+    sessions: sessionmaker[Session],
+    now: dt.datetime,
+    destination: str | None = None,
+    limit: int = 500,
 ) -> list[DueDelivery]:
-    """Pending deliveries whose next attempt is due, oldest first."""
+    """Pending deliveries whose next attempt is due, oldest first.
+
+    Parameters
+    ----------
+    sessions:
+        The session factory.
+    now:
+        The current time.
+    destination:
+        Only this destination's (``AE@HOST:PORT``); ``None`` for every destination.
+        Filtering here, not after the limit, keeps a large backlog for one dead
+        destination from hiding another destination's due work.
+    limit:
+        At most this many rows.
+    """
+    query = (
+        select(Delivery, Result.path, Result.sop_instance_uid, Study.study_instance_uid)
+        .join(Result, Delivery.result_fk == Result.pk)
+        .join(Job, Result.job_fk == Job.pk)
+        .join(Study, Job.study_fk == Study.pk)
+        .where(Delivery.state == DeliveryState.PENDING.value, Delivery.next_attempt_at <= now)
+    )
+    if destination is not None:
+        query = query.where(Delivery.destination == destination)
     with sessions() as session:
-        rows = session.execute(
-            select(Delivery, Result.path, Result.sop_instance_uid, Study.study_instance_uid)
-            .join(Result, Delivery.result_fk == Result.pk)
-            .join(Job, Result.job_fk == Job.pk)
-            .join(Study, Job.study_fk == Study.pk)
-            .where(Delivery.state == DeliveryState.PENDING.value, Delivery.next_attempt_at <= now)
-            .order_by(Delivery.pk)
-            .limit(limit)
-        ).all()
+        rows = session.execute(query.order_by(Delivery.pk).limit(limit)).all()
         return [
             DueDelivery(
                 pk=d.pk,
@@ -307,11 +326,26 @@ def due_deliveries(
                 path=path,
                 sop_instance_uid=uid,
                 attempts=d.attempts,
-                deadline_at=d.deadline_at,
+                deadline_at=as_utc(d.deadline_at),
                 study_instance_uid=study,
             )
             for d, path, uid, study in rows
         ]
+
+
+def due_destinations(sessions: sessionmaker[Session], now: dt.datetime) -> list[str]:
+    """Every destination with at least one pending delivery due now, whatever its backlog."""
+    with sessions() as session:
+        return sorted(
+            session.scalars(
+                select(Delivery.destination)
+                .where(
+                    Delivery.state == DeliveryState.PENDING.value,
+                    Delivery.next_attempt_at <= now,
+                )
+                .distinct()
+            )
+        )
 
 
 def finish_delivery_attempt(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from ..domain import DeliveryState
+from .db import as_utc
 from .tables import Delivery, Event, Job, Result, Series, Study
 
 __all__ = ["study_report"]
@@ -36,14 +38,7 @@ def study_report(sessions: sessionmaker[Session], limit: int = 20) -> str:
                     f"  job {j.pk} {j.model_name} {j.model_version}: {j.state} "
                     f"(attempt {j.attempts}{duration}) - {j.reason}"
                 )
-                counts = session.execute(
-                    select(Delivery.destination, Delivery.state, func.count())
-                    .join(Result, Delivery.result_fk == Result.pk)
-                    .where(Result.job_fk == j.pk)
-                    .group_by(Delivery.destination, Delivery.state)
-                ).all()
-                for dest, state, n in counts:
-                    lines.append(f"    {n} result(s) to {dest}: {state}")
+                lines += _deliveries(session, j.pk)
             for e in session.scalars(
                 select(Event)
                 .where(Event.study_instance_uid == study.study_instance_uid)
@@ -51,3 +46,32 @@ def study_report(sessions: sessionmaker[Session], limit: int = 20) -> str:
             ):
                 lines.append(f"    {e.at:%Y-%m-%d %H:%M:%S} {e.kind}: {e.message}")
     return "\n".join(lines)
+
+
+def _deliveries(session: Session, job_pk: int) -> list[str]:
+    """A job's results per destination and state; why and until when those not delivered wait."""
+    rows = session.execute(
+        select(
+            Delivery.destination,
+            Delivery.state,
+            func.count(),
+            func.max(Delivery.attempts),
+            func.min(Delivery.next_attempt_at),
+            func.max(Delivery.last_error),
+        )
+        .join(Result, Delivery.result_fk == Result.pk)
+        .where(Result.job_fk == job_pk)
+        .group_by(Delivery.destination, Delivery.state)
+        .order_by(Delivery.destination, Delivery.state)
+    ).all()
+    lines = []
+    for dest, state, n, attempts, next_at, error in rows:
+        line = f"    {n} result(s) to {dest}: {state}"
+        if state == DeliveryState.PENDING.value and attempts:
+            line += (
+                f", {attempts} attempt(s), next {as_utc(next_at):%Y-%m-%d %H:%M:%S} UTC - {error}"
+            )
+        elif state == DeliveryState.FAILED.value:
+            line += f" after {attempts} attempt(s), retry window over - {error}"
+        lines.append(line)
+    return lines

@@ -250,6 +250,19 @@ def test_dimse_timeout_raises(series: list[Dataset], pynetdicom_scp: StartScp) -
     assert time.monotonic() - started < 1.4
 
 
+def test_silent_peer_is_reported_as_a_timeout(series: list[Dataset]) -> None:
+    """A peer that accepts the connection but never answers the A-ASSOCIATE-RQ: pynetdicom
+    aborts after the ACSE timeout, and the reason says it timed out, not that it aborted."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        peer = Peer("SILENT", "127.0.0.1", listener.getsockname()[1])
+        started = time.monotonic()
+        with pytest.raises(DeliveryError, match=r"no association response from .* within 0\.5 s"):
+            send_datasets(series[:1], peer, timeout_s=0.5)
+        assert time.monotonic() - started < 1.4
+
+
 @pytest.mark.parametrize(
     ("status", "delivered"),
     [(0x0000, True), (0xB000, True), (0xB007, True), (0x0001, True), (0xA700, False)],

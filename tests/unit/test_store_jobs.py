@@ -1,4 +1,5 @@
-"""Store: a job whose runs never finish ends as failed, with its reason (SQLite file)."""
+"""Store: a job whose runs never finish ends as failed, with its reason; due deliveries are
+found per destination (SQLite file)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,17 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from dicom_ai_node.domain import JobState
+from dicom_ai_node.domain import DeliveryState, JobState
 from dicom_ai_node.store.db import Database
 from dicom_ai_node.store.index import index_instance
-from dicom_ai_node.store.jobs import MAX_JOB_ATTEMPTS, claim_job, requeue_running_jobs
-from dicom_ai_node.store.tables import Event, Job, Series
+from dicom_ai_node.store.jobs import (
+    MAX_JOB_ATTEMPTS,
+    claim_job,
+    due_deliveries,
+    due_destinations,
+    requeue_running_jobs,
+)
+from dicom_ai_node.store.tables import Delivery, Event, Job, Result, Series
 
 from .test_store_index import T0, rec
 
@@ -63,3 +70,42 @@ def test_an_expired_lease_counts_as_a_start(db: Database) -> None:
     assert claim_job(db.session, T0 + dt.timedelta(seconds=30), 60.0, ["m"]) is None  # leased
     again = claim_job(db.session, T0 + dt.timedelta(seconds=61), 60.0, ["m"])
     assert again is not None and again.attempts == 2
+
+
+def test_a_dead_destinations_backlog_never_hides_another_destinations_work(db: Database) -> None:
+    """600 results held for a dead destination (more than one query's limit of 500) and
+    one new result for a live one: the live one is still found and served."""
+    dead, live = "DEAD@127.0.0.1:1", "LIVE@127.0.0.1:2"
+    with db.session.begin() as session:
+        job_pk = session.scalars(select(Job.pk)).one()
+        results = [
+            Result(
+                job_fk=job_pk,
+                kind="SR",
+                sop_instance_uid=f"1.2.9.{n}",
+                sop_class_uid="1.2.840.10008.5.1.4.1.1.88.34",
+                series_instance_uid="1.2.9",
+                path=f"r{n}",
+                created_at=T0,
+            )
+            for n in range(601)
+        ]
+        session.add_all(results)
+        session.flush()
+        session.add_all(
+            Delivery(
+                result_fk=r.pk,
+                destination=live if n == 600 else dead,
+                state=DeliveryState.PENDING.value,
+                attempts=0,
+                next_attempt_at=T0,
+                deadline_at=T0 + dt.timedelta(hours=72),
+                last_error="",
+            )
+            for n, r in enumerate(results)
+        )
+    assert due_destinations(db.session, T0) == [dead, live]
+    assert due_destinations(db.session, T0 - dt.timedelta(seconds=1)) == []
+    [held] = due_deliveries(db.session, T0, live)
+    assert held.sop_instance_uid == "1.2.9.600" and held.deadline_at.tzinfo is not None
+    assert len(due_deliveries(db.session, T0, dead)) == 500
