@@ -13,18 +13,19 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 
+from .audit.node import NodeAudit
 from .errors import ConfigError
 from .infer.registry import ModelRegistry, choose_device
 from .pipeline import Pipeline
 from .receive.gate import Limits, resolve_callers
 from .receive.scp import ScpConfig, StorageSCP
 from .route.rules import load_rules
+from .send.senders import DELIVER_INTERVAL_S, DestinationSenders
 from .settings import NodeSettings
 from .store.db import Database, utcnow
 from .store.files import FileStore
-from .store.jobs import due_deliveries, requeue_running_jobs
+from .store.jobs import due_destinations, requeue_running_jobs
 
 __all__ = ["Node"]
 
@@ -64,6 +65,7 @@ class Node:
         self.clock = clock
         self.db = Database(settings.database_url, settings.storage.db_lock_timeout_s)
         self.db.migrate()
+        self.audit = NodeAudit(settings, self.db.session, clock)
         self.files = FileStore(
             settings.path(settings.storage.root),
             fsync=settings.storage.fsync,
@@ -77,7 +79,15 @@ class Node:
         if not rules_path.is_file():
             raise ConfigError(f"route.rules_file {rules_path} not found")
         self.rules = load_rules(rules_path, list(self.registry.manifests))
-        self.pipeline = Pipeline(settings, self.db, self.files, self.registry, self.rules, clock)
+        self.pipeline = Pipeline(
+            settings,
+            self.db,
+            self.files,
+            self.registry,
+            self.rules,
+            clock,
+            on_delivered=self.audit.delivered,
+        )
         cfg = settings.dicom
         self.scp = StorageSCP(
             ScpConfig(
@@ -93,6 +103,7 @@ class Node:
                     max_pending_connections=cfg.max_pending_connections,
                     request_timeout_s=cfg.association_request_timeout_s,
                     allowed_callers=_allowed_callers(settings),
+                    on_unknown_caller=self.audit.unknown_caller,
                 ),
                 acse_timeout_s=cfg.acse_timeout_s,
                 dimse_timeout_s=cfg.dimse_timeout_s,
@@ -107,8 +118,7 @@ class Node:
         self._stop = threading.Event()
         self._work = threading.Event()  # set when a job may be waiting
         self._threads: list[threading.Thread] = []
-        self._senders = ThreadPoolExecutor(max_workers=8, thread_name_prefix="send")
-        self._in_flight: dict[str, Future[int]] = {}
+        self._senders = DestinationSenders(self.pipeline.deliver)
 
     # -- loops ------------------------------------------------------------------------------
     def _loop(self, name: str, step: Callable[[], bool], idle_s: float) -> None:
@@ -124,6 +134,7 @@ class Node:
 
     def _assemble_step(self) -> bool:
         self.pipeline.assemble()
+        self.audit.received()  # studies whose series are complete (PS3.15 A.5.3.7)
         return False
 
     def _job_step(self) -> bool:
@@ -131,10 +142,7 @@ class Node:
 
     def _deliver_step(self) -> bool:
         """Start one sender per destination with due work; a slow one never blocks the others."""
-        for dest in {d.destination for d in due_deliveries(self.db.session, self.clock())}:
-            running = self._in_flight.get(dest)
-            if running is None or running.done():
-                self._in_flight[dest] = self._senders.submit(self.pipeline.deliver, dest)
+        self._senders.start_due(due_destinations(self.db.session, self.clock()))
         return False
 
     def start(self) -> None:
@@ -147,12 +155,13 @@ class Node:
                 swept,
                 requeued,
             )
+        self.audit.start()  # Application Start, before the listener can refuse a caller
         self.registry.warm_up()
         self.files.start_spares()
         self.scp.start()
         loops: list[tuple[str, Callable[[], bool], float]] = [
             ("assemble", self._assemble_step, self.settings.assemble.sweep_interval_s),
-            ("deliver", self._deliver_step, 1.0),
+            ("deliver", self._deliver_step, DELIVER_INTERVAL_S),
         ]
         loops += [(f"worker-{i}", self._job_step, 0.5) for i in range(self.settings.infer.workers)]
         for name, step, idle in loops:
@@ -177,7 +186,8 @@ class Node:
         self.files.stop_spares()
         for thread in self._threads:
             thread.join(timeout_s)
-        self._senders.shutdown(wait=True, cancel_futures=True)
+        self._senders.join(timeout_s)
+        self.audit.stop()  # what was received meanwhile, then Application Stop
         self.db.dispose()
         log.info("node stopped")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,16 +21,17 @@ from sqlalchemy import select
 
 from .domain import JobState, ModelOutput, Scope, SeriesInfo, SeriesState
 from .encode import device_uid, encode_results
-from .errors import EncodeError, InferenceError, StorageError
+from .errors import ConfigError, DeliveryError, EncodeError, InferenceError, StorageError
 from .infer.registry import ModelRegistry
 from .infer.volume import load_volume
 from .route.bodypart import BodyRegionClassifier
 from .route.header import series_info
 from .route.router import route_study
 from .route.rules import RuleSet
+from .send.retry import RetryPolicy
 from .send.scu import Peer, send_datasets
 from .settings import NodeSettings
-from .store.db import Database, as_utc
+from .store.db import Database
 from .store.files import FileStore
 from .store.index import complete_due_series, record_event
 from .store.jobs import (
@@ -64,6 +64,8 @@ class Pipeline:
     rules: RuleSet
     clock: Callable[[], dt.datetime]
     classifier: BodyRegionClassifier | None = None
+    #: Told the destination and delivery keys of each attempt's deliveries (the audit trail).
+    on_delivered: Callable[[str, list[int]], None] | None = None
 
     # -- assemble + route ---------------------------------------------------------------
     def assemble(self) -> list[str]:
@@ -256,11 +258,15 @@ class Pipeline:
 
     # -- send ------------------------------------------------------------------------------
     def deliver(self, destination: str | None = None) -> int:
-        """Send every due delivery (of one destination, or all); returns how many were tried."""
+        """Send every due delivery (of one destination, or all); returns how many were tried.
+
+        Each destination gets one association attempt for its due results (PS3.4 Annex
+        B); the node calls this once per destination in a thread of its own
+        (:class:`~dicom_ai_node.send.senders.DestinationSenders`), so a destination that
+        hangs until the timeout delays nobody else.
+        """
         now = self.clock()
-        due = [
-            d for d in due_deliveries(self.db.session, now) if destination in (None, d.destination)
-        ]
+        due = due_deliveries(self.db.session, now, destination)
         by_dest: dict[str, list[DueDelivery]] = {}
         for d in due:
             by_dest.setdefault(d.destination, []).append(d)
@@ -268,31 +274,33 @@ class Pipeline:
             self._deliver_to(dest, items)
         return len(due)
 
-    def _retry_at(
-        self, attempts: int, deadline: dt.datetime, now: dt.datetime
-    ) -> dt.datetime | None:
-        cfg = self.settings.send
-        delay = min(cfg.retry_max_s, cfg.retry_initial_s * math.pow(2, attempts))
-        at = now + dt.timedelta(seconds=delay)
-        return None if now >= as_utc(deadline) else min(at, as_utc(deadline))
-
     def _deliver_to(self, dest: str, items: list[DueDelivery]) -> None:
-        peer = Peer.parse(dest)
-        calling = self.settings.send.calling_ae_title or self.settings.dicom.ae_title
-        paths = [self.files.absolute(d.path) for d in items]
+        """One attempt for one destination; each row ends delivered, retried later or failed."""
+        cfg = self.settings.send
+        policy = RetryPolicy(cfg.retry_initial_s, cfg.retry_max_s)
         try:
             outcomes = send_datasets(
-                paths, peer, calling_ae_title=calling, timeout_s=self.settings.send.timeout_s
+                [self.files.absolute(d.path) for d in items],
+                Peer.parse(dest),
+                calling_ae_title=cfg.calling_ae_title or self.settings.dicom.ae_title,
+                timeout_s=cfg.timeout_s,
             )
             error = ""
-        except Exception as exc:
+        except (DeliveryError, ConfigError) as exc:  # the association failed: every item waits
             outcomes, error = [], str(exc)
+        except Exception as exc:  # recorded on each row, so the window still ends it
+            log.exception("delivery to %s failed unexpectedly", dest)
+            outcomes, error = [], f"internal error: {type(exc).__name__}: {exc}"
         by_uid = {o.sop_instance_uid: o for o in outcomes}
         now = self.clock()
+        failed: list[tuple[str, dt.datetime | None]] = []
         for d in items:
             o = by_uid.get(d.sop_instance_uid)
             delivered = bool(o and o.delivered)
             message = "" if delivered else (o.message if o else error or "not sent")
+            retry_at = (
+                None if delivered else policy.next_attempt(d.attempts + 1, now, d.deadline_at)
+            )
             finish_delivery_attempt(
                 self.db.session,
                 d,
@@ -300,9 +308,21 @@ class Pipeline:
                 delivered=delivered,
                 status=o.status if o else None,
                 error=message,
-                next_attempt_at=None
-                if delivered
-                else self._retry_at(d.attempts, d.deadline_at, now),
+                next_attempt_at=retry_at,
             )
             if not delivered:
-                log.warning("delivery of %s to %s failed: %s", d.sop_instance_uid, dest, message)
+                failed.append((message, retry_at))
+        done = [d.pk for d in items if (o := by_uid.get(d.sop_instance_uid)) and o.delivered]
+        if done and self.on_delivered is not None:
+            self.on_delivered(dest, done)
+        if failed:
+            message, retry_at = failed[0]
+            when = f"next attempt {retry_at:%H:%M:%S} UTC" if retry_at else "retry window over"
+            log.warning(
+                "%d of %d result(s) not delivered to %s (%s): %s",
+                len(failed),
+                len(items),
+                dest,
+                when,
+                message,
+            )

@@ -18,6 +18,7 @@ from .errors import ConfigError
 
 __all__ = [
     "AssembleSettings",
+    "AuditSettings",
     "DicomSettings",
     "InferSettings",
     "KnownAE",
@@ -164,6 +165,57 @@ class RouteSettings:
     rules_file: str = _f("models/rules.yaml", "YAML file with the routing rules.")
 
 
+#: Audit record forwarding (PS3.15 A.6 SYSLOG-TLS, A.7 SYSLOG-UDP), or none.
+SYSLOG_TRANSPORTS = ("off", "udp", "tls")
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """The audit trail (IHE ATNA, PS3.15 A.5): a local log and an optional syslog collector."""
+
+    local_log: bool = _f(True, "Append every audit message to a local file (fsynced).")
+    log_file: str = _f(
+        "", "The local audit log; empty means <storage.root>/../audit/audit.log (0600)."
+    )
+    syslog_transport: str = _f(
+        "off", "Forward audit messages to a collector: off, udp (RFC 5426) or tls (RFC 5425)."
+    )
+    syslog_host: str = _f("", "Host name or address of the syslog collector.")
+    syslog_port: int = _f(0, "Port of the collector; 0 uses 514 for udp and 6514 for tls.")
+    tls_ca_file: str = _f(
+        "", "CA certificates (PEM) the collector's certificate must chain to; empty: system CAs."
+    )
+    tls_cert_file: str = _f(
+        "", "Our client certificate (PEM) for collectors that authenticate nodes; optional."
+    )
+    tls_key_file: str = _f("", "Private key (PEM) of tls_cert_file.")
+    spool_dir: str = _f(
+        "",
+        "Folder holding messages while the collector is down (sent when it is back); "
+        "empty means a spool/ folder beside the local log.",
+    )
+    spool_max_mb: int = _f(
+        256, "Largest spool; beyond it new messages are kept only in the local log."
+    )
+    source_id: str = _f("", "AuditSourceID of every message; empty uses dicom.ae_title.")
+    enterprise_site_id: str = _f("", "AuditEnterpriseSiteID of every message (optional).")
+
+    def __post_init__(self) -> None:
+        if self.syslog_transport not in SYSLOG_TRANSPORTS:
+            raise ConfigError(
+                f"audit.syslog_transport {self.syslog_transport!r} is not one of "
+                f"{', '.join(SYSLOG_TRANSPORTS)}"
+            )
+        if self.syslog_transport != "off" and not self.syslog_host:
+            raise ConfigError(f"audit.syslog_host is needed for {self.syslog_transport}")
+        if not 0 <= self.syslog_port <= 65535:
+            raise ConfigError(f"audit.syslog_port {self.syslog_port} out of range")
+        if self.spool_max_mb < 0:
+            raise ConfigError("audit.spool_max_mb must not be negative")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ConfigError("audit.tls_cert_file and audit.tls_key_file go together")
+
+
 @dataclass(frozen=True)
 class InferSettings:
     """Models and the in-process inference worker."""
@@ -185,18 +237,39 @@ class SendSettings:
     """Delivery of results (the durable outbox)."""
 
     calling_ae_title: str = _f("", "Calling AE title for sending; empty uses dicom.ae_title.")
-    timeout_s: float = _f(30.0, "Network and DIMSE timeout for one delivery attempt.")
-    retry_initial_s: float = _f(5.0, "First retry delay after a failed delivery.")
-    retry_max_s: float = _f(
-        60.0,
-        "Longest delay between retries (exponential backoff cap): a destination that comes "
-        "back gets its results within about this long.",
+    timeout_s: float = _f(
+        30.0,
+        "Connection, association and DIMSE timeout of one delivery attempt, in seconds: a "
+        "destination that hangs longer fails the attempt (only its own sender waits).",
     )
-    retry_window_s: float = _f(259200.0, "Give up on a delivery after this many seconds (72 h).")
+    retry_initial_s: float = _f(5.0, "First retry delay after a failed delivery, in seconds.")
+    retry_max_s: float = _f(
+        30.0,
+        "Longest delay between retries (the exponential backoff doubles up to this cap). A "
+        "destination that comes back gets its held results within this + 1 s + one "
+        "attempt; the default keeps that under a minute.",
+    )
+    retry_window_s: float = _f(
+        259200.0,
+        "Retry a delivery for this many seconds after its result was made (72 h), then "
+        "mark it failed with the last error.",
+    )
     default_to_sender: bool = _f(True, "Send results back to the AE that sent the study.")
     destinations: tuple[str, ...] = _f(
         (), "Extra destinations for every result, as AE@HOST:PORT (in addition to the sender)."
     )
+
+    def __post_init__(self) -> None:
+        if not self.timeout_s > 0:
+            raise ConfigError(f"send.timeout_s must be positive, not {self.timeout_s!r}")
+        if not self.retry_initial_s > 0:
+            raise ConfigError(
+                f"send.retry_initial_s must be positive, not {self.retry_initial_s!r}"
+            )
+        if not self.retry_max_s >= self.retry_initial_s:
+            raise ConfigError("send.retry_max_s must be at least send.retry_initial_s")
+        if not self.retry_window_s > 0:
+            raise ConfigError(f"send.retry_window_s must be positive, not {self.retry_window_s!r}")
 
 
 @dataclass(frozen=True)
@@ -211,6 +284,9 @@ class NodeSettings:
     route: RouteSettings = field(default_factory=RouteSettings, metadata={"help": "Routing."})
     infer: InferSettings = field(default_factory=InferSettings, metadata={"help": "Inference."})
     send: SendSettings = field(default_factory=SendSettings, metadata={"help": "Delivery."})
+    audit: AuditSettings = field(
+        default_factory=AuditSettings, metadata={"help": "Audit trail (IHE ATNA)."}
+    )
     ae_table: tuple[KnownAE, ...] = field(
         default=(),
         metadata={"help": "Known peers: [[ae_table]] entries with ae_title, host, port."},

@@ -15,8 +15,8 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from pynetdicom.pdu import A_ABORT_RQ, A_ASSOCIATE_RJ
 
@@ -67,6 +67,9 @@ class Limits:
     allowed_callers:
         When set, the only calling AE titles accepted, each with the addresses it may
         call from; anyone else is rejected (calling AE title not recognised).
+    on_unknown_caller:
+        Called with the calling AE title and address of each caller refused that way
+        (the audit trail's Security Alert); its errors are logged, never raised.
     """
 
     max_message_bytes: int = MAX_MESSAGE_BYTES
@@ -75,6 +78,7 @@ class Limits:
     max_pending_connections: int = 256
     request_timeout_s: float = 10.0
     allowed_callers: Mapping[str, frozenset[str]] | None = None
+    on_unknown_caller: Callable[[str, str], None] | None = field(default=None, compare=False)
 
 
 def resolve_callers(entries: Mapping[str, list[str]]) -> dict[str, frozenset[str]]:
@@ -103,10 +107,18 @@ def calling_ae_title(request: bytes) -> str:
 
 
 def caller_known(limits: Limits, request: bytes, address: str) -> bool:
-    """Whether the calling AE title may associate from ``address``."""
+    """Whether the calling AE title may associate from ``address``; reports a refusal."""
     if limits.allowed_callers is None:
         return True
-    return address in limits.allowed_callers.get(calling_ae_title(request), frozenset())
+    title = calling_ae_title(request)
+    if address in limits.allowed_callers.get(title, frozenset()):
+        return True
+    if limits.on_unknown_caller is not None:
+        try:
+            limits.on_unknown_caller(title, address)
+        except Exception:  # the refusal goes ahead whatever the report does
+            log.exception("cannot report the refused caller %r from %s", title, address)
+    return False
 
 
 class Gate:

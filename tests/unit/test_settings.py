@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from dicom_ai_node.errors import ConfigError
+from dicom_ai_node.send.retry import RetryPolicy
+from dicom_ai_node.send.senders import DELIVER_INTERVAL_S
 from dicom_ai_node.settings import KnownAE, NodeSettings, load_settings, render_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,6 +61,10 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
         ('[assemble]\nlate_instance_policy = "ignore"\n', "late_instance_policy"),
         ('[dicom]\nport = "abc"\n', "dicom_port"),
         ('[[ae_table]]\nae_title = "PACS"\nhost = ""\n', "host is empty"),
+        ("[send]\nretry_initial_s = 10\nretry_max_s = 5\n", "send.retry_max_s"),
+        ("[send]\nretry_initial_s = 0\n", "send.retry_initial_s"),
+        ("[send]\nretry_window_s = -1\n", "send.retry_window_s"),
+        ("[send]\ntimeout_s = 0\n", "send.timeout_s"),
     ],
 )
 def test_invalid_settings_fail_with_the_key_named(tmp_path: Path, text: str, message: str) -> None:
@@ -84,3 +90,17 @@ def test_readme_names_both_commands_and_every_cli_command() -> None:
     assert "make serve" in readme and "make test" in readme
     for command in ("models list", "route explain", "send PATH --to", "jobs", "init"):
         assert command in readme
+
+
+def test_default_backoff_resumes_within_a_minute_and_retries_for_72_h() -> None:
+    """Issue 4: held results follow within 60 s of a destination's return, for at least 72 h.
+
+    The next attempt after any failure is at most ``retry_max_s`` away, found by the
+    delivery loop within ``DELIVER_INTERVAL_S``; what is left must cover one attempt
+    (tests/integration/test_send_outage.py measures it).
+    """
+    send = NodeSettings().send
+    attempt_s = 20.0  # room for the attempt that succeeds (measured: well under 1 s)
+    assert send.retry_max_s + DELIVER_INTERVAL_S + attempt_s <= 60.0
+    assert RetryPolicy(send.retry_initial_s, send.retry_max_s).delay_s(10_000) == send.retry_max_s
+    assert send.retry_window_s >= 72 * 3600
