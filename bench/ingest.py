@@ -10,7 +10,10 @@ duplicate path instead. Every dcmtk process runs with ``TCP_NODELAY=1``; both re
 accept PDUs of 128 KiB (the node's default ``dicom.max_pdu``; storescu sends no larger).
 The receiver that goes first alternates between rounds, the page cache is written back
 (``sync``) before each timed send, and received files are removed at the end only, so
-that neither receiver pays for the other's writes.
+that neither receiver pays for the other's writes. Each timed send also waits until the
+node process is idle (under 2 % of a CPU over 0.5 s): after a series the node completes
+it, runs the model, delivers the results and rewrites its spare files, and a storescp
+send timed meanwhile would share the two CPUs and the disk with that work.
 
 Each send is timed from storescu's start to its exit (association, every C-STORE,
 release). On 2 vCPUs the ratio moves with the machine: storescp is bound by writing
@@ -81,6 +84,32 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float) ->
                 return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listening on port {port} after {timeout_s} s")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by process ``pid`` (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_idle(
+    pid: int, timeout_s: float, window_s: float = 0.5, busy: float = 0.02
+) -> float | None:
+    """Wait until ``pid`` uses under ``busy`` of a CPU over ``window_s``; seconds waited.
+
+    The node works in the background after a send (completion, inference, delivery,
+    refilling its spare files): a send timed meanwhile would share the CPU and the disk
+    with it. None when it is still busy after ``timeout_s``.
+    """
+    start = time.monotonic()
+    before = cpu_seconds(pid)
+    while time.monotonic() - start < timeout_s:
+        time.sleep(window_s)
+        now = cpu_seconds(pid)
+        if now - before < busy * window_s:
+            return time.monotonic() - start
+        before = now
+    return None
 
 
 def dcmtk_env() -> dict[str, str]:
@@ -295,30 +324,36 @@ def run(args: argparse.Namespace, work: Path, children: Children) -> int:
         if r % 2:  # alternate who goes first, so that a drift of the machine hits both
             order.reverse()
         rates: dict[str, float] = {}
-        node_done = 0.0
+        latency = ""
         for name, port, called in order:
+            # the node finishes its work (inference, spare files) before any timed send,
+            # so that neither receiver is timed while the node works in the background
+            idle_wait = wait_idle(node.pid, args.idle_timeout)
             os.sync()  # nothing left to write back from the previous receiver's files
             elapsed = send(folder, port, called, args.send_timeout)
             rates[name] = args.slices / elapsed
-            if name == "node":
+            if name == "node" and wait_results:
                 node_done = time.perf_counter()
+                arrived = ResultWatch(pacs_dir, study_uid).wait(args.results_timeout)
+                if arrived is None:
+                    latency = (
+                        f"   results: none within {args.results_timeout:g} s"
+                        f" (see {work / 'node.log'})"
+                    )
+                    wait_results = False
+                    args.keep = True  # keep the node log that explains it
+                else:
+                    latencies.append(arrived - node_done)
+                    latency = f"   last image -> SEG+SR at PACS {latencies[-1]:.2f} s"
+            if idle_wait is None:
+                print(f"# node still busy after {args.idle_timeout:g} s before the {name} send")
         ref_rates.append(rates["storescp"])
         node_rates.append(rates["node"])
         line = (
             f"round {r + 1}: storescp {rates['storescp']:7.1f} images/s   "
             f"node {rates['node']:7.1f} images/s   ratio {rates['node'] / rates['storescp']:.3f}"
+            + latency
         )
-        if wait_results:
-            arrived = ResultWatch(pacs_dir, study_uid).wait(args.results_timeout)
-            if arrived is None:
-                line += (
-                    f"   results: none within {args.results_timeout:g} s (see {work / 'node.log'})"
-                )
-                wait_results = False
-                args.keep = True  # keep the node log that explains it
-            else:
-                latencies.append(arrived - node_done)
-                line += f"   last image -> SEG+SR at PACS {latencies[-1]:.2f} s"
         print(line, flush=True)
         # files are removed at the end only: ext4 scans past recently freed inodes when it
         # creates files, which would slow down whichever receiver comes next
@@ -367,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
         "--results-timeout", type=float, default=300.0, help="longest wait for results"
     )
     parser.add_argument("--send-timeout", type=float, default=600.0, help="longest storescu run")
+    parser.add_argument(
+        "--idle-timeout", type=float, default=120.0, help="longest wait for the node to go idle"
+    )
     parser.add_argument(
         "--check", action="store_true", help=f"exit 1 below {TARGET_RATIO}x storescp"
     )
