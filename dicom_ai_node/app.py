@@ -26,6 +26,7 @@ from .settings import NodeSettings
 from .store.db import Database, utcnow
 from .store.files import FileStore
 from .store.jobs import due_destinations, requeue_running_jobs
+from .tls import TlsFiles, client_context, server_context
 
 __all__ = ["Node"]
 
@@ -42,6 +43,19 @@ def _allowed_callers(settings: NodeSettings) -> dict[str, frozenset[str]] | None
     for entry in settings.ae_table:
         hosts.setdefault(entry.ae_title, []).append(entry.host)
     return resolve_callers(hosts)
+
+
+def _tls_files(settings: NodeSettings) -> TlsFiles | None:
+    """The node's TLS identity and trust, when configured (``[tls]``)."""
+    tls = settings.tls
+    if not (tls.certificate and tls.private_key and tls.ca_file):
+        return None
+    return TlsFiles(
+        settings.path(tls.certificate),
+        settings.path(tls.private_key),
+        settings.path(tls.ca_file),
+        tls.client_certificates,
+    )
 
 
 class Node:
@@ -79,6 +93,7 @@ class Node:
         if not rules_path.is_file():
             raise ConfigError(f"route.rules_file {rules_path} not found")
         self.rules = load_rules(rules_path, list(self.registry.manifests))
+        tls_files = _tls_files(settings)
         self.pipeline = Pipeline(
             settings,
             self.db,
@@ -87,7 +102,9 @@ class Node:
             self.rules,
             clock,
             on_delivered=self.audit.delivered,
+            tls_client=client_context(tls_files) if tls_files else None,
         )
+        tls_server = server_context(tls_files) if tls_files and settings.tls.enabled else None
         cfg = settings.dicom
         self.scp = StorageSCP(
             ScpConfig(
@@ -109,6 +126,10 @@ class Node:
                 dimse_timeout_s=cfg.dimse_timeout_s,
                 network_timeout_s=cfg.network_timeout_s,
                 late_instance_policy=settings.assemble.late_instance_policy,
+                tls=tls_server,
+                tls_port=settings.tls.port,
+                plaintext=settings.tls.plaintext,
+                on_tls_failure=self.audit.tls_failure,
             ),
             self.files,
             self.db.session,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import logging
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -66,6 +67,8 @@ class Pipeline:
     classifier: BodyRegionClassifier | None = None
     #: Told the destination and delivery keys of each attempt's deliveries (the audit trail).
     on_delivered: Callable[[str, list[int]], None] | None = None
+    #: The client context for destinations marked ``tls`` in the AE table.
+    tls_client: ssl.SSLContext | None = None
 
     # -- assemble + route ---------------------------------------------------------------
     def assemble(self) -> list[str]:
@@ -274,16 +277,25 @@ class Pipeline:
             self._deliver_to(dest, items)
         return len(due)
 
+    def _wants_tls(self, peer: Peer) -> bool:
+        """Whether the AE table marks this destination (title, host and port) for TLS."""
+        return any(
+            e.tls and (e.ae_title, e.host, e.port) == (peer.ae_title, peer.host, peer.port)
+            for e in self.settings.ae_table
+        )
+
     def _deliver_to(self, dest: str, items: list[DueDelivery]) -> None:
         """One attempt for one destination; each row ends delivered, retried later or failed."""
         cfg = self.settings.send
         policy = RetryPolicy(cfg.retry_initial_s, cfg.retry_max_s)
         try:
+            peer = Peer.parse(dest)
             outcomes = send_datasets(
                 [self.files.absolute(d.path) for d in items],
-                Peer.parse(dest),
+                peer,
                 calling_ae_title=cfg.calling_ae_title or self.settings.dicom.ae_title,
                 timeout_s=cfg.timeout_s,
+                tls=self.tls_client if self._wants_tls(peer) else None,
             )
             error = ""
         except (DeliveryError, ConfigError) as exc:  # the association failed: every item waits

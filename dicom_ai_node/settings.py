@@ -26,6 +26,7 @@ __all__ = [
     "RouteSettings",
     "SendSettings",
     "StorageSettings",
+    "TlsSettings",
     "load_settings",
     "render_config",
 ]
@@ -54,6 +55,7 @@ class KnownAE:
     port: int = _f(104, "TCP port of the peer's Storage SCP.")
     results: tuple[str, ...] = _f(("SEG", "SR"), "Which result kinds to send it: SEG, SR.")
     send_results: bool = _f(True, "Send results to this AE when it sent the study.")
+    tls: bool = _f(False, "Send to this AE over DICOM TLS (the [tls] section's identity).")
 
     def __post_init__(self) -> None:
         _valid_ae(self.ae_title, "ae_table.ae_title")
@@ -216,6 +218,40 @@ class AuditSettings:
             raise ConfigError("audit.tls_cert_file and audit.tls_key_file go together")
 
 
+#: What [tls] client_certificates may say (see dicom_ai_node.tls).
+CLIENT_CERTIFICATE_MODES = ("required", "optional", "none")
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """DICOM over TLS (PS3.15 B.9, BCP 195): a TLS listener and TLS to chosen peers."""
+
+    enabled: bool = _f(False, "Open a TLS listener (and allow ae_table entries with tls).")
+    port: int = _f(2762, "TCP port of the TLS listener (2762: dicom-tls, IANA).")
+    certificate: str = _f("", "The node's certificate (PEM), for both directions.")
+    private_key: str = _f("", "Private key (PEM, unencrypted) of the certificate.")
+    ca_file: str = _f("", "Certificates (PEM) of the authorities whose peers are trusted.")
+    client_certificates: str = _f(
+        "required", "What the listener asks of callers: required, optional or none."
+    )
+    plaintext: bool = _f(
+        True, "Also listen without TLS on dicom.port; false accepts only TLS connections."
+    )
+
+    def __post_init__(self) -> None:
+        if self.client_certificates not in CLIENT_CERTIFICATE_MODES:
+            raise ConfigError(
+                f"tls.client_certificates {self.client_certificates!r} is not one of "
+                f"{', '.join(CLIENT_CERTIFICATE_MODES)}"
+            )
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"tls.port {self.port} out of range")
+        if self.enabled and not (self.certificate and self.private_key and self.ca_file):
+            raise ConfigError("tls.enabled needs tls.certificate, tls.private_key and tls.ca_file")
+        if not self.plaintext and not self.enabled:
+            raise ConfigError("tls.plaintext = false needs tls.enabled = true (no listener left)")
+
+
 @dataclass(frozen=True)
 class InferSettings:
     """Models and the in-process inference worker."""
@@ -287,6 +323,7 @@ class NodeSettings:
     audit: AuditSettings = field(
         default_factory=AuditSettings, metadata={"help": "Audit trail (IHE ATNA)."}
     )
+    tls: TlsSettings = field(default_factory=TlsSettings, metadata={"help": "DICOM over TLS."})
     ae_table: tuple[KnownAE, ...] = field(
         default=(),
         metadata={"help": "Known peers: [[ae_table]] entries with ae_title, host, port."},
@@ -294,6 +331,15 @@ class NodeSettings:
     base_dir: str = _f(
         ".", "Folder that relative paths are resolved against (the config's folder)."
     )
+
+    def __post_init__(self) -> None:
+        tls = self.tls
+        for entry in self.ae_table:
+            if entry.tls and not (tls.certificate and tls.private_key and tls.ca_file):
+                raise ConfigError(
+                    f"ae_table entry {entry.ae_title}: tls = true needs tls.certificate,"
+                    " tls.private_key and tls.ca_file"
+                )
 
     def path(self, value: str) -> Path:
         """Resolve a configured path against ``base_dir``."""

@@ -210,6 +210,21 @@ class NodeAudit:
             )
         )
 
+    def tls_failure(self, address: str, reason: str) -> None:
+        """Security Alert: a TLS handshake refused (PS3.15 A.5.3.11, node authentication)."""
+        self.trail.record(
+            security_alert(
+                event_type=NODE_AUTHENTICATION,
+                reporter=self.node,
+                performers=[Participant(address, True, network_access_point=address)],
+                subject_node=address,
+                subject_name=address,
+                description=f"TLS connection from {address} refused: {reason}",
+                source=self.source,
+                at=self.clock(),
+            )
+        )
+
     # -- instances transferred -------------------------------------------------------------
     def received(self, *, force: bool = False) -> int:
         """Record the studies received since the last look (at most every few seconds).

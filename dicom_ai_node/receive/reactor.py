@@ -34,8 +34,10 @@ import logging
 import queue
 import select
 import socket
+import ssl
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, cast
 
@@ -290,10 +292,14 @@ class EventDrivenDUL(DULServiceProvider):
         raw = wrapped.socket if wrapped is not None else None
         if wrapped is None or raw is None or getattr(wrapped, "pending", None):
             return super()._read_pdu_data()  # the A-ASSOCIATE-RQ the gate read
-        try:
-            head = raw.recv(6, socket.MSG_PEEK)
-        except OSError:
-            return super()._read_pdu_data()
+        if isinstance(raw, ssl.SSLSocket):  # no MSG_PEEK with TLS: read, then serve again
+            head = bytes(wrapped.recv(6))
+            cast(_Socket, wrapped).pending[0:0] = head
+        else:
+            try:
+                head = raw.recv(6, socket.MSG_PEEK)
+            except OSError:
+                return super()._read_pdu_data()
         if len(head) < 6:
             return super()._read_pdu_data()
         length = int.from_bytes(head[2:6], "big")
@@ -354,6 +360,9 @@ class EventDrivenDUL(DULServiceProvider):
         """Block until data arrives, a primitive is queued, or ``timeout`` passes."""
         waitables: list[socket.socket] = [self._wake_r]
         wrapped = self.socket
+        raw = wrapped.socket if wrapped is not None else None
+        if isinstance(raw, ssl.SSLSocket) and raw.pending():
+            return  # decrypted bytes wait in the TLS layer: select would not see them
         if wrapped is not None and wrapped.socket is not None and wrapped._is_connected:
             waitables.append(wrapped.socket)
         try:
@@ -514,10 +523,22 @@ class EventDrivenAssociation(Association):
 
 
 class _Server(ThreadedAssociationServer):
-    """pynetdicom's threaded server with the node's limits and its gate."""
+    """pynetdicom's threaded server with the node's limits, its gate and optional TLS.
+
+    pynetdicom runs the TLS handshake in its accepting thread, where one client that
+    never finishes it stops every other connection; here the handshake runs in the
+    connection's own thread, within the gate and its deadline.
+    """
 
     limits: Limits
     gate: Gate
+    tls: ssl.SSLContext | None = None
+    on_tls_failure: Callable[[str, str], None] | None = None
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        """Accept a connection (never wrapped here; see the class description)."""
+        client, address = cast(socket.socket, self.socket).accept()
+        return client, address
 
 
 class _RequestHandler(RequestHandler):
@@ -536,6 +557,11 @@ class _RequestHandler(RequestHandler):
             log.warning("closed a connection: %d already wait for an association", gate.limit)
             return self._close(sock)
         try:
+            if server.tls is not None:
+                secured = self._handshake(sock, server, limits.request_timeout_s)
+                if secured is None:
+                    return None
+                self.request = sock = secured
             request = read_association_request(sock, limits.request_timeout_s)
         except InvalidRequest as exc:
             log.warning("aborted a connection before its association: %s", exc)
@@ -556,6 +582,33 @@ class _RequestHandler(RequestHandler):
         self._request = request
         super().handle()
         return None
+
+    def _handshake(
+        self, sock: socket.socket, server: _Server, timeout_s: float
+    ) -> ssl.SSLSocket | None:
+        """The TLS handshake within ``timeout_s`` (PS3.15 B.9); None (closed) when it fails.
+
+        A failure (plaintext, a protocol version or cipher suite outside BCP 195, an
+        untrusted or missing certificate, a silent peer) is logged and reported to the
+        server's ``on_tls_failure`` (the audit trail's Security Alert).
+        """
+        address = self.client_address[0]
+        assert server.tls is not None
+        sock.settimeout(timeout_s)
+        try:
+            wrapped = server.tls.wrap_socket(sock, server_side=True)
+        except (OSError, ValueError) as exc:  # ssl.SSLError and timeouts are OSErrors
+            reason = _tls_reason(exc)
+            log.warning("TLS handshake with %s failed: %s", address, reason)
+            if server.on_tls_failure is not None:
+                try:
+                    server.on_tls_failure(address, reason)
+                except Exception:  # the refusal goes ahead whatever the report does
+                    log.exception("cannot report the failed TLS handshake from %s", address)
+            self._close(sock)
+            return None
+        wrapped.settimeout(None)
+        return wrapped
 
     @staticmethod
     def _close(sock: socket.socket, last_pdu: bytes = b"") -> None:
@@ -613,20 +666,38 @@ class _RequestHandler(RequestHandler):
         return assoc
 
 
+def _tls_reason(exc: BaseException) -> str:
+    """A short reason for a failed handshake (OpenSSL's, e.g. CERTIFICATE_VERIFY_FAILED)."""
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return str(exc.reason)
+    if isinstance(exc, TimeoutError):
+        return "no handshake within the deadline"
+    return type(exc).__name__
+
+
 def start_server(
     ae: pynetdicom.AE,
     address: tuple[str, int],
     evt_handlers: list[Any],
     limits: Limits | None = None,
+    *,
+    tls: ssl.SSLContext | None = None,
+    on_tls_failure: Callable[[str, str], None] | None = None,
 ) -> ThreadedAssociationServer:
     """Start a non-blocking association server for ``ae``, as ``AE.start_server`` does.
 
     With a validated pynetdicom version the associations use the event-driven reactors,
     behind the gate (:mod:`.gate`) and within ``limits``; otherwise pynetdicom's own
-    server is started (with only its own limits) and a warning logged.
+    server is started (with only its own limits) and a warning logged. With ``tls``
+    every connection must complete a TLS handshake first (PS3.15 B.9).
     """
     limits = limits or Limits()
     if not is_supported():
+        if tls is not None:
+            raise RuntimeError(
+                f"DICOM TLS needs a pynetdicom version the node is validated with"
+                f" ({', '.join(v + 'x' for v in VALIDATED_PYNETDICOM)})"
+            )
         log.warning(
             "pynetdicom %s is not one the event-driven reactors are validated with (%s); "
             "using its polling reactors",
@@ -648,6 +719,7 @@ def start_server(
     )
     server.limits = limits
     server.gate = Gate(limits.max_pending_connections)
+    server.tls, server.on_tls_failure = tls, on_tls_failure
     # socketserver listens with a backlog of 5: a burst of connections beyond it waits
     # for SYN retransmits (1 s, 3 s, ...); Linux takes a new backlog from a second listen
     cast(socket.socket, server.socket).listen(max(limits.max_pending_connections, 5))

@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import logging
 import socket
+import ssl
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -76,6 +77,13 @@ class ScpConfig:
     dimse_timeout_s: float = 60.0
     network_timeout_s: float = 60.0
     late_instance_policy: str = "rerun"
+    #: A TLS listener on ``tls_port`` with this context (PS3.15 B.9), if any.
+    tls: ssl.SSLContext | None = None
+    tls_port: int = 2762
+    #: Whether the plain listener on ``port`` opens (False: TLS only).
+    plaintext: bool = True
+    #: Called with the caller's address and the reason of each failed TLS handshake.
+    on_tls_failure: Callable[[str, str], None] | None = None
 
 
 def _nodelay(event: evt.Event) -> None:
@@ -148,6 +156,7 @@ class StorageSCP:
         self.clock = clock
         self.on_stored = on_stored
         self._server: ThreadedAssociationServer | None = None
+        self._tls_server: ThreadedAssociationServer | None = None
         self._series: OrderedDict[str, SeriesAttrs] = OrderedDict()
         self._lock = threading.Lock()
         self._sop_locks = KeyedLocks()
@@ -173,34 +182,51 @@ class StorageSCP:
 
     @property
     def port(self) -> int:
-        """The port actually bound (useful when configured as 0)."""
+        """The plain listener's port actually bound (useful when configured as 0)."""
         if self._server is None:
             return self.config.port
         return int(self._server.server_address[1])
 
+    @property
+    def tls_port(self) -> int:
+        """The TLS listener's port actually bound."""
+        if self._tls_server is None:
+            return self.config.tls_port
+        return int(self._tls_server.server_address[1])
+
     def start(self) -> None:
-        """Bind and serve in background threads."""
+        """Bind and serve in background threads: the plain listener, the TLS one, or both."""
+        cfg = self.config
         handlers = [
             (evt.EVT_CONN_OPEN, _nodelay),
             (evt.EVT_C_ECHO, self.handle_echo),
             (evt.EVT_C_STORE, self.handle_store),
         ]
-        self._server = start_server(
-            self.ae,
-            (self.config.host, self.config.port),
-            handlers,
-            self.config.limits,
-        )
-        log.info(
-            "listening",
-            extra={"ae_title": self.config.ae_title, "host": self.config.host, "port": self.port},
-        )
+        if cfg.plaintext:
+            self._server = start_server(self.ae, (cfg.host, cfg.port), handlers, cfg.limits)
+            log.info(
+                "listening", extra={"ae_title": cfg.ae_title, "host": cfg.host, "port": self.port}
+            )
+        if cfg.tls is not None:
+            self._tls_server = start_server(
+                self.ae,
+                (cfg.host, cfg.tls_port),
+                handlers,
+                cfg.limits,
+                tls=cfg.tls,
+                on_tls_failure=cfg.on_tls_failure,
+            )
+            log.info(
+                "listening with TLS",
+                extra={"ae_title": cfg.ae_title, "host": cfg.host, "port": self.tls_port},
+            )
 
     def stop(self) -> None:
         """Stop accepting and close every association."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server = None
+        for server in (self._server, self._tls_server):
+            if server is not None:
+                server.shutdown()
+        self._server = self._tls_server = None
         self.ae.shutdown()
         self._workers.shutdown(wait=True)
 
@@ -395,4 +421,9 @@ class StorageSCP:
 
     def info(self) -> dict[str, Any]:
         """What the listener is (for logs and the CLI)."""
-        return {"ae_title": self.config.ae_title, "host": self.config.host, "port": self.port}
+        info: dict[str, Any] = {"ae_title": self.config.ae_title, "host": self.config.host}
+        if self.config.plaintext:
+            info["port"] = self.port
+        if self.config.tls is not None:
+            info["tls_port"] = self.tls_port
+        return info

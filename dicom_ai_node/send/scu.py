@@ -9,6 +9,7 @@ accepts their own transfer syntax.
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -273,7 +274,12 @@ def _payload(assoc: Association, item: _Item) -> Dataset | Path:
 
 
 def _refusal(
-    assoc: Association, watch: ConnectionWatch, peer: Peer, timeout_s: float, elapsed_s: float
+    assoc: Association,
+    watch: ConnectionWatch,
+    peer: Peer,
+    timeout_s: float,
+    elapsed_s: float,
+    tls: bool = False,
 ) -> DeliveryError:
     """The error for an association that was not established.
 
@@ -282,6 +288,12 @@ def _refusal(
     a peer that hangs, not one that aborted.
     """
     if not watch.opened:
+        if tls:
+            return DeliveryError(
+                f"cannot connect to {peer} over TLS (refused, unreachable, timed out, or the"
+                " TLS handshake failed: certificate not trusted or not for this host,"
+                " protocol version or cipher suite refused; pynetdicom's log has the reason)"
+            )
         return DeliveryError(f"cannot connect to {peer} (refused, unreachable or timed out)")
     if watch.rejection is not None:
         return DeliveryError(f"association rejected by {peer}: {watch.rejection}")
@@ -308,9 +320,11 @@ class _Sender:
         timeout_s: float,
         max_pdu: int,
         progress: ProgressCallback | None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.ae = ae
         self.peer = peer
+        self.tls = tls
         self.total = total
         self.timeout_s = timeout_s
         self.max_pdu = max_pdu
@@ -342,11 +356,13 @@ class _Sender:
                 ae_title=self.peer.ae_title,
                 max_pdu=self.max_pdu,
                 evt_handlers=watch.handlers,
+                tls_args=(self.tls, self.peer.host) if self.tls is not None else None,
             )
         except OSError as exc:  # the host name does not resolve
             raise DeliveryError(f"cannot connect to {self.peer}: {exc.strerror or exc}") from exc
         if not assoc.is_established:
-            raise _refusal(assoc, watch, self.peer, self.timeout_s, time.monotonic() - started)
+            elapsed = time.monotonic() - started
+            raise _refusal(assoc, watch, self.peer, self.timeout_s, elapsed, self.tls is not None)
         assoc.unbind(evt.EVT_PDU_RECV, watch.on_pdu)  # only needed during negotiation
         try:
             for msg_id, item in enumerate(batch, start=1):
@@ -408,6 +424,7 @@ def send_datasets(
     timeout_s: float = 30.0,
     max_pdu: int = DEFAULT_MAX_PDU,
     progress: ProgressCallback | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> list[StoreOutcome]:
     """Send instances to a Storage SCP with C-STORE (PS3.4 Annex B, PS3.7 9.1.1).
 
@@ -437,6 +454,10 @@ def send_datasets(
         The PDUs we send are sized by the peer's announced maximum.
     progress:
         Called as ``progress(done, total)`` after each instance.
+    tls:
+        Connect over TLS with this client context (PS3.15 B.9; see
+        :func:`dicom_ai_node.tls.client_context`): the peer's certificate must be
+        trusted and name ``peer.host``.
 
     Returns
     -------
@@ -459,7 +480,13 @@ def send_datasets(
         raise ConfigError(f"max_pdu must be 0 (no limit) or positive, not {max_pdu!r}")
     sources = list(items)
     sender = _Sender(
-        _make_ae(calling_ae_title, timeout_s), peer, len(sources), timeout_s, max_pdu, progress
+        _make_ae(calling_ae_title, timeout_s),
+        peer,
+        len(sources),
+        timeout_s,
+        max_pdu,
+        progress,
+        tls,
     )
     planned: list[_Item] = []
     for index, source in enumerate(sources):

@@ -65,6 +65,10 @@ def test_environment_overrides_file(tmp_path: Path) -> None:
         ("[send]\nretry_initial_s = 0\n", "send.retry_initial_s"),
         ("[send]\nretry_window_s = -1\n", "send.retry_window_s"),
         ("[send]\ntimeout_s = 0\n", "send.timeout_s"),
+        ("[tls]\nenabled = true\n", "tls.enabled needs"),
+        ('[tls]\nclient_certificates = "maybe"\n', "tls.client_certificates"),
+        ("[tls]\nplaintext = false\n", "tls.plaintext"),
+        ('[[ae_table]]\nae_title = "PACS"\nhost = "h"\ntls = true\n', "tls = true needs"),
     ],
 )
 def test_invalid_settings_fail_with_the_key_named(tmp_path: Path, text: str, message: str) -> None:
