@@ -20,6 +20,7 @@ from .infer.registry import ModelRegistry, choose_device
 from .pipeline import Pipeline
 from .receive.gate import Limits, resolve_callers
 from .receive.scp import ScpConfig, StorageSCP
+from .receive.users import UserCheck
 from .route.rules import load_rules
 from .send.senders import DELIVER_INTERVAL_S, DestinationSenders
 from .settings import NodeSettings
@@ -43,6 +44,16 @@ def _allowed_callers(settings: NodeSettings) -> dict[str, frozenset[str]] | None
     for entry in settings.ae_table:
         hosts.setdefault(entry.ae_title, []).append(entry.host)
     return resolve_callers(hosts)
+
+
+def _user_check(
+    settings: NodeSettings, on_refused: Callable[[str, str, str], None]
+) -> UserCheck | None:
+    """The User Identity check of ``dicom.user_identity`` (None when off)."""
+    if settings.dicom.user_identity == "off":
+        return None
+    users = {u.username: u.password_hash for u in settings.users}
+    return UserCheck(settings.dicom.user_identity, users, on_refused)
 
 
 def _tls_files(settings: NodeSettings) -> TlsFiles | None:
@@ -121,6 +132,7 @@ class Node:
                     request_timeout_s=cfg.association_request_timeout_s,
                     allowed_callers=_allowed_callers(settings),
                     on_unknown_caller=self.audit.unknown_caller,
+                    users=_user_check(settings, self.audit.user_refused),
                 ),
                 acse_timeout_s=cfg.acse_timeout_s,
                 dimse_timeout_s=cfg.dimse_timeout_s,

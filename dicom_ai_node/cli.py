@@ -179,6 +179,30 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    """Print the scrypt hash of a passcode for ``[[users]] password_hash``.
+
+    The passcode is read from standard input (one line), or asked for on a terminal, so
+    that it never appears in the shell's history or the process list.
+    """
+    import getpass
+
+    from .receive.users import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("passcode: ")
+        if getpass.getpass("again: ") != password:
+            print("the two differ", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("empty passcode", file=sys.stderr)
+        return 1
+    print(hash_password(password))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used by the docs test)."""
     parser = argparse.ArgumentParser(prog="dicom-ai-node", description=__doc__)
@@ -212,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("jobs", help="what happened to each study and why")
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(func=cmd_jobs)
+    p = sub.add_parser("hash-password", help="hash a passcode (stdin) for [[users]] password_hash")
+    p.set_defaults(func=cmd_hash_password)
     return parser
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 
 from .errors import ConfigError
+from .receive.users import USER_IDENTITY_MODES, check_hash
 
 __all__ = [
     "AssembleSettings",
@@ -22,6 +23,7 @@ __all__ = [
     "DicomSettings",
     "InferSettings",
     "KnownAE",
+    "KnownUser",
     "NodeSettings",
     "RouteSettings",
     "SendSettings",
@@ -66,6 +68,25 @@ class KnownAE:
 
 
 @dataclass(frozen=True)
+class KnownUser:
+    """A user who may associate with a username and passcode (PS3.7 D.3.3.7)."""
+
+    username: str = _f("", "The username (primary field).")
+    password_hash: str = _f(
+        "", "scrypt hash from 'dicom-ai-node hash-password'; empty allows the username alone."
+    )
+
+    def __post_init__(self) -> None:
+        if not self.username:
+            raise ConfigError("users: username is empty")
+        if self.password_hash:
+            try:
+                check_hash(self.password_hash)
+            except ValueError as exc:
+                raise ConfigError(f"users entry {self.username}: password_hash: {exc}") from exc
+
+
+@dataclass(frozen=True)
 class DicomSettings:
     """The DICOM listener (Storage SCP and Verification SCP)."""
 
@@ -94,6 +115,11 @@ class DicomSettings:
     )
     association_request_timeout_s: float = _f(
         10.0, "Seconds a new connection has to send its whole association request."
+    )
+    user_identity: str = _f(
+        "off",
+        "User Identity Negotiation (PS3.7 D.3.3.7) against [[users]]: off, optional (checked "
+        "when sent) or required (requests without one are rejected).",
     )
     max_instance_mb: int = _f(
         2048,
@@ -328,11 +354,22 @@ class NodeSettings:
         default=(),
         metadata={"help": "Known peers: [[ae_table]] entries with ae_title, host, port."},
     )
+    users: tuple[KnownUser, ...] = field(
+        default=(),
+        metadata={"help": "Users for dicom.user_identity: [[users]] username, password_hash."},
+    )
     base_dir: str = _f(
         ".", "Folder that relative paths are resolved against (the config's folder)."
     )
 
     def __post_init__(self) -> None:
+        if self.dicom.user_identity not in USER_IDENTITY_MODES:
+            raise ConfigError(
+                f"dicom.user_identity {self.dicom.user_identity!r} is not one of "
+                f"{', '.join(USER_IDENTITY_MODES)}"
+            )
+        if self.dicom.user_identity != "off" and not self.users:
+            raise ConfigError("dicom.user_identity needs at least one [[users]] entry")
         tls = self.tls
         for entry in self.ae_table:
             if entry.tls and not (tls.certificate and tls.private_key and tls.ca_file):
@@ -386,6 +423,10 @@ def _convert(value: Any, typ: Any, where: str) -> Any:
     return value
 
 
+#: Arrays of tables in the file ([[ae_table]], [[users]]) and their entry types.
+_TABLES: dict[str, type[Any]] = {"ae_table": KnownAE, "users": KnownUser}
+
+
 def _build(cls: type[T], data: Mapping[str, Any], env: Mapping[str, str], prefix: str) -> T:
     hints = get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
@@ -398,9 +439,9 @@ def _build(cls: type[T], data: Mapping[str, Any], env: Mapping[str, str], prefix
         env_key = f"{ENV_PREFIX}{prefix}{f.name}".upper()
         if dataclasses.is_dataclass(typ):
             kwargs[f.name] = _build(typ, data.get(f.name, {}), env, f"{prefix}{f.name}_")  # type: ignore[arg-type]
-        elif f.name == "ae_table":
+        elif f.name in _TABLES:
             kwargs[f.name] = tuple(
-                _build(KnownAE, e, {}, "AE_TABLE_") for e in data.get(f.name, [])
+                _build(_TABLES[f.name], e, {}, f"{f.name.upper()}_") for e in data.get(f.name, [])
             )
         elif env_key in env:
             kwargs[f.name] = _convert(env[env_key], typ, env_key)
@@ -470,6 +511,11 @@ def render_config(settings: NodeSettings | None = None) -> str:
         '# host = "10.0.0.5"',
         "# port = 104",
         '# results = ["SEG", "SR"]',
+        "",
+        "# Users for dicom.user_identity (hash: dicom-ai-node hash-password).",
+        "# [[users]]",
+        '# username = "modality1"',
+        '# password_hash = "scrypt$16384$8$1$..."',
         "",
     ]
     return "\n".join(lines)

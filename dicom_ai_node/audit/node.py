@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..errors import ConfigError
 from ..settings import NodeSettings
 from ..store.audit import StudyTransfer, delivered_studies, last_instance_pk, received_after
-from .codes import NODE_AUTHENTICATION, ActionCode
+from .codes import NODE_AUTHENTICATION, ActionCode, Outcome
 from .forward import SyslogForwarder
 from .messages import (
     AuditSource,
@@ -39,6 +39,7 @@ from .messages import (
     instances_transferred,
     patient_object_id,
     security_alert,
+    user_authentication,
 )
 from .spool import Spool
 from .syslog import APP_NAME, DEFAULT_PORTS, TlsTransport, Transport, UdpTransport, tls_context
@@ -222,6 +223,20 @@ class NodeAudit:
                 description=f"TLS connection from {address} refused: {reason}",
                 source=self.source,
                 at=self.clock(),
+            )
+        )
+
+    def user_refused(self, username: str, address: str, reason: str) -> None:
+        """User Authentication failed: an association's user identity refused (A.5.3.12)."""
+        user = Participant(username or "(none)", True, network_access_point=address)
+        self.trail.record(
+            user_authentication(
+                login=True,
+                user=user,
+                node=self.node,
+                source=self.source,
+                at=self.clock(),
+                outcome=Outcome.MINOR_FAILURE,
             )
         )
 

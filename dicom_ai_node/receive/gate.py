@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 from pynetdicom.pdu import A_ABORT_RQ, A_ASSOCIATE_RJ
 
+from .users import UserCheck
+
 __all__ = [
     "UNKNOWN_CALLER",
     "Gate",
@@ -28,6 +30,7 @@ __all__ = [
     "abort_pdu",
     "caller_known",
     "calling_ae_title",
+    "check_association_request",
     "read_association_request",
     "rejection_pdu",
     "resolve_callers",
@@ -42,6 +45,14 @@ A_ASSOCIATE_RQ_TYPE = 0x01
 MAX_PDU_READ = 4 * 1024 * 1024
 #: Default bound on one command set or data set held in memory.
 MAX_MESSAGE_BYTES = 2 * 1024 * 1024 * 1024
+#: Largest A-ASSOCIATE-RQ read. The largest request the bounds below allow (128
+#: presentation contexts of 64 transfer syntaxes, 64-character UIDs, and a User
+#: Information item, itself at most 64 KiB) is about 640 KB.
+MAX_REQUEST_BYTES = 1024 * 1024
+#: Transfer syntaxes one presentation context may propose. PS3.8 sets no bound; pydicom
+#: knows 39 and senders propose a handful. Each costs pynetdicom a few objects and a
+#: negotiation step, so 4 MiB of them cost ~110 MB and seconds of CPU.
+MAX_TRANSFER_SYNTAXES = 64
 
 
 class InvalidRequest(ValueError):
@@ -70,6 +81,9 @@ class Limits:
     on_unknown_caller:
         Called with the calling AE title and address of each caller refused that way
         (the audit trail's Security Alert); its errors are logged, never raised.
+    users:
+        When set, checks the User Identity Negotiation of each request
+        (:class:`~.users.UserCheck`).
     """
 
     max_message_bytes: int = MAX_MESSAGE_BYTES
@@ -79,6 +93,7 @@ class Limits:
     request_timeout_s: float = 10.0
     allowed_callers: Mapping[str, frozenset[str]] | None = None
     on_unknown_caller: Callable[[str, str], None] | None = field(default=None, compare=False)
+    users: UserCheck | None = field(default=None, compare=False)
 
 
 def resolve_callers(entries: Mapping[str, list[str]]) -> dict[str, frozenset[str]]:
@@ -179,8 +194,8 @@ def read_association_request(sock: socket.socket, timeout_s: float) -> bytes | N
     ------
     InvalidRequest
         When the first PDU is of another type (PS3.8 9.2: only an A-ASSOCIATE-RQ is
-        expected in Sta2) or claims more than :data:`MAX_PDU_READ`; nothing more
-        is read.
+        expected in Sta2) or claims more than :data:`MAX_REQUEST_BYTES` (nothing more
+        is read), or when its items break :func:`check_association_request`.
     """
     previous = sock.gettimeout()
     deadline = time.monotonic() + timeout_s
@@ -191,12 +206,81 @@ def read_association_request(sock: socket.socket, timeout_s: float) -> bytes | N
         if header[0] != A_ASSOCIATE_RQ_TYPE:
             raise InvalidRequest(f"first PDU of type 0x{header[0]:02X}, not an A-ASSOCIATE-RQ")
         length = int.from_bytes(header[2:6], "big")
-        if length > MAX_PDU_READ:
-            raise InvalidRequest(f"A-ASSOCIATE-RQ of {length} bytes (at most {MAX_PDU_READ})")
+        if length > MAX_REQUEST_BYTES:
+            raise InvalidRequest(f"A-ASSOCIATE-RQ of {length} bytes (at most {MAX_REQUEST_BYTES})")
         body = _read_exact(sock, length, deadline)
-        return None if body is None else header + body
+        if body is None:
+            return None
+        request = header + body
+        check_association_request(request)
+        return request
     finally:
         sock.settimeout(previous)
+
+
+#: Offset of the first variable item of an A-ASSOCIATE-RQ PDU (PS3.8 9.3.2, Table 9-11).
+_RQ_ITEMS = 74
+#: Item types of a presentation context and of its transfer syntax sub-items (PS3.8 9.3.2.2).
+_PRESENTATION_CONTEXT, _TRANSFER_SYNTAX = 0x20, 0x40
+
+
+def _items(data: bytes, start: int, end: int) -> list[tuple[int, int, int]]:
+    """The ``(type, start of value, end of value)`` of each item in ``data[start:end]``.
+
+    Items (and sub-items) have a one-byte type, a reserved byte and a two-byte length
+    (PS3.8 9.3.2.1-9.3.2.3).
+
+    Raises
+    ------
+    InvalidRequest
+        When an item's header or value runs past ``end``.
+    """
+    found = []
+    while start < end:
+        if end - start < 4:
+            raise InvalidRequest("truncated item header in the A-ASSOCIATE-RQ")
+        value = start + 4
+        stop = value + int.from_bytes(data[start + 2 : value], "big")
+        if stop > end:
+            raise InvalidRequest(f"item 0x{data[start]:02X} runs past its PDU or context")
+        found.append((data[start], value, stop))
+        start = stop
+    return found
+
+
+def check_association_request(request: bytes) -> None:
+    """Check what pynetdicom would otherwise decode at any size and without complaint.
+
+    Every item must lie within the PDU; each presentation context ID must be odd
+    (1-255) and used once (PS3.8 9.3.2.2), which bounds the contexts to 128; a context
+    may propose at most :data:`MAX_TRANSFER_SYNTAXES` transfer syntaxes. Anything else
+    (item types, UIDs, the protocol version) is left to pynetdicom, which answers
+    with an A-ASSOCIATE-RJ or an A-ABORT.
+
+    Raises
+    ------
+    InvalidRequest
+        Naming the first problem; the gate answers A-ABORT (invalid PDU parameter).
+    """
+    if len(request) < _RQ_ITEMS:
+        raise InvalidRequest(f"A-ASSOCIATE-RQ of {len(request)} bytes is shorter than its fields")
+    seen: set[int] = set()
+    for kind, start, end in _items(request, _RQ_ITEMS, len(request)):
+        if kind != _PRESENTATION_CONTEXT:
+            continue
+        if end - start < 4:
+            raise InvalidRequest("presentation context item too short for its ID")
+        context_id = request[start]
+        if not context_id % 2 or context_id in seen:
+            raise InvalidRequest(f"presentation context ID {context_id} even or repeated")
+        seen.add(context_id)
+        sub_items = _items(request, start + 4, end)
+        syntaxes = sum(1 for sub_kind, _, _ in sub_items if sub_kind == _TRANSFER_SYNTAX)
+        if syntaxes > MAX_TRANSFER_SYNTAXES:
+            raise InvalidRequest(
+                f"presentation context {context_id} proposes {syntaxes} transfer syntaxes "
+                f"(at most {MAX_TRANSFER_SYNTAXES})"
+            )
 
 
 def abort_pdu() -> bytes:
@@ -223,3 +307,6 @@ def rejection_pdu(result: int = 0x02, source: int = 0x03, reason: int = 0x01) ->
 
 #: Result, source and reason of a rejection for an unknown calling AE title.
 UNKNOWN_CALLER = (0x01, 0x01, 0x03)
+#: Rejection of a refused user identity: rejected-permanent, service-user, no reason
+#: given (PS3.8 9.3.4; PS3.7 D.3.3.7 names no reason of its own).
+USER_REFUSED = (0x01, 0x01, 0x01)

@@ -64,6 +64,7 @@ from .gate import (
     MAX_MESSAGE_BYTES,
     MAX_PDU_READ,
     UNKNOWN_CALLER,
+    USER_REFUSED,
     Gate,
     InvalidRequest,
     Limits,
@@ -159,6 +160,14 @@ class MessageTooLarge(ValueError):
     """A DIMSE command or data set larger than the node holds: the association is aborted."""
 
 
+class PduTimeout(Exception):
+    """A PDU that did not arrive whole within its deadline: the association is aborted.
+
+    Not an ``OSError``: pynetdicom's PDU reader takes those for a closed connection
+    (Evt17) and would close without an A-ABORT; this one reaches the reactor's handler.
+    """
+
+
 def pdu_limit(pdu_type: int, max_pdu: int) -> int:
     """The longest PDU (length field, PS3.8 9.3) the node reads of a type.
 
@@ -175,13 +184,20 @@ class _Socket(AssociationSocket):
     """An AssociationSocket reading each PDU into one buffer (not 4 KiB pieces).
 
     The buffer grows as the bytes arrive (at most :data:`RECV_STEP` ahead), so a length
-    field claiming gigabytes costs no memory until a peer really sends them.
+    field claiming gigabytes costs no memory until a peer really sends them. Each read
+    (a PDU header, then its body) must complete within :attr:`pdu_timeout` of its
+    start, so that a peer trickling bytes, or stopping within a PDU, cannot hold the
+    association's thread, its slot and its buffer: pynetdicom's idle timer (the network
+    timeout) is looked at only between PDUs.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         #: Bytes read before the association existed (its A-ASSOCIATE-RQ), served first.
         self.pending = bytearray()
+        #: Seconds one read may take; the socket's own timeout must be the same (None:
+        #: unbounded, as pynetdicom leaves an acceptor's socket).
+        self.pdu_timeout: float | None = None
 
     @property
     def ready(self) -> bool:
@@ -198,14 +214,29 @@ class _Socket(AssociationSocket):
             return served + self.recv(nr_bytes - len(served))
         buffer = bytearray(min(nr_bytes, RECV_STEP))
         nr_read = 0
-        while nr_read < nr_bytes:
-            if nr_read == len(buffer):
-                buffer.extend(bytes(min(nr_bytes - nr_read, RECV_STEP)))
-            with memoryview(buffer) as view:
-                got = sock.recv_into(view[nr_read:])
-            if not got:  # the peer closed the connection: return what was read
-                break
-            nr_read += got
+        timeout = self.pdu_timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        shortened = False  # the socket's timeout, cut to what is left of the deadline
+        try:
+            while nr_read < nr_bytes:
+                if nr_read == len(buffer):
+                    buffer.extend(bytes(min(nr_bytes - nr_read, RECV_STEP)))
+                if nr_read and deadline is not None:  # a second recv: the clock runs
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError
+                    sock.settimeout(left)
+                    shortened = True
+                with memoryview(buffer) as view:
+                    got = sock.recv_into(view[nr_read:])
+                if not got:  # the peer closed the connection: return what was read
+                    break
+                nr_read += got
+        except TimeoutError as exc:
+            raise PduTimeout(f"{nr_read} of {nr_bytes} bytes of a PDU in {timeout} s") from exc
+        finally:
+            if shortened:
+                sock.settimeout(timeout)
         if nr_read < len(buffer):
             del buffer[nr_read:]
         return buffer
@@ -422,7 +453,11 @@ class EventDrivenDUL(DULServiceProvider):
             except queue.Empty:
                 idle = True
                 continue
-            self.state_machine.do_action(event)
+            try:
+                self.state_machine.do_action(event)
+            except Exception as exc:  # a PDU or message pynetdicom cannot decode
+                self._abort_after(exc)
+                return
             idle = False
 
     def _abort_after(self, exc: Exception) -> None:
@@ -577,6 +612,14 @@ class _RequestHandler(RequestHandler):
                 self.client_address[0],
             )
             return self._close(sock, rejection_pdu(*UNKNOWN_CALLER))
+        refused = limits.users.refusal(request, self.client_address[0]) if limits.users else None
+        if refused is not None:
+            log.warning(
+                "association rejected: user identity from %s refused: %s",
+                self.client_address[0],
+                refused,
+            )
+            return self._close(sock, rejection_pdu(*USER_REFUSED))
         if self._congested(limits):
             return self._close(sock, rejection_pdu())
         self._request = request

@@ -222,7 +222,9 @@ def test_bcp195_versions_and_cipher_suites_are_negotiated(tmp_path: Path, pki: P
         tls12 = _client(pki)
         tls12.maximum_version = ssl.TLSVersion.TLSv1_2
         with _handshake(node.port, tls12) as conn:
-            cipher, version, _ = conn.cipher()
+            negotiated = conn.cipher()
+            assert negotiated is not None
+            cipher, version, _ = negotiated
             assert version == "TLSv1.2"
             assert cipher.startswith(("ECDHE-", "DHE-")) and "GCM" in cipher, cipher
 

@@ -591,3 +591,21 @@ def test_no_local_log_when_switched_off(tmp_path: Path) -> None:
     log_file, _ = audit_paths(settings)
     assert not log_file.exists()
     assert os.path.exists(log_file.parent / "received.position")
+
+
+def test_refused_tls_handshakes_and_user_identities_are_audited(
+    node_env: tuple[NodeSettings, Database],
+) -> None:
+    settings, db = node_env
+    audit = NodeAudit(settings, db.session, lambda: T0)
+    audit.start()
+    audit.tls_failure("10.0.0.66", "CERTIFICATE_VERIFY_FAILED")
+    audit.user_refused("modality1", "10.0.0.67", "wrong passcode")
+    audit.stop()
+    events = dict(_events(audit_paths(settings)[0]))
+    alert = ET.tostring(events["110113"], encoding="unicode")  # Security Alert
+    assert "10.0.0.66" in alert and "CERTIFICATE_VERIFY_FAILED" in alert
+    login = events["110114"]  # User Authentication (PS3.15 A.5.3.12)
+    assert login.find("EventIdentification").get("EventOutcomeIndicator") == "4"  # type: ignore[union-attr]
+    assert "modality1" in ET.tostring(login, encoding="unicode")
+    assert "wrong passcode" not in ET.tostring(login, encoding="unicode")
