@@ -16,18 +16,12 @@ import threading
 import time
 from pathlib import Path
 
+from ..durable import fsync_dir
+
 __all__ = ["Spool"]
 
 SUFFIX = ".msg"
 TEMP_SUFFIX = ".tmp"
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Spool:
@@ -79,7 +73,7 @@ class Spool:
             finally:
                 os.close(fd)
             os.replace(temp, self.folder / name)
-            _fsync_dir(self.folder)
+            fsync_dir(self.folder)
         except OSError:
             with self._lock:
                 self._sizes.pop(name, None)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..durable import fsync_dir, fsync_file
 from ..errors import StorageError, StorageFullError
 from .spares import SparePool
 
@@ -48,22 +49,6 @@ def _storage_error(exc: OSError) -> StorageError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return StorageFullError("no space left on the storage volume")
     return StorageError(f"cannot write file: {exc.strerror}")
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class FileStore:
@@ -269,14 +254,14 @@ class FileStore:
                 self._make_dirs(folder)
                 self._known_dirs.add(folder)
             if self.fsync:
-                _fsync_file(temp.path)
+                fsync_file(temp.path)
             os.replace(temp.path, final)
         except OSError as exc:
             self.discard(temp)
             raise _storage_error(exc) from exc
         if self.fsync:
             try:
-                _fsync_dir(folder)
+                fsync_dir(folder)
             except OSError as exc:
                 raise _storage_error(exc) from exc
         return temp.size
@@ -290,7 +275,7 @@ class FileStore:
         for new in reversed(missing):
             new.mkdir(exist_ok=True)
             if self.fsync:
-                _fsync_dir(new.parent)
+                fsync_dir(new.parent)
 
     def discard(self, temp: TempFile) -> None:
         """Remove a temp file that will not be committed."""
@@ -301,7 +286,7 @@ class FileStore:
         path = self.absolute(relative)
         path.unlink(missing_ok=True)
         if self.fsync and path.parent.exists():
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
 
     def sweep_temp(self) -> int:
         """Delete leftover temp files (from a crash mid-write); returns how many."""

@@ -57,9 +57,9 @@ def test_commit_fsyncs_the_temp_file_before_the_rename(
 ) -> None:
     files = FileStore(tmp_path)
     events: list[str] = []
-    real_fsync, real_replace = files_module._fsync_file, files_module.os.replace
+    real_fsync, real_replace = files_module.fsync_file, files_module.os.replace
     monkeypatch.setattr(
-        files_module, "_fsync_file", lambda p: (events.append(f"fsync {p.suffix}"), real_fsync(p))
+        files_module, "fsync_file", lambda p: (events.append(f"fsync {p.suffix}"), real_fsync(p))
     )
     monkeypatch.setattr(
         files_module.os, "replace", lambda a, b: (events.append("rename"), real_replace(a, b))
@@ -79,7 +79,7 @@ def test_a_failed_fsync_leaves_nothing_at_a_new_name(
     def broken(path: Path) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(files_module, "_fsync_file", broken)
+    monkeypatch.setattr(files_module, "fsync_file", broken)
     with pytest.raises(StorageError):
         files.write("instances/1/2/3.dcm", b"x")
     assert not (tmp_path / "instances/1/2/3.dcm").exists()
