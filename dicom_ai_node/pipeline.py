@@ -23,6 +23,7 @@ from sqlalchemy import select
 from .domain import JobState, ModelOutput, Scope, SeriesInfo, SeriesState
 from .encode import device_uid, encode_results
 from .errors import ConfigError, DeliveryError, EncodeError, InferenceError, StorageError
+from .infer.lease import JOB_HEARTBEAT_S, JOB_LEASE_S, LeaseKeeper
 from .infer.registry import ModelRegistry
 from .infer.volume import load_volume
 from .route.bodypart import BodyRegionClassifier
@@ -45,13 +46,13 @@ from .store.jobs import (
     fail_job,
     finish_delivery_attempt,
     instance_paths,
+    renew_lease,
 )
 from .store.tables import Instance, Job, Series, Study
 
 __all__ = ["Pipeline"]
 
 log = logging.getLogger(__name__)
-JOB_LEASE_S = 900.0
 
 
 @dataclass
@@ -67,6 +68,9 @@ class Pipeline:
     classifier: BodyRegionClassifier | None = None
     #: Told the destination and delivery keys of each attempt's deliveries (the audit trail).
     on_delivered: Callable[[str, list[int]], None] | None = None
+    #: Lease of a claimed job, and how often its worker renews it while it runs.
+    job_lease_s: float = JOB_LEASE_S
+    job_heartbeat_s: float = JOB_HEARTBEAT_S
     #: The client context for destinations marked ``tls`` in the AE table.
     tls_client: ssl.SSLContext | None = None
 
@@ -169,35 +173,48 @@ class Pipeline:
 
     # -- infer + encode -------------------------------------------------------------------
     def run_one_job(self) -> bool:
-        """Claim and run one job; returns whether there was one."""
+        """Claim and run one job, renewing its lease while it runs; returns whether there was one.
+
+        The job's final write is fenced by its claim: if the lease was lost meanwhile
+        (this worker froze past it, or a restart re-queued the job), the run that holds
+        the job now records it, with the same result UIDs.
+        """
         now = self.clock()
-        job = claim_job(self.db.session, now, JOB_LEASE_S, list(self.registry.manifests))
+        job = claim_job(self.db.session, now, self.job_lease_s, list(self.registry.manifests))
         if job is None:
             return False
         started = time.monotonic()
-        try:
-            state, reason, results = self._execute(job)
-        except (InferenceError, EncodeError, StorageError) as exc:
-            log.error("job %s failed: %s", job.pk, exc)
-            fail_job(self.db.session, job, self.clock(), str(exc))
-            return True
-        except Exception as exc:
-            log.exception("job %s crashed", job.pk)
-            fail_job(
-                self.db.session, job, self.clock(), f"internal error: {type(exc).__name__}: {exc}"
-            )
-            return True
-        complete_job(
-            self.db.session,
-            job,
-            self.clock(),
-            state,
-            reason,
-            results,
-            self.destinations(job.calling_ae_title),
-            self.settings.send.retry_window_s,
-            time.monotonic() - started,
-        )
+
+        def renew() -> bool:
+            return renew_lease(self.db.session, job, self.clock(), self.job_lease_s)
+
+        with LeaseKeeper(renew, self.job_heartbeat_s, f"job {job.pk}") as lease:
+            try:
+                state, reason, results = self._execute(job)
+            except (InferenceError, EncodeError, StorageError) as exc:
+                log.error("job %s failed: %s", job.pk, exc)
+                reason = str(exc)
+                kept = lease.finish(lambda: fail_job(self.db.session, job, self.clock(), reason))
+            except Exception as exc:
+                log.exception("job %s crashed", job.pk)
+                reason = f"internal error: {type(exc).__name__}: {exc}"
+                kept = lease.finish(lambda: fail_job(self.db.session, job, self.clock(), reason))
+            else:
+                kept = lease.finish(
+                    lambda: complete_job(
+                        self.db.session,
+                        job,
+                        self.clock(),
+                        state,
+                        reason,
+                        results,
+                        self.destinations(job.calling_ae_title),
+                        self.settings.send.retry_window_s,
+                        time.monotonic() - started,
+                    )
+                )
+        if not kept:
+            log.warning("job %s: not recorded, its lease was lost (the job runs again)", job.pk)
         return True
 
     def _load_series(self, job: ClaimedJob) -> list[Dataset]:

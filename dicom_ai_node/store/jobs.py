@@ -1,9 +1,12 @@
 """Store: jobs, results and the delivery outbox (the only SQL for those tables).
 
-Jobs are claimed with a lease (``lease_until``); a job whose lease ran out is claimed
-again, so a crashed worker's job is not lost, up to :data:`MAX_JOB_ATTEMPTS` times, so
-that a job that takes the node down each time it runs ends as failed instead of
-looping. Deliveries are rows with a due time.
+Jobs are claimed with a lease (``lease_until``) that the worker renews while the job
+runs (:func:`renew_lease`, its heartbeat); a job whose lease ran out is claimed again,
+so a crashed or frozen worker's job is not lost, up to :data:`MAX_JOB_ATTEMPTS` times,
+so that a job that takes the node down each time it runs ends as failed instead of
+looping. Each claim counts an attempt, and the attempt number fences the claim: a
+worker whose job was taken over (or re-queued by a restart) can neither renew, complete
+nor fail it any more. Deliveries are rows with a due time.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..domain import DeliveryState, JobState, SeriesState
@@ -32,6 +35,7 @@ __all__ = [
     "fail_job",
     "finish_delivery_attempt",
     "instance_paths",
+    "renew_lease",
     "requeue_running_jobs",
 ]
 
@@ -155,6 +159,31 @@ def _give_up(session: Session, job: Job, study_uid: str, series_uid: str, now: d
     record_event(session, now, study_uid, "job-failed", f"{job.model_name}: {reason}", series_uid)
 
 
+def _still_held(job: ClaimedJob) -> tuple[ColumnElement[bool], ...]:
+    """The job is still running under this claim (the fence of every write by its worker)."""
+    return (Job.pk == job.pk, Job.state == JobState.RUNNING.value, Job.attempts == job.attempts)
+
+
+def renew_lease(
+    sessions: sessionmaker[Session], job: ClaimedJob, now: dt.datetime, lease_s: float
+) -> bool:
+    """Extend the lease of a running job to ``now + lease_s`` (the worker's heartbeat).
+
+    Returns
+    -------
+    bool
+        ``False`` when the job is no longer held by this claim: its lease ran out and
+        another worker took it, or a restart re-queued it.
+    """
+    with sessions.begin() as session:
+        result = session.execute(
+            update(Job)
+            .where(*_still_held(job))
+            .values(lease_until=now + dt.timedelta(seconds=lease_s))
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
 def instance_paths(sessions: sessionmaker[Session], series_pk: int) -> list[str]:
     """Relative paths of every instance of a series."""
     with sessions() as session:
@@ -175,13 +204,34 @@ def complete_job(
     destinations: Sequence[str],
     retry_window_s: float,
     duration_s: float,
-) -> None:
+) -> bool:
     """Record a job's results and queue their deliveries, in one transaction.
 
     Earlier jobs of the same model on the same series (older generations) become
-    SUPERSEDED.
+    SUPERSEDED. The result files are already durable (written before this call), so
+    the commit publishes them and their outbox rows at once; a crash before it leaves
+    the job to run again (same UIDs, same file names).
+
+    Returns
+    -------
+    bool
+        ``False``, and nothing written, when the claim no longer holds the job (taken
+        over after its lease ran out, or re-queued): the run holding it records it.
     """
     with sessions.begin() as session:
+        kept = session.execute(
+            update(Job)
+            .where(*_still_held(job))
+            .values(
+                state=state.value,
+                reason=reason,
+                lease_until=None,
+                updated_at=now,
+                duration_s=duration_s,
+            )
+        )
+        if not kept.rowcount:  # type: ignore[attr-defined]
+            return False
         for res in results:
             row = session.scalars(
                 select(Result).where(Result.sop_instance_uid == res.sop_instance_uid)
@@ -208,17 +258,6 @@ def complete_job(
                             last_error="",
                         )
                     )
-        session.execute(
-            update(Job)
-            .where(Job.pk == job.pk)
-            .values(
-                state=state.value,
-                reason=reason,
-                lease_until=None,
-                updated_at=now,
-                duration_s=duration_s,
-            )
-        )
         superseded = session.execute(
             update(Job)
             .where(
@@ -254,18 +293,27 @@ def complete_job(
                 f"{superseded.rowcount} earlier job(s) superseded by job {job.pk}",  # type: ignore[attr-defined]
                 job.series_instance_uid,
             )
+    return True
 
 
 def fail_job(
     sessions: sessionmaker[Session], job: ClaimedJob, now: dt.datetime, reason: str
-) -> None:
-    """Mark a job FAILED with the reason the operator will read."""
+) -> bool:
+    """Mark a job FAILED with the reason the operator will read.
+
+    Returns
+    -------
+    bool
+        ``False``, and nothing written, when the claim no longer holds the job.
+    """
     with sessions.begin() as session:
-        session.execute(
+        kept = session.execute(
             update(Job)
-            .where(Job.pk == job.pk)
+            .where(*_still_held(job))
             .values(state=JobState.FAILED.value, reason=reason, lease_until=None, updated_at=now)
         )
+        if not kept.rowcount:  # type: ignore[attr-defined]
+            return False
         record_event(
             session,
             now,
@@ -274,10 +322,15 @@ def fail_job(
             f"job {job.pk} {job.model_name}: {reason}",
             job.series_instance_uid,
         )
+    return True
 
 
 def requeue_running_jobs(sessions: sessionmaker[Session], now: dt.datetime) -> int:
-    """At start-up of a single-process node, jobs left RUNNING by a crash go back to QUEUED."""
+    """At start-up of a single-process node, jobs left RUNNING by a crash go back to QUEUED.
+
+    Their attempt counts stay, so a job that takes the node down every time still ends
+    failed; the next claim counts a new attempt, which fences out the dead run.
+    """
     with sessions.begin() as session:
         result = session.execute(
             update(Job)

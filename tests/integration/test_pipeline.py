@@ -1,10 +1,12 @@
 """The pipeline in-process over real sockets: quality failures are reported, the outbox holds
-results for a dead destination without delaying a live one, and delivers when it comes back."""
+results for a dead destination without delaying a live one, and delivers when it comes back;
+a running job's heartbeat keeps its lease."""
 
 from __future__ import annotations
 
 import contextlib
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +21,10 @@ from dicom_ai_node.app import Node
 from dicom_ai_node.domain import DeliveryState, JobState
 from dicom_ai_node.send.scu import Peer, send_datasets
 from dicom_ai_node.settings import load_settings
-from dicom_ai_node.store.tables import Delivery, Job
+from dicom_ai_node.store.db import utcnow
+from dicom_ai_node.store.index import index_instance
+from dicom_ai_node.store.jobs import ClaimedJob, NewResult, claim_job
+from dicom_ai_node.store.tables import Delivery, Job, Series
 from dicom_ai_node.testing import make_ct_series
 
 from ..conftest import (
@@ -30,6 +35,7 @@ from ..conftest import (
     wait_for_port,
     write_node_config,
 )
+from ..unit.test_store_index import rec
 
 pytestmark = pytest.mark.integration
 
@@ -152,3 +158,46 @@ def test_dead_destination_holds_results_and_never_delays_a_live_one(tmp_path: Pa
         stop_process(live)
         if late is not None:
             stop_process(late)
+
+
+def test_a_running_job_keeps_its_lease_by_heartbeat(tmp_path: Path) -> None:
+    """A job runs for four times its lease: its heartbeat keeps every other claim out, and
+    it is recorded once, at its first attempt."""
+    config = write_node_config(tmp_path, f"sqlite:///{tmp_path / 'n.db'}", free_port(), [])
+    node = Node(load_settings(config))  # not started: this test is the only worker
+    try:
+        node.pipeline.job_lease_s, node.pipeline.job_heartbeat_s = 0.5, 0.1
+        index_instance(node.db.session, rec(1, utcnow()))
+        with node.db.session.begin() as session:
+            series = session.scalars(select(Series)).one()
+            session.add(
+                Job(
+                    job_key="ct-chest-lungs/1.0.0/1.2.2/g0",
+                    study_fk=series.study_fk,
+                    series_fk=series.pk,
+                    model_name="ct-chest-lungs",
+                    model_version="1.0.0",
+                    created_at=utcnow(),
+                    updated_at=utcnow(),
+                )
+            )
+        running = threading.Event()
+
+        def slow_model(_job: ClaimedJob) -> tuple[JobState, str, list[NewResult]]:
+            running.set()
+            time.sleep(2.0)
+            return JobState.DONE, "results encoded", []
+
+        node.pipeline._execute = slow_model  # type: ignore[method-assign]
+        worker = threading.Thread(target=node.pipeline.run_one_job)
+        worker.start()
+        assert running.wait(10)
+        deadline = time.monotonic() + 1.8
+        while time.monotonic() < deadline:  # another worker looks, again and again
+            assert claim_job(node.db.session, utcnow(), 0.5, ["ct-chest-lungs"]) is None
+            time.sleep(0.05)
+        worker.join(10)
+        [job] = jobs(node)
+        assert (job.state, job.attempts, job.lease_until) == (JobState.DONE.value, 1, None)
+    finally:
+        node.db.dispose()

@@ -1,5 +1,6 @@
-"""Store: a job whose runs never finish ends as failed, with its reason; due deliveries are
-found per destination (SQLite file)."""
+"""Store: a job whose runs never finish ends as failed, with its reason; a heartbeat keeps a
+job's lease and a claim that lost its job can no longer write it; due deliveries are found
+per destination (SQLite file)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,13 @@ from dicom_ai_node.store.db import Database
 from dicom_ai_node.store.index import index_instance
 from dicom_ai_node.store.jobs import (
     MAX_JOB_ATTEMPTS,
+    NewResult,
     claim_job,
+    complete_job,
     due_deliveries,
     due_destinations,
+    fail_job,
+    renew_lease,
     requeue_running_jobs,
 )
 from dicom_ai_node.store.tables import Delivery, Event, Job, Result, Series
@@ -69,6 +74,63 @@ def test_an_expired_lease_counts_as_a_start(db: Database) -> None:
     assert first is not None
     assert claim_job(db.session, T0 + dt.timedelta(seconds=30), 60.0, ["m"]) is None  # leased
     again = claim_job(db.session, T0 + dt.timedelta(seconds=61), 60.0, ["m"])
+    assert again is not None and again.attempts == 2
+
+
+def test_a_heartbeat_keeps_the_lease_of_a_long_job(db: Database) -> None:
+    """A job that runs past its first lease is not taken while its worker renews it."""
+    job = claim_job(db.session, T0, 60.0, ["m"])
+    assert job is not None
+    for beat in range(1, 20):  # 19 renewals, 15 s apart: the job has run for 285 s
+        assert renew_lease(db.session, job, T0 + dt.timedelta(seconds=15 * beat), 60.0)
+        assert claim_job(db.session, T0 + dt.timedelta(seconds=15 * beat + 59), 60.0, ["m"]) is None
+    assert complete_job(
+        db.session, job, T0 + dt.timedelta(seconds=290), JobState.DONE, "ok", [], [], 60.0, 290.0
+    )
+    with db.session() as session:
+        row = session.scalars(select(Job)).one()
+        assert row.state == JobState.DONE.value and row.attempts == 1 and row.lease_until is None
+
+
+RESULT = NewResult(
+    kind="SR",
+    sop_instance_uid="1.2.9.1",
+    sop_class_uid="1.2.840.10008.5.1.4.1.1.88.34",
+    series_instance_uid="1.2.9",
+    path="results/r1",
+)
+
+
+def test_a_run_that_lost_its_lease_can_neither_renew_nor_record(db: Database) -> None:
+    """Worker A froze past its lease; B took the job over. A's late writes change nothing,
+    B records the job and its outbox rows once."""
+    a = claim_job(db.session, T0, 60.0, ["m"])
+    b = claim_job(db.session, T0 + dt.timedelta(seconds=61), 60.0, ["m"])
+    assert a is not None and b is not None and (a.attempts, b.attempts) == (1, 2)
+    later = T0 + dt.timedelta(seconds=70)
+    assert not renew_lease(db.session, a, later, 60.0)
+    assert not complete_job(db.session, a, later, JobState.DONE, "a", [RESULT], ["D@h:1"], 9.0, 1.0)
+    assert not fail_job(db.session, a, later, "a failed")
+    with db.session() as session:
+        row = session.scalars(select(Job)).one()
+        assert row.state == JobState.RUNNING.value and row.attempts == 2
+        assert session.scalars(select(Result)).all() == []
+    assert complete_job(db.session, b, later, JobState.DONE, "b", [RESULT], ["D@h:1"], 9.0, 1.0)
+    with db.session() as session:
+        assert session.scalars(select(Job.reason)).one() == "b"
+        assert len(session.scalars(select(Delivery)).all()) == 1
+
+
+def test_a_run_requeued_by_a_restart_cannot_record_the_job(db: Database) -> None:
+    """A restart re-queues the job (the node died while it ran): the old run is fenced out,
+    the next claim counts a new attempt."""
+    old = claim_job(db.session, T0, 60.0, ["m"])
+    assert old is not None
+    assert requeue_running_jobs(db.session, T0 + dt.timedelta(seconds=1)) == 1
+    assert not fail_job(db.session, old, T0 + dt.timedelta(seconds=2), "late")
+    with db.session() as session:
+        assert session.scalars(select(Job.state)).one() == JobState.QUEUED.value
+    again = claim_job(db.session, T0 + dt.timedelta(seconds=3), 60.0, ["m"])
     assert again is not None and again.attempts == 2
 
 
