@@ -128,7 +128,11 @@ class DicomSettings:
     )
     acse_timeout_s: float = _f(30.0, "Seconds to wait for association messages.")
     dimse_timeout_s: float = _f(60.0, "Seconds to wait for DIMSE messages.")
-    network_timeout_s: float = _f(60.0, "Seconds an idle association is kept open.")
+    network_timeout_s: float = _f(
+        60.0,
+        "Seconds an idle association is kept open, and the longest one PDU's header, then "
+        "its body, may take to arrive (a peer stalling inside a PDU is aborted).",
+    )
 
     def __post_init__(self) -> None:
         _valid_ae(self.ae_title, "dicom.ae_title")

@@ -49,7 +49,7 @@ from pynetdicom._handlers import (
     standard_pdu_sent_handler,
 )
 from pynetdicom.association import Association
-from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import P_DATA
@@ -75,6 +75,7 @@ from .gate import (
     rejection_pdu,
 )
 from .response import StoreResponseDIMSE
+from .status import CANNOT_UNDERSTAND, UNRECOGNIZED_OPERATION
 
 __all__ = [
     "VALIDATED_PYNETDICOM",
@@ -98,6 +99,9 @@ _QUIET_HANDLERS = (
 
 #: Longest wait before the loops look at their timers (ARTIM, network idle timeout).
 TIMER_CHECK_S = 0.05
+
+#: The DIMSE requests the node serves (PS3.4 A.4 Verification, B.2 Storage).
+_SERVED = (C_ECHO, C_STORE)
 
 
 def is_supported(version: str | None = None) -> bool:
@@ -191,13 +195,14 @@ class _Socket(AssociationSocket):
     timeout) is looked at only between PDUs.
     """
 
+    #: Seconds one read may take; the socket's own timeout must be the same (None:
+    #: unbounded, as pynetdicom leaves an acceptor's socket).
+    pdu_timeout: float | None = None
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         #: Bytes read before the association existed (its A-ASSOCIATE-RQ), served first.
         self.pending = bytearray()
-        #: Seconds one read may take; the socket's own timeout must be the same (None:
-        #: unbounded, as pynetdicom leaves an acceptor's socket).
-        self.pdu_timeout: float | None = None
 
     @property
     def ready(self) -> bool:
@@ -343,7 +348,7 @@ class EventDrivenDUL(DULServiceProvider):
             or assoc.get_handlers(evt.EVT_PDU_RECV)
             or assoc.get_handlers(evt.EVT_DATA_RECV)
         ):
-            return super()._read_pdu_data()
+            return self._read_by_pynetdicom(head[0])
         try:
             wrapped.recv(6)
             body = wrapped.recv(length)
@@ -365,6 +370,18 @@ class EventDrivenDUL(DULServiceProvider):
         self.event_queue.put("Evt10")
         self._recv_pdu.put(cast(Any, _PData(pdvs)))  # DT-2 calls only to_primitive()
         return None
+
+    def _read_by_pynetdicom(self, pdu_type: int) -> None:
+        """pynetdicom's own read; a P-DATA-TF PDU it decoded counts toward the bound too.
+
+        (Its path is taken when handlers watch the PDUs, as pynetdicom's logging ones do
+        when its logger is at INFO or below.)
+        """
+        queued = self._recv_pdu.qsize()
+        super()._read_pdu_data()
+        if pdu_type == P_DATA_TF_TYPE and self._recv_pdu.qsize() > queued:
+            items = self._recv_pdu.queue[-1].presentation_data_value_items
+            self._count_fragments([[i.context_id, i.data] for i in items])
 
     def _count_fragments(self, pdvs: list[list[Any]]) -> None:
         """Add fragments to the size of the set being received; raise past the bound.
@@ -501,6 +518,49 @@ class EventDrivenAssociation(Association):
     def _abort_blocking(self, block: bool = True) -> None:
         """Abort; never waits for the DUL thread when called from it (a C-STORE served there)."""
         super()._abort_blocking(block and threading.current_thread() is not self.dul)
+
+    def _serve_request(self, msg: Any, context_id: int) -> None:
+        """Serve a DIMSE request as pynetdicom does, answering what it mishandles.
+
+        The node is a Verification and Storage SCP only (PS3.4 A, B). pynetdicom
+        ignores a request that lacks a required field (the peer then waits for an
+        answer until a timeout) and picks the service from the message's SOP Class UID
+        (it answers a C-FIND on the Verification context with a C-ECHO response).
+        Here, on an accepted presentation context:
+
+        * a request without a Message ID cannot be answered: A-ABORT;
+        * a request other than C-ECHO and C-STORE gets its own response with status
+          ``0x0211`` Unrecognized Operation (PS3.7 Annex C);
+        * a C-STORE request lacking a required field (PS3.7 9.3.1.1) gets
+          ``0xC000`` Cannot Understand (PS3.4 B.2.3); a C-ECHO request lacking one is
+          aborted.
+
+        Responses, requests during release and unknown contexts go to pynetdicom (it
+        ignores the first two and aborts the last).
+        """
+        if not self._mishandled(msg, context_id):
+            super()._serve_request(msg, context_id)
+            return
+        if msg.MessageID is None or type(msg) is C_ECHO:
+            log.warning("aborted: a %s request the node cannot answer", type(msg).__name__)
+            self.abort()
+            return
+        answer = CANNOT_UNDERSTAND if type(msg) is C_STORE else UNRECOGNIZED_OPERATION
+        log.warning("answered 0x%04X to a %s request", answer, type(msg).__name__)
+        response = type(msg)()
+        response.MessageIDBeingRespondedTo = msg.MessageID
+        response.Status = answer
+        self.dimse.send_msg(response, context_id)
+
+    def _mishandled(self, msg: Any, context_id: int) -> bool:
+        """Whether ``msg`` is a request on an accepted context that pynetdicom mishandles."""
+        if type(msg) in _SERVED and msg.is_valid_request:
+            return False
+        return (
+            not self._sent_release
+            and context_id in self._accepted_cx
+            and getattr(msg, "MessageIDBeingRespondedTo", None) is None  # not a response
+        )
 
     def _run_reactor(self) -> None:
         """pynetdicom 3.0's acceptor loop; waits on ``_work`` between messages."""
@@ -682,6 +742,10 @@ class _RequestHandler(RequestHandler):
         assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
         wrapped = _Socket(assoc, client_socket=self.request)
         wrapped.pending = bytearray(self._request)
+        # pynetdicom leaves an acceptor's socket blocking without a timeout: a peer that
+        # stops within a PDU, or never reads, would hold the DUL thread for good
+        wrapped.pdu_timeout = assoc.network_timeout
+        cast(socket.socket, self.request).settimeout(assoc.network_timeout)
         assoc.set_socket(wrapped)
         limits = cast(_Server, self.server).limits
         cast(EventDrivenDUL, assoc.dul).max_message_bytes = limits.max_message_bytes

@@ -22,7 +22,7 @@ from typing import Any, cast
 
 from pydicom._uid_dict import UID_dictionary
 from pydicom.dataset import Dataset
-from pydicom.uid import AllTransferSyntaxes
+from pydicom.uid import AllTransferSyntaxes, DeflatedExplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import _STORAGE_CLASSES
@@ -37,6 +37,7 @@ from .attrs import (
     PARSE_ERRORS,
     InstanceAttrs,
     SeriesAttrs,
+    inflated_size_within,
     instance_record,
     read_instance,
     read_series,
@@ -250,6 +251,15 @@ class StorageSCP:
         req = cast(C_STORE, event.request)
         sop_class, sop_uid = str(req.AffectedSOPClassUID), str(req.AffectedSOPInstanceUID)
         syntax = str(event.context.transfer_syntax)
+        if sop_class != event.context.abstract_syntax:
+            # a presentation context carries one abstract syntax, the SOP Class of its
+            # messages (PS3.8 7.1.1.13); any other is answered as a mismatch (PS3.4 B.2.3)
+            log.warning(
+                "refused instance: SOP Class UID %s on a context negotiated for %s",
+                sop_class if valid_uid(sop_class) else "(non-conformant)",
+                event.context.abstract_syntax,
+            )
+            return status.DATASET_DOES_NOT_MATCH_SOP_CLASS
         try:
             body = _dataset_bytes(event)
         except PARSE_ERRORS as exc:
@@ -285,6 +295,11 @@ class StorageSCP:
         sop_class, sop_uid = str(req.AffectedSOPClassUID), str(req.AffectedSOPInstanceUID)
         try:
             instance, series = self._read(body, syntax)
+            if syntax == DeflatedExplicitVRLittleEndian and not inflated_size_within(
+                body, self.config.limits.max_message_bytes
+            ):  # the bound on a data set applies to it inflated too (PS3.5 A.5)
+                log.warning("refused instance: a deflated data set larger than its bound")
+                return self._refuse(temp, status.OUT_OF_RESOURCES)
         except PARSE_ERRORS as exc:
             log.warning("cannot parse data set: %s", type(exc).__name__)
             return self._refuse(temp, status.CANNOT_UNDERSTAND)

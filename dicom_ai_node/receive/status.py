@@ -9,6 +9,7 @@ __all__ = [
     "OUT_OF_RESOURCES",
     "PROCESSING_FAILURE",
     "SUCCESS",
+    "UNRECOGNIZED_OPERATION",
 ]
 
 SUCCESS = 0x0000
@@ -16,6 +17,9 @@ SUCCESS = 0x0000
 DUPLICATE_SOP_INSTANCE = 0x0111
 #: PS3.7 C.4.1 general failure.
 PROCESSING_FAILURE = 0x0110
+#: PS3.7 Annex C general failure: an operation the node does not serve (a C-FIND on a
+#: Storage SCP, any DIMSE-N request).
+UNRECOGNIZED_OPERATION = 0x0211
 #: PS3.4 B.2.3 Refused: Out of Resources (disk full, index unavailable).
 OUT_OF_RESOURCES = 0xA700
 #: PS3.4 B.2.3 Error: Data Set does not match SOP Class (or the command's UIDs).
