@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from .audit.node import NodeAudit
 from .errors import ConfigError
+from .infer.decode import IsolatedDecoder
 from .infer.registry import ModelRegistry, choose_device
 from .pipeline import Pipeline
 from .receive.gate import Limits, resolve_callers
@@ -105,6 +106,12 @@ class Node:
             raise ConfigError(f"route.rules_file {rules_path} not found")
         self.rules = load_rules(rules_path, list(self.registry.manifests))
         tls_files = _tls_files(settings)
+        infer = settings.infer
+        self.decoder = (
+            IsolatedDecoder(infer.decoder_memory_mb, infer.decode_timeout_s)
+            if infer.isolate_decoding
+            else None
+        )
         self.pipeline = Pipeline(
             settings,
             self.db,
@@ -114,6 +121,7 @@ class Node:
             clock,
             on_delivered=self.audit.delivered,
             tls_client=client_context(tls_files) if tls_files else None,
+            decode=self.decoder.decode if self.decoder is not None else None,
         )
         tls_server = server_context(tls_files) if tls_files and settings.tls.enabled else None
         cfg = settings.dicom
@@ -220,6 +228,8 @@ class Node:
         for thread in self._threads:
             thread.join(timeout_s)
         self._senders.join(timeout_s)
+        if self.decoder is not None:
+            self.decoder.close()
         self.audit.stop()  # what was received meanwhile, then Application Stop
         self.db.dispose()
         log.info("node stopped")

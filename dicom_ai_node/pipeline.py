@@ -25,7 +25,7 @@ from .encode import device_uid, encode_results
 from .errors import ConfigError, DeliveryError, EncodeError, InferenceError, StorageError
 from .infer.lease import JOB_HEARTBEAT_S, JOB_LEASE_S, LeaseKeeper
 from .infer.registry import ModelRegistry
-from .infer.volume import load_volume
+from .infer.volume import Decode, load_volume
 from .route.bodypart import BodyRegionClassifier
 from .route.header import series_info
 from .route.router import route_study
@@ -73,6 +73,8 @@ class Pipeline:
     job_heartbeat_s: float = JOB_HEARTBEAT_S
     #: The client context for destinations marked ``tls`` in the AE table.
     tls_client: ssl.SSLContext | None = None
+    #: Decodes compressed images (in a separate process); None decodes in this one.
+    decode: Decode | None = None
 
     # -- assemble + route ---------------------------------------------------------------
     def assemble(self) -> list[str]:
@@ -224,7 +226,7 @@ class Pipeline:
     def _execute(self, job: ClaimedJob) -> tuple[JobState, str, list[NewResult]]:
         manifest = self.registry.manifests[job.model_name]
         volume, ordered, issues = load_volume(
-            self._load_series(job), max_voxels=self.settings.infer.max_voxels
+            self._load_series(job), max_voxels=self.settings.infer.max_voxels, decode=self.decode
         )
         blocking = [i for i in issues if i.blocking]
         if volume is None or blocking:

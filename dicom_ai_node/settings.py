@@ -291,6 +291,17 @@ class InferSettings:
     threads: int = _f(0, "CPU threads for inference; 0 uses the cores available.")
     bf16: bool = _f(True, "Use bfloat16 autocast on CPUs that support it.")
     workers: int = _f(1, "Inference worker threads in this process.")
+    isolate_decoding: bool = _f(
+        True,
+        "Decode compressed pixel data (JPEG, JPEG-LS, JPEG 2000, RLE) in a separate process, "
+        "so that a crashing codec fails the job, not the node.",
+    )
+    decoder_memory_mb: int = _f(
+        4096, "Address-space limit of the decoding process (decompression bombs stop there)."
+    )
+    decode_timeout_s: float = _f(
+        300.0, "Longest time to decode one series' compressed images; the decoder is stopped."
+    )
     max_voxels: int = _f(
         1_000_000_000,
         "Largest series decoded for a model (rows x columns x frames x samples, summed), "

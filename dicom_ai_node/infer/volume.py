@@ -7,7 +7,7 @@ one orientation, one image size, even slice spacing (no missing slices).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -15,27 +15,40 @@ from pydicom.dataset import Dataset
 
 from ..domain import QualityIssue, Volume
 
-__all__ = ["QualityReport", "load_volume", "pixels_of"]
+__all__ = ["Decode", "QualityReport", "load_volume", "needs_codec", "pixels_of"]
 
 QualityReport = tuple[QualityIssue, ...]
+
+
+#: Decodes images that need a codec (see :mod:`.decode`): datasets -> rescaled pixels.
+Decode = Callable[[Sequence[Dataset]], list[npt.NDArray[np.float32]]]
+
+
+def needs_codec(ds: Dataset) -> bool:
+    """Whether the image's pixels need pydicom's decoders (anything but the fast path).
+
+    The fast path is uncompressed little-endian data of 8 or 16 bits, one sample per
+    pixel (PS3.5 A.1, A.2), read with ``np.frombuffer`` (3x faster than ``pixel_array``).
+    """
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    return not (
+        ts is not None
+        and not ts.is_compressed
+        and ts.is_little_endian
+        and int(ds.BitsAllocated) in (8, 16)
+        and ds.get("SamplesPerPixel", 1) == 1
+    )
 
 
 def pixels_of(ds: Dataset) -> npt.NDArray[np.float32]:
     """Rescaled pixel values of a single-frame image (PS3.3 C.11.1 Modality LUT).
 
-    Uncompressed little-endian data is read with ``np.frombuffer`` (3x faster than
-    ``pixel_array``); everything else goes through pydicom's decoders.
+    Uncompressed little-endian data is read with ``np.frombuffer``; everything else goes
+    through pydicom's decoders (:func:`needs_codec`).
     """
-    meta = getattr(ds, "file_meta", None)
-    ts = meta.get("TransferSyntaxUID") if meta is not None else None
     bits = int(ds.BitsAllocated)
-    if (
-        ts is not None
-        and not ts.is_compressed
-        and ts.is_little_endian
-        and bits in (8, 16)
-        and ds.get("SamplesPerPixel", 1) == 1
-    ):
+    if not needs_codec(ds):
         dtype = {(8, 0): np.uint8, (8, 1): np.int8, (16, 0): np.uint16, (16, 1): np.int16}[
             (bits, int(ds.PixelRepresentation))
         ]
@@ -120,8 +133,18 @@ def declared_voxels(ds: Dataset) -> int:
     return int(ds.Rows) * int(ds.Columns) * max(frames, 1) * max(samples, 1)
 
 
+def _pixels(ordered: Sequence[Dataset], decode: Decode | None) -> list[npt.NDArray[np.float32]]:
+    """Each image's rescaled pixels; those needing a codec through ``decode`` (if given)."""
+    coded = [i for i, ds in enumerate(ordered) if needs_codec(ds)]
+    if decode is None or not coded:
+        return [pixels_of(ds) for ds in ordered]
+    decoded = iter(decode([ordered[i] for i in coded]))
+    wanted = set(coded)
+    return [next(decoded) if i in wanted else pixels_of(ds) for i, ds in enumerate(ordered)]
+
+
 def load_volume(
-    datasets: Sequence[Dataset], max_voxels: int = MAX_VOXELS
+    datasets: Sequence[Dataset], max_voxels: int = MAX_VOXELS, decode: Decode | None = None
 ) -> tuple[Volume | None, list[Dataset], QualityReport]:
     """Sort a series' images into a volume and check it.
 
@@ -132,6 +155,9 @@ def load_volume(
     max_voxels:
         The most pixels the series may declare in all; above it nothing is decoded and
         a blocking "size" issue is returned.
+    decode:
+        Decodes the images that need a codec, e.g. in a separate process
+        (:class:`.decode.IsolatedDecoder`); ``None`` decodes them here.
 
     Returns
     -------
@@ -166,7 +192,11 @@ def load_volume(
     spacing, more = _spacing_issues(positions)
     issues += more
     row_mm, col_mm = (float(v) for v in first.get("PixelSpacing", [1.0, 1.0]))
-    voxels = np.stack([pixels_of(ds) for ds in ordered]).astype(np.float32, copy=False)
+    pixels = _pixels(ordered, decode)
+    if len({p.shape for p in pixels}) > 1:
+        issues.append(QualityIssue("size", "decoded images differ in size"))
+        return None, ordered, tuple(issues)
+    voxels = np.stack(pixels).astype(np.float32, copy=False)
     volume = Volume(
         voxels=voxels,
         spacing_mm=(spacing, row_mm, col_mm),
