@@ -8,6 +8,7 @@ __all__ = [
     "EncodeError",
     "InferenceError",
     "NodeError",
+    "PrivacyError",
     "QualityCheckError",
     "RetryLater",
     "StorageError",
@@ -49,6 +50,10 @@ class DeliveryError(NodeError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class PrivacyError(NodeError):
+    """An instance cannot be de-identified, or a result cannot be mapped back to its study."""
 
 
 class RetryLater(NodeError):

@@ -25,6 +25,7 @@ __all__ = [
     "KnownAE",
     "KnownUser",
     "NodeSettings",
+    "PrivacySettings",
     "RouteSettings",
     "SendSettings",
     "StorageSettings",
@@ -350,6 +351,18 @@ class SendSettings:
 
 
 @dataclass(frozen=True)
+class PrivacySettings:
+    """De-identification for models that run elsewhere (PS3.15 Annex E; docs/security.md)."""
+
+    secret_file: str = _f(
+        "",
+        "File with the node's de-identification secret (keys the replacement UIDs and "
+        "pseudonyms; made at first use, mode 0600); empty means "
+        "<storage.root>/../privacy/secret. Keep it: a new secret gives new pseudonyms.",
+    )
+
+
+@dataclass(frozen=True)
 class NodeSettings:
     """The whole configuration of one node."""
 
@@ -365,6 +378,9 @@ class NodeSettings:
         default_factory=AuditSettings, metadata={"help": "Audit trail (IHE ATNA)."}
     )
     tls: TlsSettings = field(default_factory=TlsSettings, metadata={"help": "DICOM over TLS."})
+    privacy: PrivacySettings = field(
+        default_factory=PrivacySettings, metadata={"help": "De-identification."}
+    )
     ae_table: tuple[KnownAE, ...] = field(
         default=(),
         metadata={"help": "Known peers: [[ae_table]] entries with ae_title, host, port."},
