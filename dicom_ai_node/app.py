@@ -140,6 +140,7 @@ class Node:
                     request_timeout_s=cfg.association_request_timeout_s,
                     allowed_callers=_allowed_callers(settings),
                     on_unknown_caller=self.audit.unknown_caller,
+                    on_wrong_called=self.audit.wrong_called,
                     users=_user_check(settings, self.audit.user_refused),
                 ),
                 acse_timeout_s=cfg.acse_timeout_s,

@@ -190,10 +190,25 @@ class NodeAudit:
     # -- security alerts -------------------------------------------------------------------
     def unknown_caller(self, calling_ae_title: str, address: str) -> None:
         """Security Alert: an association refused, calling AE title not recognised."""
-        description = (
+        self._association_rejected(
+            calling_ae_title,
+            address,
             "association rejected (A-ASSOCIATE-RJ result 1, source 1, reason 3; PS3.8 9.3.4): "
-            f"calling AE title {calling_ae_title!r} not recognised from {address}"
+            f"calling AE title {calling_ae_title!r} not recognised from {address}",
         )
+
+    def wrong_called(self, called_ae_title: str, calling_ae_title: str, address: str) -> None:
+        """Security Alert: an association refused, called AE title not recognised."""
+        self._association_rejected(
+            calling_ae_title,
+            address,
+            "association rejected (A-ASSOCIATE-RJ result 1, source 1, reason 7; PS3.8 9.3.4): "
+            f"called AE title {called_ae_title!r} is not this node's, from "
+            f"{calling_ae_title!r} at {address}",
+        )
+
+    def _association_rejected(self, calling_ae_title: str, address: str, description: str) -> None:
+        """Security Alert (PS3.15 A.5.3.11) for an A-ASSOCIATE-RQ the listener refused."""
         self.trail.record(
             security_alert(
                 event_type=NODE_AUTHENTICATION,

@@ -24,10 +24,13 @@ from .users import UserCheck
 
 __all__ = [
     "UNKNOWN_CALLER",
+    "WRONG_CALLED",
     "Gate",
     "InvalidRequest",
     "Limits",
     "abort_pdu",
+    "called_ae_title",
+    "called_matches",
     "caller_known",
     "calling_ae_title",
     "check_association_request",
@@ -81,6 +84,10 @@ class Limits:
     on_unknown_caller:
         Called with the calling AE title and address of each caller refused that way
         (the audit trail's Security Alert); its errors are logged, never raised.
+    on_wrong_called:
+        Called with the called AE title, the calling AE title and the address of each
+        request refused because it called another AE title (when the listener checks
+        it); likewise reported, never raised.
     users:
         When set, checks the User Identity Negotiation of each request
         (:class:`~.users.UserCheck`).
@@ -93,6 +100,7 @@ class Limits:
     request_timeout_s: float = 10.0
     allowed_callers: Mapping[str, frozenset[str]] | None = None
     on_unknown_caller: Callable[[str, str], None] | None = field(default=None, compare=False)
+    on_wrong_called: Callable[[str, str, str], None] | None = field(default=None, compare=False)
     users: UserCheck | None = field(default=None, compare=False)
 
 
@@ -116,6 +124,11 @@ def resolve_callers(entries: Mapping[str, list[str]]) -> dict[str, frozenset[str
     return allowed
 
 
+def called_ae_title(request: bytes) -> str:
+    """The Called AE Title of an A-ASSOCIATE-RQ PDU (PS3.8 9.3.2: bytes 11-26)."""
+    return request[10:26].decode("ascii", "replace").strip()
+
+
 def calling_ae_title(request: bytes) -> str:
     """The Calling AE Title of an A-ASSOCIATE-RQ PDU (PS3.8 9.3.2: bytes 27-42)."""
     return request[26:42].decode("ascii", "replace").strip()
@@ -133,6 +146,19 @@ def caller_known(limits: Limits, request: bytes, address: str) -> bool:
             limits.on_unknown_caller(title, address)
         except Exception:  # the refusal goes ahead whatever the report does
             log.exception("cannot report the refused caller %r from %s", title, address)
+    return False
+
+
+def called_matches(limits: Limits, request: bytes, ae_title: str, address: str) -> bool:
+    """Whether the request calls ``ae_title`` (PS3.8 9.3.2); reports a refusal."""
+    called = called_ae_title(request)
+    if called == ae_title.strip():
+        return True
+    if limits.on_wrong_called is not None:
+        try:
+            limits.on_wrong_called(called, calling_ae_title(request), address)
+        except Exception:  # the refusal goes ahead whatever the report does
+            log.exception("cannot report the request for %r from %s", called, address)
     return False
 
 
@@ -307,6 +333,8 @@ def rejection_pdu(result: int = 0x02, source: int = 0x03, reason: int = 0x01) ->
 
 #: Result, source and reason of a rejection for an unknown calling AE title.
 UNKNOWN_CALLER = (0x01, 0x01, 0x03)
+#: Result, source and reason of a rejection for a request that called another AE title.
+WRONG_CALLED = (0x01, 0x01, 0x07)
 #: Rejection of a refused user identity: rejected-permanent, service-user, no reason
 #: given (PS3.8 9.3.4; PS3.7 D.3.3.7 names no reason of its own).
 USER_REFUSED = (0x01, 0x01, 0x01)

@@ -65,10 +65,13 @@ from .gate import (
     MAX_PDU_READ,
     UNKNOWN_CALLER,
     USER_REFUSED,
+    WRONG_CALLED,
     Gate,
     InvalidRequest,
     Limits,
     abort_pdu,
+    called_ae_title,
+    called_matches,
     caller_known,
     calling_ae_title,
     read_association_request,
@@ -672,6 +675,15 @@ class _RequestHandler(RequestHandler):
                 self.client_address[0],
             )
             return self._close(sock, rejection_pdu(*UNKNOWN_CALLER))
+        if self.ae.require_called_aet and not called_matches(
+            limits, request, self.server.ae_title, self.client_address[0]
+        ):
+            log.warning(
+                "association rejected: called AE title %r from %s is not ours",
+                called_ae_title(request),
+                self.client_address[0],
+            )
+            return self._close(sock, rejection_pdu(*WRONG_CALLED))
         refused = limits.users.refusal(request, self.client_address[0]) if limits.users else None
         if refused is not None:
             log.warning(

@@ -259,20 +259,25 @@ def strict_node(tmp_path: Path) -> Iterator[tuple[Node, socket.socket]]:
         collector.close()
 
 
+def _associate(calling: str, called: str, port: int) -> tuple[Any, list[Any]]:
+    """Associate for Verification; returns the association and the PDUs received."""
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(VERIFICATION)
+    received: list[Any] = []
+    handlers = [(evt.EVT_PDU_RECV, lambda event: received.append(event.pdu))]
+    assoc = ae.associate("127.0.0.1", port, ae_title=called, evt_handlers=handlers)
+    if not assoc.is_established:
+        ae.shutdown()
+    return assoc, received
+
+
 def test_an_unknown_calling_ae_is_rejected_and_audited(
     strict_node: tuple[Node, socket.socket],
 ) -> None:
     """Acceptance 5: A-ASSOCIATE-RJ 1/1/3 and a Security Alert that validates, locally
     and at the syslog collector."""
     node, collector = strict_node
-    stranger = AE(ae_title="STRANGER")
-    stranger.add_requested_context(VERIFICATION)
-    received: list[Any] = []
-    handlers = [(evt.EVT_PDU_RECV, lambda event: received.append(event.pdu))]
-    assoc = stranger.associate(
-        "127.0.0.1", node.scp.port, ae_title="AI_NODE", evt_handlers=handlers
-    )
-    stranger.shutdown()
+    assoc, received = _associate("STRANGER", "AI_NODE", node.scp.port)
     assert assoc.is_rejected
     # PS3.8 9.3.4: rejected-permanent, service-user, calling-AE-title-not-recognized
     assert (received[0].result, received[0].source, received[0].reason_diagnostic) == (1, 1, 3)
@@ -294,6 +299,34 @@ def test_an_unknown_calling_ae_is_rejected_and_audited(
     alert_frame = next(f for f in frames if b'csd-code="110113"' in f)
     assert alert_frame.startswith(b"<84>1 ")  # security/authorization, warning
     assert validate(alert_frame.partition(BOM)[2]) == []
+
+
+def test_a_request_for_another_called_ae_is_rejected_and_audited(
+    strict_node: tuple[Node, socket.socket],
+) -> None:
+    """A known caller that calls another AE title gets A-ASSOCIATE-RJ 1/1/7 (PS3.8 9.3.4)
+    and a Security Alert naming it; calling the node's own title still works."""
+    node, _collector = strict_node
+    assoc, received = _associate("PACS", "NOT_THE_NODE", node.scp.port)
+    assert assoc.is_rejected
+    assert (received[0].result, received[0].source, received[0].reason_diagnostic) == (1, 1, 7)
+
+    alerts = [r for r in _audit_log(node) if _event(r)[0] == "110113"]
+    assert len(alerts) == 1
+    [alert] = alerts
+    text = ET.tostring(alert, encoding="unicode")
+    assert "NOT_THE_NODE" in text and "reason 7" in text, text
+    performer = alert.findall("ActiveParticipant")[1]
+    assert performer.get("UserID") == "PACS"
+    assert performer.get("NetworkAccessPointID") == "127.0.0.1"
+
+    assoc, _ = _associate("PACS", "AI_NODE", node.scp.port)
+    try:
+        assert assoc.is_established
+        assert assoc.send_c_echo().Status == 0x0000
+    finally:
+        assoc.release()
+    assert len([r for r in _audit_log(node) if _event(r)[0] == "110113"]) == 1
 
 
 def test_a_received_study_and_its_delivered_results_are_audited(tmp_path: Path) -> None:
