@@ -1,23 +1,29 @@
-"""Command line: serve | init | models list | route explain PATH | send PATH --to | jobs."""
+"""Command line: serve | init | models list/add | route explain PATH | send PATH --to | jobs."""
 
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import sys
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
 from . import __version__
-from .domain import SeriesInfo
+from .domain import InputSpec, SeriesInfo
 from .errors import ConfigError, DeliveryError
 from .log import configure_logging
 from .settings import NodeSettings, load_settings, render_config
+
+if TYPE_CHECKING:
+    from .infer.manifest import ModelManifest
+    from .route.rules import RuleSet
 
 __all__ = ["main"]
 
@@ -98,22 +104,14 @@ def _scan(folder: Path) -> dict[str, list[Path]]:
     return groups
 
 
-def cmd_route_explain(args: argparse.Namespace) -> int:
-    """Print which model each series under PATH would go to, and why."""
-    from .infer.registry import ModelRegistry, choose_device
+def _explain(path: Path, rules: RuleSet, specs: Mapping[str, InputSpec], calling_ae: str) -> int:
+    """Print the routing of each study under ``path``; 1 when there is no DICOM series."""
     from .route.explain import format_study_routing
     from .route.header import header_of, series_info
     from .route.router import route_study
-    from .route.rules import load_rules
 
-    settings = _settings(args)
-    registry = ModelRegistry(settings.path(settings.infer.models_dir), choose_device("cpu"))
-    rules = load_rules(
-        Path(args.rules) if args.rules else settings.path(settings.route.rules_file),
-        list(registry.manifests),
-    )
     by_study: dict[str, list[SeriesInfo]] = defaultdict(list)
-    for _uid, paths in _scan(Path(args.path)).items():
+    for _uid, paths in _scan(path).items():
         first = dcmread(paths[0], stop_before_pixels=True)
         classes = {
             str(dcmread(p, stop_before_pixels=True, specific_tags=["SOPClassUID"]).SOPClassUID)
@@ -123,14 +121,104 @@ def cmd_route_explain(args: argparse.Namespace) -> int:
             header_of(first),
             number_of_instances=len(paths),
             sop_class_uids=classes,
-            calling_ae_title=args.calling_ae or "",
+            calling_ae_title=calling_ae,
         )
         by_study[info.study_instance_uid].append(info)
     if not by_study:
-        print(f"no DICOM series under {args.path}")
+        print(f"no DICOM series under {path}")
         return 1
     for infos in by_study.values():
-        print(format_study_routing(route_study(infos, rules, registry.specs)))
+        print(format_study_routing(route_study(infos, rules, specs)))
+    return 0
+
+
+def cmd_route_explain(args: argparse.Namespace) -> int:
+    """Print which model each series under PATH would go to, and why."""
+    from .infer.registry import ModelRegistry, choose_device
+    from .route.rules import load_rules
+
+    settings = _settings(args)
+    registry = ModelRegistry(settings.path(settings.infer.models_dir), choose_device("cpu"))
+    rules = load_rules(
+        Path(args.rules) if args.rules else settings.path(settings.route.rules_file),
+        list(registry.manifests),
+    )
+    return _explain(Path(args.path), rules, registry.specs, args.calling_ae or "")
+
+
+def _add_rule(rules_path: Path, manifest: ModelManifest, known: list[str]) -> str:
+    """Append a rule from the model's declared input to the rules file (validated first)."""
+    from .durable import fsync_dir, fsync_file
+    from .route.rules import load_rules
+    from .route.suggest import rule_for
+
+    text = rules_path.read_text("utf-8")
+    names = {rule.name for rule in load_rules(text, known)}
+    name = manifest.name
+    for n in range(2, 100):
+        if name not in names:
+            break
+        name = f"{manifest.name}-{n}"
+    rule = rule_for(manifest.name, manifest.input, name)
+    base = text if names else re.sub(r"(?m)^rules:\s*\[\s*\]\s*$", "rules:", text)
+    new = base.rstrip("\n") + "\n\n" + rule
+    try:
+        load_rules(new, known)  # a rules file the node would refuse is never written
+    except ConfigError as exc:
+        raise ConfigError(
+            f"cannot append a rule to {rules_path} (the 'rules:' list must end the file): "
+            f"{exc}\nadd it by hand:\n{rule}"
+        ) from None
+    temp = rules_path.with_name(f".{rules_path.name}.new")
+    temp.write_text(new, "utf-8")
+    fsync_file(temp)
+    temp.replace(rules_path)
+    fsync_dir(rules_path.parent)
+    return name
+
+
+def cmd_models_add(args: argparse.Namespace) -> int:
+    """Validate, load and try a model folder, install it, and say what routes to it."""
+    from .errors import InferenceError
+    from .infer.add import install_model, try_model
+    from .infer.registry import ModelRegistry, choose_device
+    from .route.rules import load_rules
+
+    settings = _settings(args)
+    device = choose_device(settings.infer.device, settings.infer.threads, settings.infer.bf16)
+    folder = Path(args.path)
+    try:
+        trial = try_model(folder, device)
+    except InferenceError as exc:
+        print(f"model check failed: {exc}", file=sys.stderr)
+        return 1
+    for line in trial.lines():
+        print(line)
+    manifest = trial.manifest
+    models_dir = settings.path(settings.infer.models_dir)
+    rules_path = settings.path(settings.route.rules_file)
+    if args.check:
+        print("checked only (--check): nothing installed")
+        return 0
+    target = install_model(folder, models_dir, replace=args.replace)
+    print(f"installed in {target}")
+    registry = ModelRegistry(models_dir, device)
+    known = list(registry.manifests)
+    if args.add_rule:
+        name = _add_rule(rules_path, manifest, known)
+        print(f"added rule {name!r} to {rules_path} (from the model's declared input; edit it)")
+    rules = load_rules(rules_path, known)
+    routing = [r for r in rules if r.model == manifest.name and r.enabled]
+    for rule in routing:
+        print(f"routed by rule {rule.name!r} of {rules_path}")
+    if not routing:
+        print(
+            f"no rule of {rules_path} routes to {manifest.name} yet: add one "
+            "(docs/routing.md), or run again with --add-rule --replace"
+        )
+    if args.study:
+        _explain(Path(args.study), rules, registry.specs, "")
+    print("restart the node to load it")
     return 0
 
 
@@ -222,6 +310,13 @@ def build_parser() -> argparse.ArgumentParser:
         dest="models_cmd", required=True
     )
     models.add_parser("list", help="list models").set_defaults(func=cmd_models_list)
+    p = models.add_parser("add", help="validate, try and install a model folder")
+    p.add_argument("path", help="the model's folder, holding model.toml")
+    p.add_argument("--check", action="store_true", help="validate and try it only")
+    p.add_argument("--replace", action="store_true", help="replace a model of the same name")
+    p.add_argument("--add-rule", action="store_true", help="append a rule from its input")
+    p.add_argument("--study", help="a folder of DICOM files: explain how it would route")
+    p.set_defaults(func=cmd_models_add)
     route = sub.add_parser("route", help="routing").add_subparsers(dest="route_cmd", required=True)
     p = route.add_parser("explain", help="explain routing for a folder of DICOM files")
     p.add_argument("path")

@@ -189,6 +189,6 @@ def load_manifest(path: Path) -> ModelManifest:
         else AI_FAMILY,
         entry_point=str(data.get("entry_point", "")),
     )
-    if not manifest.weights_path.is_file():
-        raise ConfigError(f"{where}: weights file {manifest.weights} not found")
+    if not manifest.weights_path.exists():  # a file, or a folder (a MONAI bundle)
+        raise ConfigError(f"{where}: weights file or folder {manifest.weights} not found")
     return manifest

@@ -62,6 +62,8 @@ class ModelRegistry:
         self._runners: dict[str, Runner] = {}
         self._lock = threading.Lock()
         for path in sorted(models_dir.glob("*/model.toml")):
+            if path.parent.name.startswith("."):  # a model being added (infer/add.py)
+                continue
             manifest = load_manifest(path)
             if manifest.name in self.manifests:
                 raise ConfigError(f"{path}: model name {manifest.name!r} used twice")

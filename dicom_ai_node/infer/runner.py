@@ -69,7 +69,9 @@ def runner_names() -> list[str]:
 
 
 def _load_builtins() -> None:
-    from . import torchscript  # noqa: F401  (registers "torchscript")
+    # each registers its name; the optional libraries (onnxruntime, MONAI) are imported
+    # only when a model of theirs loads
+    from . import entry_point, monai_bundle, onnx_runner, torchscript  # noqa: F401
 
 
 def make_runner(manifest: ModelManifest, device: Device) -> Runner:
