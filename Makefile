@@ -37,6 +37,7 @@ lint: $(TEST_STAMP)
 bench: $(TEST_STAMP)
 	bash scripts/install-tools.sh $(VENV)
 	$(PY) bench/ingest.py
+	$(PY) bench/infer.py
 
 clean-var:
 	rm -rf var

@@ -38,7 +38,7 @@ import torch
 from ..errors import ConfigError, InferenceError
 from .manifest import ModelManifest
 from .runner import Device, register_runner
-from .slices import SliceSegmenter
+from .slices import SliceSegmenter, label_argmax
 from .torchscript import load_torchscript
 
 __all__ = ["MonaiBundleRunner", "bundle_spatial_shape"]
@@ -160,7 +160,7 @@ class MonaiBundleRunner(SliceSegmenter):
                 f"model {self.manifest.name}: the network returned {tuple(logits.shape)}, "
                 f"not {classes} channels: one for background and one per label"
             )
-        return logits[0].argmax(dim=0).permute(2, 1, 0).to(torch.uint8).cpu().contiguous()
+        return label_argmax(logits)[0].permute(2, 1, 0).cpu().contiguous()
 
 
 register_runner("monai-bundle", MonaiBundleRunner)

@@ -1,0 +1,135 @@
+"""Bench: seconds per study for each built-in model (inference plus encoding), CPU.
+
+For every model under ``models/`` the bench generates a study its declared input
+accepts and times, per round, what a job does between reading the series and storing
+its results: sorting and checking the volume (``load_volume``), the runner's
+preprocess, predict and postprocess, and encoding the SEG and SR (``encode_results``).
+Files and the network are left out (``bench/ingest.py`` measures those). The datasets
+are read back from their encoded bytes first, so they look like files read from disk.
+
+Studies: ``ct-chest-lungs`` gets a generated chest CT of ``--slices`` slices of 512x512
+(1 mm slices, 0.7 mm pixels), the size of issue 3's target (300 slices under 10 s).
+
+Reference in the same run: each model also runs once per round in plain fp32
+(``infer.bf16 = false``; the node's default uses bf16 autocast on CPUs that have it),
+alternating with the default, and the bench prints the ratio of the two medians, so
+that a change of machine shows as the same ratio.
+
+Usage::
+
+    python bench/infer.py [--rounds 5] [--slices 300] [--threads 0] [--check]
+
+``--check`` exits 1 when a model's median is over 10 s per study.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import pydicom
+import torch
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+
+from dicom_ai_node.encode import device_uid, encode_results
+from dicom_ai_node.infer.manifest import ModelManifest
+from dicom_ai_node.infer.registry import ModelRegistry
+from dicom_ai_node.infer.runner import Device
+from dicom_ai_node.infer.volume import load_volume
+from dicom_ai_node.testing import make_ct_series
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET_S = 10.0
+
+
+def _reread(ds: Dataset) -> Dataset:
+    buffer = DicomBytesIO()
+    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+    buffer.seek(0)
+    return pydicom.dcmread(buffer)
+
+
+def study_for(manifest: ModelManifest, slices: int) -> list[Dataset]:
+    """A generated study the model accepts (see the module's description)."""
+    if manifest.name == "ct-chest-lungs":
+        _, datasets = make_ct_series(slices, 512, 512, spacing_mm=(1.0, 0.7, 0.7), seed=5)
+        return [_reread(ds) for ds in datasets]
+    raise SystemExit(f"bench/infer.py has no generated study for model {manifest.name}")
+
+
+def one_study(registry: ModelRegistry, name: str, datasets: list[Dataset]) -> dict[str, float]:
+    """Run one job's work on ``datasets``; seconds of each step."""
+    manifest = registry.manifests[name]
+    runner = registry.runner(name)
+    times: dict[str, float] = {}
+    t0 = time.perf_counter()
+    volume, ordered, issues = load_volume(datasets)
+    assert volume is not None and not [i for i in issues if i.blocking], issues
+    t1 = time.perf_counter()
+    output = runner.postprocess(runner.predict(runner.preprocess(volume)), volume)
+    t2 = time.perf_counter()
+    results = encode_results(
+        ordered,
+        output,
+        manifest.algorithm(device_uid(manifest.name, manifest.version)),
+        f"bench/{name}",
+        content_datetime=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    )
+    t3 = time.perf_counter()
+    assert len(results) >= 2, "a SEG and an SR"
+    times.update(load=t1 - t0, infer=t2 - t1, encode=t3 - t2, total=t3 - t0)
+    return times
+
+
+def _median(rows: list[dict[str, float]], key: str) -> float:
+    return statistics.median(r[key] for r in rows)
+
+
+def _line(label: str, rows: list[dict[str, float]]) -> str:
+    parts = "  ".join(f"{k} {_median(rows, k):6.2f} s" for k in ("load", "infer", "encode"))
+    return f"  {label:<9} total {_median(rows, 'total'):6.2f} s  ({parts})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the bench; see the module's description."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--slices", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=0, help="0: the cores available")
+    parser.add_argument("--check", action="store_true", help=f"exit 1 over {TARGET_S} s")
+    args = parser.parse_args(argv)
+    fast = ModelRegistry(REPO / "models", Device("cpu", args.threads, True))
+    plain = ModelRegistry(REPO / "models", Device("cpu", args.threads, False))
+    cores = len(os.sched_getaffinity(0))
+    print(
+        f"{dt.date.today()}  {platform.machine()}, {cores} cores, torch {torch.__version__}, "
+        f"{fast.device.cpu_threads} threads; {args.rounds} rounds"
+    )
+    failed = False
+    for manifest in fast:
+        datasets = study_for(manifest, args.slices)
+        registries = {"node": fast, "plain": plain}
+        rows: dict[str, list[dict[str, float]]] = {name: [] for name in registries}
+        for registry in registries.values():  # warm-up: weights, first-call allocations
+            one_study(registry, manifest.name, datasets)
+        for _ in range(args.rounds):  # alternating, so drift hits both alike
+            for name, registry in registries.items():
+                rows[name].append(one_study(registry, manifest.name, datasets))
+        node_s, plain_s = _median(rows["node"], "total"), _median(rows["plain"], "total")
+        print(f"{manifest.name} {manifest.version}: {len(datasets)} images")
+        print(_line("node", rows["node"]))
+        print(_line("plain", rows["plain"]))
+        print(f"  ratio node/plain {node_s / plain_s:.2f}; target {TARGET_S:.0f} s per study")
+        failed |= node_s > TARGET_S
+    return 1 if args.check and failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
