@@ -9,11 +9,15 @@ import logging
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..domain import InputSpec
 from ..errors import ConfigError
 from .manifest import ModelManifest, load_manifest
 from .runner import Device, Runner, make_runner
+
+if TYPE_CHECKING:
+    from .bodyregion import BodyRegionModel
 
 __all__ = ["ModelRegistry", "choose_device"]
 
@@ -59,12 +63,19 @@ class ModelRegistry:
         self.models_dir = models_dir
         self.device = device
         self.manifests: dict[str, ModelManifest] = {}
+        #: The body-region classifier's manifest (``task = "body-region"``), not routed to.
+        self.body_region: ModelManifest | None = None
         self._runners: dict[str, Runner] = {}
         self._lock = threading.Lock()
         for path in sorted(models_dir.glob("*/model.toml")):
             if path.parent.name.startswith("."):  # a model being added (infer/add.py)
                 continue
             manifest = load_manifest(path)
+            if manifest.task == "body-region":  # infer/bodyregion.py: asked by the router
+                if self.body_region is not None:
+                    raise ConfigError(f"{path}: a second body-region model")
+                self.body_region = manifest
+                continue
             if manifest.name in self.manifests:
                 raise ConfigError(f"{path}: model name {manifest.name!r} used twice")
             self.manifests[manifest.name] = manifest
@@ -93,6 +104,14 @@ class ModelRegistry:
                 runner.load()
                 self._runners[name] = runner
             return runner
+
+    def body_region_model(self) -> BodyRegionModel | None:
+        """The body-region classifier, if the models folder has one."""
+        if self.body_region is None:
+            return None
+        from .bodyregion import BodyRegionModel
+
+        return BodyRegionModel(self.body_region, self.device)
 
     def warm_up(self) -> None:
         """Load every model now, so the first study does not wait."""

@@ -1,0 +1,51 @@
+"""The body-region classifier: a small CNN over one axial CT slice.
+
+Contract (the node's ``infer/bodyregion.py``): ``forward`` takes float32 (N, 1, 64, 64) in
+Hounsfield units (each slice area-resized to 64x64) and returns logits (N, 5) for
+HEAD, NECK, CHEST, ABDOMEN, PELVIS. The CT window (-1000..1500 HU, scaled to about
+-1..1.5) is applied inside, so the weights carry their own preprocessing.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+INPUT_SIZE = 64
+CLASSES = ("HEAD", "NECK", "CHEST", "ABDOMEN", "PELVIS")
+
+
+def _block(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class RegionNet(nn.Module):
+    """Four conv blocks (16-32-64-64 channels, three 2x2 poolings), global average
+    pooling and a linear layer: about 70 k parameters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            _block(1, 16),
+            nn.MaxPool2d(2),
+            _block(16, 32),
+            nn.MaxPool2d(2),
+            _block(32, 64),
+            nn.MaxPool2d(2),
+            _block(64, 64),
+        )
+        self.head = nn.Linear(64, len(CLASSES))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = torch.clamp(x, -1000.0, 1500.0) / 1000.0
+        x = self.features(x)
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
