@@ -122,6 +122,7 @@ class Node:
             on_delivered=self.audit.delivered,
             tls_client=client_context(tls_files) if tls_files else None,
             decode=self.decoder.decode if self.decoder is not None else None,
+            body_region=self.registry.body_region_model(),
         )
         tls_server = server_context(tls_files) if tls_files and settings.tls.enabled else None
         cfg = settings.dicom

@@ -16,12 +16,13 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
 from . import __version__
-from .domain import InputSpec, SeriesInfo
+from .domain import BodyPart, InputSpec, SeriesInfo
 from .errors import ConfigError, DeliveryError
 from .log import configure_logging
 from .settings import NodeSettings, load_settings, render_config
 
 if TYPE_CHECKING:
+    from .infer.bodyregion import BodyRegionModel
     from .infer.manifest import ModelManifest
     from .route.rules import RuleSet
 
@@ -88,6 +89,10 @@ def cmd_models_list(args: argparse.Namespace) -> int:
             f"body parts={sorted(m.input.body_parts)}"
         )
         print(f"    intended use: {m.intended_use}")
+    region = registry.body_region
+    if region is not None:
+        print(f"{region.name} {region.version}  task={region.task} (asked by routing) device=cpu")
+        print(f"    intended use: {region.intended_use}")
     return 0
 
 
@@ -104,14 +109,30 @@ def _scan(folder: Path) -> dict[str, list[Path]]:
     return groups
 
 
-def _explain(path: Path, rules: RuleSet, specs: Mapping[str, InputSpec], calling_ae: str) -> int:
-    """Print the routing of each study under ``path``; 1 when there is no DICOM series."""
+def _explain(
+    path: Path,
+    rules: RuleSet,
+    specs: Mapping[str, InputSpec],
+    calling_ae: str,
+    body_region: BodyRegionModel | None = None,
+) -> int:
+    """Print the routing of each study under ``path``; 1 when there is no DICOM series.
+
+    With ``body_region``, series whose headers name no region are classified from their
+    pixels, as the node does.
+    """
     from .route.explain import format_study_routing
     from .route.header import header_of, series_info
     from .route.router import route_study
 
+    groups = _scan(path)
+
+    def classify(info: SeriesInfo) -> tuple[BodyPart, float] | None:
+        assert body_region is not None
+        return body_region.classify_files(groups.get(info.series_instance_uid, []))
+
     by_study: dict[str, list[SeriesInfo]] = defaultdict(list)
-    for _uid, paths in _scan(path).items():
+    for _uid, paths in groups.items():
         first = dcmread(paths[0], stop_before_pixels=True)
         classes = {
             str(dcmread(p, stop_before_pixels=True, specific_tags=["SOPClassUID"]).SOPClassUID)
@@ -127,8 +148,9 @@ def _explain(path: Path, rules: RuleSet, specs: Mapping[str, InputSpec], calling
     if not by_study:
         print(f"no DICOM series under {path}")
         return 1
+    hook = classify if body_region is not None else None
     for infos in by_study.values():
-        print(format_study_routing(route_study(infos, rules, specs)))
+        print(format_study_routing(route_study(infos, rules, specs, hook)))
     return 0
 
 
@@ -143,7 +165,9 @@ def cmd_route_explain(args: argparse.Namespace) -> int:
         Path(args.rules) if args.rules else settings.path(settings.route.rules_file),
         list(registry.manifests),
     )
-    return _explain(Path(args.path), rules, registry.specs, args.calling_ae or "")
+    return _explain(
+        Path(args.path), rules, registry.specs, args.calling_ae or "", registry.body_region_model()
+    )
 
 
 def _add_rule(rules_path: Path, manifest: ModelManifest, known: list[str]) -> str:
@@ -217,7 +241,7 @@ def cmd_models_add(args: argparse.Namespace) -> int:
             "(docs/routing.md), or run again with --add-rule --replace"
         )
     if args.study:
-        _explain(Path(args.study), rules, registry.specs, "")
+        _explain(Path(args.study), rules, registry.specs, "", registry.body_region_model())
     print("restart the node to load it")
     return 0
 

@@ -14,13 +14,14 @@ import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import SegmentationStorage
 from sqlalchemy import select
 
-from .domain import JobState, ModelOutput, Scope, SeriesInfo, SeriesState
+from .domain import BodyPart, JobState, ModelOutput, Scope, SeriesInfo, SeriesState
 from .encode import device_uid, encode_results
 from .errors import ConfigError, DeliveryError, EncodeError, InferenceError, StorageError
 from .infer.lease import JOB_HEARTBEAT_S, JOB_LEASE_S, LeaseKeeper
@@ -50,6 +51,9 @@ from .store.jobs import (
 )
 from .store.tables import Instance, Job, Series, Study
 
+if TYPE_CHECKING:
+    from .infer.bodyregion import BodyRegionModel
+
 __all__ = ["Pipeline"]
 
 log = logging.getLogger(__name__)
@@ -75,6 +79,27 @@ class Pipeline:
     tls_client: ssl.SSLContext | None = None
     #: Decodes compressed images (in a separate process); None decodes in this one.
     decode: Decode | None = None
+    #: The image-based body-region model, asked (as ``classifier``) when the headers do
+    #: not name a region; ignored when ``classifier`` is given.
+    body_region: BodyRegionModel | None = None
+
+    def __post_init__(self) -> None:
+        if self.classifier is None and self.body_region is not None:
+            self.classifier = self.classify_region
+
+    def classify_region(self, info: SeriesInfo) -> tuple[BodyPart, float] | None:
+        """The body region of a stored series from its pixels (the router's hook)."""
+        model = self.body_region
+        if model is None or not model.accepts(info.modality):
+            return None
+        with self.db.session() as session:
+            series_pk = session.scalars(
+                select(Series.pk).where(Series.series_instance_uid == info.series_instance_uid)
+            ).first()
+        if series_pk is None:
+            return None
+        paths = [self.files.absolute(p) for p in instance_paths(self.db.session, series_pk)]
+        return model.classify_files(paths, self.decode)
 
     # -- assemble + route ---------------------------------------------------------------
     def assemble(self) -> list[str]:
@@ -131,13 +156,15 @@ class Pipeline:
             row = session.get(Series, series_pk)
             if row is None or row.state != SeriesState.COMPLETE.value:
                 return
+            # the operator reads which source named the body part (header or pixels)
+            body_part = f"body part {decided.decision.body_part.explanation}"
             if not models:
                 row.state = SeriesState.NOT_ROUTED.value
-                row.reason = decided.reason
+                row.reason = f"{decided.reason}; {body_part}"
                 record_event(session, now, study_uid, "not-routed", row.reason, uid)
                 return
             row.state = SeriesState.ROUTED.value
-            row.reason = f"routed to {', '.join(models)}"
+            row.reason = f"routed to {', '.join(models)}; {body_part}"
             for name in models:
                 manifest = self.registry.manifests[name]
                 assigned = next(a for a in routing.assignments if a.model == name)

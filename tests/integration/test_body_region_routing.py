@@ -1,0 +1,98 @@
+"""Routing without body-part headers (issue 3, acceptance 2): CT series of the head, chest
+and abdomen whose BodyPartExamined is removed and whose descriptions are blank are sent
+to the node; the built-in body-region model names each region from the pixels, the chest
+goes to the lung model, and every decision says that the image classifier decided."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydicom.dataset import Dataset
+from sqlalchemy import select
+
+from dicom_ai_node.app import Node
+from dicom_ai_node.cli import main
+from dicom_ai_node.domain import BodyPart, SeriesState
+from dicom_ai_node.phantoms import ChestPhantom
+from dicom_ai_node.region_phantoms import region_ct
+from dicom_ai_node.send.scu import Peer, send_datasets
+from dicom_ai_node.settings import load_settings
+from dicom_ai_node.store.tables import Series
+from dicom_ai_node.testing import make_ct_series, phantom_to_datasets, write_series
+
+from ..conftest import free_port, write_node_config
+from .test_pipeline import jobs, wait_until
+
+pytestmark = pytest.mark.integration
+
+ANONYMOUS = {"body_part_examined": None, "series_description": "", "study_description": ""}
+
+
+def _series(region: BodyPart, seed: int) -> list[Dataset]:
+    """A 24-slice axial CT of ``region`` with no header that names a body part."""
+    if region == BodyPart.CHEST:
+        _, datasets = make_ct_series(24, 128, 128, (5.0, 2.8, 2.8), seed=seed, **ANONYMOUS)
+        return datasets
+    hu = region_ct(region, 24, 128, seed=seed)
+    phantom = ChestPhantom(hu=hu, labels=hu.astype("uint8") * 0, spacing_mm=(5.0, 2.0, 2.0))
+    datasets = phantom_to_datasets(phantom, seed=seed, patient_id=f"P{seed}", **ANONYMOUS)  # type: ignore[arg-type]
+    return datasets
+
+
+STUDIES = {BodyPart.HEAD: 301, BodyPart.CHEST: 302, BodyPart.ABDOMEN: 303}
+
+
+def test_the_image_classifier_routes_series_without_body_part_headers(tmp_path: Path) -> None:
+    port = free_port()
+    config = write_node_config(tmp_path, f"sqlite:///{tmp_path / 'n.db'}", port, [], 0.5)
+    node = Node(load_settings(config))
+    series = {region: _series(region, seed) for region, seed in STUDIES.items()}
+    for datasets in series.values():
+        assert "BodyPartExamined" not in datasets[0] and not datasets[0].SeriesDescription
+    try:
+        node.start()
+        peer = Peer("AI_NODE", "127.0.0.1", port)
+        for datasets in series.values():
+            assert all(o.delivered for o in send_datasets(datasets, peer, calling_ae_title="CT1"))
+
+        def decided() -> list[Series]:
+            with node.db.session() as session:
+                rows = list(session.scalars(select(Series)))
+            done = (SeriesState.ROUTED.value, SeriesState.NOT_ROUTED.value)
+            return rows if len(rows) == 3 and all(r.state in done for r in rows) else []
+
+        wait_until(lambda: bool(decided()), 60, "three routing decisions")
+        by_uid = {row.series_instance_uid: row for row in decided()}
+        for region, datasets in series.items():
+            row = by_uid[datasets[0].SeriesInstanceUID]
+            assert f"body part {region.value} from image classifier" in row.reason, row.reason
+        chest = by_uid[series[BodyPart.CHEST][0].SeriesInstanceUID]
+        assert chest.state == SeriesState.ROUTED.value
+        assert [j.model_name for j in jobs(node)] == ["ct-chest-lungs"]
+        for region in (BodyPart.HEAD, BodyPart.ABDOMEN):
+            assert by_uid[series[region][0].SeriesInstanceUID].state == SeriesState.NOT_ROUTED.value
+    finally:
+        node.stop()
+
+
+def test_route_explain_asks_the_image_classifier_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "studies"
+    for region, seed in STUDIES.items():
+        write_series(_series(region, seed), folder / region.value)
+    assert main(["route", "explain", str(folder)]) == 0
+    out = capsys.readouterr().out
+    for region in STUDIES:
+        assert f"body part: {region.value} from image classifier" in out, out
+    routed = [line.strip() for line in out.splitlines() if line.strip().startswith("-> ")]
+    assert sorted(routed) == sorted(
+        [
+            "-> ct-chest-lungs",
+            "-> not routed: no rule matched: 'chest-ct-lungs': body_part "
+            "'ABDOMEN' is not one of [CHEST]",
+            "-> not routed: no rule matched: 'chest-ct-lungs': "
+            "body_part 'HEAD' is not one of [CHEST]",
+        ]
+    ), routed
