@@ -74,13 +74,21 @@ def assert_no_phi_in_file(path: Path) -> None:
 
 @contextlib.contextmanager
 def serving(
-    files: FileStore, db_url: str, limits: Limits | None = None, lock_timeout_s: float = 30.0
+    files: FileStore,
+    db_url: str,
+    limits: Limits | None = None,
+    lock_timeout_s: float = 30.0,
+    network_timeout_s: float = 60.0,
 ) -> Iterator[tuple[StorageSCP, Database]]:
     """A started StorageSCP over ``files`` and a fresh index; stopped and closed after."""
     db = Database(db_url, lock_timeout_s)
     db.migrate()
     config = ScpConfig(
-        ae_title="AI_NODE", host="127.0.0.1", port=free_port(), limits=limits or Limits()
+        ae_title="AI_NODE",
+        host="127.0.0.1",
+        port=free_port(),
+        limits=limits or Limits(),
+        network_timeout_s=network_timeout_s,
     )
     server = StorageSCP(config, files, db.session, utcnow)
     server.start()

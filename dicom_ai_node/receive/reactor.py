@@ -512,6 +512,9 @@ class EventDrivenAssociation(Association):
         # the timeouts live in the DUL's timers: set them again on the new DUL
         self.acse_timeout = self.acse_timeout
         self.network_timeout = self.network_timeout
+        #: A request is being served (in the DUL thread for C-STORE): the association
+        #: is not idle, whatever the timer says; the peer waits for us.
+        self._serving = False
 
     def kill(self) -> None:
         """Stop the association thread (and wake it)."""
@@ -541,6 +544,16 @@ class EventDrivenAssociation(Association):
         Responses, requests during release and unknown contexts go to pynetdicom (it
         ignores the first two and aborts the last).
         """
+        self._serving = True
+        try:
+            self._serve(msg, context_id)
+        finally:
+            # the network timeout counts the peer's silence from our answer on, not the
+            # time the node took to answer (a locked index may take longer than it)
+            cast(EventDrivenDUL, self.dul)._idle_timer.restart()
+            self._serving = False
+
+    def _serve(self, msg: Any, context_id: int) -> None:
         if not self._mishandled(msg, context_id):
             super()._serve_request(msg, context_id)
             return
@@ -606,7 +619,7 @@ class EventDrivenAssociation(Association):
         if not self.dul.is_alive():
             self.kill()
             return True
-        if self.dul.idle_timer_expired():
+        if not self._serving and self.dul.idle_timer_expired():
             log.error("network timeout reached")
             if self.network_timeout_response == "A-RELEASE":
                 self._is_paused = True

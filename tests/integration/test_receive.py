@@ -287,6 +287,26 @@ def _database_locked(db_url: str) -> Iterator[None]:
         engine.dispose()
 
 
+def test_a_request_served_longer_than_the_network_timeout_still_gets_its_answer(
+    tmp_path: Path, db_url: str
+) -> None:
+    """The idle timeout is the peer's silence, not the node's own work: a C-STORE that
+    waits for a locked index longer than ``dicom.network_timeout_s`` gets its 0xA700,
+    where the association used to be aborted by the node's own idle timer."""
+    files = FileStore(tmp_path / "storage")
+    with serving(files, db_url, lock_timeout_s=0.8, network_timeout_s=1.0) as (server, db):
+        _, datasets = make_ct_series(1, 16, 16, seed=17)
+        peer = Peer("AI_NODE", "127.0.0.1", server.port)
+        with _database_locked(db_url):
+            started = time.monotonic()
+            [outcome] = send_datasets(datasets, peer)
+            waited = time.monotonic() - started
+        assert waited > 1.0, waited  # three tries of 0.8 s: longer than the timeout
+        assert outcome.status == status.OUT_OF_RESOURCES, outcome
+        assert all(o.delivered for o in send_datasets(datasets, peer))
+        assert count(db, Instance) == 1
+
+
 def test_a_locked_database_gives_a700_in_bounded_time_then_recovers(
     tmp_path: Path, db_url: str
 ) -> None:
