@@ -8,7 +8,8 @@ Files and the network are left out (``bench/ingest.py`` measures those). The dat
 are read back from their encoded bytes first, so they look like files read from disk.
 
 Studies: ``ct-chest-lungs`` gets a generated chest CT of ``--slices`` slices of 512x512
-(1 mm slices, 0.7 mm pixels), the size of issue 3's target (300 slices under 10 s).
+(1 mm slices, 0.7 mm pixels), the size of issue 3's target (300 slices under 10 s);
+``ct-kidney-tumour`` a generated abdominal CT of the same size with a renal tumour.
 
 Reference in the same run: each model also runs once per round in plain fp32
 (``infer.bf16 = false``; the node's default uses bf16 autocast on CPUs that have it),
@@ -43,7 +44,9 @@ from dicom_ai_node.infer.manifest import ModelManifest
 from dicom_ai_node.infer.registry import ModelRegistry
 from dicom_ai_node.infer.runner import Device
 from dicom_ai_node.infer.volume import load_volume
-from dicom_ai_node.testing import make_ct_series
+from dicom_ai_node.phantoms import ChestPhantom
+from dicom_ai_node.region_phantoms import kidney_ct_phantom
+from dicom_ai_node.testing import make_ct_series, phantom_to_datasets
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_S = 10.0
@@ -60,6 +63,11 @@ def study_for(manifest: ModelManifest, slices: int) -> list[Dataset]:
     """A generated study the model accepts (see the module's description)."""
     if manifest.name == "ct-chest-lungs":
         _, datasets = make_ct_series(slices, 512, 512, spacing_mm=(1.0, 0.7, 0.7), seed=5)
+        return [_reread(ds) for ds in datasets]
+    if manifest.name == "ct-kidney-tumour":
+        ph = kidney_ct_phantom(slices, 512, (1.0, 0.75, 0.75), seed=5, tumour=True)
+        phantom = ChestPhantom(hu=ph.hu, labels=ph.labels, spacing_mm=ph.spacing_mm)
+        datasets = phantom_to_datasets(phantom, seed=5, body_part_examined="ABDOMEN")
         return [_reread(ds) for ds in datasets]
     raise SystemExit(f"bench/infer.py has no generated study for model {manifest.name}")
 

@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 CT = "1.2.840.10008.5.1.4.1.1.2"
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 LUNGS = "ct-chest-lungs"
+KIDNEYS = "ct-kidney-tumour"
 SPECS = {
     LUNGS: InputSpec(
         modalities=frozenset({"CT"}),
@@ -39,7 +40,7 @@ SPECS = {
 
 @pytest.fixture(scope="module")
 def rules() -> Any:
-    return load_rules(REPO / "models" / "rules.yaml", {LUNGS})
+    return load_rules(REPO / "models" / "rules.yaml", {LUNGS, KIDNEYS})
 
 
 def series(uid: str, number: int, **kwargs: Any) -> SeriesInfo:
@@ -77,6 +78,8 @@ def test_synthetic_ct_series_goes_to_the_lung_model(rules: Any) -> None:
     assert decision.explanation == (
         f"rule 'chest-ct-lungs' -> {LUNGS}: matched (all 5 conditions hold); "
         "input spec accepts the series",
+        f"rule 'abdomen-ct-kidneys' -> {KIDNEYS}: no match: "
+        "body_part 'CHEST' is not one of [ABDOMEN]",
     )
 
 
@@ -93,7 +96,10 @@ def test_synthetic_series_without_body_part_uses_the_description(rules: Any) -> 
 def test_non_axial_series_fails_the_axial_condition(rules: Any) -> None:
     coronal = series("1.1", 2, image_orientation_patient=(1.0, 0.0, 0.0, 0.0, 0.0, -1.0))
     decision = route_series(coronal, rules, SPECS)
-    assert decision.reason == "no rule matched: 'chest-ct-lungs': axial is false, not true"
+    assert decision.reason == (
+        "no rule matched: 'chest-ct-lungs': axial is false, not true; "
+        "'abdomen-ct-kidneys': body_part 'CHEST' is not one of [ABDOMEN]"
+    )
 
 
 def test_rule_matches_but_spec_refuses(rules: Any) -> None:
