@@ -2,7 +2,8 @@
 
 Senders: pynetdicom (through the node's own SCU) and dcmtk storescu. Receiver: dcmtk
 storescp acting as the PACS. Checked: same study, dciodvfy 0 errors, lung volumes within
-10 % of the phantom's truth, and that the node resumes after SIGKILL.
+10 % of the phantom's truth, and that the node resumes after SIGKILL; an abdominal CT
+gets the kidney model's SEG and SR, checked the same way and in OHIF's libraries.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from dicom_ai_node.phantoms import LEFT_LUNG, RIGHT_LUNG, ChestPhantom
+from dicom_ai_node.region_phantoms import KIDNEY, TUMOUR, kidney_ct_phantom
 from dicom_ai_node.send.scu import Peer, send_datasets
-from dicom_ai_node.testing import make_ct_series, write_series
+from dicom_ai_node.testing import make_ct_series, phantom_to_datasets, write_series
 
 from ..conftest import NodeProcess, dcmtk_env, free_port, require_exe, write_node_config
 from ..tools import dciodvfy_errors, viewer_check
@@ -158,3 +160,36 @@ def test_storescu_sender_and_restart_after_sigkill(
     assert "ct-chest-lungs 1.0.0: done" in report and "routed to ct-chest-lungs" in report
     assert "to PACS@127.0.0.1" in report and ": delivered" in report
     assert "PHANTOM" not in report
+
+
+def test_an_abdominal_ct_gets_kidney_and_tumour_results_a_viewer_shows(
+    tmp_path: Path, storescp: tuple[int, Path], node_factory: type
+) -> None:
+    """The kidney model through the node: a contrast-enhanced abdominal CT with a renal
+    tumour comes back as a SEG (kidney, tumour) and a TID 1500 SR that pass dciodvfy and
+    load in OHIF's libraries; the SEG's volumes are close to the phantom's truth."""
+    pacs_port, pacs_dir = storescp
+    node, port = _start(tmp_path, f"sqlite:///{tmp_path / 'n.db'}", pacs_port, node_factory)
+    ph = kidney_ct_phantom(60, 256, (3.0, 1.4, 1.4), seed=20_000, tumour=True, contrast=True)
+    phantom = ChestPhantom(hu=ph.hu, labels=ph.labels, spacing_mm=ph.spacing_mm)
+    datasets = phantom_to_datasets(
+        phantom,
+        seed=20_000,
+        body_part_examined="ABDOMEN",
+        series_description="CT ABDOMEN 3mm PV",
+        study_description="CT ABDOMEN",
+    )
+    outcomes = send_datasets(datasets, Peer("AI_NODE", "127.0.0.1", port), calling_ae_title="PACS")
+    assert all(o.delivered for o in outcomes)
+    results = wait_for_results(pacs_dir, 2)
+    assert {r.StudyInstanceUID for r in results} == {datasets[0].StudyInstanceUID}
+    [seg] = [r for r in results if r.Modality == "SEG"]
+    assert "ct-kidney-tumour" in seg.SeriesDescription
+    volumes = segment_volumes_ml(seg, ph.spacing_mm)
+    for name, label, within in (("Kidney", KIDNEY, 0.15), ("Renal tumour", TUMOUR, 0.35)):
+        truth = ph.volume_ml(label)
+        assert abs(volumes[name] - truth) / truth < within, (name, volumes[name], truth)
+    for path in sorted(pacs_dir.iterdir()):
+        assert dciodvfy_errors(path) == [], path.name
+    check_in_viewer(pacs_dir, datasets, tmp_path / "source")
+    assert "PHANTOM" not in node.log()
