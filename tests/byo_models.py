@@ -63,7 +63,7 @@ def _manifest(name: str, runner: str, weights: str, size: int, extra: str = "") 
     )
 
 
-def _conv(dims: int, weight: float, bias: float) -> torch.nn.Module:
+def conv(dims: int, weight: float, bias: float) -> torch.nn.Module:
     conv = (torch.nn.Conv2d if dims == 2 else torch.nn.Conv3d)(1, 2, kernel_size=1)
     with torch.no_grad():
         conv.weight.zero_()
@@ -81,13 +81,13 @@ def make_model(kind: str, folder: Path, size: int) -> Path:
     if kind == "torchscript":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TorchScript's deprecation notice
-            torch.jit.save(torch.jit.script(_conv(2, -1.0, -500.0)), folder / "model.pt")
+            torch.jit.save(torch.jit.script(conv(2, -1.0, -500.0)), folder / "model.pt")
         manifest = _manifest(name, "torchscript", "model.pt", size)
     elif kind == "onnx":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
             torch.onnx.export(
-                _conv(2, -1.0, -500.0),
+                conv(2, -1.0, -500.0),
                 (torch.zeros(2, 1, size, size),),
                 str(folder / "model.onnx"),
                 dynamo=False,
@@ -100,7 +100,7 @@ def make_model(kind: str, folder: Path, size: int) -> Path:
         bundle = folder / "bundle"
         (bundle / "configs").mkdir(parents=True)
         (bundle / "models").mkdir()
-        torch.save(_conv(3, -1.0, 0.5).state_dict(), bundle / "models" / "model.pt")
+        torch.save(conv(3, -1.0, 0.5).state_dict(), bundle / "models" / "model.pt")
         image = {"type": "image", "format": "hounsfield", "num_channels": 1}
         metadata = {
             "version": "0.1.0",
