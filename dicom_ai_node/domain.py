@@ -213,6 +213,8 @@ class OutputLabel:
     type: Code
     color_rgb: tuple[int, int, int]
     laterality: Code | None = None
+    #: Measurements of this label (``volume``, ``long_axis``); empty: the model's own list.
+    measurements: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -145,7 +145,7 @@ import json
 import numpy as np
 
 from dicom_ai_node.domain import ModelOutput
-from dicom_ai_node.infer.slices import volume_measurements
+from dicom_ai_node.infer.slices import label_measurements
 
 
 class ThresholdRunner:
@@ -166,7 +166,7 @@ class ThresholdRunner:
         return ModelOutput(
             labels=self.manifest.labels,
             label_map=label_map,
-            measurements=volume_measurements(self.manifest, label_map, volume),
+            measurements=label_measurements(self.manifest, label_map, volume),
         )
 
 

@@ -24,6 +24,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
 from ..domain import Measurement, ModelOutput, OutputLabel, QualityIssue
+from ..geometry import largest_component
 from .common import EncodeContext, coded, finish
 from .uids import result_uid, tracking_uid
 
@@ -274,39 +275,6 @@ def build_findings_sr(
     return _report(ctx, groups, [], part="findings", series_offset=2, kind="findings SR")
 
 
-def _largest_component(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
-    """The largest 8-connected component of a 2-D mask, by union-find over row runs."""
-    padded = np.zeros((mask.shape[0], mask.shape[1] + 2), np.int8)
-    padded[:, 1:-1] = mask
-    step = np.diff(padded, axis=1)
-    run_rows, run_starts = np.nonzero(step == 1)
-    run_ends = np.nonzero(step == -1)[1]  # exclusive; row-major order pairs them with starts
-    starts, ends = run_starts.tolist(), run_ends.tolist()
-    parent = list(range(len(starts)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    first = np.searchsorted(run_rows, np.arange(mask.shape[0] + 1)).tolist()
-    for r in range(mask.shape[0] - 1):
-        a, b, c = first[r], first[r + 1], first[r + 2]
-        for i in range(a, b):
-            for j in range(b, c):
-                # 8-connected: runs touch when they overlap or meet at a corner
-                if starts[i] <= ends[j] and starts[j] <= ends[i]:
-                    parent[find(i)] = find(j)
-    roots = np.array([find(i) for i in range(len(starts))])
-    area = np.bincount(roots, weights=run_ends - run_starts, minlength=len(starts))
-    best = int(np.argmax(area))
-    out = np.zeros(mask.shape, bool)
-    for k in np.flatnonzero(roots == best).tolist():
-        out[run_rows[k], starts[k] : ends[k]] = True
-    return out
-
-
 def outer_contour(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.float32]:
     """Outer boundary of the largest 8-connected component, along pixel edges.
 
@@ -326,7 +294,7 @@ def outer_contour(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.float32]:
     numpy.ndarray
         (n, 2) float32 vertices, n >= 5.
     """
-    component = _largest_component(mask)
+    component = largest_component(mask)
     fg = np.zeros((component.shape[0] + 2, component.shape[1] + 2), bool)
     fg[1:-1, 1:-1] = component  # fg[row + 1, col + 1]: no bounds checks below
 

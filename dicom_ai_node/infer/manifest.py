@@ -17,7 +17,7 @@ from typing import Any
 from ..domain import AlgorithmInfo, BodyPart, Code, InputSpec, OutputLabel, Scope, parse_enum
 from ..errors import ConfigError
 
-__all__ = ["ModelManifest", "load_manifest"]
+__all__ = ["MEASUREMENTS", "ModelManifest", "load_manifest"]
 
 # PS3.16 CID 7162 (Algorithm Family): "Artificial Intelligence"
 AI_FAMILY = Code("123110", "DCM", "Artificial Intelligence")
@@ -120,6 +120,16 @@ def _input_spec(data: Mapping[str, Any], where: str) -> InputSpec:
         raise ConfigError(f"{where}: {exc}") from exc
 
 
+#: What a segmentation runner can measure per label (infer/slices.py).
+MEASUREMENTS = ("volume", "long_axis")
+
+
+def _measurements(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or any(v not in MEASUREMENTS for v in value):
+        raise ConfigError(f"{where}: a list of {list(MEASUREMENTS)}, got {value!r}")
+    return tuple(value)
+
+
 def _labels(items: list[Mapping[str, Any]], where: str) -> tuple[OutputLabel, ...]:
     labels = []
     for i, item in enumerate(items):
@@ -137,12 +147,20 @@ def _labels(items: list[Mapping[str, Any]], where: str) -> tuple[OutputLabel, ..
                 laterality=_code(item["laterality"], f"{at}.laterality")
                 if "laterality" in item
                 else None,
+                measurements=_measurements(item.get("measurements", []), f"{at}.measurements"),
             )
         )
     values = [label.value for label in labels]
     if sorted(values) != list(range(1, len(values) + 1)):
         raise ConfigError(f"{where}: label values must be 1..N without gaps, got {values}")
     return tuple(labels)
+
+
+def _postprocess(data: Mapping[str, Any], where: str) -> dict[str, Any]:
+    out = dict(data)
+    if "measurements" in out:
+        out["measurements"] = list(_measurements(out["measurements"], f"{where} postprocess"))
+    return out
 
 
 def load_manifest(path: Path) -> ModelManifest:
@@ -183,7 +201,7 @@ def load_manifest(path: Path) -> ModelManifest:
         input=_input_spec(data.get("input", {}), where),
         labels=_labels(data.get("labels", []), where),
         preprocess=dict(data.get("preprocess", {})),
-        postprocess=dict(data.get("postprocess", {})),
+        postprocess=_postprocess(data.get("postprocess", {}), where),
         algorithm_family=_code(data["algorithm_family"], f"{where}.algorithm_family")
         if "algorithm_family" in data
         else AI_FAMILY,

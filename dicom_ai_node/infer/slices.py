@@ -20,20 +20,25 @@ import torch.nn.functional as F
 
 from ..domain import Code, Measurement, ModelOutput, Volume
 from ..errors import ConfigError, InferenceError
+from ..geometry import largest_component, max_feret_diameter_mm
 from .manifest import ModelManifest
 from .runner import Device
 
 __all__ = [
+    "LONG_AXIS",
+    "MM",
     "MM3",
     "VOLUME",
     "SliceSegmenter",
     "bf16_supported",
     "label_argmax",
-    "volume_measurements",
+    "label_measurements",
 ]
 
 VOLUME = Code("118565006", "SCT", "Volume")
 MM3 = Code("mm3", "UCUM", "cubic millimeter")
+LONG_AXIS = Code("103339001", "SCT", "Long Axis")
+MM = Code("mm", "UCUM", "millimeter")
 
 
 @cache
@@ -47,22 +52,38 @@ def bf16_supported() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def volume_measurements(
+def label_measurements(
     manifest: ModelManifest, label_map: np.ndarray, volume: Volume
 ) -> tuple[Measurement, ...]:
-    """The volume of each label in mm3, if the manifest asks for ``volume``."""
-    if "volume" not in manifest.postprocess.get("measurements", []):
-        return ()
-    # one pass per label over the uint8 map: bincount would first widen it to int64
-    return tuple(
-        Measurement(
-            label_value=label.value,
-            concept=VOLUME,
-            value=float(np.count_nonzero(label_map == label.value)) * volume.voxel_volume_mm3,
-            unit=MM3,
-        )
-        for label in manifest.labels
-    )
+    """Each label's measurements: its own list, else ``postprocess.measurements``.
+
+    ``volume``: voxels x voxel volume, in mm3. ``long_axis``: the longest in-plane
+    diameter, edge to edge, of the label's largest connected region on any slice, in mm
+    (RECIST-style, :func:`~dicom_ai_node.geometry.max_feret_diameter_mm`); 0 when the
+    label is absent.
+    """
+    default = tuple(manifest.postprocess.get("measurements", []))
+    _, row_mm, column_mm = volume.spacing_mm
+    out = []
+    for label in manifest.labels:
+        wanted = label.measurements or default
+        if not wanted:
+            continue
+        mask = label_map == label.value  # one pass per label over the uint8 map
+        if "volume" in wanted:
+            voxels = float(np.count_nonzero(mask))
+            out.append(Measurement(label.value, VOLUME, voxels * volume.voxel_volume_mm3, MM3))
+        if "long_axis" in wanted:
+            longest = max(
+                (
+                    max_feret_diameter_mm(largest_component(plane), row_mm, column_mm)
+                    for plane in mask
+                    if plane.any()
+                ),
+                default=0.0,
+            )
+            out.append(Measurement(label.value, LONG_AXIS, longest, MM))
+    return tuple(out)
 
 
 def label_argmax(logits: torch.Tensor) -> torch.Tensor:
@@ -192,5 +213,5 @@ class SliceSegmenter:
         return ModelOutput(
             labels=self.manifest.labels,
             label_map=label_map,
-            measurements=volume_measurements(self.manifest, label_map, volume),
+            measurements=label_measurements(self.manifest, label_map, volume),
         )

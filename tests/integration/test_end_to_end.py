@@ -11,6 +11,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from dicom_ai_node.geometry import largest_component, max_feret_diameter_mm
 from dicom_ai_node.phantoms import LEFT_LUNG, RIGHT_LUNG, ChestPhantom
 from dicom_ai_node.region_phantoms import KIDNEY, TUMOUR, kidney_ct_phantom
 from dicom_ai_node.send.scu import Peer, send_datasets
@@ -189,7 +191,30 @@ def test_an_abdominal_ct_gets_kidney_and_tumour_results_a_viewer_shows(
     for name, label, within in (("Kidney", KIDNEY, 0.15), ("Renal tumour", TUMOUR, 0.35)):
         truth = ph.volume_ml(label)
         assert abs(volumes[name] - truth) / truth < within, (name, volumes[name], truth)
+    [long_axis] = [v for code, v in _numbers(results) if code == "103339001"]  # SCT Long Axis
+    truth = max(
+        max_feret_diameter_mm(largest_component(plane), *ph.spacing_mm[1:])
+        for plane in ph.labels == TUMOUR
+        if plane.any()
+    )
+    assert abs(long_axis - truth) / truth < 0.2, (long_axis, truth)
     for path in sorted(pacs_dir.iterdir()):
         assert dciodvfy_errors(path) == [], path.name
     check_in_viewer(pacs_dir, datasets, tmp_path / "source")
     assert "PHANTOM" not in node.log()
+
+
+def _numbers(results: list[Dataset]) -> list[tuple[str, float]]:
+    """(concept code, value) of every NUM content item of the SRs, at any depth."""
+    found: list[tuple[str, float]] = []
+
+    def walk(items: Sequence[Dataset]) -> None:
+        for item in items:
+            if item.get("ValueType") == "NUM" and "MeasuredValueSequence" in item:
+                code = str(item.ConceptNameCodeSequence[0].CodeValue)
+                found.append((code, float(item.MeasuredValueSequence[0].NumericValue)))
+            walk(item.get("ContentSequence", []))
+
+    for sr in (r for r in results if r.Modality == "SR"):
+        walk(sr.get("ContentSequence", []))
+    return found

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
-from dicom_ai_node.infer.slices import label_argmax
+from dicom_ai_node.domain import Volume
+from dicom_ai_node.infer.slices import LONG_AXIS, MM, VOLUME, label_argmax, label_measurements
 
 
 def test_label_argmax_is_torch_argmax_with_the_first_maximum_winning_ties() -> None:
@@ -23,3 +26,37 @@ def test_label_argmax_of_one_class_is_background() -> None:
 def test_label_argmax_on_channels_last_logits() -> None:
     logits = torch.randn(3, 3, 8, 8).contiguous(memory_format=torch.channels_last)
     assert np.array_equal(label_argmax(logits).numpy(), logits.argmax(dim=1).numpy())
+
+
+def _manifest_with(measurements: list[str]) -> object:
+    from dicom_ai_node.infer.manifest import load_manifest
+
+    repo = Path(__file__).resolve().parents[2]
+    manifest = load_manifest(repo / "models" / "ct_kidney_tumour" / "model.toml")
+    assert manifest.labels[1].measurements == ("volume", "long_axis")
+    assert manifest.postprocess["measurements"] == measurements
+    return manifest
+
+
+def test_label_measurements_give_volumes_and_the_tumour_long_axis() -> None:
+    manifest = _manifest_with(["volume"])
+    label_map = np.zeros((5, 64, 64), np.uint8)
+    yy, xx = np.mgrid[0:64, 0:64]
+    label_map[:, 10:20, 10:20] = 1  # kidney: volume only
+    label_map[2][((xx - 40) / 12) ** 2 + ((yy - 40) / 5) ** 2 < 1] = 2  # 24 px wide
+    label_map[3][((xx - 40) / 6) ** 2 + ((yy - 40) / 4) ** 2 < 1] = 2
+    label_map[3, 0:2, 60:64] = 2  # a second, smaller region on the same slice: not measured
+    volume = Volume(
+        voxels=np.zeros((5, 64, 64), np.float32),
+        spacing_mm=(2.0, 0.5, 0.5),
+        sop_instance_uids=tuple(f"2.25.{i}" for i in range(5)),
+        frame_of_reference_uid="2.25.9",
+        series_instance_uid="2.25.10",
+        study_instance_uid="2.25.11",
+    )
+    found = label_measurements(manifest, label_map, volume)  # type: ignore[arg-type]
+    by_kind = {(m.label_value, m.concept.value): m for m in found}
+    assert set(by_kind) == {(1, VOLUME.value), (2, VOLUME.value), (2, LONG_AXIS.value)}
+    assert by_kind[1, VOLUME.value].value == 5 * 100 * 2.0 * 0.25
+    long_axis = by_kind[2, LONG_AXIS.value]
+    assert long_axis.unit == MM and 11.5 <= long_axis.value <= 12.5, long_axis
