@@ -6,13 +6,14 @@ import json
 import subprocess
 import sys
 import tomllib
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from dicom_ai_node.phantoms import LEFT_LUNG, RIGHT_LUNG, chest_ct_phantom
+
+from ..model_gate import load_weights, segment_like_the_runner
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -27,11 +28,7 @@ def _metrics() -> dict[str, object]:
     return data
 
 
-def _jit_load(path: Path) -> torch.jit.ScriptModule:
-    # torch 2.13 deprecates torch.jit.load (DeprecationWarning); the node still ships TorchScript
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", DeprecationWarning)
-        return torch.jit.load(str(path), map_location="cpu")
+_jit_load = load_weights
 
 
 def _load() -> torch.jit.ScriptModule:
@@ -39,18 +36,7 @@ def _load() -> torch.jit.ScriptModule:
     return _jit_load(MODEL_DIR / "model.pt")
 
 
-def _segment(module: torch.jit.ScriptModule, hu: np.ndarray) -> np.ndarray:
-    """What the node's TorchScript runner does: area resize, batches of 16, bilinear, argmax."""
-    rows, cols = hu.shape[1:]
-    out = np.empty(hu.shape, np.uint8)
-    with torch.inference_mode():
-        for k in range(0, hu.shape[0], 16):
-            x = torch.from_numpy(hu[k : k + 16].astype(np.float32)).unsqueeze(1)
-            x = F.interpolate(x, size=(128, 128), mode="area")
-            logits = module(x)
-            up = F.interpolate(logits, size=(rows, cols), mode="bilinear", align_corners=False)
-            out[k : k + 16] = up.argmax(dim=1).numpy()
-    return out
+_segment = segment_like_the_runner
 
 
 def test_quality_gate_on_held_out_phantoms() -> None:

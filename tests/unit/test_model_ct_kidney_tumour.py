@@ -7,13 +7,11 @@ import json
 import subprocess
 import sys
 import tomllib
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from dicom_ai_node.domain import SeriesInfo
 from dicom_ai_node.infer.registry import ModelRegistry
@@ -22,6 +20,8 @@ from dicom_ai_node.phantoms import ChestPhantom
 from dicom_ai_node.region_phantoms import KIDNEY, TUMOUR, kidney_ct_phantom
 from dicom_ai_node.route import header_of, load_rules, route_study, series_info
 from dicom_ai_node.testing import make_ct_series, phantom_to_datasets
+
+from ..model_gate import load_weights, segment_like_the_runner
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_DIR = REPO / "models" / "ct_kidney_tumour"
@@ -34,22 +34,10 @@ def _metrics() -> dict[str, object]:
 
 
 def _load(path: Path = MODEL_DIR / "model.pt") -> torch.jit.ScriptModule:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", DeprecationWarning)
-        return torch.jit.load(str(path), map_location="cpu")
+    return load_weights(path)
 
 
-def _segment(module: torch.jit.ScriptModule, hu: np.ndarray) -> np.ndarray:
-    """The node's TorchScript runner path: area resize, bilinear upsampling, argmax."""
-    rows, cols = hu.shape[1:]
-    out = np.empty(hu.shape, np.uint8)
-    with torch.inference_mode():
-        for k in range(0, hu.shape[0], 16):
-            x = torch.from_numpy(hu[k : k + 16].astype(np.float32)).unsqueeze(1)
-            logits = module(F.interpolate(x, size=(128, 128), mode="area"))
-            up = F.interpolate(logits, size=(rows, cols), mode="bilinear", align_corners=False)
-            out[k : k + 16] = up.argmax(dim=1).numpy()
-    return out
+_segment = segment_like_the_runner
 
 
 def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
