@@ -271,6 +271,21 @@ def _associate(calling: str, called: str, port: int) -> tuple[Any, list[Any]]:
     return assoc, received
 
 
+def _the_security_alert(node: Node, caller: str) -> ET.Element:
+    """The one Security Alert of the audit log (PS3.15 A.5.3.11): Node Authentication,
+    outcome 4 (the refusal worked), naming the refused caller and its address."""
+    alerts = [r for r in _audit_log(node) if _event(r)[0] == "110113"]
+    assert len(alerts) == 1
+    [alert] = alerts
+    type_code = alert.find("EventIdentification/EventTypeCode")
+    assert type_code is not None and type_code.get("csd-code") == "110126"
+    assert alert.find("EventIdentification").get("EventOutcomeIndicator") == "4"  # type: ignore[union-attr]
+    performer = alert.findall("ActiveParticipant")[1]
+    assert performer.get("UserID") == caller
+    assert performer.get("NetworkAccessPointID") == "127.0.0.1"
+    return alert
+
+
 def test_an_unknown_calling_ae_is_rejected_and_audited(
     strict_node: tuple[Node, socket.socket],
 ) -> None:
@@ -282,15 +297,7 @@ def test_an_unknown_calling_ae_is_rejected_and_audited(
     # PS3.8 9.3.4: rejected-permanent, service-user, calling-AE-title-not-recognized
     assert (received[0].result, received[0].source, received[0].reason_diagnostic) == (1, 1, 3)
 
-    alerts = [r for r in _audit_log(node) if _event(r)[0] == "110113"]
-    assert len(alerts) == 1
-    [alert] = alerts
-    type_code = alert.find("EventIdentification/EventTypeCode")
-    assert type_code is not None and type_code.get("csd-code") == "110126"
-    assert alert.find("EventIdentification").get("EventOutcomeIndicator") == "4"  # type: ignore[union-attr]
-    performer = alert.findall("ActiveParticipant")[1]
-    assert performer.get("UserID") == "STRANGER"
-    assert performer.get("NetworkAccessPointID") == "127.0.0.1"
+    _the_security_alert(node, "STRANGER")
     assert _event(_audit_log(node)[0])[0] == "110100"  # Application Start first
 
     frames = []
@@ -311,14 +318,8 @@ def test_a_request_for_another_called_ae_is_rejected_and_audited(
     assert assoc.is_rejected
     assert (received[0].result, received[0].source, received[0].reason_diagnostic) == (1, 1, 7)
 
-    alerts = [r for r in _audit_log(node) if _event(r)[0] == "110113"]
-    assert len(alerts) == 1
-    [alert] = alerts
-    text = ET.tostring(alert, encoding="unicode")
+    text = ET.tostring(_the_security_alert(node, "PACS"), encoding="unicode")
     assert "NOT_THE_NODE" in text and "reason 7" in text, text
-    performer = alert.findall("ActiveParticipant")[1]
-    assert performer.get("UserID") == "PACS"
-    assert performer.get("NetworkAccessPointID") == "127.0.0.1"
 
     assoc, _ = _associate("PACS", "AI_NODE", node.scp.port)
     try:
