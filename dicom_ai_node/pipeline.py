@@ -13,7 +13,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pydicom import dcmread
@@ -83,15 +83,35 @@ class Pipeline:
     #: not name a region; ignored when ``classifier`` is given.
     body_region: BodyRegionModel | None = None
 
+    #: Answers of the body-region model by (series, instance count): routing a study
+    #: asks about every series of it each time one of them completes.
+    _regions: dict[tuple[str, int], tuple[BodyPart, float] | None] = field(
+        default_factory=dict, init=False, repr=False
+    )
+
     def __post_init__(self) -> None:
         if self.classifier is None and self.body_region is not None:
             self.classifier = self.classify_region
 
     def classify_region(self, info: SeriesInfo) -> tuple[BodyPart, float] | None:
-        """The body region of a stored series from its pixels (the router's hook)."""
+        """The body region of a stored series from its pixels (the router's hook).
+
+        Remembered per series and instance count (the model is deterministic), so a
+        study's other series are not read again each time one of its series completes.
+        """
         model = self.body_region
         if model is None or not model.accepts(info.modality):
             return None
+        key = (info.series_instance_uid, info.number_of_instances)
+        if key not in self._regions:
+            if len(self._regions) >= 1024:
+                self._regions.clear()
+            self._regions[key] = self._classify_stored(model, info)
+        return self._regions[key]
+
+    def _classify_stored(
+        self, model: BodyRegionModel, info: SeriesInfo
+    ) -> tuple[BodyPart, float] | None:
         with self.db.session() as session:
             series_pk = session.scalars(
                 select(Series.pk).where(Series.series_instance_uid == info.series_instance_uid)

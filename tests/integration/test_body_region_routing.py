@@ -6,7 +6,9 @@ and every decision says that the image classifier decided."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydicom.dataset import Dataset
@@ -97,3 +99,46 @@ def test_route_explain_asks_the_image_classifier_too(
         "-> not routed: no rule matched: 'chest-ct-lungs': body_part 'HEAD' is not one of "
         "[CHEST]; 'abdomen-ct-kidneys': body_part 'HEAD' is not one of [ABDOMEN]",
     ], routed
+
+
+def test_each_series_of_a_study_is_classified_once(tmp_path: Path) -> None:
+    """Routing a study asks about all its series each time one completes; the pixels of
+    each series are read for the body-region model once, not once per completion."""
+    port = free_port()
+    config = write_node_config(tmp_path, f"sqlite:///{tmp_path / 'n.db'}", port, [], 0.3)
+    node = Node(load_settings(config))
+    model = node.pipeline.body_region
+    assert model is not None
+    read: list[int] = []
+    classify_files = model.classify_files
+
+    def counting(paths: Any, decode: Any = None) -> Any:
+        read.append(len(paths))
+        return classify_files(paths, decode)
+
+    model.classify_files = counting  # type: ignore[method-assign]
+    study = "2.25.4242"
+    series = []
+    for seed, region in enumerate((BodyPart.HEAD, BodyPart.ABDOMEN, BodyPart.PELVIS)):
+        hu = region_ct(region, 12, 64, seed=400 + seed)
+        phantom = ChestPhantom(hu=hu, labels=hu.astype("uint8") * 0, spacing_mm=(5.0, 5.0, 5.0))
+        series.append(
+            phantom_to_datasets(phantom, seed=400 + seed, study_instance_uid=study, **ANONYMOUS)
+        )  # type: ignore[arg-type]
+    try:
+        node.start()
+        peer = Peer("AI_NODE", "127.0.0.1", port)
+        for datasets in series:  # one after the other, each completing on its own
+            assert all(o.delivered for o in send_datasets(datasets, peer, calling_ae_title="CT1"))
+            time.sleep(0.8)
+
+        def decided() -> bool:
+            with node.db.session() as session:
+                states = [r.state for r in session.scalars(select(Series))]
+            done = (SeriesState.ROUTED.value, SeriesState.NOT_ROUTED.value)
+            return len(states) == 3 and all(s in done for s in states)
+
+        wait_until(decided, 60, "three routing decisions")
+    finally:
+        node.stop()
+    assert sorted(read) == [12, 12, 12], read
