@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["largest_component", "max_feret_diameter_mm"]
+__all__ = ["Component", "components", "largest_component", "max_feret_diameter_mm"]
 
 
 def largest_component(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
@@ -44,6 +44,82 @@ def largest_component(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
     return out
 
 
+#: One connected component: its bounding box in the volume and its mask inside the box.
+Component = tuple[tuple[slice, slice, slice], npt.NDArray[np.bool_]]
+
+
+def _bounds(mask: npt.NDArray[np.bool_], axis: tuple[int, int]) -> tuple[int, int]:
+    hits = np.flatnonzero(mask.any(axis=axis))
+    return int(hits[0]), int(hits[-1]) + 1
+
+
+def components(mask: npt.NDArray[np.bool_]) -> list[Component]:
+    """The 26-connected components of a 3-D mask (8-connected within a slice).
+
+    Union-find over the runs of each (slice, row) line, like :func:`largest_component`,
+    inside the mask's bounding box: the cost grows with the runs of the mask, not with
+    the volume, so a few lesions in a whole CT are cheap (about 0.1 s for 300 x 512 x
+    512, most of it finding the box).
+
+    Returns
+    -------
+    list
+        One ``(box, mask)`` per component, in the C order of their first voxel: ``box``
+        indexes the volume (``volume[box]``) and ``mask`` is the component inside it.
+    """
+    if not mask.any():
+        return []
+    z0, z1 = _bounds(mask, (1, 2))
+    y0, y1 = _bounds(mask[z0:z1], (0, 2))
+    x0, x1 = _bounds(mask[z0:z1, y0:y1], (0, 1))
+    crop = mask[z0:z1, y0:y1, x0:x1]
+    slices, rows, cols = crop.shape
+    padded = np.zeros((slices * rows, cols + 2), np.int8)
+    padded[:, 1:-1] = crop.reshape(slices * rows, cols)
+    step = np.diff(padded, axis=1)
+    run_lines, run_starts = np.nonzero(step == 1)
+    run_ends = np.nonzero(step == -1)[1]  # exclusive; row-major order pairs them
+    lines, starts, ends = run_lines.tolist(), run_starts.tolist(), run_ends.tolist()
+    parent = list(range(len(starts)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first = np.searchsorted(run_lines, np.arange(slices * rows + 1)).tolist()
+    for line in sorted(set(lines)):
+        z, y = divmod(line, rows)
+        for nz, ny in ((z, y + 1), (z + 1, y - 1), (z + 1, y), (z + 1, y + 1)):
+            if nz >= slices or not 0 <= ny < rows:
+                continue
+            other = nz * rows + ny
+            for i in range(first[line], first[line + 1]):
+                for j in range(first[other], first[other + 1]):
+                    if starts[i] <= ends[j] and starts[j] <= ends[i]:  # overlap or corner
+                        parent[find(i)] = find(j)
+    members: dict[int, list[int]] = {}
+    for k in range(len(starts)):
+        members.setdefault(find(k), []).append(k)
+    result: list[Component] = []
+    for runs in members.values():  # insertion order: by first run, i.e. first voxel
+        zs = [lines[k] // rows for k in runs]
+        ys = [lines[k] % rows for k in runs]
+        lo = (min(zs), min(ys), min(starts[k] for k in runs))
+        hi = (max(zs) + 1, max(ys) + 1, max(ends[k] for k in runs))
+        local = np.zeros((hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]), bool)
+        for k, z, y in zip(runs, zs, ys, strict=True):
+            local[z - lo[0], y - lo[1], starts[k] - lo[2] : ends[k] - lo[2]] = True
+        box = (
+            slice(z0 + lo[0], z0 + hi[0]),
+            slice(y0 + lo[1], y0 + hi[1]),
+            slice(x0 + lo[2], x0 + hi[2]),
+        )
+        result.append((box, local))
+    return result
+
+
 def _hull(points: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """Convex hull of 2-D points (Andrew's monotone chain), counter-clockwise."""
     pts = sorted(set(map(tuple, points.tolist())))
@@ -75,12 +151,14 @@ def max_feret_diameter_mm(mask: npt.NDArray[np.bool_], row_mm: float, column_mm:
     """
     if not mask.any():
         return 0.0
-    inner = mask.copy()
-    inner[1:, :] &= mask[:-1, :]
-    inner[:-1, :] &= mask[1:, :]
-    inner[:, 1:] &= mask[:, :-1]
-    inner[:, :-1] &= mask[:, 1:]
-    rows, cols = np.nonzero(mask & ~inner)
+    region = np.pad(mask, 1)  # pixels on the array's edge are on the region's boundary
+    inner = region.copy()
+    inner[1:, :] &= region[:-1, :]
+    inner[:-1, :] &= region[1:, :]
+    inner[:, 1:] &= region[:, :-1]
+    inner[:, :-1] &= region[:, 1:]
+    rows, cols = np.nonzero(region & ~inner)
+    rows, cols = rows - 1, cols - 1
     corners = np.concatenate(
         [np.stack([rows + dr, cols + dc], axis=1) for dr in (0, 1) for dc in (0, 1)]
     ).astype(np.float64)
