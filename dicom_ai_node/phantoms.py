@@ -10,7 +10,8 @@ of them learns the anatomy rather than one look. The anatomy, in patient millime
 * two lungs filling the thoracic cavity, tapering to the apex, carved medially by the
   mediastinum and the heart and at the base by the diaphragm domes (liver and
   spleen below), with a gravity-dependent density gradient, vessels and sometimes
-  nodules inside (labelled lung, as real lung masks include them);
+  nodules inside (labelled lung, as real lung masks include them, or labelled nodule
+  on request);
 * air that is *not* lung: trachea, main bronchi, oesophagus, a gastric bubble and bowel
   gas under the diaphragm, and the air around the patient;
 * a spine (vertebral body, canal, posterior elements) and a descending aorta;
@@ -29,10 +30,14 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["LEFT_LUNG", "RIGHT_LUNG", "ChestPhantom", "chest_ct_phantom"]
+__all__ = ["LEFT_LUNG", "NODULE", "RIGHT_LUNG", "ChestPhantom", "chest_ct_phantom"]
 
 RIGHT_LUNG = 1
 LEFT_LUNG = 2
+#: Label of nodule voxels when a phantom is asked to label them (``label_nodules``).
+NODULE = 3
+#: Nodules per lung (Poisson mean) unless asked otherwise.
+NODULES_PER_LUNG = 0.6
 
 _AIR_HU = -1000.0
 _F32 = npt.NDArray[np.float32]
@@ -48,7 +53,8 @@ class ChestPhantom:
     hu:
         (slices, rows, columns) int16 Hounsfield units.
     labels:
-        (slices, rows, columns) uint8; 0 background, 1 right lung, 2 left lung.
+        (slices, rows, columns) uint8; 0 background, 1 right lung, 2 left lung, and 3
+        nodule when the phantom was made with ``label_nodules`` (else nodules are lung).
     spacing_mm:
         (slice spacing, row spacing, column spacing).
     """
@@ -157,8 +163,12 @@ class _Scene:
         rng: np.random.Generator,
         shape: tuple[int, int, int],
         spacing: tuple[float, float, float],
+        nodules_per_lung: float = NODULES_PER_LUNG,
+        label_nodules: bool = False,
     ) -> None:
         self.rng = rng
+        self.nodules_per_lung = nodules_per_lung
+        self.label_nodules = label_nodules
         self.shape = shape
         self.spacing = spacing
         self.tissue = _Tissue.draw(rng)
@@ -353,7 +363,7 @@ class _Scene:
                         label=label,
                     )
                 )
-            for _ in range(int(rng.poisson(0.6))):  # nodules, as spheres (dz = 0)
+            for _ in range(int(rng.poisson(self.nodules_per_lung))):  # spheres (dz = 0)
                 r = rng.uniform(3, 12)
                 tracks.append(
                     _Track(
@@ -516,7 +526,10 @@ class _Scene:
             y = self.cy + s * pu + c * pv
             col = x / dx + cols / 2 - 0.5
             row = y / dy + rows / 2 - 0.5
-            _stamp(img, labels, tr.label, row, col, r / dy, r / dx, 2.0 / dx, self.tissue.vessel)
+            mark = NODULE if tr.dz == 0.0 and self.label_nodules else None
+            _stamp(
+                img, labels, tr.label, row, col, r / dy, r / dx, 2.0 / dx, self.tissue.vessel, mark
+            )
 
 
 def _stamp(
@@ -529,8 +542,12 @@ def _stamp(
     r_cols: float,
     margin: float,
     value: float,
+    mark: int | None = None,
 ) -> None:
-    """Draw a filled ellipse of ``value`` where ``labels == label``, if it lies inside."""
+    """Draw a filled ellipse of ``value`` where ``labels == label``, if it lies inside.
+
+    With ``mark``, the ellipse's pixels get that label too.
+    """
     rows, cols = labels.shape
     hr, hc = r_rows + margin, r_cols + margin
     probe_r = np.clip(np.round([row, row - hr, row + hr, row, row]).astype(int), 0, rows - 1)
@@ -546,6 +563,8 @@ def _stamp(
     disk = (yy**2 + xx**2 <= 1) & (labels[r0:r1, c0:c1] == label)
     window = img[r0:r1, c0:c1]
     _paint(window, disk, value)
+    if mark is not None:
+        labels[r0:r1, c0:c1][disk] = mark
 
 
 def _upsample(coarse: _F32, shape: tuple[int, ...]) -> npt.NDArray[np.float32]:
@@ -580,6 +599,9 @@ def chest_ct_phantom(
     columns: int = 256,
     spacing_mm: tuple[float, float, float] = (2.5, 1.4, 1.4),
     seed: int = 0,
+    *,
+    nodules_per_lung: float = NODULES_PER_LUNG,
+    label_nodules: bool = False,
 ) -> ChestPhantom:
     """Generate a randomised chest CT phantom.
 
@@ -592,6 +614,11 @@ def chest_ct_phantom(
         so a small field of view may crop the body (never most of the lungs).
     seed:
         Seed for every random choice; the same arguments give the same phantom.
+    nodules_per_lung:
+        Mean number of nodules per lung (Poisson): solid spheres of 6-24 mm diameter,
+        well inside the lung.
+    label_nodules:
+        Label nodule voxels :data:`NODULE` instead of lung.
 
     Returns
     -------
@@ -600,7 +627,7 @@ def chest_ct_phantom(
     """
     spacing = (float(spacing_mm[0]), float(spacing_mm[1]), float(spacing_mm[2]))
     rng = np.random.default_rng(seed)
-    scene = _Scene(rng, (slices, rows, columns), spacing)
+    scene = _Scene(rng, (slices, rows, columns), spacing, nodules_per_lung, label_nodules)
     noise_rng = np.random.default_rng([seed, 1])
     hu = np.empty((slices, rows, columns), np.int16)
     labels = np.empty((slices, rows, columns), np.uint8)
