@@ -213,8 +213,14 @@ class OutputLabel:
     type: Code
     color_rgb: tuple[int, int, int]
     laterality: Code | None = None
-    #: Measurements of this label (``volume``, ``long_axis``); empty: the model's own list.
+    #: Measurements of this label (``volume``, ``long_axis``, ``mean_hu``); empty: the
+    #: model's own list.
     measurements: tuple[str, ...] = ()
+    #: Report each connected region of this label on its own (a lesion label: one SEG
+    #: segment and one SR group per nodule), see :mod:`dicom_ai_node.infer.instances`.
+    instances: bool = False
+    #: Where the finding is (TID 1419 Finding Site), when it is not the label itself.
+    finding_site: Code | None = None
 
 
 @dataclass(frozen=True)
@@ -225,6 +231,8 @@ class Measurement:
     concept: Code
     value: float
     unit: Code
+    #: How the value was derived from the region, e.g. Mean (373098007, SCT); PS3.16 CID 7464.
+    derivation: Code | None = None
 
 
 @dataclass(frozen=True)

@@ -105,17 +105,30 @@ def _report(
 
 
 def _finding_sites(label: OutputLabel) -> list[hd.sr.FindingSite] | None:
-    """Finding Site (363698007, SCT) for anatomical labels: the structure itself."""
-    if (label.category.value, label.category.scheme_designator) != _ANATOMICAL_STRUCTURE:
-        return None
+    """Finding Site (363698007, SCT, TID 1419): where the label lies, if the model says.
+
+    A lesion's site is the structure around it (``OutputLabel.finding_site``, e.g. the
+    right lung around a nodule); an anatomical label is its own site.
+    """
     laterality = coded(label.laterality) if label.laterality is not None else None
-    return [hd.sr.FindingSite(anatomic_location=coded(label.type), laterality=laterality)]
+    if label.finding_site is not None:
+        site = label.finding_site
+    elif (label.category.value, label.category.scheme_designator) == _ANATOMICAL_STRUCTURE:
+        site = label.type
+    else:
+        return None
+    return [hd.sr.FindingSite(anatomic_location=coded(site), laterality=laterality)]
 
 
 def _measurements(items: Sequence[Measurement]) -> list[hd.sr.Measurement]:
     """NUM content items (PS3.16 TID 300) with UCUM units as the model gave them."""
     return [
-        hd.sr.Measurement(name=coded(m.concept), value=float(m.value), unit=coded(m.unit))
+        hd.sr.Measurement(
+            name=coded(m.concept),
+            value=float(m.value),
+            unit=coded(m.unit),
+            derivation=coded(m.derivation) if m.derivation is not None else None,
+        )
         for m in items
     ]
 

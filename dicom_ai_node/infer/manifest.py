@@ -120,8 +120,14 @@ def _input_spec(data: Mapping[str, Any], where: str) -> InputSpec:
         raise ConfigError(f"{where}: {exc}") from exc
 
 
-#: What a segmentation runner can measure per label (infer/slices.py).
-MEASUREMENTS = ("volume", "long_axis")
+#: What a segmentation runner can measure per label (infer/slices.py, infer/instances.py).
+MEASUREMENTS = ("volume", "long_axis", "mean_hu")
+
+
+def _flag(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: true or false, got {value!r}")
+    return value
 
 
 def _measurements(value: Any, where: str) -> tuple[str, ...]:
@@ -148,6 +154,7 @@ def _labels(items: list[Mapping[str, Any]], where: str) -> tuple[OutputLabel, ..
                 if "laterality" in item
                 else None,
                 measurements=_measurements(item.get("measurements", []), f"{at}.measurements"),
+                instances=_flag(item.get("instances", False), f"{at}.instances"),
             )
         )
     values = [label.value for label in labels]

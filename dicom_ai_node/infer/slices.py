@@ -18,10 +18,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..domain import Code, Measurement, ModelOutput, Volume
+from ..domain import ModelOutput, Volume
 from ..errors import ConfigError, InferenceError
-from ..geometry import largest_component, max_feret_diameter_mm
+from .instances import segmentation_output
 from .manifest import ModelManifest
+from .measure import LONG_AXIS, MM, MM3, VOLUME, label_measurements
 from .runner import Device
 
 __all__ = [
@@ -35,11 +36,6 @@ __all__ = [
     "label_measurements",
 ]
 
-VOLUME = Code("118565006", "SCT", "Volume")
-MM3 = Code("mm3", "UCUM", "cubic millimeter")
-LONG_AXIS = Code("103339001", "SCT", "Long Axis")
-MM = Code("mm", "UCUM", "millimeter")
-
 
 @cache
 def bf16_supported() -> bool:
@@ -50,40 +46,6 @@ def bf16_supported() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def label_measurements(
-    manifest: ModelManifest, label_map: np.ndarray, volume: Volume
-) -> tuple[Measurement, ...]:
-    """Each label's measurements: its own list, else ``postprocess.measurements``.
-
-    ``volume``: voxels x voxel volume, in mm3. ``long_axis``: the longest in-plane
-    diameter, edge to edge, of the label's largest connected region on any slice, in mm
-    (RECIST-style, :func:`~dicom_ai_node.geometry.max_feret_diameter_mm`); 0 when the
-    label is absent.
-    """
-    default = tuple(manifest.postprocess.get("measurements", []))
-    _, row_mm, column_mm = volume.spacing_mm
-    out = []
-    for label in manifest.labels:
-        wanted = label.measurements or default
-        if not wanted:
-            continue
-        mask = label_map == label.value  # one pass per label over the uint8 map
-        if "volume" in wanted:
-            voxels = float(np.count_nonzero(mask))
-            out.append(Measurement(label.value, VOLUME, voxels * volume.voxel_volume_mm3, MM3))
-        if "long_axis" in wanted:
-            longest = max(
-                (
-                    max_feret_diameter_mm(largest_component(plane), row_mm, column_mm)
-                    for plane in mask
-                    if plane.any()
-                ),
-                default=0.0,
-            )
-            out.append(Measurement(label.value, LONG_AXIS, longest, MM))
-    return tuple(out)
 
 
 def label_argmax(logits: torch.Tensor) -> torch.Tensor:
@@ -208,10 +170,6 @@ class SliceSegmenter:
         return result
 
     def postprocess(self, prediction: torch.Tensor, volume: Volume) -> ModelOutput:
-        """Labels and, if the manifest asks, the volume of each label in mm3."""
+        """Labels (lesion labels split per region) and the measurements the manifest asks."""
         label_map = prediction.numpy().astype(np.uint8, copy=False)
-        return ModelOutput(
-            labels=self.manifest.labels,
-            label_map=label_map,
-            measurements=label_measurements(self.manifest, label_map, volume),
-        )
+        return segmentation_output(self.manifest, label_map, volume)

@@ -351,3 +351,46 @@ def test_seg_of_300_slices_512_builds_in_seconds() -> None:
     elapsed = time.perf_counter() - start
     assert seg.NumberOfFrames == 520
     assert elapsed < 15, f"encoding took {elapsed:.1f} s"
+
+
+def test_a_lesion_group_names_its_site_and_derived_measurements(
+    series: tuple[ChestPhantom, list[Dataset]],
+) -> None:
+    """A nodule reported on its own (infer/instances.py): its SR group has the lung around
+    it as Finding Site and a mean HU with derivation Mean; the SEG has it as a segment."""
+    phantom, datasets = series
+    label_map = phantom.labels.copy()
+    z, y, x = np.nonzero(label_map == 1)
+    k = len(z) // 2
+    label_map[z[k], y[k] - 1 : y[k] + 2, x[k] - 1 : x[k] + 2] = 3  # inside the right lung
+    nodule = OutputLabel(
+        3,
+        "Nodule 1",
+        Code("49755003", "SCT", "Morphologically abnormal structure"),
+        Code("27925004", "SCT", "Nodule"),
+        (255, 210, 0),
+        finding_site=LABELS[0].type,
+    )
+    mean = Measurement(
+        3,
+        Code("112031", "DCM", "Attenuation Coefficient"),
+        35.5,
+        Code("[hnsf'U]", "UCUM", "Hounsfield unit"),
+        derivation=Code("373098007", "SCT", "Mean"),
+    )
+    output = ModelOutput(
+        labels=(*LABELS, nodule),
+        label_map=label_map,
+        measurements=(*volumes(label_map, phantom.spacing_mm), mean),
+    )
+    seg_ds, sr_ds = encode_results(datasets, output, ALGORITHM, "job-n", content_datetime=WHEN)
+    seg = hd.seg.Segmentation.from_dataset(read_back(seg_ds))
+    assert seg.get_segment_description(3).segment_label == "Nodule 1"
+    sr = hd.sr.Comprehensive3DSR.from_dataset(read_back(sr_ds))
+    groups = sr.content.get_planar_roi_measurement_groups()
+    [group] = [g for g in groups if g.tracking_identifier == "Nodule 1"]
+    assert group.finding_type.value == "27925004"
+    assert [site.value.value for site in group.finding_sites] == ["3341006"]  # right lung
+    [num] = group.get_measurements()
+    assert (num.name.value, num.unit.value, num.value) == ("112031", "[hnsf'U]", 35.5)
+    assert num.derivation is not None and num.derivation.value == "373098007"

@@ -1,0 +1,212 @@
+"""Infer: a segmentation's lesion labels split into one label per connected region.
+
+A manifest label with ``instances = true`` (a nodule, a tumour, an aneurysm) is not
+reported as one region: each 26-connected region of it becomes a label of its own,
+``"<name> 1"``, ``"<name> 2"`` ... (largest first), so the encoders give each its own
+SEG segment and SR measurement group with its own Tracking UID (PS3.16 TID 1410, 1411),
+as a radiologist reports nodules one by one.
+
+Each region's location is the other label that surrounds it most (e.g. *Right lung*):
+it becomes the region's Finding Site (TID 1419). Regions the manifest rules out
+(``postprocess``: ``min_instance_mm3``, ``max_instance_elongation``,
+``max_instance_flatness``, ``max_instances``)
+are given to that surrounding label, so a rejected candidate inside a lung stays lung.
+Numpy only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..domain import Measurement, ModelOutput, OutputLabel, Volume
+from ..errors import ConfigError
+from ..geometry import Component, components
+from .manifest import ModelManifest
+from .measure import label_measurements, long_axis_mm, region_measurements
+
+__all__ = ["InstanceRules", "segmentation_output"]
+
+#: Label values are uint8 (PS3.3 C.8.20.2 allows 65535 segments; the label map does not).
+_MAX_VALUE = 255
+#: Voxels around a region that decide where it is.
+_MARGIN = (1, 3, 3)
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceRules:
+    """Which connected regions of a lesion label are reported (manifest ``postprocess``).
+
+    Attributes
+    ----------
+    min_mm3:
+        ``min_instance_mm3``: smaller regions are not reported (0: all).
+    max_elongation:
+        ``max_instance_elongation``: a region whose extent across slices (centre of its
+        first slice to centre of its last) is more than this many times its in-plane long
+        axis is not reported (a vessel running through the slices looks like a nodule on
+        each one); ``None``: no limit.
+    max_flatness:
+        ``max_instance_flatness``: a region whose in-plane long axis is more than this
+        many times the thickness of the slices it covers is not reported (a lesion of
+        that size would show on more slices); ``None``: no limit.
+    max_count:
+        ``max_instances``: at most this many regions per label, the largest.
+    """
+
+    min_mm3: float = 0.0
+    max_elongation: float | None = None
+    max_flatness: float | None = None
+    max_count: int = 20
+
+    @classmethod
+    def from_manifest(cls, manifest: ModelManifest) -> InstanceRules:
+        """Read and check the rules.
+
+        Raises
+        ------
+        ConfigError
+            When a value is not a number in range.
+        """
+        post: Mapping[str, Any] = manifest.postprocess
+
+        def limit(key: str) -> float | None:
+            return float(post[key]) if key in post else None
+
+        try:
+            rules = cls(
+                min_mm3=float(post.get("min_instance_mm3", 0.0)),
+                max_elongation=limit("max_instance_elongation"),
+                max_flatness=limit("max_instance_flatness"),
+                max_count=int(post.get("max_instances", 20)),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"model {manifest.name}: postprocess: {exc}") from exc
+        limits = (rules.max_elongation or 1, rules.max_flatness or 1)
+        if rules.min_mm3 < 0 or rules.max_count < 1 or min(limits) <= 0:
+            raise ConfigError(f"model {manifest.name}: postprocess: instance limits out of range")
+        return rules
+
+
+def _surrounding(
+    label_map: npt.NDArray[np.uint8], box: tuple[slice, slice, slice], sites: list[int]
+) -> int:
+    """Which of ``sites`` has most voxels in ``box`` grown by :data:`_MARGIN`; 0: none."""
+    grown = tuple(
+        slice(max(0, s.start - m), min(n, s.stop + m))
+        for s, m, n in zip(box, _MARGIN, label_map.shape, strict=True)
+    )
+    counts = np.bincount(label_map[grown].ravel(), minlength=_MAX_VALUE + 1)[sites]
+    best = int(np.argmax(counts)) if len(sites) else 0
+    return sites[best] if len(sites) and counts[best] else 0
+
+
+def _shape_ok(component: Component, volume: Volume, rules: InstanceRules) -> bool:
+    """Whether a region's extent across slices fits its in-plane size (see the rules)."""
+    if rules.max_elongation is None and rules.max_flatness is None:
+        return True
+    box, mask = component
+    slice_mm, row_mm, column_mm = volume.spacing_mm
+    slices = box[0].stop - box[0].start
+    axis = max(long_axis_mm(mask, row_mm, column_mm), min(row_mm, column_mm))
+    if rules.max_elongation is not None and (slices - 1) * slice_mm > rules.max_elongation * axis:
+        return False
+    return rules.max_flatness is None or axis <= rules.max_flatness * slices * slice_mm
+
+
+def _split(
+    label: OutputLabel,
+    label_map: npt.NDArray[np.uint8],
+    volume: Volume,
+    rules: InstanceRules,
+    next_value: int,
+    by_value: Mapping[int, OutputLabel],
+    wanted: tuple[str, ...],
+) -> tuple[list[OutputLabel], list[Measurement]]:
+    """Relabel one lesion label's regions in ``label_map`` (in place); return their labels."""
+    found = components(label_map == label.value)
+    sizes = [int(mask.sum()) for _, mask in found]
+    order = sorted(range(len(found)), key=lambda i: (-sizes[i], i))
+    kept: list[int] = []
+    for i in order:
+        if sizes[i] * volume.voxel_volume_mm3 < rules.min_mm3:
+            continue
+        if not _shape_ok(found[i], volume, rules):
+            continue
+        if len(kept) < rules.max_count and next_value + len(kept) <= _MAX_VALUE:
+            kept.append(i)
+    sites = sorted(v for v, lab in by_value.items() if not lab.instances)
+    labels: list[OutputLabel] = []
+    measurements: list[Measurement] = []
+    for i in order:
+        box, mask = found[i]
+        site_value = _surrounding(label_map, box, sites)
+        if i not in kept:
+            label_map[box][mask] = site_value  # not reported: part of what surrounds it
+            continue
+        value = next_value + len(labels)
+        label_map[box][mask] = value
+        site = by_value.get(site_value)
+        labels.append(
+            dataclasses.replace(
+                label,
+                value=value,
+                name=f"{label.name} {len(labels) + 1}",
+                instances=False,
+                finding_site=site.type if site is not None else label.finding_site,
+                laterality=site.laterality if site is not None else label.laterality,
+            )
+        )
+        measurements += region_measurements(value, mask, volume.voxels[box], volume, wanted)
+    return labels, measurements
+
+
+def segmentation_output(
+    manifest: ModelManifest, label_map: npt.NDArray[np.uint8], volume: Volume
+) -> ModelOutput:
+    """The model output of a label map: its labels, lesion labels split, and measurements.
+
+    Parameters
+    ----------
+    manifest:
+        Labels (``instances`` marks lesion labels), ``postprocess.measurements`` and the
+        :class:`InstanceRules`.
+    label_map:
+        (slices, rows, columns) uint8 in the volume's geometry; lesion labels are
+        renumbered in place, to values after the manifest's labels.
+    volume:
+        The input volume (spacing, and the values ``mean_hu`` averages).
+
+    Returns
+    -------
+    ModelOutput
+        The manifest's other labels, then one label per reported region.
+    """
+    lesions = [label for label in manifest.labels if label.instances]
+    labels = [label for label in manifest.labels if not label.instances]
+    measurements: list[Measurement] = []
+    if lesions:
+        rules = InstanceRules.from_manifest(manifest)
+        default = tuple(manifest.postprocess.get("measurements", []))
+        by_value = {label.value: label for label in manifest.labels}
+        next_value = max(by_value) + 1
+        for lesion in lesions:
+            found, measured = _split(
+                lesion,
+                label_map,
+                volume,
+                rules,
+                next_value,
+                by_value,
+                lesion.measurements or default,
+            )
+            labels += found
+            measurements += measured
+            next_value += len(found)
+    # the other labels are measured last: they got the regions that were not reported
+    measurements[:0] = label_measurements(manifest, label_map, volume)
+    return ModelOutput(labels=tuple(labels), label_map=label_map, measurements=tuple(measurements))
