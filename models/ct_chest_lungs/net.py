@@ -2,10 +2,13 @@
 
 The TorchScript contract the node's generic runner relies on:
 
-* input ``x``: float32 ``(N, 1, 128, 128)`` in Hounsfield units, each axial slice resized
+* input ``x``: float32 ``(N, 1, 160, 160)`` in Hounsfield units, each axial slice resized
   with ``interpolate(mode="area")``; the module normalises intensities itself;
-* output: float32 logits ``(N, 3, 128, 128)``; channel 0 background, 1 right lung (image
-  left in the standard LPS display), 2 left lung.
+* output: float32 logits ``(N, 4, 160, 160)``; channel 0 background, 1 right lung (image
+  left in the standard LPS display), 2 left lung, 3 nodule.
+
+The kidney model (``models/ct_kidney_tumour``) uses the same network with 3 classes at
+128 x 128.
 
 It works with channels_last inputs and under ``torch.autocast("cpu", dtype=torch.bfloat16)``
 (the output is cast back to float32).
@@ -20,8 +23,8 @@ from torch import Tensor, nn
 
 __all__ = ["HU_MAX", "HU_MIN", "INPUT_SIZE", "NUM_CLASSES", "LungUNet"]
 
-INPUT_SIZE = 128
-NUM_CLASSES = 3
+INPUT_SIZE = 160
+NUM_CLASSES = 4
 HU_MIN = -1024.0
 HU_MAX = 600.0
 
@@ -55,9 +58,11 @@ class _Up(nn.Module):
 
 
 class LungUNet(nn.Module):
-    """2-D UNet: raw HU in, 3-class logits out, at the same size (a multiple of 16)."""
+    """2-D UNet: raw HU in, class logits out, at the same size (a multiple of 16)."""
 
-    def __init__(self, channels: tuple[int, ...] = (16, 32, 48, 64, 96)) -> None:
+    def __init__(
+        self, channels: tuple[int, ...] = (16, 32, 48, 64, 96), classes: int = NUM_CLASSES
+    ) -> None:
         super().__init__()
         self.channels = list(channels)
         self.hu_min = HU_MIN
@@ -70,7 +75,7 @@ class LungUNet(nn.Module):
             for i in reversed(range(len(channels) - 1))
         ]
         self.ups = nn.ModuleList(ups)
-        self.head = nn.Conv2d(channels[0], NUM_CLASSES, 1)
+        self.head = nn.Conv2d(channels[0], classes, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         # intensities: clip to [-1024, 600] HU, then scale to [-1, 1]

@@ -20,7 +20,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from train import lung_train, score  # noqa: E402
+from train import INPUT_SIZE, lung_train, score  # noqa: E402
 
 from dicom_ai_node.region_phantoms import kidney_ct_phantom  # noqa: E402
 
@@ -39,7 +39,11 @@ def main(argv: list[str] | None = None) -> int:
         for seed in range(args.first_seed, args.first_seed + args.phantoms):
             spacing = (3.0, 1.4, 1.4)
             ph = kidney_ct_phantom(40, 256, spacing, seed, tumour=True, contrast=contrast)
-            result = score(lung_train.segment(module, ph.hu), ph.labels, np.prod(spacing) / 1000)
+            result = score(
+                lung_train.segment(module, ph.hu, size=INPUT_SIZE),
+                ph.labels,
+                np.prod(spacing) / 1000,
+            )
             kidney, tumour = result["kidney"], result["tumour"]
             tumour_dice.append(tumour["dice"])
             print(

@@ -47,6 +47,10 @@ sys.modules["lung_train"] = lung_train  # dataclasses look their module up there
 _spec.loader.exec_module(lung_train)
 
 TEST_SEED_BASE = 10_000
+#: the network's input size and classes (background, kidney, tumour): the lung model's
+#: network, at the size and class count of this model
+INPUT_SIZE = 128
+CLASSES = 3
 HU_MIN, HU_MAX = -200.0, 400.0
 LABELS = {"kidney": KIDNEY, "tumour": TUMOUR}
 # acceptance thresholds stated in MODEL_CARD.md and checked by the unit test
@@ -89,14 +93,14 @@ def make_training_set(cfg: Config) -> tuple[Tensor, Tensor]:
         ph = kidney_ct_phantom(cfg.slices_per_phantom, size, spacing, seed)
         keep = ph.labels.reshape(len(ph.labels), -1).any(axis=1)  # slices through a kidney
         keep |= np.random.default_rng(seed).random(len(keep)) < 0.15  # and some without
-        xs.append(lung_train.resize_input(ph.hu[keep]))
-        ys.append(lung_train.soft_targets(ph.labels[keep]))
+        xs.append(lung_train.resize_input(ph.hu[keep], INPUT_SIZE))
+        ys.append(lung_train.soft_targets(ph.labels[keep], CLASSES, INPUT_SIZE))
     return torch.cat(xs), torch.cat(ys)
 
 
 def train(cfg: Config, x: Tensor, y: Tensor) -> LungUNet:
     torch.manual_seed(cfg.seed)
-    model = LungUNet()
+    model = LungUNet(classes=CLASSES)
     model.hu_min, model.hu_max = HU_MIN, HU_MAX
     model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -149,7 +153,7 @@ def evaluate(module: torch.nn.Module, cfg: Config) -> dict[str, Any]:
         seed = TEST_SEED_BASE + i
         size, spacing = geometry(seed)
         ph = kidney_ct_phantom(40, size, spacing, seed, tumour=i % 5 != 4)
-        pred = lung_train.segment(module, ph.hu)
+        pred = lung_train.segment(module, ph.hu, size=INPUT_SIZE)
         case: dict[str, Any] = {"seed": seed, "size": size, "spacing_mm": list(spacing)}
         case.update(score(pred, ph.labels, float(np.prod(spacing)) / 1000))
         cases.append(case)

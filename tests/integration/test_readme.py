@@ -47,7 +47,7 @@ def test_make_serve_listens_with_the_builtin_model(tmp_path: Path) -> None:
             assoc.release()
             ae.shutdown()
         text = log.read_text()
-        assert "listening as DICOM_AI_NODE" in text and "ct-chest-lungs 1.0.0" in text
+        assert "listening as DICOM_AI_NODE" in text and "ct-chest-lungs 2.0.0" in text
         assert (tmp_path / "node.db").exists()  # embedded SQLite beside the storage root
     finally:
         stop_process(proc)
