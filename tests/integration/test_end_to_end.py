@@ -13,7 +13,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -172,7 +171,8 @@ def test_an_abdominal_ct_gets_kidney_and_tumour_results_a_viewer_shows(
 ) -> None:
     """The kidney model through the node: a contrast-enhanced abdominal CT with a renal
     tumour comes back as a SEG (kidney, tumour) and a TID 1500 SR that pass dciodvfy and
-    load in OHIF's libraries; the SEG's volumes are close to the phantom's truth."""
+    load in OHIF's libraries; the SEG's volumes, the tumour's long axis and mean HU are
+    close to the phantom's truth, and the tumour's Finding Site is the kidney."""
     pacs_port, pacs_dir = storescp
     node, port = _start(tmp_path, f"sqlite:///{tmp_path / 'n.db'}", pacs_port, node_factory)
     ph = kidney_ct_phantom(60, 256, (3.0, 1.4, 1.4), seed=20_000, tumour=True, contrast=True)
@@ -191,10 +191,18 @@ def test_an_abdominal_ct_gets_kidney_and_tumour_results_a_viewer_shows(
     [seg] = [r for r in results if r.Modality == "SEG"]
     assert "ct-kidney-tumour" in seg.SeriesDescription
     volumes = segment_volumes_ml(seg, ph.spacing_mm)
-    for name, label, within in (("Kidney", KIDNEY, 0.15), ("Renal tumour", TUMOUR, 0.35)):
+    assert [n for n in volumes if n.startswith("Renal tumour")] == ["Renal tumour 1"]
+    for name, label, within in (("Kidney", KIDNEY, 0.15), ("Renal tumour 1", TUMOUR, 0.35)):
         truth = ph.volume_ml(label)
         assert abs(volumes[name] - truth) / truth < within, (name, volumes[name], truth)
-    [long_axis] = [v for code, v in _numbers(results) if code == "103339001"]  # SCT Long Axis
+    [sr] = [r for r in results if r.Modality == "SR"]
+    tumour = {str(g["name"]): g for g in _groups(sr)}["Renal tumour 1"]
+    assert tumour["site"] == "Kidney"
+    nums = tumour["nums"]
+    assert isinstance(nums, dict)
+    long_axis = nums["103339001"]  # SCT Long Axis
+    true_hu = float(ph.hu[ph.labels == TUMOUR].mean())
+    assert abs(nums["112031"] - true_hu) < 40, (nums, true_hu)  # mean HU
     truth = max(
         max_feret_diameter_mm(largest_component(plane), *ph.spacing_mm[1:])
         for plane in ph.labels == TUMOUR
@@ -284,19 +292,3 @@ def test_a_chest_ct_with_nodules_gets_a_segment_and_a_group_per_nodule(
         assert dciodvfy_errors(path) == [], path.name
     check_in_viewer(pacs_dir, datasets, tmp_path / "source")
     assert "PHANTOM" not in node.log()
-
-
-def _numbers(results: list[Dataset]) -> list[tuple[str, float]]:
-    """(concept code, value) of every NUM content item of the SRs, at any depth."""
-    found: list[tuple[str, float]] = []
-
-    def walk(items: Sequence[Dataset]) -> None:
-        for item in items:
-            if item.get("ValueType") == "NUM" and "MeasuredValueSequence" in item:
-                code = str(item.ConceptNameCodeSequence[0].CodeValue)
-                found.append((code, float(item.MeasuredValueSequence[0].NumericValue)))
-            walk(item.get("ContentSequence", []))
-
-    for sr in (r for r in results if r.Modality == "SR"):
-        walk(sr.get("ContentSequence", []))
-    return found

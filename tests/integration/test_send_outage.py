@@ -128,8 +128,9 @@ def finish_job(
     job = claim_job(db.session, now, 60.0, [MODEL])
     assert job is not None
     voxel_ml = float(np.prod(phantom.spacing_mm)) / 1000.0
+    lungs = tuple(label for label in MANIFEST.labels if not label.instances)  # no nodules
     output = ModelOutput(
-        labels=MANIFEST.labels,
+        labels=lungs,
         label_map=phantom.labels,
         measurements=tuple(
             Measurement(
@@ -138,7 +139,7 @@ def finish_job(
                 float(np.count_nonzero(phantom.labels == label.value)) * voxel_ml,
                 ML,
             )
-            for label in MANIFEST.labels
+            for label in lungs
         ),
     )
     algorithm = MANIFEST.algorithm(device_uid(MANIFEST.name, MANIFEST.version))
