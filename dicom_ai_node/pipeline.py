@@ -16,7 +16,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import SegmentationStorage
 from sqlalchemy import select
@@ -26,7 +25,7 @@ from .encode import device_uid, encode_results
 from .errors import ConfigError, DeliveryError, EncodeError, InferenceError, StorageError
 from .infer.lease import JOB_HEARTBEAT_S, JOB_LEASE_S, LeaseKeeper
 from .infer.registry import ModelRegistry
-from .infer.volume import Decode, load_volume
+from .infer.volume import Decode, load_volume, read_images
 from .route.bodypart import BodyRegionClassifier
 from .route.header import series_info
 from .route.router import route_study
@@ -268,12 +267,15 @@ class Pipeline:
 
     def _load_series(self, job: ClaimedJob) -> list[Dataset]:
         paths = instance_paths(self.db.session, job.series_pk)
-        return [dcmread(self.files.absolute(p)) for p in paths]
+        return read_images(self.files.absolute(p) for p in paths)
 
     def _execute(self, job: ClaimedJob) -> tuple[JobState, str, list[NewResult]]:
         manifest = self.registry.manifests[job.model_name]
         volume, ordered, issues = load_volume(
-            self._load_series(job), max_voxels=self.settings.infer.max_voxels, decode=self.decode
+            self._load_series(job),
+            max_voxels=self.settings.infer.max_voxels,
+            decode=self.decode,
+            release_pixels=True,  # the encoders read headers only
         )
         blocking = [i for i in issues if i.blocking]
         if volume is None or blocking:

@@ -7,17 +7,33 @@ one orientation, one image size, even slice spacing (no missing slices).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from ..domain import QualityIssue, Volume
 
-__all__ = ["Decode", "QualityReport", "load_volume", "needs_codec", "pixels_of"]
+__all__ = ["Decode", "QualityReport", "load_volume", "needs_codec", "pixels_of", "read_images"]
 
 QualityReport = tuple[QualityIssue, ...]
+
+
+#: Elements longer than this (Pixel Data) stay in their file until used (:func:`read_images`).
+DEFER_BYTES = 64 * 1024
+
+
+def read_images(paths: Iterable[Path]) -> list[Dataset]:
+    """Read a series' files, leaving each Pixel Data in its file until it is used.
+
+    :func:`load_volume` with ``release_pixels`` then reads one image's pixels at a time
+    into the volume and drops them, so the series is held once (as the volume), never
+    as file bytes as well (1000 slices of 512x512: 0.5 GB less at the peak).
+    """
+    return [dcmread(path, defer_size=DEFER_BYTES) for path in paths]
 
 
 #: Decodes images that need a codec (see :mod:`.decode`): datasets -> rescaled pixels.
@@ -133,18 +149,40 @@ def declared_voxels(ds: Dataset) -> int:
     return int(ds.Rows) * int(ds.Columns) * max(frames, 1) * max(samples, 1)
 
 
-def _pixels(ordered: Sequence[Dataset], decode: Decode | None) -> list[npt.NDArray[np.float32]]:
-    """Each image's rescaled pixels; those needing a codec through ``decode`` (if given)."""
+def _fill(
+    ordered: Sequence[Dataset],
+    decode: Decode | None,
+    out: npt.NDArray[np.float32],
+    release_pixels: bool,
+) -> bool:
+    """Write each image's rescaled pixels into ``out[k]``; False if a decoded size differs.
+
+    Images needing a codec go through ``decode`` (if given) in one batch; the others are
+    read here, one at a time, so no second copy of the series is ever held. With
+    ``release_pixels`` each dataset's Pixel Data is dropped once copied.
+    """
     coded = [i for i, ds in enumerate(ordered) if needs_codec(ds)]
-    if decode is None or not coded:
-        return [pixels_of(ds) for ds in ordered]
-    decoded = iter(decode([ordered[i] for i in coded]))
-    wanted = set(coded)
-    return [next(decoded) if i in wanted else pixels_of(ds) for i, ds in enumerate(ordered)]
+    decoded: dict[int, npt.NDArray[np.float32]] = {}
+    if decode is not None and coded:
+        for i in coded:  # read what read_images left in the file: the decoder gets bytes
+            ordered[i].PixelData  # noqa: B018
+        decoded = dict(zip(coded, decode([ordered[i] for i in coded]), strict=True))
+    for k, ds in enumerate(ordered):
+        pixels = decoded.pop(k) if k in decoded else pixels_of(ds)
+        if pixels.shape != out.shape[1:]:
+            return False
+        out[k] = pixels
+        if release_pixels and "PixelData" in ds:
+            del ds.PixelData
+    return True
 
 
 def load_volume(
-    datasets: Sequence[Dataset], max_voxels: int = MAX_VOXELS, decode: Decode | None = None
+    datasets: Sequence[Dataset],
+    max_voxels: int = MAX_VOXELS,
+    decode: Decode | None = None,
+    *,
+    release_pixels: bool = False,
 ) -> tuple[Volume | None, list[Dataset], QualityReport]:
     """Sort a series' images into a volume and check it.
 
@@ -158,6 +196,10 @@ def load_volume(
     decode:
         Decodes the images that need a codec, e.g. in a separate process
         (:class:`.decode.IsolatedDecoder`); ``None`` decodes them here.
+    release_pixels:
+        Drop each dataset's Pixel Data once it is in the volume (the encoders read
+        headers only): the series is then held once, as the volume, not twice. Peak
+        memory is about the volume (4 bytes a pixel) plus one image.
 
     Returns
     -------
@@ -192,11 +234,10 @@ def load_volume(
     spacing, more = _spacing_issues(positions)
     issues += more
     row_mm, col_mm = (float(v) for v in first.get("PixelSpacing", [1.0, 1.0]))
-    pixels = _pixels(ordered, decode)
-    if len({p.shape for p in pixels}) > 1:
+    voxels = np.empty((len(ordered), *sizes.pop()), np.float32)
+    if not _fill(ordered, decode, voxels, release_pixels):
         issues.append(QualityIssue("size", "decoded images differ in size"))
         return None, ordered, tuple(issues)
-    voxels = np.stack(pixels).astype(np.float32, copy=False)
     volume = Volume(
         voxels=voxels,
         spacing_mm=(spacing, row_mm, col_mm),
