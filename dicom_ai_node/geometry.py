@@ -11,39 +11,6 @@ import numpy.typing as npt
 __all__ = ["Component", "components", "largest_component", "max_feret_diameter_mm"]
 
 
-def largest_component(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
-    """The largest 8-connected component of a 2-D mask, by union-find over row runs."""
-    padded = np.zeros((mask.shape[0], mask.shape[1] + 2), np.int8)
-    padded[:, 1:-1] = mask
-    step = np.diff(padded, axis=1)
-    run_rows, run_starts = np.nonzero(step == 1)
-    run_ends = np.nonzero(step == -1)[1]  # exclusive; row-major order pairs them with starts
-    starts, ends = run_starts.tolist(), run_ends.tolist()
-    parent = list(range(len(starts)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    first = np.searchsorted(run_rows, np.arange(mask.shape[0] + 1)).tolist()
-    for r in range(mask.shape[0] - 1):
-        a, b, c = first[r], first[r + 1], first[r + 2]
-        for i in range(a, b):
-            for j in range(b, c):
-                # 8-connected: runs touch when they overlap or meet at a corner
-                if starts[i] <= ends[j] and starts[j] <= ends[i]:
-                    parent[find(i)] = find(j)
-    roots = np.array([find(i) for i in range(len(starts))])
-    area = np.bincount(roots, weights=run_ends - run_starts, minlength=len(starts))
-    best = int(np.argmax(area))
-    out = np.zeros(mask.shape, bool)
-    for k in np.flatnonzero(roots == best).tolist():
-        out[run_rows[k], starts[k] : ends[k]] = True
-    return out
-
-
 #: One connected component: its bounding box in the volume and its mask inside the box.
 Component = tuple[tuple[slice, slice, slice], npt.NDArray[np.bool_]]
 
@@ -118,6 +85,19 @@ def components(mask: npt.NDArray[np.bool_]) -> list[Component]:
         )
         result.append((box, local))
     return result
+
+
+def largest_component(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """The largest 8-connected component of a non-empty 2-D mask (the first of equals).
+
+    :func:`components` of the mask as a single slice, where 26-connected is 8-connected.
+    """
+    found = components(mask[np.newaxis])
+    sizes = [int(local.sum()) for _, local in found]
+    (_, rows, cols), local = found[sizes.index(max(sizes))]
+    out = np.zeros(mask.shape, bool)
+    out[rows, cols] = local[0]
+    return out
 
 
 def _hull(points: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
