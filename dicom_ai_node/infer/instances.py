@@ -131,14 +131,13 @@ def _split(
     found = components(label_map == label.value)
     sizes = [int(mask.sum()) for _, mask in found]
     order = sorted(range(len(found)), key=lambda i: (-sizes[i], i))
-    kept: list[int] = []
+    room = min(rules.max_count, _MAX_VALUE + 1 - next_value)
+    kept: set[int] = set()
     for i in order:
-        if sizes[i] * volume.voxel_volume_mm3 < rules.min_mm3:
+        if len(kept) >= room or sizes[i] * volume.voxel_volume_mm3 < rules.min_mm3:
             continue
-        if not _shape_ok(found[i], volume, rules):
-            continue
-        if len(kept) < rules.max_count and next_value + len(kept) <= _MAX_VALUE:
-            kept.append(i)
+        if _shape_ok(found[i], volume, rules):
+            kept.add(i)
     sites = sorted(v for v, lab in by_value.items() if not lab.instances)
     labels: list[OutputLabel] = []
     measurements: list[Measurement] = []
