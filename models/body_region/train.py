@@ -18,9 +18,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import platform
 import sys
 import time
 import warnings
@@ -41,6 +39,7 @@ from net import CLASSES, INPUT_SIZE, RegionNet, count_parameters  # noqa: E402
 
 from dicom_ai_node.domain import BodyPart  # noqa: E402
 from dicom_ai_node.phantoms import chest_ct_phantom  # noqa: E402
+from dicom_ai_node.provenance import run_record  # noqa: E402
 from dicom_ai_node.region_phantoms import REGIONS, region_ct, region_slice  # noqa: E402
 
 TEST_SEED_BASE = 10_000
@@ -190,14 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     metrics = evaluate(module, cfg)
     elapsed = time.perf_counter() - started
     record = {
-        "model": "body-region",
-        "created_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "command": "python models/body_region/train.py " + " ".join(argv or sys.argv[1:]),
-        "smoke": args.smoke,
-        "config": asdict(cfg),
+        **run_record(
+            "body-region",
+            "models/body_region/train.py",
+            argv or sys.argv[1:],
+            smoke=args.smoke,
+            config=asdict(cfg),
+        ),
         "parameters": count_parameters(model),
         "training_seconds": round(elapsed, 1),
         "held_out": metrics,

@@ -27,7 +27,6 @@ import datetime as dt
 import json
 import math
 import os
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -50,6 +49,7 @@ from dicom_ai_node.geometry import components  # noqa: E402
 from dicom_ai_node.infer.instances import segmentation_output  # noqa: E402
 from dicom_ai_node.infer.manifest import ModelManifest, load_manifest  # noqa: E402
 from dicom_ai_node.phantoms import LEFT_LUNG, NODULE, RIGHT_LUNG, chest_ct_phantom  # noqa: E402
+from dicom_ai_node.provenance import run_record  # noqa: E402
 
 TEST_SEED_BASE = 10_000
 LUNGS = {"right": RIGHT_LUNG, "left": LEFT_LUNG}
@@ -426,14 +426,13 @@ def main(argv: list[str] | None = None) -> int:
     module = torch.jit.load(str(args.out / "model.pt"))
     held_out = evaluate(module, cfg)
     metrics = {
-        "model": "ct-chest-lungs",
-        "created_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "command": "python models/ct_chest_lungs/train.py " + " ".join(sys.argv[1:]),
-        "smoke": bool(args.smoke),
-        "config": asdict(cfg),
+        **run_record(
+            "ct-chest-lungs",
+            "models/ct_chest_lungs/train.py",
+            argv if argv is not None else sys.argv[1:],
+            smoke=args.smoke,
+            config=asdict(cfg),
+        ),
         "train_seeds": [0, cfg.train_phantoms - 1],
         "train_slices": int(x.shape[0]),
         "parameters": count_parameters(model),

@@ -17,10 +17,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import importlib.util
 import json
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -38,6 +36,7 @@ sys.path.insert(0, str(LUNGS))
 
 from net import LungUNet, count_parameters  # noqa: E402  (the lung model's UNet)
 
+from dicom_ai_node.provenance import run_record  # noqa: E402
 from dicom_ai_node.region_phantoms import KIDNEY, TUMOUR, kidney_ct_phantom  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("lung_train", LUNGS / "train.py")
@@ -194,14 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     metrics = evaluate(module, cfg)
     elapsed = time.perf_counter() - started
     record = {
-        "model": "ct-kidney-tumour",
-        "created_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "command": "python models/ct_kidney_tumour/train.py " + " ".join(argv or sys.argv[1:]),
-        "smoke": args.smoke,
-        "config": asdict(cfg),
+        **run_record(
+            "ct-kidney-tumour",
+            "models/ct_kidney_tumour/train.py",
+            argv or sys.argv[1:],
+            smoke=args.smoke,
+            config=asdict(cfg),
+        ),
         "parameters": count_parameters(model),
         "training_seconds": round(elapsed, 1),
         "held_out": metrics,

@@ -1,0 +1,46 @@
+"""Where a built-in model's weights came from: the run record its ``metrics.json`` starts with.
+
+Every ``models/*/train.py`` writes one, so a model card's figures can be traced to the
+command, library versions and settings that produced them. No heavy imports: the
+versions are read from the installed packages' metadata.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import platform
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["run_record"]
+
+
+def run_record(
+    model: str, script: str, argv: Sequence[str], *, smoke: bool, config: Any
+) -> dict[str, Any]:
+    """The first keys of a training run's ``metrics.json``.
+
+    Parameters
+    ----------
+    model:
+        The model's name, as in its ``model.toml``.
+    script:
+        The training script, relative to the repository (``models/<dir>/train.py``).
+    argv:
+        Its arguments, to record the command that reruns it.
+    smoke:
+        Whether it was a ``--smoke`` run (never shipped).
+    config:
+        The run's settings, a JSON-ready mapping (e.g. ``dataclasses.asdict``).
+    """
+    return {
+        "model": model,
+        "created_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "torch": importlib.metadata.version("torch"),
+        "numpy": importlib.metadata.version("numpy"),
+        "python": platform.python_version(),
+        "command": " ".join(["python", script, *argv]),
+        "smoke": bool(smoke),
+        "config": config,
+    }
