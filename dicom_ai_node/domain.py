@@ -272,17 +272,32 @@ class Volume:
 
 
 @dataclass(frozen=True)
+class Evaluation:
+    """A coded qualitative evaluation of a label (TID 1501/1410 row, PS3.16), e.g.
+    Normality (121402, DCM) = Abnormal (263654008, SCT)."""
+
+    label_value: int
+    concept: Code
+    value: Code
+
+
+@dataclass(frozen=True)
 class ModelOutput:
     """What a runner returns after post-processing, ready for the encoders.
 
     ``label_map`` has the shape of the input :class:`Volume` (uint8, 0 = background) or is
-    ``None`` for models without a segmentation.
+    ``None`` for models without a segmentation. A classifier's label map holds the region
+    that drove a positive finding (where its saliency is at least half its maximum).
+    ``saliency`` maps label values to float32 maps of the volume's shape in 0..1 (what
+    drove the label's probability); encoded as a FRACTIONAL SEG (PS3.3 C.8.20.2.3).
     """
 
     labels: tuple[OutputLabel, ...]
     label_map: npt.NDArray[np.uint8] | None = None
     measurements: tuple[Measurement, ...] = ()
     quality_issues: tuple[QualityIssue, ...] = ()
+    evaluations: tuple[Evaluation, ...] = ()
+    saliency: Mapping[int, npt.NDArray[np.float32]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ memory between steps, so a restart resumes from the database.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import logging
@@ -276,6 +277,7 @@ class Pipeline:
             max_voxels=self.settings.infer.max_voxels,
             decode=self.decode,
             release_pixels=True,  # the encoders read headers only
+            projection=manifest.projection,
         )
         blocking = [i for i in issues if i.blocking]
         if volume is None or blocking:
@@ -288,12 +290,7 @@ class Pipeline:
             runner = self.registry.runner(manifest.name)
             output = runner.postprocess(runner.predict(runner.preprocess(volume)), volume)
             if issues:
-                output = ModelOutput(
-                    labels=output.labels,
-                    label_map=output.label_map,
-                    measurements=output.measurements,
-                    quality_issues=tuple(issues),
-                )
+                output = dataclasses.replace(output, quality_issues=tuple(issues))
             state, reason = JobState.DONE, "results encoded"
         algorithm = manifest.algorithm(device_uid(manifest.name, manifest.version))
         # content date/time fixed by the job, so a re-run re-creates identical objects

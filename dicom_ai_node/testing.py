@@ -14,9 +14,15 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import (
+    ComputedRadiographyImageStorage,
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    generate_uid,
+)
 
 from .phantoms import ChestPhantom, chest_ct_phantom
+from .radiograph_phantoms import ChestRadiograph
 
 __all__ = [
     "CANARY_BIRTH_DATE",
@@ -25,6 +31,7 @@ __all__ = [
     "make_ct_series",
     "phantom_to_datasets",
     "phi_canaries_in",
+    "radiograph_to_dataset",
     "write_series",
 ]
 
@@ -174,3 +181,83 @@ def write_series(datasets: Sequence[Dataset], folder: Path) -> list[Path]:
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def radiograph_to_dataset(
+    radiograph: ChestRadiograph,
+    *,
+    seed: int = 0,
+    monochrome1: bool = False,
+    pixel_spacing_mm: float | None = 0.35,
+    view_position: str = "PA",
+    body_part_examined: str | None = "CHEST",
+    study_instance_uid: str | None = None,
+) -> Dataset:
+    """Turn a generated chest radiograph into one CR image (CR Image Storage, PS3.3 A.2).
+
+    Parameters
+    ----------
+    radiograph:
+        The image (display density 0..1); stored as 12-bit values.
+    seed:
+        Makes the UIDs reproducible.
+    monochrome1:
+        Store it inverted as MONOCHROME1 (high values dark), as many CR readers do.
+    pixel_spacing_mm:
+        Imager Pixel Spacing (and Pixel Spacing); ``None`` leaves both out.
+    """
+    entropy = [str(seed), CANARY_PATIENT_ID, "cr"]
+    study_uid = study_instance_uid or generate_uid(_UID_ROOT, [*entropy, "study"])
+    series_uid = generate_uid(_UID_ROOT, [*entropy, study_uid, "series"])
+    sop_uid = generate_uid(_UID_ROOT, [*entropy, series_uid, "image"])
+    stored = np.round(radiograph.image * 4095).astype(np.uint16)
+    if monochrome1:
+        stored = (4095 - stored).astype(np.uint16)
+    rows, cols = stored.shape
+    now = dt.datetime(2026, 1, 1, 12, 0, 0)
+    ds = Dataset()
+    ds.SOPClassUID = ComputedRadiographyImageStorage
+    ds.SOPInstanceUID = sop_uid
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.StudyDate = now.strftime("%Y%m%d")
+    ds.StudyTime = now.strftime("%H%M%S")
+    ds.AccessionNumber = "ACC0002"
+    ds.Modality = "CR"
+    ds.Manufacturer = "dicom-ai-node phantom"
+    ds.ReferringPhysicianName = ""
+    ds.StudyDescription = "XR CHEST PA"
+    ds.SeriesDescription = "CHEST PA"
+    ds.PatientName = CANARY_PATIENT_NAME
+    ds.PatientID = CANARY_PATIENT_ID
+    ds.PatientBirthDate = CANARY_BIRTH_DATE
+    ds.PatientSex = "O"
+    if body_part_examined is not None:
+        ds.BodyPartExamined = body_part_examined
+    ds.ViewPosition = view_position
+    ds.PatientOrientation = ["L", "F"]  # rows toward the patient's left, columns to the feet
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.StudyID = "2"
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = 1
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME1" if monochrome1 else "MONOCHROME2"
+    ds.Rows = rows
+    ds.Columns = cols
+    if pixel_spacing_mm is not None:
+        ds.ImagerPixelSpacing = [f"{pixel_spacing_mm:g}", f"{pixel_spacing_mm:g}"]
+        ds.PixelSpacing = [f"{pixel_spacing_mm:g}", f"{pixel_spacing_mm:g}"]
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    ds.WindowCenter = "2048"
+    ds.WindowWidth = "4096"
+    ds.PixelData = np.ascontiguousarray(stored).astype("<u2").tobytes()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ComputedRadiographyImageStorage
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    return ds

@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset
 from ..domain import AlgorithmInfo, ModelOutput
 from ..errors import EncodeError
 from .common import EncodeContext
-from .seg import build_seg, check_label_map
+from .seg import build_saliency_seg, build_seg, check_label_map
 from .sr import build_findings_sr, build_measurement_sr
 from .uids import UID_ROOT, device_uid, result_uid, tracking_uid
 from .validate import to_bytes, validate_roundtrip
@@ -69,7 +69,8 @@ def encode_results(
     -------
     list[pydicom.Dataset]
         In this order, each only when it has content: the SEG (when the label map has a
-        labelled voxel), the measurement SR (one geometric group per label with voxels
+        labelled voxel; a FRACTIONAL SEG of the saliency maps instead, when there are
+        any), the measurement SR (one geometric group per label with voxels
         and measurements), the findings SR (quality issues and measurements that have
         no geometry). Each has passed :func:`validate_roundtrip`.
 
@@ -89,8 +90,11 @@ def encode_results(
     counts = check_label_map(output, source) if output.label_map is not None else None
     objects: list[Dataset | None] = []
     try:
+        if output.saliency:  # a classifier: what drove it, as a FRACTIONAL SEG
+            objects.append(build_saliency_seg(ctx, output))
         if counts is not None:
-            objects.append(build_seg(ctx, output, counts))
+            if not output.saliency:
+                objects.append(build_seg(ctx, output, counts))
             objects.append(build_measurement_sr(ctx, output, counts))
         objects.append(build_findings_sr(ctx, output, counts))
     except (ValueError, TypeError, AttributeError) as exc:  # highdicom's constructor checks

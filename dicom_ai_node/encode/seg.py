@@ -1,8 +1,12 @@
-"""Encode stage: a model's label map -> one binary DICOM Segmentation (PS3.3 A.51).
+"""Encode stage: a model's label map -> one binary DICOM Segmentation (PS3.3 A.51), or
+its saliency maps -> one FRACTIONAL Segmentation.
 
 One segment per label that has voxels, numbered 1..n in label order; empty frames are
 left out. BINARY (not LABELMAP) because OHIF 3.13's adapters shift colours and labels
-of highdicom's LABELMAP SEG by one (docs/architecture.md, FACTS).
+of highdicom's LABELMAP SEG by one (docs/architecture.md, FACTS). A classifier's
+saliency maps are FRACTIONAL (PS3.3 C.8.20.2.3, Segmented Property Type Saliency,
+130404 DCM): highdicom 0.28 cannot build a Parametric Map of a projection radiograph,
+which has no Frame of Reference.
 """
 
 from __future__ import annotations
@@ -14,12 +18,21 @@ import numpy as np
 import numpy.typing as npt
 from pydicom.dataset import Dataset
 
-from ..domain import ModelOutput, OutputLabel
+from ..domain import Code, ModelOutput, OutputLabel
 from ..errors import EncodeError
 from .common import EncodeContext, coded, finish
 from .uids import result_uid, tracking_uid
 
-__all__ = ["build_seg", "check_label_map", "label_slice_counts", "segment_labels"]
+__all__ = [
+    "build_saliency_seg",
+    "build_seg",
+    "check_label_map",
+    "label_slice_counts",
+    "segment_labels",
+]
+
+#: Segmented Property Type of a saliency map (PS3.16 CID 7180 family).
+SALIENCY = Code("130404", "DCM", "Saliency")
 
 
 def label_slice_counts(
@@ -179,3 +192,115 @@ def _pin_dimension_organization(seg: Dataset, uid: str) -> None:
     for item in seg.DimensionIndexSequence:
         if item.DimensionOrganizationUID == old:
             item.DimensionOrganizationUID = uid
+
+
+def _saliency_description(
+    ctx: EncodeContext, number: int, label: OutputLabel
+) -> hd.seg.SegmentDescription:
+    """Segment of a label's saliency map: the label's category, type Saliency."""
+    return hd.seg.SegmentDescription(
+        segment_number=number,
+        segment_label=f"{label.name} saliency",
+        segmented_property_category=coded(label.category),
+        segmented_property_type=coded(SALIENCY),
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=ctx.algorithm_sequence(),
+        tracking_uid=tracking_uid(ctx.job_key, label.value),
+        tracking_id=label.name,
+        display_color=hd.color.CIELabColor.from_rgb(*label.color_rgb),
+    )
+
+
+def _positive_spacing(ds: Dataset) -> bool:
+    value = ds.get("PixelSpacing")
+    return value is not None and len(value) == 2 and all(float(v) > 0 for v in value)
+
+
+def _fit_projection(seg: Dataset, source: Dataset) -> None:
+    # A source without a Frame of Reference (a projection radiograph) gives a SEG without
+    # plane positions; its General Image module then needs Patient Orientation (Type 2C,
+    # PS3.3 C.7.6.1), which highdicom does not copy. A source whose Pixel Spacing is
+    # absent or zero (as CR often has) gives no Pixel Measures: zero is not a spacing.
+    if "FrameOfReferenceUID" in source:
+        return
+    if "PatientOrientation" not in seg:
+        seg.PatientOrientation = source.get("PatientOrientation", "")
+    if not _positive_spacing(source):
+        for item in seg.SharedFunctionalGroupsSequence:
+            if "PixelMeasuresSequence" in item:
+                del item.PixelMeasuresSequence
+
+
+def build_saliency_seg(ctx: EncodeContext, output: ModelOutput) -> Dataset | None:
+    """Build the FRACTIONAL Segmentation of ``output.saliency`` (PS3.3 A.51, C.8.20.2.3).
+
+    Parameters
+    ----------
+    ctx:
+        The job's shared context; the SEG goes into the source study as a new series.
+    output:
+        ``saliency`` maps label values to float maps of the source's shape in 0..1.
+
+    Returns
+    -------
+    pydicom.Dataset | None
+        One segment per label with a non-zero map (value 1.0 stored as 255), or ``None``
+        when there is none.
+
+    Raises
+    ------
+    EncodeError
+        If a map does not fit the source or names a value no label describes.
+    """
+    shape = (len(ctx.source), int(ctx.source[0].Rows), int(ctx.source[0].Columns))
+    by_value = {label.value: label for label in output.labels}
+    labels: list[OutputLabel] = []
+    for value in sorted(output.saliency):
+        heat = output.saliency[value]
+        if value not in by_value:
+            raise EncodeError(f"a saliency map refers to label value {value}, which no label has")
+        if heat.shape != shape:
+            raise EncodeError(f"saliency map shape {heat.shape} does not fit the source {shape}")
+        if heat.any():
+            labels.append(by_value[value])
+    if not labels:
+        return None
+    stack = np.stack([output.saliency[label.value] for label in labels], axis=-1)
+    # highdicom needs a spacing; without a real one, a placeholder removed again below
+    placeholder = (
+        None
+        if _positive_spacing(ctx.source[0]) or "FrameOfReferenceUID" in ctx.source[0]
+        else hd.PixelMeasuresSequence(pixel_spacing=[1.0, 1.0], slice_thickness=None)
+    )
+    seg = hd.seg.Segmentation(
+        source_images=list(ctx.source),
+        pixel_array=np.clip(stack, 0.0, 1.0).astype(np.float32),
+        segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL,
+        segment_descriptions=[
+            _saliency_description(ctx, n, label) for n, label in enumerate(labels, 1)
+        ],
+        series_instance_uid=result_uid(ctx.job_key, "seg", "series"),
+        series_number=ctx.series_number,
+        sop_instance_uid=result_uid(ctx.job_key, "seg", "instance"),
+        instance_number=1,
+        manufacturer=ctx.algorithm.manufacturer,
+        manufacturer_model_name=ctx.algorithm.name,
+        software_versions=ctx.algorithm.version,
+        device_serial_number=ctx.algorithm.device_uid,
+        fractional_type=hd.seg.SegmentationFractionalTypeValues.PROBABILITY,
+        pixel_measures=placeholder,
+        max_fractional_value=255,
+        content_description=ctx.series_description("saliency"),
+        series_description=ctx.series_description("saliency SEG"),
+        omit_empty_frames=True,
+        workers=0,
+        content_date=ctx.content_datetime.date(),
+        content_time=ctx.content_datetime.time(),
+        series_date=ctx.content_datetime.date(),
+        series_time=ctx.content_datetime.time(),
+        contributing_equipment=ctx.equipment(),
+    )
+    finish(seg, ctx)
+    _fit_projection(seg, ctx.source[0])
+    _pin_dimension_organization(seg, result_uid(ctx.job_key, "seg", "dimension-organization"))
+    return seg

@@ -23,7 +23,7 @@ import numpy.typing as npt
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
-from ..domain import Measurement, ModelOutput, OutputLabel, QualityIssue
+from ..domain import Evaluation, Measurement, ModelOutput, OutputLabel, QualityIssue
 from ..geometry import largest_component
 from .common import EncodeContext, coded, finish
 from .uids import result_uid, tracking_uid
@@ -78,7 +78,7 @@ def _report(
         observation_context=_observation_context(ctx),
         procedure_reported=_PROCEDURES.get(modality, codes.SCT.ImagingProcedure),
         imaging_measurements=list(groups),
-        referenced_images=list(images) or None,
+        referenced_images=[ds for ds in images if _describable(ds)] or None,
     )
     sr = hd.sr.Comprehensive3DSR(
         evidence=list(ctx.source),
@@ -102,6 +102,19 @@ def _report(
     )
     finish(sr, ctx)
     return sr
+
+
+def _describable(image: Dataset) -> bool:
+    """Whether highdicom can describe the image in the Image Library (TID 1601, 1602).
+
+    A projection radiograph (no Frame of Reference) needs Patient Orientation and Imager
+    Pixel Spacing there; CR images often lack the latter. The library is optional (U in
+    TID 1500), so such an image is left out of it; the SCOORD still references it.
+    """
+    if "FrameOfReferenceUID" in image:
+        return True
+    orientation = image.get("PatientOrientation")
+    return orientation is not None and len(orientation) == 2 and "ImagerPixelSpacing" in image
 
 
 def _finding_sites(label: OutputLabel) -> list[hd.sr.FindingSite] | None:
@@ -133,6 +146,11 @@ def _measurements(items: Sequence[Measurement]) -> list[hd.sr.Measurement]:
     ]
 
 
+def _evaluations(items: Sequence[Evaluation]) -> list[hd.sr.QualitativeEvaluation] | None:
+    """CODE content items (PS3.16 TID 1501/1410 "Qualitative Evaluations")."""
+    return [hd.sr.QualitativeEvaluation(coded(e.concept), coded(e.value)) for e in items] or None
+
+
 def _tracking(ctx: EncodeContext, label: OutputLabel) -> hd.sr.TrackingIdentifier:
     return hd.sr.TrackingIdentifier(
         uid=tracking_uid(ctx.job_key, label.value), identifier=label.name
@@ -145,6 +163,7 @@ def _planar_group(
     label_map: npt.NDArray[np.uint8],
     slice_counts: npt.NDArray[np.int64],
     items: Sequence[Measurement],
+    evaluations: Sequence[Evaluation] = (),
 ) -> tuple[hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations, Dataset]:
     """TID 1410 group for one label; returns it with the source slice its SCOORD is on."""
     k = int(np.argmax(slice_counts))
@@ -162,6 +181,7 @@ def _planar_group(
         algorithm_id=ctx.algorithm_id(),
         finding_sites=_finding_sites(label),
         measurements=_measurements(items),
+        qualitative_evaluations=_evaluations(evaluations),
     )
     return group, image
 
@@ -203,7 +223,12 @@ def build_measurement_sr(
         if not measured.get(label.value) or not counts[label.value].any():
             continue
         group, image = _planar_group(
-            ctx, label, output.label_map, counts[label.value], measured[label.value]
+            ctx,
+            label,
+            output.label_map,
+            counts[label.value],
+            measured[label.value],
+            [e for e in output.evaluations if e.label_value == label.value],
         )
         groups.append(group)
         if all(image is not seen for seen in images):
@@ -243,7 +268,10 @@ def _issue_group(
 
 
 def _label_group(
-    ctx: EncodeContext, label: OutputLabel, items: Sequence[Measurement]
+    ctx: EncodeContext,
+    label: OutputLabel,
+    items: Sequence[Measurement],
+    evaluations: Sequence[Evaluation] = (),
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     """TID 1501 group for the measurements of a label that has no voxels to point at."""
     return hd.sr.MeasurementsAndQualitativeEvaluations(
@@ -252,7 +280,8 @@ def _label_group(
         finding_category=coded(label.category),
         algorithm_id=ctx.algorithm_id(),
         finding_sites=_finding_sites(label),
-        measurements=_measurements(items),
+        measurements=_measurements(items) or None,
+        qualitative_evaluations=_evaluations(evaluations),
     )
 
 
@@ -280,8 +309,9 @@ def build_findings_sr(
     measured = _by_label(output)
     for label in sorted(output.labels, key=lambda x: x.value):
         has_voxels = counts is not None and bool(counts[label.value].any())
-        if measured.get(label.value) and not has_voxels:
-            groups.append(_label_group(ctx, label, measured[label.value]))
+        evaluations = [e for e in output.evaluations if e.label_value == label.value]
+        if (measured.get(label.value) or evaluations) and not has_voxels:
+            groups.append(_label_group(ctx, label, measured.get(label.value, []), evaluations))
     groups.extend(_issue_group(ctx, i, issue) for i, issue in enumerate(output.quality_issues))
     if not groups:
         return None

@@ -61,9 +61,10 @@ class Trial:
         return lines
 
 
-def trial_volume(spec: InputSpec) -> Volume:
-    """A small volume the model's declared input accepts (see the module's description)."""
-    slices = max(spec.min_slices or 16, 16)
+def trial_volume(spec: InputSpec, *, images: int | None = None) -> Volume:
+    """A small volume the model's declared input accepts (see the module's description);
+    ``images`` sets the number of slices (one for a classifier of single images)."""
+    slices = images or max(spec.min_slices or 16, 16)
     if spec.max_slices is not None:
         slices = min(slices, spec.max_slices)
     spacing = sum(spec.slice_thickness_mm) / 2 if spec.slice_thickness_mm else 2.0
@@ -127,7 +128,7 @@ def try_model(folder: Path, device: Device) -> Trial:
     started = time.perf_counter()
     runner.load()
     loaded = time.perf_counter()
-    volume = trial_volume(manifest.input)
+    volume = trial_volume(manifest.input, images=1 if manifest.task == "classification" else None)
     try:
         output = runner.postprocess(runner.predict(runner.preprocess(volume)), volume)
     except (ConfigError, InferenceError):

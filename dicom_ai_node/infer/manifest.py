@@ -17,7 +17,7 @@ from typing import Any
 from ..domain import AlgorithmInfo, BodyPart, Code, InputSpec, OutputLabel, Scope, parse_enum
 from ..errors import ConfigError
 
-__all__ = ["MEASUREMENTS", "ModelManifest", "load_manifest"]
+__all__ = ["MEASUREMENTS", "TASKS", "ModelManifest", "load_manifest"]
 
 # PS3.16 CID 7162 (Algorithm Family): "Artificial Intelligence"
 AI_FAMILY = Code("123110", "DCM", "Artificial Intelligence")
@@ -79,6 +79,11 @@ class ModelManifest:
     postprocess: Mapping[str, Any] = field(default_factory=dict)
     algorithm_family: Code = AI_FAMILY
     entry_point: str = ""
+
+    @property
+    def projection(self) -> bool:
+        """Whether the inputs are projection radiographs (``preprocess.geometry``)."""
+        return self.preprocess.get("geometry") == "projection"
 
     @property
     def weights_path(self) -> Path:
@@ -170,6 +175,24 @@ def _postprocess(data: Mapping[str, Any], where: str) -> dict[str, Any]:
     return out
 
 
+#: Tasks a manifest may declare; ``body-region`` is the router's own model.
+TASKS = ("segmentation", "classification", "body-region")
+
+
+def _check_classification(manifest: ModelManifest, where: str) -> None:
+    """A classifier's post-processing: ``threshold`` in (0, 1), ``saliency`` true/false,
+    ``activation`` sigmoid (one probability per label) or softmax (labels exclusive)."""
+    post = manifest.postprocess
+    threshold = post.get("threshold", 0.5)
+    if not isinstance(threshold, int | float) or not 0 < threshold < 1:
+        raise ConfigError(f"{where}: postprocess.threshold must be in (0, 1), got {threshold!r}")
+    _flag(post.get("saliency", False), f"{where} postprocess.saliency")
+    if post.get("activation", "sigmoid") not in ("sigmoid", "softmax"):
+        raise ConfigError(f"{where}: postprocess.activation is sigmoid or softmax")
+    if not manifest.labels:
+        raise ConfigError(f"{where}: a classification model needs at least one label")
+
+
 def load_manifest(path: Path) -> ModelManifest:
     """Read and validate a ``model.toml``.
 
@@ -214,6 +237,12 @@ def load_manifest(path: Path) -> ModelManifest:
         else AI_FAMILY,
         entry_point=str(data.get("entry_point", "")),
     )
+    if manifest.task not in TASKS:
+        raise ConfigError(f"{where}: task {manifest.task!r} is not one of {list(TASKS)}")
+    if manifest.preprocess.get("geometry", "volume") not in ("volume", "projection"):
+        raise ConfigError(f"{where}: preprocess.geometry is volume or projection")
+    if manifest.task == "classification":
+        _check_classification(manifest, where)
     if not manifest.weights_path.exists():  # a file, or a folder (a MONAI bundle)
         raise ConfigError(f"{where}: weights file or folder {manifest.weights} not found")
     return manifest

@@ -1,8 +1,9 @@
-"""Infer: the TorchScript runner for 2-D slice-wise segmentation models.
+"""Infer: the TorchScript runner, for 2-D slice-wise segmentation and image classification.
 
-Contract with the weights (see :mod:`.slices` and models/ct_chest_lungs/MODEL_CARD.md):
+Contract with the weights (see :mod:`.slices`, :mod:`.classify` and the model cards):
 ``forward`` takes float32 (N, 1, H, W) at the manifest's ``preprocess.input_size`` and
-returns logits (N, 1 + labels, H, W).
+returns logits (N, 1 + labels, H, W) for ``task = "segmentation"``, (N, labels) for
+``task = "classification"``.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import warnings
 import torch
 
 from ..errors import InferenceError
-from .runner import register_runner
+from .classify import ImageClassifier
+from .manifest import ModelManifest
+from .runner import Device, Runner, register_runner
 from .slices import SliceSegmenter, bf16_supported
 
-__all__ = ["TorchScriptRunner", "bf16_supported", "load_torchscript"]
+__all__ = ["TorchScriptClassifier", "TorchScriptRunner", "bf16_supported", "load_torchscript"]
 
 log = logging.getLogger(__name__)
 
@@ -61,4 +64,30 @@ class TorchScriptRunner(SliceSegmenter):
         return self.module(x)  # type: ignore[no-any-return]
 
 
-register_runner("torchscript", TorchScriptRunner)
+class TorchScriptClassifier(ImageClassifier):
+    """Runs a TorchScript image classifier (channels-last, bf16 where the CPU has it)."""
+
+    module: torch.jit.ScriptModule | None = None
+
+    def _load(self) -> None:
+        self.module = load_torchscript(
+            str(self.manifest.weights_path), self.manifest.name, self.torch_device
+        )
+        log.info("model loaded", extra={"model": self.manifest.name, "device": self.device.kind})
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert self.module is not None
+        x = x.contiguous(memory_format=torch.channels_last)
+        if self.use_bf16:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return self.module(x)  # type: ignore[no-any-return]
+        return self.module(x)  # type: ignore[no-any-return]
+
+
+def _torchscript(manifest: ModelManifest, device: Device) -> Runner:
+    if manifest.task == "classification":
+        return TorchScriptClassifier(manifest, device)
+    return TorchScriptRunner(manifest, device)
+
+
+register_runner("torchscript", _torchscript)

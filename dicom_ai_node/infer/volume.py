@@ -177,12 +177,57 @@ def _fill(
     return True
 
 
+def _projection_spacing(ds: Dataset) -> tuple[float, float]:
+    """Pixel Spacing, else Imager Pixel Spacing (PS3.3 10.7.1.3), else 1 mm: a projection
+    radiograph's spacing is only nominal and nothing measured from it relies on it."""
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(keyword)
+        if value is not None and len(value) == 2 and all(float(v) > 0 for v in value):
+            return float(value[0]), float(value[1])
+    return 1.0, 1.0
+
+
+def _load_projections(
+    datasets: Sequence[Dataset], max_voxels: int, decode: Decode | None, release_pixels: bool
+) -> tuple[Volume | None, list[Dataset], QualityReport]:
+    """Projection radiographs (CR, DX, MG): images in Instance Number order, no slice
+    geometry; MONOCHROME1 images inverted so that dense is bright on every image."""
+    ordered = sorted(datasets, key=lambda d: int(d.get("InstanceNumber", 0) or 0))
+    declared = sum(declared_voxels(ds) for ds in ordered)
+    if declared > max_voxels:
+        issue = QualityIssue(
+            "size", f"{declared} pixels declared, more than the {max_voxels} allowed"
+        )
+        return None, ordered, (issue,)
+    sizes = {(int(ds.Rows), int(ds.Columns)) for ds in ordered}
+    if len(sizes) > 1:
+        return None, ordered, (QualityIssue("size", f"{len(sizes)} different image sizes"),)
+    inverted = [ds.get("PhotometricInterpretation", "") == "MONOCHROME1" for ds in ordered]
+    voxels = np.empty((len(ordered), *sizes.pop()), np.float32)
+    if not _fill(ordered, decode, voxels, release_pixels):
+        return None, ordered, (QualityIssue("size", "decoded images differ in size"),)
+    for k, flip in enumerate(inverted):
+        if flip:  # PS3.3 C.7.6.3.1.2: the minimum is white
+            voxels[k] = voxels[k].max() + voxels[k].min() - voxels[k]
+    row_mm, col_mm = _projection_spacing(ordered[0])
+    volume = Volume(
+        voxels=voxels,
+        spacing_mm=(1.0, row_mm, col_mm),
+        sop_instance_uids=tuple(str(ds.SOPInstanceUID) for ds in ordered),
+        frame_of_reference_uid=str(ordered[0].get("FrameOfReferenceUID", "")),
+        series_instance_uid=str(ordered[0].SeriesInstanceUID),
+        study_instance_uid=str(ordered[0].StudyInstanceUID),
+    )
+    return volume, ordered, ()
+
+
 def load_volume(
     datasets: Sequence[Dataset],
     max_voxels: int = MAX_VOXELS,
     decode: Decode | None = None,
     *,
     release_pixels: bool = False,
+    projection: bool = False,
 ) -> tuple[Volume | None, list[Dataset], QualityReport]:
     """Sort a series' images into a volume and check it.
 
@@ -200,6 +245,10 @@ def load_volume(
         Drop each dataset's Pixel Data once it is in the volume (the encoders read
         headers only): the series is then held once, as the volume, not twice. Peak
         memory is about the volume (4 bytes a pixel) plus one image.
+    projection:
+        The images are projection radiographs (a manifest's ``preprocess.geometry =
+        "projection"``): no slice geometry or pixel spacing is required, one image is
+        enough, and MONOCHROME1 images are inverted.
 
     Returns
     -------
@@ -209,6 +258,8 @@ def load_volume(
     """
     if not datasets:
         return None, [], (QualityIssue("slices", "no images"),)
+    if projection:
+        return _load_projections(datasets, max_voxels, decode, release_pixels)
     ordered, issues = _sort(datasets)
     first = ordered[0]
     if "PixelSpacing" not in first:

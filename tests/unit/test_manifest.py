@@ -49,6 +49,8 @@ def test_good_manifest(tmp_path: Path) -> None:
         (("value = 1", "value = 2"), "label values"),
         (("[input]", "surprise = 1\n[input]"), "unknown keys"),
         (('type = ["39607008", "SCT", "Lung"]', 'type = "Lung"'), "a code is"),
+        (('task = "segmentation"', 'task = "detection"'), "task 'detection'"),
+        (("[input]", '[preprocess]\ngeometry = "flat"\n[input]'), "geometry"),
     ],
 )
 def test_bad_manifests(tmp_path: Path, change: tuple[str, str], message: str) -> None:
@@ -59,3 +61,18 @@ def test_bad_manifests(tmp_path: Path, change: tuple[str, str], message: str) ->
 def test_missing_weights(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="weights file"):
         load_manifest(write(tmp_path, GOOD, weights=False))
+
+
+@pytest.mark.parametrize(
+    ("postprocess", "message"),
+    [
+        ("threshold = 1.5", "threshold"),
+        ('saliency = "yes"', "saliency"),
+        ('activation = "relu"', "activation"),
+    ],
+)
+def test_bad_classification_settings(tmp_path: Path, postprocess: str, message: str) -> None:
+    text = GOOD.replace('task = "segmentation"', 'task = "classification"')
+    with pytest.raises(ConfigError, match=message):
+        load_manifest(write(tmp_path, f"{text}[postprocess]\n{postprocess}\n"))
+    load_manifest(write(tmp_path, f"{text}[postprocess]\nthreshold = 0.3\nsaliency = true\n"))

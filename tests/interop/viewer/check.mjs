@@ -83,7 +83,9 @@ function loadSource(dir) {
     return [b * f - c * e, c * d - a * f, a * e - b * d];
   };
   const along = (ds) => num(ds.ImagePositionPatient).reduce((s, v, i) => s + v * normal(ds)[i], 0);
-  entries.sort((x, y) => along(x[1]) - along(y[1]));
+  const projection = entries.some(([, ds]) => ds.ImageOrientationPatient === undefined);
+  if (projection) entries.sort((x, y) => Number(x[1].InstanceNumber) - Number(y[1].InstanceNumber));
+  else entries.sort((x, y) => along(x[1]) - along(y[1]));
   return { imageIds: entries.map(([id]) => id), instances: new Map(entries) };
 }
 
@@ -104,8 +106,14 @@ function registerMetadata(instances) {
       pixelRepresentation: Number(ds.PixelRepresentation),
     }),
     imagePlaneModule: (ds) => {
-      const iop = num(ds.ImageOrientationPatient);
-      const [rowSpacing, columnSpacing] = num(ds.PixelSpacing);
+      // A projection radiograph (CR, DX) has no ImageOrientationPatient/Position: the
+      // stack viewport then places it as core's getImageDataMetadata does (row cosines
+      // [1,0,0], column cosines [0,1,0], origin [0,0,0]), which the world coordinates
+      // of its SR outlines follow.
+      const projection = ds.ImageOrientationPatient === undefined;
+      const iop = projection ? [1, 0, 0, 0, 1, 0] : num(ds.ImageOrientationPatient);
+      const spacing = num(ds.PixelSpacing).every((v) => v > 0) ? num(ds.PixelSpacing) : [];
+      const [rowSpacing, columnSpacing] = spacing.length === 2 ? spacing : [1, 1];
       return {
         frameOfReferenceUID: ds.FrameOfReferenceUID,
         rows: Number(ds.Rows),
@@ -113,7 +121,7 @@ function registerMetadata(instances) {
         imageOrientationPatient: iop,
         rowCosines: iop.slice(0, 3),
         columnCosines: iop.slice(3, 6),
-        imagePositionPatient: num(ds.ImagePositionPatient),
+        imagePositionPatient: projection ? [0, 0, 0] : num(ds.ImagePositionPatient),
         sliceThickness: Number(ds.SliceThickness),
         pixelSpacing: [rowSpacing, columnSpacing],
         rowPixelSpacing: rowSpacing,
@@ -241,9 +249,46 @@ function checkSR(file, source) {
 }
 
 // ---------------------------------------------------------------- SEG
+// What dcmjs itself reads of a FRACTIONAL SEG: segments and the largest stored value.
+function fractionalSummary(dataset) {
+  const pixels = new Uint8Array(asArray(dataset.PixelData)[0] ?? new ArrayBuffer(0));
+  let max = 0;
+  let nonZero = 0;
+  for (let k = 0; k < pixels.length; k++) {
+    if (pixels[k] > max) max = pixels[k];
+    if (pixels[k] !== 0) nonZero++;
+  }
+  return {
+    fractionalType: dataset.SegmentationFractionalType ?? null,
+    maximumFractionalValue: Number(dataset.MaximumFractionalValue),
+    largestStoredValue: max,
+    nonZeroPixels: nonZero,
+    segments: asArray(dataset.SegmentSequence).map((seg) => ({
+      label: seg.SegmentLabel ?? null,
+      type: first(seg.SegmentedPropertyTypeCodeSequence)?.CodeMeaning ?? null,
+    })),
+  };
+}
+
 async function checkSEG(file, source) {
   const { arrayBuffer, dataset } = readDicom(file);
   const { Segmentation } = adaptersSEG.Cornerstone3D;
+  if (dataset.SegmentationType === 'FRACTIONAL') {
+    // OHIF 3.13 loads only "pseudo-binary" FRACTIONAL SEGs (values 0 or the maximum);
+    // ask the adapters anyway and report what they say, with what dcmjs reads.
+    const summary = { sopInstanceUID: dataset.SOPInstanceUID, segmentationType: 'FRACTIONAL', ...fractionalSummary(dataset) };
+    try {
+      await Segmentation.createLabelmapsFromDICOMBuffer(source.imageIds, arrayBuffer, core.metaData, {
+        tolerance: 0.001,
+        parserType: 'bitmap',
+      });
+      summary.ohifLoads = true;
+    } catch (error) {
+      summary.ohifLoads = false;
+      summary.ohifError = String(error.message ?? error);
+    }
+    return summary;
+  }
   const result = await Segmentation.createLabelmapsFromDICOMBuffer(source.imageIds, arrayBuffer, core.metaData, {
     tolerance: 0.001,
     parserType: 'bitmap',
