@@ -1,16 +1,22 @@
-"""What the quality gates of the built-in 2-D segmentation models share: loading their
-TorchScript weights and segmenting a volume exactly as the node's runner does."""
+"""What the quality gates of the built-in models share: loading their TorchScript weights,
+segmenting a volume exactly as the node's runner does, and scoring an image classifier
+through the node's own runner (its scaling, threshold and saliency)."""
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["load_weights", "segment_like_the_runner"]
+from dicom_ai_node.domain import Volume
+from dicom_ai_node.infer.classify import ImageClassifier
+
+__all__ = ["ClassifierGate", "classifier_gate", "load_weights", "segment_like_the_runner"]
 
 
 def load_weights(path: Path) -> torch.jit.ScriptModule:
@@ -33,3 +39,58 @@ def segment_like_the_runner(
             up = F.interpolate(logits, size=(rows, cols), mode="bilinear", align_corners=False)
             out[k : k + 16] = up.argmax(dim=1).numpy()
     return out
+
+
+#: Example ``k`` from a generator: (display-density image, abnormal, finding mask).
+Example = Callable[[int, np.random.Generator], tuple[np.ndarray, bool, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class ClassifierGate:
+    """What :func:`classifier_gate` measured."""
+
+    auc: float
+    pointed: int
+    tried: int
+
+
+def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    pos, neg = scores[labels], scores[~labels]
+    wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(wins / (len(pos) * len(neg)))
+
+
+def classifier_gate(
+    runner: ImageClassifier, example: Example, images: int, seed: int, saliency_images: int = 12
+) -> ClassifierGate:
+    """Score a classifier through the node's runner on freshly generated images.
+
+    Images go in as stored values (display density x 4000 + 100, not 0..1), so the
+    runner's own percentile scaling is part of what is scored. For up to
+    ``saliency_images`` abnormal calls the saliency map is made as the node makes it, and
+    counts as pointing when its maximum lies within 1/24 of the image of the finding.
+    """
+    rng = np.random.default_rng(seed)
+    scores, labels, pointed, tried = [], [], 0, 0
+    for k in range(images):
+        image, abnormal, mask = example(k, rng)
+        volume = Volume(
+            voxels=(image * 4000.0 + 100.0)[None].astype(np.float32),
+            spacing_mm=(1.0, 0.35, 0.35),
+            sop_instance_uids=("2.25.1",),
+            frame_of_reference_uid="",
+            series_instance_uid="2.25.2",
+            study_instance_uid="2.25.3",
+        )
+        prediction = runner.predict(runner.preprocess(volume))
+        p = float(prediction.probabilities[0, 0])
+        scores.append(p)
+        labels.append(abnormal)
+        if abnormal and p >= runner.threshold and tried < saliency_images:
+            heat = runner.postprocess(prediction, volume).saliency[1][0]
+            r, c = np.unravel_index(int(heat.argmax()), heat.shape)
+            reach = max(1, heat.shape[0] // 24)
+            window = mask[max(0, r - reach) : r + reach + 1, max(0, c - reach) : c + reach + 1]
+            tried += 1
+            pointed += bool(window.any())
+    return ClassifierGate(_auc(np.array(scores), np.array(labels)), pointed, tried)

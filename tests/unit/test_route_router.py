@@ -40,7 +40,7 @@ SPECS = {
 
 @pytest.fixture(scope="module")
 def rules() -> Any:
-    return load_rules(REPO / "models" / "rules.yaml", {LUNGS, KIDNEYS})
+    return load_rules(REPO / "models" / "rules.yaml", {LUNGS, KIDNEYS, "cxr-abnormal"})
 
 
 def series(uid: str, number: int, **kwargs: Any) -> SeriesInfo:
@@ -80,6 +80,10 @@ def test_synthetic_ct_series_goes_to_the_lung_model(rules: Any) -> None:
         "input spec accepts the series",
         f"rule 'abdomen-ct-kidneys' -> {KIDNEYS}: no match: "
         "body_part 'CHEST' is not one of [ABDOMEN]",
+        "rule 'chest-radiograph-abnormal' -> cxr-abnormal: no match: "
+        "modality 'CT' is not one of [CR, DX]; sop_class_uid '1.2.840.10008.5.1.4.1.1.2' is not "
+        "one of [1.2.840.10008.5.1.4.1.1.1, 1.2.840.10008.5.1.4.1.1.1.1, "
+        "1.2.840.10008.5.1.4.1.1.1.1.1]",
     )
 
 
@@ -98,7 +102,8 @@ def test_non_axial_series_fails_the_axial_condition(rules: Any) -> None:
     decision = route_series(coronal, rules, SPECS)
     assert decision.reason == (
         "no rule matched: 'chest-ct-lungs': axial is false, not true; "
-        "'abdomen-ct-kidneys': body_part 'CHEST' is not one of [ABDOMEN]"
+        "'abdomen-ct-kidneys': body_part 'CHEST' is not one of [ABDOMEN]; "
+        "'chest-radiograph-abnormal': modality 'CT' is not one of [CR, DX]"
     )
 
 
