@@ -11,7 +11,8 @@ Studies: ``ct-chest-lungs`` gets a generated chest CT of ``--slices`` slices of 
 (1 mm slices, 0.7 mm pixels), the size of issue 3's target (300 slices under 10 s);
 ``ct-kidney-tumour`` a generated abdominal CT of the same size with a renal tumour;
 ``cxr-abnormal`` one generated 2048x2048 MONOCHROME1 chest radiograph with a pleural
-effusion, so that the occlusion saliency map (the costly part) is made and encoded.
+effusion, so that the occlusion saliency map (the costly part) is made and encoded;
+``xr-fracture`` one generated 2048x2048 forearm radiograph with a fracture (Grad-CAM).
 
 Reference in the same run: each model also runs once per round in plain fp32
 (``infer.bf16 = false``; the node's default uses bf16 autocast on CPUs that have it),
@@ -48,7 +49,7 @@ from dicom_ai_node.infer.registry import ModelRegistry
 from dicom_ai_node.infer.runner import Device
 from dicom_ai_node.infer.volume import load_volume
 from dicom_ai_node.phantoms import ChestPhantom
-from dicom_ai_node.radiograph_phantoms import chest_radiograph
+from dicom_ai_node.radiograph_phantoms import chest_radiograph, extremity_radiograph
 from dicom_ai_node.region_phantoms import kidney_ct_phantom
 from dicom_ai_node.testing import make_ct_series, phantom_to_datasets, radiograph_to_dataset
 
@@ -78,6 +79,10 @@ def study_for(manifest: ModelManifest, slices: int) -> list[Dataset]:
         return [
             _reread(radiograph_to_dataset(image, seed=5, monochrome1=True, pixel_spacing_mm=0.17))
         ]
+    if manifest.name == "xr-fracture":
+        xr = extremity_radiograph(2048, np.random.default_rng(20_312), fracture=True)
+        ds = radiograph_to_dataset(xr, seed=6, body_part_examined="FOREARM", pixel_spacing_mm=0.15)
+        return [_reread(ds)]
     raise SystemExit(f"bench/infer.py has no generated study for model {manifest.name}")
 
 

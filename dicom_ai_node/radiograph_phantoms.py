@@ -289,8 +289,9 @@ def extremity_radiograph(
 
     Each bone is a tube (bright cortex, darker medulla with trabecular texture) with a
     wider end at a joint. A fracture is a dark line across one bone, transverse or
-    oblique, with the far fragment displaced by 15 to 60 % of the bone's width or (one in
-    five) not at all, the subtle case; sometimes angulated.
+    oblique, where the far fragment steps aside by 15 to 60 % of the bone's width or (one
+    in five) not at all, the subtle case; sometimes angulated. The step fades within
+    about a bone's width of the line, so the fracture shows at its line only.
 
     Parameters
     ----------
@@ -331,8 +332,13 @@ def extremity_radiograph(
     for k, (centre, width) in enumerate(bones):
         uu, vv = u, v - centre
         if k == broken:
-            beyond = uu - line_u - tilt * vv > 0  # the distal fragment
-            vv = np.where(beyond, vv - shift - bend * (uu - line_u), vv)
+            # the distal fragment steps aside at the line, the step fading within about a
+            # bone's width (so the bone's far end stays in its joint: the fracture, not
+            # the bone's alignment as a whole, is what shows)
+            past = uu - line_u - tilt * vv
+            fade = np.exp(-np.maximum(past, 0.0) / 0.12)
+            step = np.where(past > 0, (shift + bend * past) * fade, 0.0)
+            vv = (vv - step).astype(np.float32)
         flare = width * (1 + 0.6 * np.clip((uu - joint + 0.25) / 0.25, 0, 1) ** 2)
         outer = (np.abs(vv) < flare) & (uu < joint)
         inner = (np.abs(vv) < flare * float(rng.uniform(0.5, 0.7))) & (uu < joint - 0.04)

@@ -22,7 +22,7 @@ from pydicom.uid import (
 )
 
 from .phantoms import ChestPhantom, chest_ct_phantom
-from .radiograph_phantoms import ChestRadiograph
+from .radiograph_phantoms import ChestRadiograph, ExtremityRadiograph
 
 __all__ = [
     "CANARY_BIRTH_DATE",
@@ -184,7 +184,7 @@ def write_series(datasets: Sequence[Dataset], folder: Path) -> list[Path]:
 
 
 def radiograph_to_dataset(
-    radiograph: ChestRadiograph,
+    radiograph: ChestRadiograph | ExtremityRadiograph,
     *,
     seed: int = 0,
     monochrome1: bool = False,
@@ -193,7 +193,7 @@ def radiograph_to_dataset(
     body_part_examined: str | None = "CHEST",
     study_instance_uid: str | None = None,
 ) -> Dataset:
-    """Turn a generated chest radiograph into one CR image (CR Image Storage, PS3.3 A.2).
+    """Turn a generated radiograph into one CR image (CR Image Storage, PS3.3 A.2).
 
     Parameters
     ----------
@@ -225,8 +225,8 @@ def radiograph_to_dataset(
     ds.Modality = "CR"
     ds.Manufacturer = "dicom-ai-node phantom"
     ds.ReferringPhysicianName = ""
-    ds.StudyDescription = "XR CHEST PA"
-    ds.SeriesDescription = "CHEST PA"
+    ds.StudyDescription = f"XR {body_part_examined or ''} {view_position}".replace("  ", " ")
+    ds.SeriesDescription = f"{body_part_examined or ''} {view_position}".strip()
     ds.PatientName = CANARY_PATIENT_NAME
     ds.PatientID = CANARY_PATIENT_ID
     ds.PatientBirthDate = CANARY_BIRTH_DATE

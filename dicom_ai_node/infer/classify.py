@@ -9,8 +9,9 @@ Each image of the series is classified on its own. Per image and label the outpu
 
 * the probability (NUM Probability, 122157 DCM) and whether the finding is present at
   ``postprocess.threshold`` (Present 52101004 / Absent 272519000, SCT);
-* with ``postprocess.saliency = true`` and a positive finding, the occlusion saliency map
-  (:mod:`.saliency`) at the image's size, and in the label map the region that drove it:
+* with ``postprocess.saliency`` (``true`` or ``"occlusion"``; ``"grad-cam"`` with
+  ``saliency_layer`` for TorchScript classifiers) and a positive finding, the saliency
+  map (:mod:`.saliency`) at the image's size, and in the label map the region that drove it:
   the largest connected part where the map is at least half its maximum. The encoders
   turn the map into a FRACTIONAL SEG and the region into the SR's outline.
 
@@ -70,7 +71,9 @@ class ImageClassifier:
         self.batch_size = int(manifest.preprocess.get("batch_size", 16))
         self.window = intensity_range(manifest)
         self.threshold = float(manifest.postprocess.get("threshold", 0.5))
-        self.saliency = bool(manifest.postprocess.get("saliency", False))
+        saliency = manifest.postprocess.get("saliency", False)
+        self.saliency = "occlusion" if saliency is True else (saliency or "")
+        self.saliency_layer = int(manifest.postprocess.get("saliency_layer", -1))
         self.softmax = manifest.postprocess.get("activation", "sigmoid") == "softmax"
 
     @property
@@ -112,6 +115,19 @@ class ImageClassifier:
             )
         probs = torch.softmax(logits, dim=1) if self.softmax else torch.sigmoid(logits)
         return probs.cpu()
+
+    def saliency_map(self, image: torch.Tensor, label_index: int) -> torch.Tensor:
+        """The manifest's saliency method for one image (1, 1, h, w) at the input size."""
+        self.load()
+        if self.saliency == "grad-cam":
+            return self._grad_cam(image, label_index)
+        return occlusion_saliency(self.probabilities, image, label_index)
+
+    def _grad_cam(self, image: torch.Tensor, label_index: int) -> torch.Tensor:
+        raise InferenceError(
+            f"model {self.manifest.name}: runner {self.manifest.runner} has no Grad-CAM; "
+            'use saliency = "occlusion"'
+        )
 
     def preprocess(self, volume: Volume) -> torch.Tensor:
         """The images as float32 (N, 1, h, w) at the input size."""
@@ -158,7 +174,7 @@ class ImageClassifier:
                     Evaluation(value, declared.type, PRESENT if positive else ABSENT)
                 )
                 if positive and self.saliency:
-                    heat = occlusion_saliency(self.probabilities, prediction.inputs[n : n + 1], k)
+                    heat = self.saliency_map(prediction.inputs[n : n + 1], k)
                     full = resize_map(heat, (rows, cols)).numpy()
                     if full.max() > 0:
                         region = largest_component(full >= REGION_LEVEL * full.max())

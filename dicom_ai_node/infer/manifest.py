@@ -181,12 +181,20 @@ TASKS = ("segmentation", "classification", "body-region")
 
 def _check_classification(manifest: ModelManifest, where: str) -> None:
     """A classifier's post-processing: ``threshold`` in (0, 1), ``saliency`` true/false,
+    ``"occlusion"`` or ``"grad-cam"`` (with ``saliency_layer``),
     ``activation`` sigmoid (one probability per label) or softmax (labels exclusive)."""
     post = manifest.postprocess
     threshold = post.get("threshold", 0.5)
     if not isinstance(threshold, int | float) or not 0 < threshold < 1:
         raise ConfigError(f"{where}: postprocess.threshold must be in (0, 1), got {threshold!r}")
-    _flag(post.get("saliency", False), f"{where} postprocess.saliency")
+    saliency = post.get("saliency", False)
+    if saliency not in (True, False, "occlusion", "grad-cam"):
+        raise ConfigError(
+            f'{where}: postprocess.saliency is true, false, "occlusion" or "grad-cam"'
+        )
+    layer = post.get("saliency_layer")
+    if saliency == "grad-cam" and (not isinstance(layer, int) or layer < 0):
+        raise ConfigError(f'{where}: saliency = "grad-cam" needs saliency_layer, an index')
     if post.get("activation", "sigmoid") not in ("sigmoid", "softmax"):
         raise ConfigError(f"{where}: postprocess.activation is sigmoid or softmax")
     if not manifest.labels:

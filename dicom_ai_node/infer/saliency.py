@@ -1,9 +1,16 @@
-"""Infer: model-agnostic saliency maps for image classifiers (occlusion sensitivity).
+"""Infer: saliency maps for image classifiers: occlusion sensitivity and Grad-CAM.
 
-Zeiler and Fergus (2014): slide a grey patch over the image and record how much the
-class probability drops wherever the patch covers. Unlike Grad-CAM it needs no access to
-the network's layers or gradients, so it works the same for every runner (TorchScript,
-ONNX, MONAI, Python); it costs one forward pass per patch position, batched.
+* Occlusion (Zeiler and Fergus 2014): slide a grey patch over the image and record how
+  much the class probability drops wherever the patch covers. It needs no access to the
+  network's layers or gradients, so it works the same for every runner (TorchScript,
+  ONNX, MONAI, Python); it costs one forward pass per patch position, batched. It fails
+  where a grey patch itself looks like the finding (a gap in a bone looks like a
+  fracture).
+* Grad-CAM (Selvaraju et al. 2017): the activations of one layer, weighted by the
+  spatial mean of the class score's gradient, summed over channels, ReLU. It needs the
+  network's layers: a module with ``features`` (a sequence of layers) and ``head``
+  (applied to the spatial mean of the last one's output), as the built-in classifiers
+  are.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Probabilities", "occlusion_saliency", "resize_map"]
+__all__ = ["Probabilities", "grad_cam", "occlusion_saliency", "resize_map"]
 
 #: A batch (N, 1, H, W) at the network's input size -> probabilities (N, K).
 Probabilities = Callable[[torch.Tensor], torch.Tensor]
@@ -72,6 +79,58 @@ def occlusion_saliency(
     heat = heat / count.clamp(min=1)
     top = float(heat.max())
     return heat / top if top > 0 else heat
+
+
+def grad_cam(
+    module: torch.nn.Module, image: torch.Tensor, label_index: int, layer: int
+) -> torch.Tensor:
+    """Grad-CAM of one class for one image, at the output of ``features[layer]``.
+
+    Parameters
+    ----------
+    module:
+        A classifier with ``features`` (layers run in order) and ``head`` (applied to
+        the spatial mean of the last layer's output, giving logits (N, classes)).
+    image:
+        (1, 1, H, W) at the input size.
+    label_index:
+        The class (logit) to explain.
+    layer:
+        Index of the layer of ``features`` whose activations are weighted.
+
+    Returns
+    -------
+    torch.Tensor
+        (H, W) float32 in 0..1 (bilinear from the layer's size), divided by its maximum
+        (all zeros when no activation raises the class score).
+
+    Raises
+    ------
+    ValueError
+        When the module has no ``features`` and ``head`` or ``layer`` is out of range.
+    """
+    features = getattr(module, "features", None)
+    head = getattr(module, "head", None)
+    if features is None or head is None:
+        raise ValueError("Grad-CAM needs a module with `features` and `head`")
+    layers = list(features.children())
+    if not 0 <= layer < len(layers):
+        raise ValueError(f"saliency layer {layer} is not one of 0..{len(layers) - 1}")
+    with torch.enable_grad():
+        x = image.float()
+        chosen = x
+        for i, step in enumerate(layers):
+            x = step(x)
+            if i == layer:
+                chosen = x.detach().requires_grad_(True)
+                x = chosen
+        score = head(x.mean(dim=(2, 3)))[0, label_index]
+        (gradient,) = torch.autograd.grad(score, chosen)
+    weights = gradient.mean(dim=(2, 3), keepdim=True)
+    cam = F.relu((weights * chosen.detach()).sum(dim=1, keepdim=True))
+    cam = F.interpolate(cam, size=image.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+    top = float(cam.max())
+    return cam / top if top > 0 else cam
 
 
 def resize_map(heat: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:

@@ -17,6 +17,7 @@ from ..errors import InferenceError
 from .classify import ImageClassifier
 from .manifest import ModelManifest
 from .runner import Device, Runner, register_runner
+from .saliency import grad_cam
 from .slices import SliceSegmenter, bf16_supported
 
 __all__ = ["TorchScriptClassifier", "TorchScriptRunner", "bf16_supported", "load_torchscript"]
@@ -82,6 +83,14 @@ class TorchScriptClassifier(ImageClassifier):
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 return self.module(x)  # type: ignore[no-any-return]
         return self.module(x)  # type: ignore[no-any-return]
+
+    def _grad_cam(self, image: torch.Tensor, label_index: int) -> torch.Tensor:
+        assert self.module is not None
+        try:
+            image = image.to(self.torch_device)
+            return grad_cam(self.module, image, label_index, self.saliency_layer).cpu()
+        except (ValueError, RuntimeError) as exc:
+            raise InferenceError(f"model {self.manifest.name}: Grad-CAM: {exc}") from exc
 
 
 def _torchscript(manifest: ModelManifest, device: Device) -> Runner:

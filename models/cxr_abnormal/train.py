@@ -140,14 +140,31 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(greater / (len(pos) * len(neg)))
 
 
-def evaluate(
-    module: torch.nn.Module, cfg: Config, sample: Sampler = sample_chest
-) -> dict[str, Any]:
-    x, y, findings, masks = draw(cfg.eval_images, TEST_SEED_BASE, sample)
-
+def probabilities_of(module: torch.nn.Module) -> Callable[[Tensor], Tensor]:
     def probabilities(batch: Tensor) -> Tensor:
         with torch.inference_mode():
             return torch.sigmoid(module(batch.float()))
+
+    return probabilities
+
+
+#: The saliency map the node makes for this model (manifest ``postprocess.saliency``).
+Saliency = Callable[[torch.nn.Module, Tensor], Tensor]
+
+
+def occlusion(module: torch.nn.Module, image: Tensor) -> Tensor:
+    """``saliency = true`` (occlusion), as ``infer/classify.py`` makes it."""
+    return occlusion_saliency(probabilities_of(module), image.float(), 0)
+
+
+def evaluate(
+    module: torch.nn.Module,
+    cfg: Config,
+    sample: Sampler = sample_chest,
+    saliency: Saliency = occlusion,
+) -> dict[str, Any]:
+    x, y, findings, masks = draw(cfg.eval_images, TEST_SEED_BASE, sample)
+    probabilities = probabilities_of(module)
 
     scores = torch.cat([probabilities(x[i : i + 64]) for i in range(0, len(x), 64)])[:, 0]
     s, labels = scores.numpy(), y.numpy()
@@ -160,7 +177,7 @@ def evaluate(
     }
     hits = tried = 0
     for k in np.flatnonzero((labels == 1) & positive)[: cfg.saliency_images]:
-        heat = occlusion_saliency(probabilities, x[k : k + 1].float(), 0)
+        heat = saliency(module, x[k : k + 1].float())
         r, c = np.unravel_index(int(heat.argmax()), heat.shape)
         tried += 1
         hits += bool(masks[k][max(0, r - 8) : r + 9, max(0, c - 8) : c + 9].any())
@@ -190,6 +207,7 @@ class Task:
     description: str
     sample: Sampler
     acceptance: dict[str, float]
+    saliency: Saliency = occlusion
 
 
 CHEST = Task(
@@ -220,7 +238,7 @@ def main(argv: list[str] | None = None, task: Task = CHEST) -> int:
         export(model, args.out / "model.pt")
         parameters = count_parameters(model)
     module = torch.jit.load(str(args.out / "model.pt"))  # score what ships
-    metrics = evaluate(module, cfg, task.sample)
+    metrics = evaluate(module, cfg, task.sample, task.saliency)
     elapsed = time.perf_counter() - started
     run = run_record(
         task.model, task.script, argv or sys.argv[1:], smoke=args.smoke, config=asdict(cfg)

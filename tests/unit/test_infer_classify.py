@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from dicom_ai_node.domain import Volume
 from dicom_ai_node.encode import device_uid, encode_results
+from dicom_ai_node.errors import InferenceError
 from dicom_ai_node.infer.classify import ABSENT, PRESENT, PROBABILITY, ImageClassifier
 from dicom_ai_node.infer.manifest import load_manifest
 from dicom_ai_node.infer.runner import Device, make_runner
@@ -171,3 +172,60 @@ def test_encoding_a_positive_radiograph_gives_a_fractional_seg_and_an_sr(
     out = classifier.postprocess(classifier.predict(classifier.preprocess(negative)), negative)
     [findings] = encode_results(ordered, out, algorithm, "job-cr-negative")
     assert findings.SeriesDescription.endswith("findings SR")
+
+
+class Quarter(nn.Module):
+    """Keeps the top-left quarter of the image, zero elsewhere."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2] // 4, x.shape[-1] // 4
+        corner = torch.zeros_like(x)
+        corner[:, :, :h, :w] = x[:, :, :h, :w]
+        return corner
+
+
+class CornerCam(nn.Module):
+    """``features`` + ``head`` on their spatial mean, as Grad-CAM needs; the features are
+    the image's top-left quarter, so that is all that can raise the score."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(Quarter(), nn.ReLU())
+        self.head = nn.Linear(1, 1)
+        with torch.no_grad():
+            self.head.weight.fill_(400.0)
+            self.head.bias.fill_(-4.0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+def test_grad_cam_points_at_what_raised_the_score(tmp_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(CornerCam()), str(tmp_path / "model.pt"))
+    text = MANIFEST.replace("saliency = true", 'saliency = "grad-cam"\nsaliency_layer = 1')
+    (tmp_path / "model.toml").write_text(text)
+    runner = make_runner(load_manifest(tmp_path / "model.toml"), Device("cpu", bf16=False))
+    assert isinstance(runner, ImageClassifier)
+    volume = _volume(_image(True))
+    x = runner.preprocess(volume)
+    heat = runner.saliency_map(x, 0)
+    r, c = np.unravel_index(int(heat.argmax()), heat.shape)
+    assert r < 16 and c < 16 and heat[20:, 20:].max() == 0  # the corner, nothing else
+
+
+def test_grad_cam_of_a_network_without_its_layers_is_a_clear_error(
+    tmp_path: Path, classifier: ImageClassifier
+) -> None:
+    (tmp_path / "model.toml").write_text(
+        MANIFEST.replace("saliency = true", 'saliency = "grad-cam"\nsaliency_layer = 0')
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(Corner()), str(tmp_path / "model.pt"))
+    runner = make_runner(load_manifest(tmp_path / "model.toml"), Device("cpu", bf16=False))
+    assert isinstance(runner, ImageClassifier)
+    runner.load()
+    with pytest.raises(InferenceError, match="Grad-CAM needs a module with `features` and `head`"):
+        runner.saliency_map(runner.preprocess(_volume(_image(True))), 0)

@@ -40,7 +40,9 @@ SPECS = {
 
 @pytest.fixture(scope="module")
 def rules() -> Any:
-    return load_rules(REPO / "models" / "rules.yaml", {LUNGS, KIDNEYS, "cxr-abnormal"})
+    return load_rules(
+        REPO / "models" / "rules.yaml", {LUNGS, KIDNEYS, "cxr-abnormal", "xr-fracture"}
+    )
 
 
 def series(uid: str, number: int, **kwargs: Any) -> SeriesInfo:
@@ -84,6 +86,11 @@ def test_synthetic_ct_series_goes_to_the_lung_model(rules: Any) -> None:
         "modality 'CT' is not one of [CR, DX]; sop_class_uid '1.2.840.10008.5.1.4.1.1.2' is not "
         "one of [1.2.840.10008.5.1.4.1.1.1, 1.2.840.10008.5.1.4.1.1.1.1, "
         "1.2.840.10008.5.1.4.1.1.1.1.1]",
+        "rule 'extremity-radiograph-fracture' -> xr-fracture: no match: "
+        "modality 'CT' is not one of [CR, DX]; body_part 'CHEST' is not one of "
+        "[UPPER_EXTREMITY, LOWER_EXTREMITY]; sop_class_uid '1.2.840.10008.5.1.4.1.1.2' is not "
+        "one of [1.2.840.10008.5.1.4.1.1.1, 1.2.840.10008.5.1.4.1.1.1.1, "
+        "1.2.840.10008.5.1.4.1.1.1.1.1]",
     )
 
 
@@ -103,7 +110,7 @@ def test_non_axial_series_fails_the_axial_condition(rules: Any) -> None:
     assert decision.reason == (
         "no rule matched: 'chest-ct-lungs': axial is false, not true; "
         "'abdomen-ct-kidneys': body_part 'CHEST' is not one of [ABDOMEN]; "
-        "'chest-radiograph-abnormal': modality 'CT' is not one of [CR, DX]"
+        "'chest-radiograph-abnormal': modality 'CT' is not one of [CR, DX] (and 1 more)"
     )
 
 
