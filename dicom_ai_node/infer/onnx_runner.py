@@ -1,9 +1,12 @@
-"""Infer: the ONNX runner (onnxruntime) for 2-D slice-wise segmentation models.
+"""Infer: the ONNX runner (onnxruntime) for 2-D slice-wise segmentation and image
+classification models.
 
-The graph follows the same contract as TorchScript weights (:mod:`.slices`): one float32
-input (N, 1, H, W) at ``preprocess.input_size``, first output logits (N, 1 + labels,
-H, W); the batch axis should be dynamic (a fixed batch of 1 works, one slice at a time).
-onnxruntime is an optional dependency: ``pip install 'dicom-ai-node[onnx]'``.
+The graph follows the same contract as TorchScript weights (:mod:`.slices`,
+:mod:`.classify`): one float32 input (N, 1, H, W) at ``preprocess.input_size``, first
+output logits (N, 1 + labels, H, W) for segmentation, (N, labels) for classification;
+the batch axis should be dynamic (a fixed batch of 1 works, one image at a time). A
+classifier's saliency is occlusion (forward passes only). onnxruntime is an optional
+dependency: ``pip install 'dicom-ai-node[onnx]'``.
 """
 
 from __future__ import annotations
@@ -15,17 +18,22 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, InferenceError
-from .runner import register_runner
+from .classify import ImageClassifier
+from .manifest import ModelManifest
+from .runner import Device, Runner, register_runner
 from .slices import SliceSegmenter
 
-__all__ = ["OnnxRunner"]
+__all__ = ["OnnxClassifier", "OnnxRunner"]
 
 log = logging.getLogger(__name__)
 
 
-class OnnxRunner(SliceSegmenter):
-    """Runs an ONNX graph with onnxruntime on the CPU (or CUDA when the build has it)."""
+class _OnnxSession:
+    """Loads an ONNX graph with onnxruntime on the CPU (or CUDA when the build has it) and
+    runs batches through it; shared by the segmentation and classification runners."""
 
+    manifest: ModelManifest
+    device: Device
     session: Any = None
     _input_name = ""
     _fixed_batch: int | None = None
@@ -76,4 +84,18 @@ class OnnxRunner(SliceSegmenter):
         return torch.from_numpy(np.concatenate(outputs)).to(x.device)
 
 
-register_runner("onnx", OnnxRunner)
+class OnnxRunner(_OnnxSession, SliceSegmenter):
+    """A 2-D segmentation ONNX graph, slice by slice."""
+
+
+class OnnxClassifier(_OnnxSession, ImageClassifier):
+    """An image classification ONNX graph, image by image."""
+
+
+def _onnx(manifest: ModelManifest, device: Device) -> Runner:
+    if manifest.task == "classification":
+        return OnnxClassifier(manifest, device)
+    return OnnxRunner(manifest, device)
+
+
+register_runner("onnx", _onnx)

@@ -229,3 +229,34 @@ def test_grad_cam_of_a_network_without_its_layers_is_a_clear_error(
     runner.load()
     with pytest.raises(InferenceError, match="Grad-CAM needs a module with `features` and `head`"):
         runner.saliency_map(runner.preprocess(_volume(_image(True))), 0)
+
+
+def test_an_onnx_classifier_gives_the_same_answer_and_saliency(
+    tmp_path: Path, classifier: ImageClassifier
+) -> None:
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    folder = tmp_path / "onnx"
+    folder.mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
+        torch.onnx.export(
+            Corner(),
+            (torch.zeros(2, 1, 64, 64),),
+            str(folder / "model.onnx"),
+            dynamo=False,
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_axes={"image": {0: "n"}, "logits": {0: "n"}},
+        )
+    text = MANIFEST.replace('runner = "torchscript"', 'runner = "onnx"')
+    (folder / "model.toml").write_text(text.replace('"model.pt"', '"model.onnx"'))
+    runner = make_runner(load_manifest(folder / "model.toml"), Device("cpu", bf16=False))
+    assert isinstance(runner, ImageClassifier) and type(runner).__name__ == "OnnxClassifier"
+    volume = _volume(_image(True))
+    onnx_out = runner.postprocess(runner.predict(runner.preprocess(volume)), volume)
+    torch_out = classifier.postprocess(classifier.predict(classifier.preprocess(volume)), volume)
+    assert onnx_out.measurements[0].value == pytest.approx(
+        torch_out.measurements[0].value, abs=1e-3
+    )
+    assert onnx_out.evaluations == torch_out.evaluations
+    np.testing.assert_allclose(onnx_out.saliency[1], torch_out.saliency[1], atol=1e-3)
