@@ -12,7 +12,8 @@ Studies: ``ct-chest-lungs`` gets a generated chest CT of ``--slices`` slices of 
 ``ct-kidney-tumour`` a generated abdominal CT of the same size with a renal tumour;
 ``cxr-abnormal`` one generated 2048x2048 MONOCHROME1 chest radiograph with a pleural
 effusion, so that the occlusion saliency map (the costly part) is made and encoded;
-``xr-fracture`` one generated 2048x2048 forearm radiograph with a fracture (Grad-CAM).
+``xr-fracture`` one generated 2048x2048 forearm radiograph with a fracture (Grad-CAM);
+``mr-brain-atrophy`` a generated T1 brain MR of ``--slices``/2 slices of 256x256.
 
 Reference in the same run: each model also runs once per round in plain fp32
 (``infer.bf16 = false``; the node's default uses bf16 autocast on CPUs that have it),
@@ -48,10 +49,16 @@ from dicom_ai_node.infer.manifest import ModelManifest
 from dicom_ai_node.infer.registry import ModelRegistry
 from dicom_ai_node.infer.runner import Device
 from dicom_ai_node.infer.volume import load_volume
+from dicom_ai_node.mr_phantoms import brain_mr_phantom
 from dicom_ai_node.phantoms import ChestPhantom
 from dicom_ai_node.radiograph_phantoms import chest_radiograph, extremity_radiograph
 from dicom_ai_node.region_phantoms import kidney_ct_phantom
-from dicom_ai_node.testing import make_ct_series, phantom_to_datasets, radiograph_to_dataset
+from dicom_ai_node.testing import (
+    make_ct_series,
+    mr_to_datasets,
+    phantom_to_datasets,
+    radiograph_to_dataset,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_S = 10.0
@@ -83,6 +90,9 @@ def study_for(manifest: ModelManifest, slices: int) -> list[Dataset]:
         xr = extremity_radiograph(2048, np.random.default_rng(20_312), fracture=True)
         ds = radiograph_to_dataset(xr, seed=6, body_part_examined="FOREARM", pixel_spacing_mm=0.15)
         return [_reread(ds)]
+    if manifest.name == "mr-brain-atrophy":
+        ph = brain_mr_phantom(slices // 2, 256, seed=5, atrophy=0.6)
+        return [_reread(ds) for ds in mr_to_datasets(ph, seed=5, series_description="T1 AX")]
     raise SystemExit(f"bench/infer.py has no generated study for model {manifest.name}")
 
 

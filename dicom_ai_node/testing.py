@@ -18,9 +18,11 @@ from pydicom.uid import (
     ComputedRadiographyImageStorage,
     CTImageStorage,
     ExplicitVRLittleEndian,
+    MRImageStorage,
     generate_uid,
 )
 
+from .mr_phantoms import BrainPhantom
 from .phantoms import ChestPhantom, chest_ct_phantom
 from .radiograph_phantoms import ChestRadiograph, ExtremityRadiograph
 
@@ -29,6 +31,7 @@ __all__ = [
     "CANARY_PATIENT_ID",
     "CANARY_PATIENT_NAME",
     "make_ct_series",
+    "mr_to_datasets",
     "phantom_to_datasets",
     "phi_canaries_in",
     "radiograph_to_dataset",
@@ -261,3 +264,86 @@ def radiograph_to_dataset(
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta = meta
     return ds
+
+
+def mr_to_datasets(
+    phantom: BrainPhantom,
+    *,
+    seed: int = 0,
+    body_part_examined: str | None = "HEAD",
+    series_description: str = "T1 AX",
+    study_description: str = "MR BRAIN",
+) -> list[Dataset]:
+    """Turn a brain phantom into one axial MR series (MR Image Storage, PS3.3 A.4).
+
+    Stored as unsigned 16-bit values (the phantom's units, rounded), slice 0 at the
+    lowest ImagePositionPatient z.
+    """
+    entropy = [str(seed), CANARY_PATIENT_ID, "mr"]
+    study_uid = generate_uid(_UID_ROOT, [*entropy, "study"])
+    series_uid = generate_uid(_UID_ROOT, [*entropy, study_uid, "series"])
+    for_uid = generate_uid(_UID_ROOT, [*entropy, study_uid, "for"])
+    dz, dy, dx = phantom.spacing_mm
+    n, rows, cols = phantom.image.shape
+    stored = np.clip(np.round(phantom.image), 0, 65535).astype("<u2")
+    now = dt.datetime(2026, 1, 1, 12, 0, 0)
+    out: list[Dataset] = []
+    for k in range(n):
+        ds = Dataset()
+        sop_uid = generate_uid(_UID_ROOT, [*entropy, series_uid, str(k)])
+        ds.SOPClassUID = MRImageStorage
+        ds.SOPInstanceUID = sop_uid
+        ds.SpecificCharacterSet = "ISO_IR 192"
+        ds.StudyDate = now.strftime("%Y%m%d")
+        ds.StudyTime = now.strftime("%H%M%S")
+        ds.AccessionNumber = "ACC0003"
+        ds.Modality = "MR"
+        ds.Manufacturer = "dicom-ai-node phantom"
+        ds.ReferringPhysicianName = ""
+        ds.StudyDescription = study_description
+        ds.SeriesDescription = series_description
+        ds.PatientName = CANARY_PATIENT_NAME
+        ds.PatientID = CANARY_PATIENT_ID
+        ds.PatientBirthDate = CANARY_BIRTH_DATE
+        ds.PatientSex = "O"
+        if body_part_examined is not None:
+            ds.BodyPartExamined = body_part_examined
+        ds.ScanningSequence = "GR"
+        ds.SequenceVariant = "SP"
+        ds.ScanOptions = ""
+        ds.MRAcquisitionType = "2D"
+        ds.EchoTrainLength = 1
+        ds.SliceThickness = f"{dz:.4g}"
+        ds.PatientPosition = "HFS"
+        ds.StudyInstanceUID = study_uid
+        ds.SeriesInstanceUID = series_uid
+        ds.StudyID = "3"
+        ds.SeriesNumber = 3
+        ds.InstanceNumber = k + 1
+        ds.ImagePositionPatient = [
+            f"{-dx * cols / 2:.4g}",
+            f"{-dy * rows / 2:.4g}",
+            f"{k * dz:.5g}",
+        ]
+        ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
+        ds.FrameOfReferenceUID = for_uid
+        ds.PositionReferenceIndicator = ""
+        ds.SliceLocation = f"{k * dz:.5g}"
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.Rows = rows
+        ds.Columns = cols
+        ds.PixelSpacing = [f"{dy:.4g}", f"{dx:.4g}"]
+        ds.BitsAllocated = 16
+        ds.BitsStored = 16
+        ds.HighBit = 15
+        ds.PixelRepresentation = 0
+        ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = MRImageStorage
+        meta.MediaStorageSOPInstanceUID = sop_uid
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.file_meta = meta
+        out.append(ds)
+    return out

@@ -168,10 +168,29 @@ def _labels(items: list[Mapping[str, Any]], where: str) -> tuple[OutputLabel, ..
     return tuple(labels)
 
 
+def _ratios(items: Any, where: str) -> list[dict[str, Any]]:
+    """``postprocess.ratios``: each {label, numerator, denominator, code}."""
+    if not isinstance(items, list):
+        raise ConfigError(f"{where}: postprocess.ratios is a list of tables")
+    out = []
+    for i, item in enumerate(items):
+        at = f"{where} postprocess.ratios[{i}]"
+        if not isinstance(item, dict) or set(item) != {"label", "numerator", "denominator", "code"}:
+            raise ConfigError(f"{at}: needs exactly label, numerator, denominator and code")
+        for key in ("numerator", "denominator"):
+            if not isinstance(item[key], list) or not all(isinstance(v, int) for v in item[key]):
+                raise ConfigError(f"{at}.{key}: a list of label values")
+        _code(item["code"], f"{at}.code")
+        out.append(dict(item))
+    return out
+
+
 def _postprocess(data: Mapping[str, Any], where: str) -> dict[str, Any]:
     out = dict(data)
     if "measurements" in out:
         out["measurements"] = list(_measurements(out["measurements"], f"{where} postprocess"))
+    if "ratios" in out:
+        out["ratios"] = _ratios(out["ratios"], where)
     return out
 
 
@@ -249,6 +268,13 @@ def load_manifest(path: Path) -> ModelManifest:
         raise ConfigError(f"{where}: task {manifest.task!r} is not one of {list(TASKS)}")
     if manifest.preprocess.get("geometry", "volume") not in ("volume", "projection"):
         raise ConfigError(f"{where}: preprocess.geometry is volume or projection")
+    if manifest.preprocess.get("intensity", "percentile") != "percentile":
+        raise ConfigError(f'{where}: preprocess.intensity can only be "percentile"')
+    values = {label.value for label in manifest.labels}
+    for ratio in manifest.postprocess.get("ratios", []):
+        used = {ratio["label"], *ratio["numerator"], *ratio["denominator"]}
+        if not used <= values:
+            raise ConfigError(f"{where}: postprocess.ratios names labels {sorted(used - values)}")
     if manifest.task == "classification":
         _check_classification(manifest, where)
     if not manifest.weights_path.exists():  # a file, or a folder (a MONAI bundle)

@@ -107,3 +107,29 @@ def label_measurements(
         mask = label_map == label.value  # one pass per label over the uint8 map
         out += region_measurements(label.value, mask, volume.voxels, volume, wanted)
     return tuple(out)
+
+
+#: UCUM "1": a dimensionless ratio.
+RATIO_UNIT = Code("1", "UCUM", "no units")
+
+
+def ratio_measurements(
+    manifest: ModelManifest, label_map: npt.NDArray[np.uint8]
+) -> tuple[Measurement, ...]:
+    """``postprocess.ratios``: voxels of some labels over voxels of others.
+
+    Each entry has ``label`` (whose SR group reports it), ``numerator`` and
+    ``denominator`` (label values, summed) and ``code`` (the concept, e.g. a private
+    ``99...`` scheme code for a ventricle-to-brain ratio). The voxel size cancels out.
+    A zero denominator gives no measurement.
+    """
+    out: list[Measurement] = []
+    for ratio in manifest.postprocess.get("ratios", []):
+        above = sum(int(np.count_nonzero(label_map == v)) for v in ratio["numerator"])
+        below = sum(int(np.count_nonzero(label_map == v)) for v in ratio["denominator"])
+        if below:
+            concept = Code(*ratio["code"])
+            out.append(
+                Measurement(int(ratio["label"]), concept, round(above / below, 5), RATIO_UNIT)
+            )
+    return tuple(out)

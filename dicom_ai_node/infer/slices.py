@@ -86,6 +86,14 @@ def intensity_range(manifest: ModelManifest) -> tuple[float, float] | None:
     return float(value[0]), float(value[1])
 
 
+def volume_percentiles(voxels: np.ndarray, sample: int = 2_000_000) -> tuple[float, float]:
+    """The 1st and 99th percentile of a volume, from an even sample of its voxels."""
+    flat = voxels.reshape(-1)
+    step = max(1, flat.size // sample)
+    low, high = np.percentile(flat[::step], [1.0, 99.0])
+    return float(low), float(high)
+
+
 class SliceSegmenter:
     """Runs a 2-D segmentation network slice by slice in batches, kept warm after load.
 
@@ -109,6 +117,7 @@ class SliceSegmenter:
         self.input_size = (int(size[0]), int(size[1]))
         self.batch_size = int(manifest.preprocess.get("batch_size", 16))
         self.window = intensity_range(manifest)
+        self.percentile = manifest.preprocess.get("intensity") == "percentile"
 
     @property
     def torch_device(self) -> torch.device:
@@ -138,8 +147,12 @@ class SliceSegmenter:
         raise NotImplementedError
 
     def preprocess(self, volume: Volume) -> torch.Tensor:
-        """The slices as float32 (N, 1, rows, columns), windowed if the manifest says so."""
+        """The slices as float32 (N, 1, rows, columns), windowed or scaled by the series'
+        percentiles (``preprocess.intensity = "percentile"``) if the manifest says so."""
         x = torch.from_numpy(np.ascontiguousarray(volume.voxels)).unsqueeze(1)
+        if self.percentile:  # uncalibrated units (MR): the series' 1st..99th percentile
+            low, high = volume_percentiles(volume.voxels)
+            return ((x - low) / max(high - low, 1e-6)).clamp_(0.0, 1.0)
         if self.window is not None:
             low, high = self.window
             x = ((x - low) / (high - low)).clamp_(0.0, 1.0)

@@ -65,3 +65,66 @@ def test_label_measurements_give_volumes_and_the_tumour_long_axis() -> None:
     assert by_kind[1, VOLUME.value].value == 5 * 100 * 2.0 * 0.25
     long_axis = by_kind[2, LONG_AXIS.value]
     assert long_axis.unit == MM and 11.5 <= long_axis.value <= 12.5, long_axis
+
+
+def _brain_manifest(tmp_path: Path) -> Path:
+    (tmp_path / "w.pt").write_bytes(b"x")
+    (tmp_path / "model.toml").write_text(
+        """
+name = "brain"
+version = "1"
+task = "segmentation"
+runner = "torchscript"
+weights = "w.pt"
+[preprocess]
+input_size = [32, 32]
+intensity = "percentile"
+[[postprocess.ratios]]
+label = 2
+numerator = [2]
+denominator = [1]
+code = ["VBR", "99DAIN", "Ventricle-to-brain ratio"]
+[[labels]]
+value = 1
+name = "Brain"
+category = ["123037004", "SCT", "Anatomical Structure"]
+type = ["12738006", "SCT", "Brain"]
+[[labels]]
+value = 2
+name = "Ventricles"
+category = ["123037004", "SCT", "Anatomical Structure"]
+type = ["35764002", "SCT", "Cerebral ventricle"]
+"""
+    )
+    return tmp_path / "model.toml"
+
+
+def test_ratios_are_voxels_over_voxels_in_the_named_group(tmp_path: Path) -> None:
+    from dicom_ai_node.infer.manifest import load_manifest
+    from dicom_ai_node.infer.measure import RATIO_UNIT, ratio_measurements
+
+    manifest = load_manifest(_brain_manifest(tmp_path))
+    label_map = np.zeros((4, 20, 20), np.uint8)
+    label_map[:, 2:18, 2:18] = 1  # 4 x 256 = 1024 voxels, less the ventricles below
+    label_map[1:3, 8:12, 8:12] = 2  # 32 voxels
+    [ratio] = ratio_measurements(manifest, label_map)
+    assert (ratio.label_value, ratio.concept.value, ratio.unit) == (2, "VBR", RATIO_UNIT)
+    assert ratio.value == round(32 / (1024 - 32), 5)
+    assert ratio_measurements(manifest, np.zeros_like(label_map)) == ()  # no brain: no ratio
+
+
+def test_percentile_intensity_makes_the_input_independent_of_the_scanner_gain(
+    tmp_path: Path,
+) -> None:
+    from dicom_ai_node.infer.manifest import load_manifest
+    from dicom_ai_node.infer.runner import Device
+    from dicom_ai_node.infer.slices import SliceSegmenter
+
+    segmenter = SliceSegmenter(load_manifest(_brain_manifest(tmp_path)), Device())
+    rng = np.random.default_rng(0)
+    voxels = rng.uniform(0, 1, (3, 16, 16)).astype(np.float32)
+    base = Volume(voxels, (3.0, 1.0, 1.0), ("1", "2", "3"), "4", "5", "6")
+    x = segmenter.preprocess(base)
+    y = segmenter.preprocess(dataclasses.replace(base, voxels=voxels * 2500.0 + 40.0))
+    assert float(x.min()) == 0.0 and float(x.max()) == 1.0
+    torch.testing.assert_close(x, y, atol=1e-5, rtol=0)

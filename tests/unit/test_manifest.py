@@ -50,6 +50,19 @@ def test_good_manifest(tmp_path: Path) -> None:
         (("[input]", "surprise = 1\n[input]"), "unknown keys"),
         (('type = ["39607008", "SCT", "Lung"]', 'type = "Lung"'), "a code is"),
         (('task = "segmentation"', 'task = "detection"'), "task 'detection'"),
+        (("[input]", '[preprocess]\nintensity = "zscore"\n[input]'), "intensity"),
+        (
+            ("[input]", "[[postprocess.ratios]]\nlabel = 1\nnumerator = [1]\n[input]"),
+            "needs exactly label",
+        ),
+        (
+            (
+                "[input]",
+                "[[postprocess.ratios]]\nlabel = 1\nnumerator = [1]\ndenominator = [3]\n"
+                'code = ["R", "99X", "Ratio"]\n[input]',
+            ),
+            "ratios names labels \\[3\\]",
+        ),
         (("[input]", '[preprocess]\ngeometry = "flat"\n[input]'), "geometry"),
     ],
 )

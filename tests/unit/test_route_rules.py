@@ -117,7 +117,13 @@ def test_load_from_path(tmp_path: Path) -> None:
 
 
 def test_default_rules_file_is_valid() -> None:
-    built_in = {"ct-chest-lungs", "ct-kidney-tumour", "cxr-abnormal", "xr-fracture"}
+    built_in = {
+        "ct-chest-lungs",
+        "ct-kidney-tumour",
+        "cxr-abnormal",
+        "xr-fracture",
+        "mr-brain-atrophy",
+    }
     rules = load_rules(REPO / "models" / "rules.yaml", built_in)
     assert rules.models == built_in
     assert matches(rules, info())
