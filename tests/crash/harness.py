@@ -200,7 +200,13 @@ class CrashHarness:
         def kill() -> None:
             with contextlib.suppress(TimeoutError):  # killed all the same
                 trigger()
-            node.kill()
+            # on a loaded machine the trigger can fire before start() has spawned the
+            # process (its condition was met, or its wait ran out): wait for it, bounded
+            deadline = time.monotonic() + EVENT_TIMEOUT_S
+            while node.proc is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if node.proc is not None:
+                node.kill()
 
         killer = threading.Thread(target=kill, name="killer", daemon=True)
         killer.start()
