@@ -21,7 +21,6 @@ A series of several images gets one label per image and label ("Abnormal, image 
 from __future__ import annotations
 
 import dataclasses
-import threading
 from typing import NamedTuple
 
 import numpy as np
@@ -35,7 +34,7 @@ from .manifest import ModelManifest
 from .radiograph import scale_radiographs
 from .runner import Device
 from .saliency import occlusion_saliency, resize_map
-from .slices import bf16_supported, intensity_range
+from .slices import WarmNetwork
 
 __all__ = ["ABSENT", "PRESENT", "PROBABILITY", "Classified", "ImageClassifier"]
 
@@ -55,53 +54,20 @@ class Classified(NamedTuple):
     probabilities: torch.Tensor
 
 
-class ImageClassifier:
+class ImageClassifier(WarmNetwork):
     """Classifies each image of a series, kept warm after load.
 
-    Subclasses implement :meth:`_load` (once) and :meth:`_forward` (per batch).
+    The network returns logits (N, labels). Subclasses implement :meth:`_load` (once)
+    and :meth:`_forward` (per batch).
     """
 
     def __init__(self, manifest: ModelManifest, device: Device) -> None:
-        self.manifest = manifest
-        self.device = device
-        self._loaded = False
-        self._lock = threading.Lock()
-        size = manifest.preprocess.get("input_size", [224, 224])
-        self.input_size = (int(size[0]), int(size[1]))
-        self.batch_size = int(manifest.preprocess.get("batch_size", 16))
-        self.window = intensity_range(manifest)
+        super().__init__(manifest, device, default_size=224)
         self.threshold = float(manifest.postprocess.get("threshold", 0.5))
         saliency = manifest.postprocess.get("saliency", False)
         self.saliency = "occlusion" if saliency is True else (saliency or "")
         self.saliency_layer = int(manifest.postprocess.get("saliency_layer", -1))
         self.softmax = manifest.postprocess.get("activation", "sigmoid") == "softmax"
-
-    @property
-    def torch_device(self) -> torch.device:
-        """The torch device."""
-        return torch.device("cuda" if self.device.kind == "cuda" else "cpu")
-
-    @property
-    def use_bf16(self) -> bool:
-        """bf16 autocast only on CPUs with native support."""
-        return self.device.kind == "cpu" and self.device.bf16 and bf16_supported()
-
-    def load(self) -> None:
-        """Load the network once (thread-safe)."""
-        with self._lock:
-            if self._loaded:
-                return
-            if self.device.kind == "cpu":
-                torch.set_num_threads(self.device.cpu_threads)
-            self._load()
-            self._loaded = True
-
-    def _load(self) -> None:
-        raise NotImplementedError
-
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (N, labels) of a batch (N, 1, h, w) at the input size."""
-        raise NotImplementedError
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """Probabilities (N, labels) of a batch at the input size, float32 on the CPU."""

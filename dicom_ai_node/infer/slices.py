@@ -31,6 +31,7 @@ __all__ = [
     "MM3",
     "VOLUME",
     "SliceSegmenter",
+    "WarmNetwork",
     "bf16_supported",
     "label_argmax",
     "label_measurements",
@@ -94,30 +95,32 @@ def volume_percentiles(voxels: np.ndarray, sample: int = 2_000_000) -> tuple[flo
     return float(low), float(high)
 
 
-class SliceSegmenter:
-    """Runs a 2-D segmentation network slice by slice in batches, kept warm after load.
+class WarmNetwork:
+    """A 2-D network run in batches at one input size, loaded once and kept warm.
+
+    What the slice segmenter and the image classifier (:mod:`.classify`) share.
+    Subclasses implement :meth:`_load` (once) and :meth:`_forward` (per batch).
 
     Parameters
     ----------
     manifest:
         The model's manifest (``preprocess.input_size``, ``preprocess.batch_size``,
-        ``preprocess.intensity_range``, ``postprocess.measurements``).
+        ``preprocess.intensity_range``).
     device:
         Where to run.
-
-    Subclasses implement :meth:`_load` (once) and :meth:`_forward` (per batch).
+    default_size:
+        The input size when the manifest gives none.
     """
 
-    def __init__(self, manifest: ModelManifest, device: Device) -> None:
+    def __init__(self, manifest: ModelManifest, device: Device, default_size: int = 128) -> None:
         self.manifest = manifest
         self.device = device
         self._loaded = False
         self._lock = threading.Lock()
-        size = manifest.preprocess.get("input_size", [128, 128])
+        size = manifest.preprocess.get("input_size", [default_size, default_size])
         self.input_size = (int(size[0]), int(size[1]))
         self.batch_size = int(manifest.preprocess.get("batch_size", 16))
         self.window = intensity_range(manifest)
-        self.percentile = manifest.preprocess.get("intensity") == "percentile"
 
     @property
     def torch_device(self) -> torch.device:
@@ -143,8 +146,21 @@ class SliceSegmenter:
         raise NotImplementedError
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (N, 1 + labels, h, w) of a batch (N, 1, h, w) at the input size."""
+        """The network's output for a batch (N, 1, h, w) at the input size."""
         raise NotImplementedError
+
+
+class SliceSegmenter(WarmNetwork):
+    """Runs a 2-D segmentation network slice by slice in batches, kept warm after load.
+
+    The network returns logits (N, 1 + labels, h, w). ``preprocess.intensity =
+    "percentile"`` scales a series by its own percentiles instead of a window.
+    Subclasses implement :meth:`_load` (once) and :meth:`_forward` (per batch).
+    """
+
+    def __init__(self, manifest: ModelManifest, device: Device) -> None:
+        super().__init__(manifest, device)
+        self.percentile = manifest.preprocess.get("intensity") == "percentile"
 
     def preprocess(self, volume: Volume) -> torch.Tensor:
         """The slices as float32 (N, 1, rows, columns), windowed or scaled by the series'

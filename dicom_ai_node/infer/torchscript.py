@@ -45,9 +45,14 @@ def load_torchscript(path: str, name: str, device: torch.device) -> torch.jit.Sc
     return module  # type: ignore[no-any-return]
 
 
-class TorchScriptRunner(SliceSegmenter):
-    """Runs a TorchScript module slice by slice (channels-last, bf16 where the CPU has it)."""
+class _TorchScriptModule:
+    """Loads the manifest's TorchScript file and runs batches through it (channels-last,
+    bf16 autocast where the CPU has it); shared by the segmenter and the classifier."""
 
+    manifest: ModelManifest
+    torch_device: torch.device
+    use_bf16: bool
+    device: Device
     module: torch.jit.ScriptModule | None = None
 
     def _load(self) -> None:
@@ -65,24 +70,12 @@ class TorchScriptRunner(SliceSegmenter):
         return self.module(x)  # type: ignore[no-any-return]
 
 
-class TorchScriptClassifier(ImageClassifier):
-    """Runs a TorchScript image classifier (channels-last, bf16 where the CPU has it)."""
+class TorchScriptRunner(_TorchScriptModule, SliceSegmenter):
+    """Runs a TorchScript module slice by slice."""
 
-    module: torch.jit.ScriptModule | None = None
 
-    def _load(self) -> None:
-        self.module = load_torchscript(
-            str(self.manifest.weights_path), self.manifest.name, self.torch_device
-        )
-        log.info("model loaded", extra={"model": self.manifest.name, "device": self.device.kind})
-
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        assert self.module is not None
-        x = x.contiguous(memory_format=torch.channels_last)
-        if self.use_bf16:
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                return self.module(x)  # type: ignore[no-any-return]
-        return self.module(x)  # type: ignore[no-any-return]
+class TorchScriptClassifier(_TorchScriptModule, ImageClassifier):
+    """Runs a TorchScript image classifier; it can also make Grad-CAM maps."""
 
     def _grad_cam(self, image: torch.Tensor, label_index: int) -> torch.Tensor:
         assert self.module is not None
