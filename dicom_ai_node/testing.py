@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
+    UID,
     ComputedRadiographyImageStorage,
     CTImageStorage,
     ExplicitVRLittleEndian,
@@ -46,6 +47,49 @@ CANARY_PATIENT_NAME = "CANARYQZ^PHIXW"
 CANARY_PATIENT_ID = "PHICANARY7Q2Z"
 #: Patient's Birth Date (0010,0030) of generated series.
 CANARY_BIRTH_DATE = "19020304"
+
+
+#: Study date and time of every generated instance.
+_WHEN = dt.datetime(2026, 1, 1, 12, 0, 0)
+
+
+def _instance(
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    modality: str,
+    accession: str,
+    study_description: str,
+    series_description: str,
+    body_part_examined: str | None,
+    patient_name: str = CANARY_PATIENT_NAME,
+    patient_id: str = CANARY_PATIENT_ID,
+) -> Dataset:
+    """A new instance with the SOP Common, Patient, General Study and Series attributes
+    every generated series shares (the patient ones are canaries), and its file meta."""
+    ds = Dataset()
+    ds.SOPClassUID = sop_class_uid
+    ds.SOPInstanceUID = sop_instance_uid
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.StudyDate = _WHEN.strftime("%Y%m%d")
+    ds.StudyTime = _WHEN.strftime("%H%M%S")
+    ds.AccessionNumber = accession
+    ds.Modality = modality
+    ds.Manufacturer = "dicom-ai-node phantom"
+    ds.ReferringPhysicianName = ""
+    ds.StudyDescription = study_description
+    ds.SeriesDescription = series_description
+    ds.PatientName = patient_name
+    ds.PatientID = patient_id
+    ds.PatientBirthDate = CANARY_BIRTH_DATE
+    ds.PatientSex = "O"
+    if body_part_examined is not None:
+        ds.BodyPartExamined = body_part_examined
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    return ds
 
 
 def phi_canaries_in(text: str) -> list[str]:
@@ -95,28 +139,20 @@ def phantom_to_datasets(
     for_uid = generate_uid(_UID_ROOT, [*entropy, study_uid, "for"])
     dz, dy, dx = phantom.spacing_mm
     n, rows, cols = phantom.hu.shape
-    now = dt.datetime(2026, 1, 1, 12, 0, 0)
     out: list[Dataset] = []
     for k in range(n):
-        ds = Dataset()
         sop_uid = generate_uid(_UID_ROOT, [*entropy, series_uid, str(k)])
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = sop_uid
-        ds.SpecificCharacterSet = "ISO_IR 192"
-        ds.StudyDate = now.strftime("%Y%m%d")
-        ds.StudyTime = now.strftime("%H%M%S")
-        ds.AccessionNumber = "ACC0001"
-        ds.Modality = "CT"
-        ds.Manufacturer = "dicom-ai-node phantom"
-        ds.ReferringPhysicianName = ""
-        ds.StudyDescription = study_description
-        ds.SeriesDescription = series_description
-        ds.PatientName = patient_name
-        ds.PatientID = patient_id
-        ds.PatientBirthDate = CANARY_BIRTH_DATE
-        ds.PatientSex = "O"
-        if body_part_examined is not None:
-            ds.BodyPartExamined = body_part_examined
+        ds = _instance(
+            CTImageStorage,
+            sop_uid,
+            "CT",
+            "ACC0001",
+            study_description,
+            series_description,
+            body_part_examined,
+            patient_name,
+            patient_id,
+        )
         ds.SliceThickness = f"{dz:g}"
         ds.KVP = "120"
         ds.PatientPosition = "HFS"
@@ -147,11 +183,6 @@ def phantom_to_datasets(
         ds.WindowCenter = "-600"
         ds.WindowWidth = "1500"
         ds.PixelData = np.ascontiguousarray(phantom.hu[k]).astype("<i2").tobytes()
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = sop_uid
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.file_meta = meta
         out.append(ds)
     return out
 
@@ -217,25 +248,15 @@ def radiograph_to_dataset(
     if monochrome1:
         stored = (4095 - stored).astype(np.uint16)
     rows, cols = stored.shape
-    now = dt.datetime(2026, 1, 1, 12, 0, 0)
-    ds = Dataset()
-    ds.SOPClassUID = ComputedRadiographyImageStorage
-    ds.SOPInstanceUID = sop_uid
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.StudyDate = now.strftime("%Y%m%d")
-    ds.StudyTime = now.strftime("%H%M%S")
-    ds.AccessionNumber = "ACC0002"
-    ds.Modality = "CR"
-    ds.Manufacturer = "dicom-ai-node phantom"
-    ds.ReferringPhysicianName = ""
-    ds.StudyDescription = f"XR {body_part_examined or ''} {view_position}".replace("  ", " ")
-    ds.SeriesDescription = f"{body_part_examined or ''} {view_position}".strip()
-    ds.PatientName = CANARY_PATIENT_NAME
-    ds.PatientID = CANARY_PATIENT_ID
-    ds.PatientBirthDate = CANARY_BIRTH_DATE
-    ds.PatientSex = "O"
-    if body_part_examined is not None:
-        ds.BodyPartExamined = body_part_examined
+    ds = _instance(
+        ComputedRadiographyImageStorage,
+        sop_uid,
+        "CR",
+        "ACC0002",
+        f"XR {body_part_examined or ''} {view_position}".replace("  ", " "),
+        f"{body_part_examined or ''} {view_position}".strip(),
+        body_part_examined,
+    )
     ds.ViewPosition = view_position
     ds.PatientOrientation = ["L", "F"]  # rows toward the patient's left, columns to the feet
     ds.StudyInstanceUID = study_uid
@@ -258,11 +279,6 @@ def radiograph_to_dataset(
     ds.WindowCenter = "2048"
     ds.WindowWidth = "4096"
     ds.PixelData = np.ascontiguousarray(stored).astype("<u2").tobytes()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ComputedRadiographyImageStorage
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta = meta
     return ds
 
 
@@ -286,28 +302,18 @@ def mr_to_datasets(
     dz, dy, dx = phantom.spacing_mm
     n, rows, cols = phantom.image.shape
     stored = np.clip(np.round(phantom.image), 0, 65535).astype("<u2")
-    now = dt.datetime(2026, 1, 1, 12, 0, 0)
     out: list[Dataset] = []
     for k in range(n):
-        ds = Dataset()
         sop_uid = generate_uid(_UID_ROOT, [*entropy, series_uid, str(k)])
-        ds.SOPClassUID = MRImageStorage
-        ds.SOPInstanceUID = sop_uid
-        ds.SpecificCharacterSet = "ISO_IR 192"
-        ds.StudyDate = now.strftime("%Y%m%d")
-        ds.StudyTime = now.strftime("%H%M%S")
-        ds.AccessionNumber = "ACC0003"
-        ds.Modality = "MR"
-        ds.Manufacturer = "dicom-ai-node phantom"
-        ds.ReferringPhysicianName = ""
-        ds.StudyDescription = study_description
-        ds.SeriesDescription = series_description
-        ds.PatientName = CANARY_PATIENT_NAME
-        ds.PatientID = CANARY_PATIENT_ID
-        ds.PatientBirthDate = CANARY_BIRTH_DATE
-        ds.PatientSex = "O"
-        if body_part_examined is not None:
-            ds.BodyPartExamined = body_part_examined
+        ds = _instance(
+            MRImageStorage,
+            sop_uid,
+            "MR",
+            "ACC0003",
+            study_description,
+            series_description,
+            body_part_examined,
+        )
         ds.ScanningSequence = "GR"
         ds.SequenceVariant = "SP"
         ds.ScanOptions = ""
@@ -340,10 +346,5 @@ def mr_to_datasets(
         ds.HighBit = 15
         ds.PixelRepresentation = 0
         ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = MRImageStorage
-        meta.MediaStorageSOPInstanceUID = sop_uid
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.file_meta = meta
         out.append(ds)
     return out
