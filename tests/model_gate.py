@@ -12,11 +12,28 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydicom.dataset import Dataset
 
-from dicom_ai_node.domain import Volume
+from dicom_ai_node.domain import SeriesInfo, Volume
 from dicom_ai_node.infer.classify import ImageClassifier
+from dicom_ai_node.route import header_of, series_info
 
-__all__ = ["ClassifierGate", "classifier_gate", "load_weights", "segment_like_the_runner"]
+__all__ = [
+    "ClassifierGate",
+    "classifier_gate",
+    "load_weights",
+    "segment_like_the_runner",
+    "series_of",
+]
+
+
+def series_of(datasets: list[Dataset]) -> SeriesInfo:
+    """The router's summary of one generated series, as the node makes it on receipt."""
+    return series_info(
+        header_of(datasets[0]),
+        number_of_instances=len(datasets),
+        sop_class_uids={ds.SOPClassUID for ds in datasets},
+    )
 
 
 def load_weights(path: Path) -> torch.jit.ScriptModule:

@@ -13,15 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from dicom_ai_node.domain import SeriesInfo
 from dicom_ai_node.infer.registry import ModelRegistry
 from dicom_ai_node.infer.runner import Device
 from dicom_ai_node.phantoms import ChestPhantom
 from dicom_ai_node.region_phantoms import KIDNEY, TUMOUR, kidney_ct_phantom
-from dicom_ai_node.route import header_of, load_rules, route_study, series_info
+from dicom_ai_node.route import load_rules, route_study
 from dicom_ai_node.testing import make_ct_series, phantom_to_datasets
 
-from ..model_gate import load_weights, segment_like_the_runner
+from ..model_gate import load_weights, segment_like_the_runner, series_of
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_DIR = REPO / "models" / "ct_kidney_tumour"
@@ -82,14 +81,6 @@ def test_manifest_matches_weights_and_card() -> None:
     assert "Not for clinical use" in card
 
 
-def _info(datasets: list) -> SeriesInfo:  # type: ignore[type-arg]
-    return series_info(
-        header_of(datasets[0]),
-        number_of_instances=len(datasets),
-        sop_class_uids={ds.SOPClassUID for ds in datasets},
-    )
-
-
 def test_an_abdominal_ct_routes_to_it_and_a_chest_ct_does_not() -> None:
     registry = ModelRegistry(REPO / "models", Device("cpu"))
     rules = load_rules(REPO / "models" / "rules.yaml", list(registry.manifests))
@@ -102,7 +93,7 @@ def test_an_abdominal_ct_routes_to_it_and_a_chest_ct_does_not() -> None:
         study_description="CT ABDOMEN",
     )
     _, chest = make_ct_series(30, 32, 32, seed=6)
-    routing = route_study([_info(abdomen), _info(chest)], rules, registry.specs)
+    routing = route_study([series_of(abdomen), series_of(chest)], rules, registry.specs)
     assert routing.for_series(abdomen[0].SeriesInstanceUID).models == ("ct-kidney-tumour",)
     assert routing.for_series(chest[0].SeriesInstanceUID).models == ("ct-chest-lungs",)
 

@@ -14,15 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from dicom_ai_node.domain import SeriesInfo
 from dicom_ai_node.infer.classify import ImageClassifier
 from dicom_ai_node.infer.registry import ModelRegistry
 from dicom_ai_node.infer.runner import Device
 from dicom_ai_node.radiograph_phantoms import FINDINGS, chest_radiograph
-from dicom_ai_node.route import header_of, load_rules, route_study, series_info
+from dicom_ai_node.route import load_rules, route_study
 from dicom_ai_node.testing import make_ct_series, radiograph_to_dataset
 
-from ..model_gate import classifier_gate, load_weights
+from ..model_gate import classifier_gate, load_weights, series_of
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_DIR = REPO / "models" / "cxr_abnormal"
@@ -78,14 +77,6 @@ def test_manifest_matches_weights_and_card() -> None:
     assert "Not for clinical use" in card
 
 
-def _info(datasets: list) -> SeriesInfo:  # type: ignore[type-arg]
-    return series_info(
-        header_of(datasets[0]),
-        number_of_instances=len(datasets),
-        sop_class_uids={ds.SOPClassUID for ds in datasets},
-    )
-
-
 def test_a_frontal_chest_radiograph_routes_to_it_and_nothing_else() -> None:
     registry = ModelRegistry(REPO / "models", Device("cpu"))
     rules = load_rules(REPO / "models" / "rules.yaml", list(registry.manifests))
@@ -93,7 +84,9 @@ def test_a_frontal_chest_radiograph_routes_to_it_and_nothing_else() -> None:
     pa = radiograph_to_dataset(chest_radiograph(64, rng), seed=1, monochrome1=True)
     lateral = radiograph_to_dataset(chest_radiograph(64, rng), seed=2, view_position="LL")
     _, chest_ct = make_ct_series(30, 32, 32, seed=6)
-    routing = route_study([_info([pa]), _info([lateral]), _info(chest_ct)], rules, registry.specs)
+    routing = route_study(
+        [series_of([pa]), series_of([lateral]), series_of(chest_ct)], rules, registry.specs
+    )
     assert routing.for_series(pa.SeriesInstanceUID).models == ("cxr-abnormal",)
     assert routing.for_series(lateral.SeriesInstanceUID).models == ()
     assert routing.for_series(chest_ct[0].SeriesInstanceUID).models == ("ct-chest-lungs",)

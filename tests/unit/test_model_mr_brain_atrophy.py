@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from dicom_ai_node.domain import SeriesInfo, Volume
+from dicom_ai_node.domain import Volume
 from dicom_ai_node.infer.registry import ModelRegistry
 from dicom_ai_node.infer.runner import Device
 from dicom_ai_node.mr_phantoms import BRAIN, VENTRICLES, brain_mr_phantom
-from dicom_ai_node.route import header_of, load_rules, route_study, series_info
+from dicom_ai_node.route import load_rules, route_study
 from dicom_ai_node.testing import make_ct_series, mr_to_datasets
 
-from ..model_gate import load_weights
+from ..model_gate import load_weights, series_of
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_DIR = REPO / "models" / "mr_brain_atrophy"
@@ -87,14 +87,6 @@ def test_manifest_matches_weights_and_card() -> None:
     assert "Not for clinical use" in card
 
 
-def _info(datasets: list) -> SeriesInfo:  # type: ignore[type-arg]
-    return series_info(
-        header_of(datasets[0]),
-        number_of_instances=len(datasets),
-        sop_class_uids={ds.SOPClassUID for ds in datasets},
-    )
-
-
 def test_a_t1_brain_mr_routes_to_it_and_flair_or_ct_do_not() -> None:
     registry = ModelRegistry(REPO / "models", Device("cpu"))
     rules = load_rules(REPO / "models" / "rules.yaml", list(registry.manifests))
@@ -102,7 +94,9 @@ def test_a_t1_brain_mr_routes_to_it_and_flair_or_ct_do_not() -> None:
     t1 = mr_to_datasets(ph, seed=5, series_description="T1 MPRAGE AX")
     flair = mr_to_datasets(ph, seed=6, series_description="FLAIR AX")
     _, chest = make_ct_series(30, 32, 32, seed=6)
-    routing = route_study([_info(t1), _info(flair), _info(chest)], rules, registry.specs)
+    routing = route_study(
+        [series_of(t1), series_of(flair), series_of(chest)], rules, registry.specs
+    )
     assert routing.for_series(t1[0].SeriesInstanceUID).models == ("mr-brain-atrophy",)
     assert routing.for_series(flair[0].SeriesInstanceUID).models == ()
     assert routing.for_series(chest[0].SeriesInstanceUID).models == ("ct-chest-lungs",)

@@ -14,15 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from dicom_ai_node.domain import SeriesInfo
 from dicom_ai_node.infer.classify import ImageClassifier
 from dicom_ai_node.infer.registry import ModelRegistry
 from dicom_ai_node.infer.runner import Device
 from dicom_ai_node.radiograph_phantoms import chest_radiograph, extremity_radiograph
-from dicom_ai_node.route import header_of, load_rules, route_study, series_info
+from dicom_ai_node.route import load_rules, route_study
 from dicom_ai_node.testing import radiograph_to_dataset
 
-from ..model_gate import classifier_gate, load_weights
+from ..model_gate import classifier_gate, load_weights, series_of
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_DIR = REPO / "models" / "xr_fracture"
@@ -70,14 +69,6 @@ def test_manifest_matches_weights_and_card() -> None:
     assert "Not for clinical use" in card
 
 
-def _info(datasets: list) -> SeriesInfo:  # type: ignore[type-arg]
-    return series_info(
-        header_of(datasets[0]),
-        number_of_instances=len(datasets),
-        sop_class_uids={ds.SOPClassUID for ds in datasets},
-    )
-
-
 def test_a_forearm_or_leg_radiograph_routes_to_it_and_nothing_else() -> None:
     registry = ModelRegistry(REPO / "models", Device("cpu"))
     rules = load_rules(REPO / "models" / "rules.yaml", list(registry.manifests))
@@ -91,7 +82,7 @@ def test_a_forearm_or_leg_radiograph_routes_to_it_and_nothing_else() -> None:
     hand = radiograph_to_dataset(extremity_radiograph(64, rng), seed=13, body_part_examined="HAND")
     chest = radiograph_to_dataset(chest_radiograph(64, rng), seed=14)
     studies = [forearm, ankle, hand, chest]
-    routing = route_study([_info([ds]) for ds in studies], rules, registry.specs)
+    routing = route_study([series_of([ds]) for ds in studies], rules, registry.specs)
     models = {
         ds.BodyPartExamined: routing.for_series(ds.SeriesInstanceUID).models for ds in studies
     }
