@@ -31,6 +31,7 @@ from ..domain import Code, Evaluation, Measurement, ModelOutput, OutputLabel, Vo
 from ..errors import InferenceError
 from ..geometry import largest_component
 from .manifest import ModelManifest
+from .measure import NO_UNITS
 from .radiograph import scale_radiographs
 from .runner import Device
 from .saliency import occlusion_saliency, resize_map
@@ -39,8 +40,6 @@ from .slices import WarmNetwork
 __all__ = ["ABSENT", "PRESENT", "PROBABILITY", "Classified", "ImageClassifier"]
 
 PROBABILITY = Code("122157", "DCM", "Probability")
-#: UCUM "1": a dimensionless ratio (PS3.16 CID 7181 style units).
-NO_UNITS = Code("1", "UCUM", "no units")
 PRESENT = Code("52101004", "SCT", "Present")
 ABSENT = Code("272519000", "SCT", "Absent")
 #: Where the saliency must reach to count as part of the region that drove a finding.

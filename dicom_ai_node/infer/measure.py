@@ -109,8 +109,8 @@ def label_measurements(
     return tuple(out)
 
 
-#: UCUM "1": a dimensionless ratio.
-RATIO_UNIT = Code("1", "UCUM", "no units")
+#: UCUM "1": a dimensionless value (a ratio, a probability).
+NO_UNITS = Code("1", "UCUM", "no units")
 
 
 def ratio_measurements(
@@ -129,7 +129,5 @@ def ratio_measurements(
         below = sum(int(np.count_nonzero(label_map == v)) for v in ratio["denominator"])
         if below:
             concept = Code(*ratio["code"])
-            out.append(
-                Measurement(int(ratio["label"]), concept, round(above / below, 5), RATIO_UNIT)
-            )
+            out.append(Measurement(int(ratio["label"]), concept, round(above / below, 5), NO_UNITS))
     return tuple(out)

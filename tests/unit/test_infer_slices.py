@@ -101,14 +101,14 @@ type = ["35764002", "SCT", "Cerebral ventricle"]
 
 def test_ratios_are_voxels_over_voxels_in_the_named_group(tmp_path: Path) -> None:
     from dicom_ai_node.infer.manifest import load_manifest
-    from dicom_ai_node.infer.measure import RATIO_UNIT, ratio_measurements
+    from dicom_ai_node.infer.measure import NO_UNITS, ratio_measurements
 
     manifest = load_manifest(_brain_manifest(tmp_path))
     label_map = np.zeros((4, 20, 20), np.uint8)
     label_map[:, 2:18, 2:18] = 1  # 4 x 256 = 1024 voxels, less the ventricles below
     label_map[1:3, 8:12, 8:12] = 2  # 32 voxels
     [ratio] = ratio_measurements(manifest, label_map)
-    assert (ratio.label_value, ratio.concept.value, ratio.unit) == (2, "VBR", RATIO_UNIT)
+    assert (ratio.label_value, ratio.concept.value, ratio.unit) == (2, "VBR", NO_UNITS)
     assert ratio.value == round(32 / (1024 - 32), 5)
     assert ratio_measurements(manifest, np.zeros_like(label_map)) == ()  # no brain: no ratio
 
