@@ -159,6 +159,7 @@ def build_seg(
         source_images=list(ctx.source),
         pixel_array=_segment_array(output.label_map, labels),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        pixel_measures=_placeholder_measures(ctx.source[0]),
         segment_descriptions=[_describe(ctx, n, label) for n, label in enumerate(labels, 1)],
         series_instance_uid=result_uid(ctx.job_key, "seg", "series"),
         series_number=ctx.series_number,
@@ -179,6 +180,7 @@ def build_seg(
         contributing_equipment=ctx.equipment(),
     )
     finish(seg, ctx)
+    _fit_projection(seg, ctx.source[0])
     _pin_dimension_organization(seg, result_uid(ctx.job_key, "seg", "dimension-organization"))
     return seg
 
@@ -214,6 +216,15 @@ def _saliency_description(
 def _positive_spacing(ds: Dataset) -> bool:
     value = ds.get("PixelSpacing")
     return value is not None and len(value) == 2 and all(float(v) > 0 for v in value)
+
+
+def _placeholder_measures(source: Dataset) -> hd.PixelMeasuresSequence | None:
+    """highdicom needs a pixel spacing; a source without a real one (a projection
+    radiograph with Pixel Spacing absent or 0) gets a placeholder that
+    :func:`_fit_projection` removes again."""
+    if _positive_spacing(source) or "FrameOfReferenceUID" in source:
+        return None
+    return hd.PixelMeasuresSequence(pixel_spacing=[1.0, 1.0], slice_thickness=None)
 
 
 def _fit_projection(seg: Dataset, source: Dataset) -> None:
@@ -266,12 +277,6 @@ def build_saliency_seg(ctx: EncodeContext, output: ModelOutput) -> Dataset | Non
     if not labels:
         return None
     stack = np.stack([output.saliency[label.value] for label in labels], axis=-1)
-    # highdicom needs a spacing; without a real one, a placeholder removed again below
-    placeholder = (
-        None
-        if _positive_spacing(ctx.source[0]) or "FrameOfReferenceUID" in ctx.source[0]
-        else hd.PixelMeasuresSequence(pixel_spacing=[1.0, 1.0], slice_thickness=None)
-    )
     seg = hd.seg.Segmentation(
         source_images=list(ctx.source),
         pixel_array=np.clip(stack, 0.0, 1.0).astype(np.float32),
@@ -288,7 +293,7 @@ def build_saliency_seg(ctx: EncodeContext, output: ModelOutput) -> Dataset | Non
         software_versions=ctx.algorithm.version,
         device_serial_number=ctx.algorithm.device_uid,
         fractional_type=hd.seg.SegmentationFractionalTypeValues.PROBABILITY,
-        pixel_measures=placeholder,
+        pixel_measures=_placeholder_measures(ctx.source[0]),
         max_fractional_value=255,
         content_description=ctx.series_description("saliency"),
         series_description=ctx.series_description("saliency SEG"),

@@ -113,3 +113,17 @@ def test_ohif_shows_the_finding_with_its_outline_and_reads_the_saliency_seg(
     # OHIF 3.13's adapters draw only pseudo-binary FRACTIONAL SEGs; when a release draws
     # graded ones this fails, and docs/models.md should then say the map is viewable
     assert seg["ohifLoads"] is False and seg["ohifError"] == OHIF_REFUSES
+
+
+def test_a_binary_seg_of_a_radiograph_without_pixel_spacing_passes_too(tmp_path: Path) -> None:
+    """A segmentation model on projection images (no saliency): same fixes, BINARY SEG."""
+    source = _source(False, None)
+    output = _output(int(source.Rows), int(source.Columns))
+    output = ModelOutput(
+        labels=output.labels, label_map=output.label_map, measurements=output.measurements
+    )
+    seg, sr = encode_results([source], output, ALGORITHM, "cr-binary")
+    assert seg.SegmentationType == "BINARY" and list(seg.PatientOrientation) == ["L", "F"]
+    for name, ds in (("seg.dcm", seg), ("sr.dcm", sr)):
+        ds.save_as(tmp_path / name, enforce_file_format=True)
+        assert dciodvfy_errors(tmp_path / name) == [], name
