@@ -13,7 +13,11 @@ Studies: ``ct-chest-lungs`` gets a generated chest CT of ``--slices`` slices of 
 ``cxr-abnormal`` one generated 2048x2048 MONOCHROME1 chest radiograph with a pleural
 effusion, so that the occlusion saliency map (the costly part) is made and encoded;
 ``xr-fracture`` one generated 2048x2048 forearm radiograph with a fracture (Grad-CAM);
-``mr-brain-atrophy`` a generated T1 brain MR of ``--slices``/2 slices of 256x256.
+``mr-brain-atrophy`` a generated T1 brain MR of ``--slices``/2 slices of 256x256;
+``us-nodule`` a thyroid ultrasound series of 20 generated stills of 560x640, one nodule
+each (a thyroid examination has 20-40 stills; each image gets its own SEG);
+``mr-cine-lv`` a short-axis cine stack of 10 levels x 25 phases of 192x192 (250 images,
+a typical cardiac MR function series).
 
 Reference in the same run: each model also runs once per round in plain fp32
 (``infer.bf16 = false``; the node's default uses bf16 autocast on CPUs that have it),
@@ -22,7 +26,7 @@ that a change of machine shows as the same ratio.
 
 Usage::
 
-    python bench/infer.py [--rounds 5] [--slices 300] [--threads 0] [--check]
+    python bench/infer.py [--rounds 5] [--slices 300] [--threads 0] [--check] [--model NAME]
 
 ``--check`` exits 1 when a model's median is over 10 s per study.
 """
@@ -44,6 +48,7 @@ import torch
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 
+from dicom_ai_node.cine_phantoms import cine_phantom
 from dicom_ai_node.encode import device_uid, encode_results
 from dicom_ai_node.infer.manifest import ModelManifest
 from dicom_ai_node.infer.registry import ModelRegistry
@@ -54,11 +59,14 @@ from dicom_ai_node.phantoms import ChestPhantom
 from dicom_ai_node.radiograph_phantoms import chest_radiograph, extremity_radiograph
 from dicom_ai_node.region_phantoms import kidney_ct_phantom
 from dicom_ai_node.testing import (
+    cine_to_datasets,
     make_ct_series,
     mr_to_datasets,
     phantom_to_datasets,
     radiograph_to_dataset,
+    ultrasound_to_datasets,
 )
+from dicom_ai_node.us_phantoms import ultrasound_image
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_S = 10.0
@@ -93,6 +101,15 @@ def study_for(manifest: ModelManifest, slices: int) -> list[Dataset]:
     if manifest.name == "mr-brain-atrophy":
         ph = brain_mr_phantom(slices // 2, 256, seed=5, atrophy=0.6)
         return [_reread(ds) for ds in mr_to_datasets(ph, seed=5, series_description="T1 AX")]
+    if manifest.name == "us-nodule":
+        stills = [
+            ultrasound_image(np.random.default_rng(20_500 + k), "thyroid", 1, (560, 640))
+            for k in range(20)
+        ]
+        return [_reread(ds) for ds in ultrasound_to_datasets(stills, seed=5)]
+    if manifest.name == "mr-cine-lv":
+        ph = cine_phantom(5, levels=10, phases=25, size=192)
+        return [_reread(ds) for ds in cine_to_datasets(ph, seed=5)]
     raise SystemExit(f"bench/infer.py has no generated study for model {manifest.name}")
 
 
@@ -102,7 +119,12 @@ def one_study(registry: ModelRegistry, name: str, datasets: list[Dataset]) -> di
     runner = registry.runner(name)
     times: dict[str, float] = {}
     t0 = time.perf_counter()
-    volume, ordered, issues = load_volume(datasets, projection=manifest.projection)
+    volume, ordered, issues = load_volume(
+        datasets,
+        projection=manifest.projection,
+        require_calibration=manifest.require_calibration,
+        cine=manifest.cine,
+    )
     assert volume is not None and not [i for i in issues if i.blocking], issues
     t1 = time.perf_counter()
     output = runner.postprocess(runner.predict(runner.preprocess(volume)), volume)
@@ -136,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slices", type=int, default=300)
     parser.add_argument("--threads", type=int, default=0, help="0: the cores available")
     parser.add_argument("--check", action="store_true", help=f"exit 1 over {TARGET_S} s")
+    parser.add_argument("--model", action="append", help="only this model (repeatable)")
     args = parser.parse_args(argv)
     fast = ModelRegistry(REPO / "models", Device("cpu", args.threads, True))
     plain = ModelRegistry(REPO / "models", Device("cpu", args.threads, False))
@@ -146,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     failed = False
     for manifest in fast:
+        if args.model and manifest.name not in args.model:
+            continue
         datasets = study_for(manifest, args.slices)
         registries = {"node": fast, "plain": plain}
         rows: dict[str, list[dict[str, float]]] = {name: [] for name in registries}

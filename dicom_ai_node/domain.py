@@ -256,6 +256,11 @@ class Volume:
         (slice spacing, row spacing, column spacing) in mm.
     sop_instance_uids:
         The SOP Instance UID of each slice, in ``voxels`` order.
+    phases:
+        Frames per slice position of a cine series: ``voxels`` holds each position's
+        ``phases`` frames in time order, positions along the normal (so ``slices`` is
+        positions x phases, and ``spacing_mm[0]`` the distance between positions); 1
+        for everything else.
     """
 
     voxels: npt.NDArray[np.float32]
@@ -264,6 +269,7 @@ class Volume:
     frame_of_reference_uid: str
     series_instance_uid: str
     study_instance_uid: str
+    phases: int = 1
 
     @property
     def voxel_volume_mm3(self) -> float:

@@ -8,7 +8,15 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Component", "components", "largest_component", "max_feret_diameter_mm"]
+__all__ = [
+    "Component",
+    "caliper_axes_mm",
+    "components",
+    "convex_area_mm2",
+    "convex_hull",
+    "largest_component",
+    "max_feret_diameter_mm",
+]
 
 
 #: One connected component: its bounding box in the volume and its mask inside the box.
@@ -100,7 +108,7 @@ def largest_component(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
     return out
 
 
-def _hull(points: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+def convex_hull(points: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """Convex hull of 2-D points (Andrew's monotone chain), counter-clockwise."""
     pts = sorted(set(map(tuple, points.tolist())))
     if len(pts) <= 2:
@@ -122,15 +130,11 @@ def _hull(points: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return np.array(lower[:-1] + upper[:-1], np.float64)
 
 
-def max_feret_diameter_mm(mask: npt.NDArray[np.bool_], row_mm: float, column_mm: float) -> float:
-    """The longest distance across a 2-D region, edge to edge, in mm (0 when empty).
-
-    Measured between the outer corners of the region's boundary pixels (each pixel is a
-    ``row_mm`` x ``column_mm`` rectangle), through their convex hull: the in-plane long
-    axis of a lesion as a reader would caliper it (RECIST 1.1 measures it so).
-    """
-    if not mask.any():
-        return 0.0
+def _hull_mm(
+    mask: npt.NDArray[np.bool_], row_mm: float, column_mm: float
+) -> npt.NDArray[np.float64]:
+    """Convex hull (mm, counter-clockwise) of the outer corners of a 2-D region's
+    boundary pixels (each pixel a ``row_mm`` x ``column_mm`` rectangle)."""
     region = np.pad(mask, 1)  # pixels on the array's edge are on the region's boundary
     inner = region.copy()
     inner[1:, :] &= region[:-1, :]
@@ -143,6 +147,59 @@ def max_feret_diameter_mm(mask: npt.NDArray[np.bool_], row_mm: float, column_mm:
         [np.stack([rows + dr, cols + dc], axis=1) for dr in (0, 1) for dc in (0, 1)]
     ).astype(np.float64)
     corners *= np.array([row_mm, column_mm])
-    hull = _hull(corners)
+    return convex_hull(corners)
+
+
+def max_feret_diameter_mm(mask: npt.NDArray[np.bool_], row_mm: float, column_mm: float) -> float:
+    """The longest distance across a 2-D region, edge to edge, in mm (0 when empty).
+
+    Measured between the outer corners of the region's boundary pixels (each pixel is a
+    ``row_mm`` x ``column_mm`` rectangle), through their convex hull: the in-plane long
+    axis of a lesion as a reader would caliper it (RECIST 1.1 measures it so).
+    """
+    return caliper_axes_mm(mask, row_mm, column_mm)[0]
+
+
+def caliper_axes_mm(
+    mask: npt.NDArray[np.bool_], row_mm: float, column_mm: float
+) -> tuple[float, float]:
+    """A 2-D region's long axis and its width perpendicular to it, edge to edge, in mm.
+
+    The long axis is :func:`max_feret_diameter_mm`; the short axis is the region's extent
+    across the long axis' direction, as a reader calipers the largest perpendicular
+    diameter of a nodule (ACR TI-RADS, BI-RADS ultrasound). ``(0, 0)`` when empty.
+    """
+    if not mask.any():
+        return 0.0, 0.0
+    hull = _hull_mm(mask, row_mm, column_mm)
     gaps = hull[:, None, :] - hull[None, :, :]
-    return float(np.sqrt((gaps**2).sum(axis=-1)).max())
+    lengths = np.sqrt((gaps**2).sum(axis=-1))
+    i, j = np.unravel_index(int(np.argmax(lengths)), lengths.shape)
+    long = float(lengths[i, j])
+    if long == 0.0:
+        return 0.0, 0.0
+    across = np.array([-gaps[i, j][1], gaps[i, j][0]]) / long
+    spread = hull @ across
+    return long, float(spread.max() - spread.min())
+
+
+def convex_area_mm2(mask: npt.NDArray[np.bool_], row_mm: float, column_mm: float) -> float:
+    """Area in mm2 of the pixels whose centres lie in the convex hull of a 2-D region's
+    pixel centres (0 when empty): the denominator of its solidity, as scikit-image's
+    ``convex_area``. A digitally convex region's solidity is exactly 1.
+
+    The hull's vertices are pixel centres, so Pick's theorem counts the pixels in it:
+    area + boundary points / 2 + 1.
+    """
+    rows, cols = np.nonzero(mask)
+    if not len(rows):
+        return 0.0
+    hull = convex_hull(np.stack([rows, cols], axis=1).astype(np.float64)).astype(np.int64)
+    if len(hull) < 3:  # a point or a straight run of pixels: the pixels themselves
+        count = len(rows)
+    else:
+        y, x = hull[:, 0], hull[:, 1]
+        doubled = abs(int(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
+        edges = np.gcd(np.abs(np.diff(y, append=y[:1])), np.abs(np.diff(x, append=x[:1])))
+        count = (doubled + int(edges.sum())) // 2 + 1
+    return float(count) * row_mm * column_mm

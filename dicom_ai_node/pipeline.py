@@ -278,6 +278,8 @@ class Pipeline:
             decode=self.decode,
             release_pixels=True,  # the encoders read headers only
             projection=manifest.projection,
+            require_calibration=manifest.require_calibration,
+            cine=manifest.cine,
         )
         blocking = [i for i in issues if i.blocking]
         if volume is None or blocking:

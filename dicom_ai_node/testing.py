@@ -18,24 +18,33 @@ from pydicom.uid import (
     UID,
     ComputedRadiographyImageStorage,
     CTImageStorage,
+    DigitalMammographyXRayImageStorageForPresentation,
     ExplicitVRLittleEndian,
     MRImageStorage,
+    UltrasoundImageStorage,
     generate_uid,
 )
 
+from .cine_phantoms import CinePhantom
+from .mammo_phantoms import Mammogram
 from .mr_phantoms import BrainPhantom
 from .phantoms import ChestPhantom, chest_ct_phantom
 from .radiograph_phantoms import ChestRadiograph, ExtremityRadiograph
+from .us_phantoms import UltrasoundImage
 
 __all__ = [
     "CANARY_BIRTH_DATE",
     "CANARY_PATIENT_ID",
     "CANARY_PATIENT_NAME",
+    "cine_to_datasets",
     "make_ct_series",
+    "mammogram_to_dataset",
     "mr_to_datasets",
     "phantom_to_datasets",
     "phi_canaries_in",
     "radiograph_to_dataset",
+    "ultrasound_to_dataset",
+    "ultrasound_to_datasets",
     "write_series",
 ]
 
@@ -144,6 +153,7 @@ def phantom_to_datasets(
         sop_uid = generate_uid(_UID_ROOT, [*entropy, series_uid, str(k)])
         ds = _instance(
             CTImageStorage,
+    DigitalMammographyXRayImageStorageForPresentation,
             sop_uid,
             "CT",
             "ACC0001",
@@ -348,3 +358,253 @@ def mr_to_datasets(
         ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
         out.append(ds)
     return out
+
+
+def ultrasound_to_dataset(
+    image: UltrasoundImage,
+    *,
+    seed: int = 0,
+    body_part_examined: str | None = "THYROID",
+    series_description: str = "THYROID TRANSVERSE",
+    study_description: str = "US THYROID",
+    calibrated: bool = True,
+) -> Dataset:
+    """Turn a generated B-mode image into one US image (Ultrasound Image Storage, PS3.3 A.6).
+
+    Stored as 8-bit MONOCHROME2. The field of view is one calibrated region (Sequence of
+    Ultrasound Regions, PS3.3 C.8.5.5: 2-D tissue, physical units cm), which is where
+    the node reads the pixel size from; ``calibrated=False`` leaves the sequence out.
+    """
+    [ds] = ultrasound_to_datasets(
+        [image],
+        seed=seed,
+        body_part_examined=body_part_examined,
+        series_description=series_description,
+        study_description=study_description,
+        calibrated=calibrated,
+    )
+    return ds
+
+
+def ultrasound_to_datasets(
+    images: Sequence[UltrasoundImage],
+    *,
+    seed: int = 0,
+    body_part_examined: str | None = "THYROID",
+    series_description: str = "THYROID TRANSVERSE",
+    study_description: str = "US THYROID",
+    calibrated: bool = True,
+) -> list[Dataset]:
+    """Turn generated B-mode images into one series of US stills, Instance Numbers 1..n
+    (see :func:`ultrasound_to_dataset`)."""
+    entropy = [str(seed), CANARY_PATIENT_ID, "us"]
+    study_uid = generate_uid(_UID_ROOT, [*entropy, "study"])
+    series_uid = generate_uid(_UID_ROOT, [*entropy, study_uid, "series"])
+    out = []
+    for k, image in enumerate(images):
+        suffix = "image" if k == 0 else f"image{k + 1}"  # the first keeps its old UID
+        sop_uid = generate_uid(_UID_ROOT, [*entropy, series_uid, suffix])
+        ds = _instance(
+            UltrasoundImageStorage,
+            sop_uid,
+            "US",
+            "ACC0004",
+            study_description,
+            series_description,
+            body_part_examined,
+        )
+        ds.StudyInstanceUID = study_uid
+        ds.SeriesInstanceUID = series_uid
+        ds.StudyID = "4"
+        ds.SeriesNumber = 1
+        ds.InstanceNumber = k + 1
+        _ultrasound_image(ds, image, calibrated)
+        out.append(ds)
+    return out
+
+
+def _ultrasound_image(ds: Dataset, image: UltrasoundImage, calibrated: bool) -> None:
+    """The US Image and US Region Calibration modules (PS3.3 C.8.5.6, C.8.5.5)."""
+    stored = np.round(np.clip(image.image, 0.0, 1.0) * 255).astype(np.uint8)
+    rows, cols = stored.shape
+    ds.PatientOrientation = ""
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "ABDOMINAL", "0001"]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = rows
+    ds.Columns = cols
+    ds.BitsAllocated = 8
+    ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.LossyImageCompression = "00"
+    if calibrated:
+        top, bottom, left, right = image.field
+        region = Dataset()
+        region.RegionSpatialFormat = 1  # 2-D tissue
+        region.RegionDataType = 1  # tissue
+        region.RegionFlags = 0
+        region.RegionLocationMinX0 = left
+        region.RegionLocationMinY0 = top
+        region.RegionLocationMaxX1 = right - 1
+        region.RegionLocationMaxY1 = bottom - 1
+        region.PhysicalUnitsXDirection = 3  # cm
+        region.PhysicalUnitsYDirection = 3
+        region.PhysicalDeltaX = image.pixel_mm / 10.0
+        region.PhysicalDeltaY = image.pixel_mm / 10.0
+        ds.SequenceOfUltrasoundRegions = [region]
+    ds.PixelData = np.ascontiguousarray(stored).tobytes()
+
+
+#: A short-axis plane: rows along (0.6, 0.8, 0) ... an oblique cut through the chest,
+#: ImageOrientationPatient (PS3.3 C.7.6.2.1.1), unit and orthogonal.
+_SHORT_AXIS = ((0.8, -0.6, 0.0), (0.36, 0.48, -0.8))
+
+
+def cine_to_datasets(
+    phantom: CinePhantom,
+    *,
+    seed: int = 0,
+    body_part_examined: str | None = "HEART",
+    series_description: str = "CINE SAX SSFP",
+    study_description: str = "MR HEART",
+    heart_rate: float = 60.0,
+) -> list[Dataset]:
+    """Turn a cine phantom into one cine MR series (MR Image Storage, PS3.3 A.4).
+
+    Every level is one position on an oblique short-axis plane, repeated for each phase
+    with its Trigger Time (0018,1060) over one cycle at ``heart_rate``; levels step along
+    the plane's normal by the phantom's level distance. Stored as unsigned 16-bit values.
+    """
+    entropy = [str(seed), CANARY_PATIENT_ID, "cine"]
+    study_uid = generate_uid(_UID_ROOT, [*entropy, "study"])
+    series_uid = generate_uid(_UID_ROOT, [*entropy, study_uid, "series"])
+    for_uid = generate_uid(_UID_ROOT, [*entropy, study_uid, "for"])
+    gap, dy, dx = phantom.spacing_mm
+    levels, phases, rows, cols = phantom.image.shape
+    row_dir, col_dir = (np.asarray(v) for v in _SHORT_AXIS)
+    normal = np.cross(row_dir, col_dir)
+    stored = np.clip(np.round(phantom.image), 0, 65535).astype("<u2")
+    cycle_ms = 60_000.0 / heart_rate
+    out: list[Dataset] = []
+    for level in range(levels):
+        corner = -row_dir * dx * cols / 2 - col_dir * dy * rows / 2 + normal * gap * level
+        for phase in range(phases):
+            k = level * phases + phase
+            sop_uid = generate_uid(_UID_ROOT, [*entropy, series_uid, str(k)])
+            ds = _instance(
+                MRImageStorage,
+                sop_uid,
+                "MR",
+                "ACC0005",
+                study_description,
+                series_description,
+                body_part_examined,
+            )
+            ds.ScanningSequence = "GR"
+            ds.SequenceVariant = "SS"
+            ds.ScanOptions = "CG"
+            ds.MRAcquisitionType = "2D"
+            ds.EchoTrainLength = 1
+            ds.SliceThickness = f"{min(gap, 8.0):.4g}"
+            ds.TriggerTime = f"{phase * cycle_ms / phases:.1f}"
+            ds.CardiacNumberOfImages = phases
+            ds.HeartRate = round(heart_rate)
+            ds.PatientPosition = "HFS"
+            ds.StudyInstanceUID = study_uid
+            ds.SeriesInstanceUID = series_uid
+            ds.StudyID = "5"
+            ds.SeriesNumber = 5
+            ds.InstanceNumber = k + 1
+            ds.ImagePositionPatient = [f"{v:.4f}" for v in corner]
+            ds.ImageOrientationPatient = [f"{v:.6g}" for v in (*row_dir, *col_dir)]
+            ds.FrameOfReferenceUID = for_uid
+            ds.PositionReferenceIndicator = ""
+            ds.SliceLocation = f"{gap * level:.4g}"
+            ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
+            ds.SamplesPerPixel = 1
+            ds.PhotometricInterpretation = "MONOCHROME2"
+            ds.Rows = rows
+            ds.Columns = cols
+            ds.PixelSpacing = [f"{dy:.4g}", f"{dx:.4g}"]
+            ds.BitsAllocated = 16
+            ds.BitsStored = 16
+            ds.HighBit = 15
+            ds.PixelRepresentation = 0
+            ds.PixelData = np.ascontiguousarray(stored[level, phase]).tobytes()
+            out.append(ds)
+    return out
+
+
+def mammogram_to_dataset(
+    mammo: Mammogram,
+    *,
+    seed: int = 0,
+    laterality: str = "R",
+    body_part_examined: str | None = "BREAST",
+    series_description: str = "",
+) -> Dataset:
+    """Turn a generated mammogram into one for-presentation digital mammogram (Digital
+    Mammography X-Ray Image Storage - For Presentation, PS3.3 A.26): 12-bit MONOCHROME2,
+    Imager Pixel Spacing from the phantom, the view (CC or MLO) coded."""
+    entropy = [str(seed), CANARY_PATIENT_ID, "mg"]
+    study_uid = generate_uid(_UID_ROOT, [*entropy, "study"])
+    series_uid = generate_uid(_UID_ROOT, [*entropy, study_uid, "series"])
+    sop_uid = generate_uid(_UID_ROOT, [*entropy, series_uid, "image"])
+    view = mammo.view
+    ds = _instance(
+        DigitalMammographyXRayImageStorageForPresentation,
+        sop_uid,
+        "MG",
+        "ACC0006",
+        "MAMMOGRAPHY",
+        series_description or f"{laterality} {view}",
+        body_part_examined,
+    )
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.StudyID = "6"
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = 1
+    ds.ImageType = ["ORIGINAL", "PRIMARY", ""]
+    ds.PresentationIntentType = "FOR PRESENTATION"
+    ds.ImageLaterality = laterality
+    ds.ViewPosition = view
+    ds.PixelIntensityRelationship = "LOG"
+    ds.PixelIntensityRelationshipSign = 1
+    ds.LossyImageCompression = "00"
+    ds.DetectorType = "DIRECT"
+    ds.PositionerType = "MAMMOGRAPHIC"
+    ds.OrganExposed = "BREAST"
+    ds.AcquisitionContextSequence = []
+    # rows toward the patient's ... chest wall on the image's left for a right breast
+    ds.PatientOrientation = ["A", "FR"] if view == "MLO" else ["A", "R"]
+    region = Dataset()
+    region.CodeValue, region.CodingSchemeDesignator = "76752008", "SCT"
+    region.CodeMeaning = "Breast"
+    ds.AnatomicRegionSequence = [region]
+    code = Dataset()
+    code.CodeValue = "399368009" if view == "MLO" else "399162004"
+    code.CodingSchemeDesignator = "SCT"
+    code.CodeMeaning = "medio-lateral oblique" if view == "MLO" else "cranio-caudal"
+    code.ViewModifierCodeSequence = []
+    ds.ViewCodeSequence = [code]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = mammo.image.shape
+    spacing = f"{mammo.pixel_mm:.5g}"
+    ds.ImagerPixelSpacing = [spacing, spacing]
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    ds.RescaleIntercept = "0"
+    ds.RescaleSlope = "1"
+    ds.RescaleType = "US"
+    ds.PresentationLUTShape = "IDENTITY"
+    ds.WindowCenter = "2048"
+    ds.WindowWidth = "4096"
+    ds.BurnedInAnnotation = "NO"
+    stored = np.round(np.clip(mammo.image, 0.0, 1.0) * 4095).astype("<u2")
+    ds.PixelData = np.ascontiguousarray(stored).tobytes()
+    return ds

@@ -70,9 +70,10 @@ def encode_results(
     list[pydicom.Dataset]
         In this order, each only when it has content: the SEG (when the label map has a
         labelled voxel; a FRACTIONAL SEG of the saliency maps instead, when there are
-        any), the measurement SR (one geometric group per label with voxels
-        and measurements), the findings SR (quality issues and measurements that have
-        no geometry). Each has passed :func:`validate_roundtrip`.
+        any; one per image of a series without a Frame of Reference), the measurement
+        SR (one geometric group per label with voxels and measurements), the findings SR
+        (quality issues and measurements that have no geometry). Each has passed
+        :func:`validate_roundtrip`.
 
     Raises
     ------
@@ -91,10 +92,10 @@ def encode_results(
     objects: list[Dataset | None] = []
     try:
         if output.saliency:  # a classifier: what drove it, as a FRACTIONAL SEG
-            objects.append(build_saliency_seg(ctx, output))
+            objects += build_saliency_seg(ctx, output)
         if counts is not None:
             if not output.saliency:
-                objects.append(build_seg(ctx, output, counts))
+                objects += build_seg(ctx, output, counts)
             objects.append(build_measurement_sr(ctx, output, counts))
         objects.append(build_findings_sr(ctx, output, counts))
     except (ValueError, TypeError, AttributeError) as exc:  # highdicom's constructor checks

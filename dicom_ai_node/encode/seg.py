@@ -122,11 +122,49 @@ def _describe(ctx: EncodeContext, number: int, label: OutputLabel) -> hd.seg.Seg
     )
 
 
+#: One part of a series that gets its own SEG: its images, their index in the label
+#: map, the SEG's Instance Number and what its SOP Instance UID adds to the job's parts.
+_Part = tuple[list[Dataset], slice | list[int], int, tuple[str, ...]]
+
+
+def _position(ds: Dataset) -> tuple[float, ...]:
+    return tuple(round(float(v), 2) for v in ds.get("ImagePositionPatient", []))
+
+
+def _parts(source: Sequence[Dataset]) -> list[_Part]:
+    """One SEG for the series, or several when its images do not form one volume.
+
+    * Images without a Frame of Reference (radiographs, ultrasound stills) share no
+      space: a Segmentation of such images has exactly one source frame (highdicom
+      enforces it), so each image gets its own SEG.
+    * Images that repeat positions (a cine series: every phase at each position) cannot
+      share a SEG either (plane positions must be unique): the k-th image at each
+      position goes into SEG k, so each SEG holds one phase at every position.
+
+    The SEGs share one series. The single part keeps the UIDs a one-SEG job always had.
+    """
+    if len(source) > 1 and any("FrameOfReferenceUID" not in ds for ds in source):
+        return [([ds], [k], k + 1, (str(k + 1),)) for k, ds in enumerate(source)]
+    seen: dict[tuple[float, ...], int] = {}
+    layer = []
+    for ds in source:
+        key = _position(ds)
+        layer.append(seen.get(key, 0))
+        seen[key] = layer[-1] + 1
+    if max(layer) == 0:
+        return [(list(source), slice(None), 1, ())]
+    out: list[_Part] = []
+    for k in range(max(layer) + 1):
+        index = [i for i, n in enumerate(layer) if n == k]
+        out.append(([source[i] for i in index], index, k + 1, (str(k + 1),)))
+    return out
+
+
 def build_seg(
     ctx: EncodeContext,
     output: ModelOutput,
     counts: dict[int, npt.NDArray[np.int64]] | None = None,
-) -> Dataset | None:
+) -> list[Dataset]:
     """Build the Segmentation of ``output.label_map`` (PS3.3 A.51, C.8.20).
 
     Parameters
@@ -140,8 +178,9 @@ def build_seg(
 
     Returns
     -------
-    pydicom.Dataset | None
-        The SEG, or ``None`` when the label map is absent or has no labelled voxel.
+    list[pydicom.Dataset]
+        The SEG (one per image with labels when the images have no Frame of Reference,
+        see :func:`_parts`); empty when the label map is absent or has no labelled voxel.
 
     Raises
     ------
@@ -149,22 +188,35 @@ def build_seg(
         If the label map does not fit the source or holds undescribed values.
     """
     if output.label_map is None:
-        return None
+        return []
     if counts is None:
         counts = check_label_map(output, ctx.source)
-    labels = segment_labels(output.labels, counts)
-    if not labels:
-        return None
+    out = []
+    for images, part, number, suffix in _parts(ctx.source):
+        labels = segment_labels(output.labels, {v: c[part] for v, c in counts.items()})
+        if labels:
+            out.append(_binary_seg(ctx, images, output.label_map[part], labels, number, suffix))
+    return out
+
+
+def _binary_seg(
+    ctx: EncodeContext,
+    images: list[Dataset],
+    label_map: npt.NDArray[np.uint8],
+    labels: list[OutputLabel],
+    number: int,
+    suffix: tuple[str, ...],
+) -> Dataset:
     seg = hd.seg.Segmentation(
-        source_images=list(ctx.source),
-        pixel_array=_segment_array(output.label_map, labels),
+        source_images=images,
+        pixel_array=_segment_array(label_map, labels),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        pixel_measures=_placeholder_measures(ctx.source[0]),
+        pixel_measures=_placeholder_measures(images[0]),
         segment_descriptions=[_describe(ctx, n, label) for n, label in enumerate(labels, 1)],
         series_instance_uid=result_uid(ctx.job_key, "seg", "series"),
         series_number=ctx.series_number,
-        sop_instance_uid=result_uid(ctx.job_key, "seg", "instance"),
-        instance_number=1,
+        sop_instance_uid=result_uid(ctx.job_key, "seg", "instance", *suffix),
+        instance_number=number,
         manufacturer=ctx.algorithm.manufacturer,
         manufacturer_model_name=ctx.algorithm.name,
         software_versions=ctx.algorithm.version,
@@ -180,7 +232,7 @@ def build_seg(
         contributing_equipment=ctx.equipment(),
     )
     finish(seg, ctx)
-    _fit_projection(seg, ctx.source[0])
+    _fit_projection(seg, images[0])
     _pin_dimension_organization(seg, result_uid(ctx.job_key, "seg", "dimension-organization"))
     return seg
 
@@ -242,7 +294,7 @@ def _fit_projection(seg: Dataset, source: Dataset) -> None:
                 del item.PixelMeasuresSequence
 
 
-def build_saliency_seg(ctx: EncodeContext, output: ModelOutput) -> Dataset | None:
+def build_saliency_seg(ctx: EncodeContext, output: ModelOutput) -> list[Dataset]:
     """Build the FRACTIONAL Segmentation of ``output.saliency`` (PS3.3 A.51, C.8.20.2.3).
 
     Parameters
@@ -254,9 +306,10 @@ def build_saliency_seg(ctx: EncodeContext, output: ModelOutput) -> Dataset | Non
 
     Returns
     -------
-    pydicom.Dataset | None
-        One segment per label with a non-zero map (value 1.0 stored as 255), or ``None``
-        when there is none.
+    list[pydicom.Dataset]
+        The SEG (one per image with a map when the images have no Frame of Reference,
+        see :func:`_parts`): one segment per label with a non-zero map (value 1.0 stored
+        as 255); empty when there is none.
 
     Raises
     ------
@@ -265,20 +318,32 @@ def build_saliency_seg(ctx: EncodeContext, output: ModelOutput) -> Dataset | Non
     """
     shape = (len(ctx.source), int(ctx.source[0].Rows), int(ctx.source[0].Columns))
     by_value = {label.value: label for label in output.labels}
-    labels: list[OutputLabel] = []
     for value in sorted(output.saliency):
-        heat = output.saliency[value]
         if value not in by_value:
             raise EncodeError(f"a saliency map refers to label value {value}, which no label has")
-        if heat.shape != shape:
-            raise EncodeError(f"saliency map shape {heat.shape} does not fit the source {shape}")
-        if heat.any():
-            labels.append(by_value[value])
-    if not labels:
-        return None
-    stack = np.stack([output.saliency[label.value] for label in labels], axis=-1)
+        if output.saliency[value].shape != shape:
+            raise EncodeError(
+                f"saliency map shape {output.saliency[value].shape} does not fit the source {shape}"
+            )
+    out = []
+    for images, part, number, suffix in _parts(ctx.source):
+        labels = [by_value[v] for v in sorted(output.saliency) if output.saliency[v][part].any()]
+        if labels:
+            stack = np.stack([output.saliency[label.value][part] for label in labels], axis=-1)
+            out.append(_saliency_seg(ctx, images, stack, labels, number, suffix))
+    return out
+
+
+def _saliency_seg(
+    ctx: EncodeContext,
+    images: list[Dataset],
+    stack: npt.NDArray[np.floating],
+    labels: list[OutputLabel],
+    number: int,
+    suffix: tuple[str, ...],
+) -> Dataset:
     seg = hd.seg.Segmentation(
-        source_images=list(ctx.source),
+        source_images=images,
         pixel_array=np.clip(stack, 0.0, 1.0).astype(np.float32),
         segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL,
         segment_descriptions=[
@@ -286,14 +351,14 @@ def build_saliency_seg(ctx: EncodeContext, output: ModelOutput) -> Dataset | Non
         ],
         series_instance_uid=result_uid(ctx.job_key, "seg", "series"),
         series_number=ctx.series_number,
-        sop_instance_uid=result_uid(ctx.job_key, "seg", "instance"),
-        instance_number=1,
+        sop_instance_uid=result_uid(ctx.job_key, "seg", "instance", *suffix),
+        instance_number=number,
         manufacturer=ctx.algorithm.manufacturer,
         manufacturer_model_name=ctx.algorithm.name,
         software_versions=ctx.algorithm.version,
         device_serial_number=ctx.algorithm.device_uid,
         fractional_type=hd.seg.SegmentationFractionalTypeValues.PROBABILITY,
-        pixel_measures=_placeholder_measures(ctx.source[0]),
+        pixel_measures=_placeholder_measures(images[0]),
         max_fractional_value=255,
         content_description=ctx.series_description("saliency"),
         series_description=ctx.series_description("saliency SEG"),
@@ -306,6 +371,6 @@ def build_saliency_seg(ctx: EncodeContext, output: ModelOutput) -> Dataset | Non
         contributing_equipment=ctx.equipment(),
     )
     finish(seg, ctx)
-    _fit_projection(seg, ctx.source[0])
+    _fit_projection(seg, images[0])
     _pin_dimension_organization(seg, result_uid(ctx.job_key, "seg", "dimension-organization"))
     return seg

@@ -8,7 +8,7 @@ as a radiologist reports nodules one by one.
 
 Each region's location is the other label that surrounds it most (e.g. *Right lung*):
 it becomes the region's Finding Site (TID 1419). Regions the manifest rules out
-(``postprocess``: ``min_instance_mm3``, ``max_instance_elongation``,
+(``postprocess``: ``min_instance_mm3``, ``min_instance_mm2``, ``max_instance_elongation``,
 ``max_instance_flatness``, ``max_instances``)
 are given to that surrounding label, so a rejected candidate inside a lung stays lung.
 Numpy only.
@@ -35,6 +35,8 @@ __all__ = ["InstanceRules", "segmentation_output"]
 _MAX_VALUE = 255
 #: Voxels around a region that decide where it is.
 _MARGIN = (1, 3, 3)
+#: The same for separate images (projection geometry): nothing from the next image.
+_IMAGE_MARGIN = (0, 3, 3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +47,10 @@ class InstanceRules:
     ----------
     min_mm3:
         ``min_instance_mm3``: smaller regions are not reported (0: all).
+    min_mm2:
+        ``min_instance_mm2``: regions whose largest cross-section (on any one slice) is
+        smaller are not reported (0: all); the size rule of a single projection or
+        ultrasound image, which has no volume.
     max_elongation:
         ``max_instance_elongation``: a region whose extent across slices (centre of its
         first slice to centre of its last) is more than this many times its in-plane long
@@ -59,6 +65,7 @@ class InstanceRules:
     """
 
     min_mm3: float = 0.0
+    min_mm2: float = 0.0
     max_elongation: float | None = None
     max_flatness: float | None = None
     max_count: int = 20
@@ -80,6 +87,7 @@ class InstanceRules:
         try:
             rules = cls(
                 min_mm3=float(post.get("min_instance_mm3", 0.0)),
+                min_mm2=float(post.get("min_instance_mm2", 0.0)),
                 max_elongation=limit("max_instance_elongation"),
                 max_flatness=limit("max_instance_flatness"),
                 max_count=int(post.get("max_instances", 20)),
@@ -87,18 +95,35 @@ class InstanceRules:
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"model {manifest.name}: postprocess: {exc}") from exc
         limits = (rules.max_elongation or 1, rules.max_flatness or 1)
-        if rules.min_mm3 < 0 or rules.max_count < 1 or min(limits) <= 0:
+        if min(rules.min_mm3, rules.min_mm2) < 0 or rules.max_count < 1 or min(limits) <= 0:
             raise ConfigError(f"model {manifest.name}: postprocess: instance limits out of range")
         return rules
 
 
+def _regions(mask: npt.NDArray[np.bool_], separate_images: bool) -> list[Component]:
+    """Connected regions: 26-connected through a volume, or 8-connected within each
+    image when the images are separate pictures (projection geometry), so that nodules
+    on two ultrasound images of a series are never joined into one."""
+    if not separate_images:
+        return components(mask)
+    out: list[Component] = []
+    for k in np.flatnonzero(mask.reshape(len(mask), -1).any(axis=1)).tolist():
+        for (_, rows, cols), local in components(mask[k : k + 1]):
+            out.append(((slice(k, k + 1), rows, cols), local))
+    return out
+
+
 def _surrounding(
-    label_map: npt.NDArray[np.uint8], box: tuple[slice, slice, slice], sites: list[int]
+    label_map: npt.NDArray[np.uint8],
+    box: tuple[slice, slice, slice],
+    sites: list[int],
+    separate_images: bool,
 ) -> int:
     """Which of ``sites`` has most voxels in ``box`` grown by :data:`_MARGIN`; 0: none."""
+    margin = _IMAGE_MARGIN if separate_images else _MARGIN
     grown = tuple(
         slice(max(0, s.start - m), min(n, s.stop + m))
-        for s, m, n in zip(box, _MARGIN, label_map.shape, strict=True)
+        for s, m, n in zip(box, margin, label_map.shape, strict=True)
     )
     counts = np.bincount(label_map[grown].ravel(), minlength=_MAX_VALUE + 1)[sites]
     best = int(np.argmax(counts)) if len(sites) else 0
@@ -126,15 +151,22 @@ def _split(
     next_value: int,
     by_value: Mapping[int, OutputLabel],
     wanted: tuple[str, ...],
+    separate_images: bool,
 ) -> tuple[list[OutputLabel], list[Measurement]]:
     """Relabel one lesion label's regions in ``label_map`` (in place); return their labels."""
-    found = components(label_map == label.value)
+    found = _regions(label_map == label.value, separate_images)
     sizes = [int(mask.sum()) for _, mask in found]
+    pixel_mm2 = volume.spacing_mm[1] * volume.spacing_mm[2]
+    sections = [
+        float(mask.reshape(len(mask), -1).sum(axis=1).max()) * pixel_mm2 for _, mask in found
+    ]
     order = sorted(range(len(found)), key=lambda i: (-sizes[i], i))
     room = min(rules.max_count, _MAX_VALUE + 1 - next_value)
     kept: set[int] = set()
     for i in order:
         if len(kept) >= room or sizes[i] * volume.voxel_volume_mm3 < rules.min_mm3:
+            continue
+        if sections[i] < rules.min_mm2:
             continue
         if _shape_ok(found[i], volume, rules):
             kept.add(i)
@@ -143,7 +175,7 @@ def _split(
     measurements: list[Measurement] = []
     for i in order:
         box, mask = found[i]
-        site_value = _surrounding(label_map, box, sites)
+        site_value = _surrounding(label_map, box, sites, separate_images)
         if i not in kept:
             label_map[box][mask] = site_value  # not reported: part of what surrounds it
             continue
@@ -176,7 +208,8 @@ def segmentation_output(
         :class:`InstanceRules`.
     label_map:
         (slices, rows, columns) uint8 in the volume's geometry; lesion labels are
-        renumbered in place, to values after the manifest's labels.
+        renumbered in place, to values after the manifest's labels. With projection
+        geometry (``manifest.projection``) each image's regions are its own.
     volume:
         The input volume (spacing, and the values ``mean_hu`` averages).
 
@@ -202,6 +235,7 @@ def segmentation_output(
                 next_value,
                 by_value,
                 lesion.measurements or default,
+                manifest.projection,
             )
             labels += found
             measurements += measured

@@ -82,8 +82,21 @@ class ModelManifest:
 
     @property
     def projection(self) -> bool:
-        """Whether the inputs are projection radiographs (``preprocess.geometry``)."""
+        """Whether the inputs are single projection or ultrasound images without slice
+        geometry (``preprocess.geometry = "projection"``)."""
         return self.preprocess.get("geometry") == "projection"
+
+    @property
+    def cine(self) -> bool:
+        """Whether the inputs are cine series (``preprocess.geometry = "cine"``): each
+        position's phases go through the network together, in time order."""
+        return self.preprocess.get("geometry") == "cine"
+
+    @property
+    def require_calibration(self) -> bool:
+        """Whether a projection image must state its pixel size
+        (``preprocess.require_calibration``): the model measures in mm."""
+        return bool(self.preprocess.get("require_calibration", False))
 
     @property
     def weights_path(self) -> Path:
@@ -126,7 +139,15 @@ def _input_spec(data: Mapping[str, Any], where: str) -> InputSpec:
 
 
 #: What a segmentation runner can measure per label (infer/slices.py, infer/instances.py).
-MEASUREMENTS = ("volume", "long_axis", "mean_hu")
+MEASUREMENTS = (
+    "volume",
+    "long_axis",
+    "mean_hu",
+    "short_axis",
+    "area",
+    "depth_to_width",
+    "solidity",
+)
 
 
 def _flag(value: Any, where: str) -> bool:
@@ -220,6 +241,33 @@ def _check_classification(manifest: ModelManifest, where: str) -> None:
         raise ConfigError(f"{where}: a classification model needs at least one label")
 
 
+def _check_preprocess(manifest: ModelManifest, where: str) -> None:
+    """``geometry`` volume, projection or cine, ``require_calibration`` (projection only),
+    ``intensity`` "percentile", and tiling (``tile``, ``pixel_mm``, ``tile_overlap``)."""
+    pre = manifest.preprocess
+    if pre.get("geometry", "volume") not in ("volume", "projection", "cine"):
+        raise ConfigError(f"{where}: preprocess.geometry is volume, projection or cine")
+    if pre.get("geometry") == "cine" and manifest.task != "segmentation":
+        raise ConfigError(f'{where}: geometry = "cine" is for segmentation models')
+    if not isinstance(pre.get("require_calibration", False), bool):
+        raise ConfigError(f"{where}: preprocess.require_calibration is true or false")
+    if pre.get("require_calibration") and not manifest.projection:
+        raise ConfigError(
+            f'{where}: preprocess.require_calibration needs geometry = "projection" '
+            "(a volume always needs Pixel Spacing)"
+        )
+    if pre.get("intensity", "percentile") != "percentile":
+        raise ConfigError(f'{where}: preprocess.intensity can only be "percentile"')
+    if not isinstance(pre.get("tile", False), bool):
+        raise ConfigError(f"{where}: preprocess.tile is true or false")
+    pixel_mm = pre.get("pixel_mm", 1.0)
+    if not isinstance(pixel_mm, int | float) or pixel_mm <= 0:
+        raise ConfigError(f"{where}: preprocess.pixel_mm is a size in mm above 0")
+    overlap = pre.get("tile_overlap", 0.25)
+    if not isinstance(overlap, int | float) or not 0 <= overlap < 0.9:
+        raise ConfigError(f"{where}: preprocess.tile_overlap is in [0, 0.9)")
+
+
 def load_manifest(path: Path) -> ModelManifest:
     """Read and validate a ``model.toml``.
 
@@ -266,10 +314,7 @@ def load_manifest(path: Path) -> ModelManifest:
     )
     if manifest.task not in TASKS:
         raise ConfigError(f"{where}: task {manifest.task!r} is not one of {list(TASKS)}")
-    if manifest.preprocess.get("geometry", "volume") not in ("volume", "projection"):
-        raise ConfigError(f"{where}: preprocess.geometry is volume or projection")
-    if manifest.preprocess.get("intensity", "percentile") != "percentile":
-        raise ConfigError(f'{where}: preprocess.intensity can only be "percentile"')
+    _check_preprocess(manifest, where)
     values = {label.value for label in manifest.labels}
     for ratio in manifest.postprocess.get("ratios", []):
         used = {ratio["label"], *ratio["numerator"], *ratio["denominator"]}

@@ -9,6 +9,22 @@ they are reported with:
   :func:`~dicom_ai_node.geometry.max_feret_diameter_mm`);
 * ``mean_hu``: Attenuation Coefficient (112031, DCM), derivation Mean (373098007, SCT),
   in Hounsfield units ([hnsf'U], UCUM): the mean rescaled value inside the region.
+
+Shape features, measured on the slice where the region's cross-section is largest (the
+only one of a projection or ultrasound image), as a reader measures a nodule on the image
+showing it largest (ACR TI-RADS, BI-RADS ultrasound lexicon):
+
+* ``short_axis``: Short Axis (103340004, SCT) in mm, the region's width across its long
+  axis (:func:`~dicom_ai_node.geometry.caliper_axes_mm`);
+* ``area``: Area (42798000, SCT) in mm2, of that cross-section;
+* ``depth_to_width``: its height on the image (top to bottom: along the beam on
+  ultrasound, the anteroposterior depth) over its width (left to right, across the probe);
+  above 1 a nodule is "taller than wide" (TI-RADS) or "not parallel" (BI-RADS);
+* ``solidity``: its area over the area of its convex hull, 1 for a convex region and
+  lower for a lobulated or irregular margin.
+
+No standard code exists for the last two: they carry private codes of the ``99DAIN``
+scheme, listed in docs/models.md.
 """
 
 from __future__ import annotations
@@ -19,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..domain import Code, Measurement, Volume
-from ..geometry import largest_component, max_feret_diameter_mm
+from ..geometry import caliper_axes_mm, convex_area_mm2, largest_component, max_feret_diameter_mm
 from .manifest import ModelManifest
 
 __all__ = [
@@ -28,7 +44,9 @@ __all__ = [
     "LONG_AXIS",
     "MEAN",
     "MM",
+    "MM2",
     "MM3",
+    "SHAPE_FEATURES",
     "VOLUME",
     "label_measurements",
     "region_measurements",
@@ -41,6 +59,16 @@ MM = Code("mm", "UCUM", "millimeter")
 ATTENUATION = Code("112031", "DCM", "Attenuation Coefficient")
 MEAN = Code("373098007", "SCT", "Mean")
 HU = Code("[hnsf'U]", "UCUM", "Hounsfield unit")
+SHORT_AXIS = Code("103340004", "SCT", "Short Axis")
+AREA = Code("42798000", "SCT", "Area")
+MM2 = Code("mm2", "UCUM", "square millimeter")
+DEPTH_TO_WIDTH = Code("DTW", "99DAIN", "Depth-to-width ratio")
+SOLIDITY = Code("SOLIDITY", "99DAIN", "Solidity")
+#: UCUM "1": a dimensionless value (a ratio, a probability).
+NO_UNITS = Code("1", "UCUM", "no units")
+
+#: The shape features, measured on a region's largest cross-section.
+SHAPE_FEATURES = ("short_axis", "area", "depth_to_width", "solidity")
 
 
 def long_axis_mm(mask: npt.NDArray[np.bool_], row_mm: float, column_mm: float) -> float:
@@ -87,6 +115,39 @@ def region_measurements(
     if "mean_hu" in wanted and mask.any():  # no mean of nothing
         mean = float(values[mask].mean(dtype=np.float64))
         out.append(Measurement(label_value, ATTENUATION, mean, HU, derivation=MEAN))
+    if any(name in wanted for name in SHAPE_FEATURES) and mask.any():
+        out += _shape_features(label_value, mask, row_mm, column_mm, wanted)
+    return out
+
+
+def _shape_features(
+    label_value: int,
+    mask: npt.NDArray[np.bool_],
+    row_mm: float,
+    column_mm: float,
+    wanted: Sequence[str],
+) -> list[Measurement]:
+    """:data:`SHAPE_FEATURES` of the largest connected part of the largest cross-section."""
+    areas = mask.reshape(len(mask), -1).sum(axis=1)
+    plane = largest_component(mask[int(np.argmax(areas))])
+    out = []
+    if "short_axis" in wanted:
+        out.append(
+            Measurement(label_value, SHORT_AXIS, caliper_axes_mm(plane, row_mm, column_mm)[1], MM)
+        )
+    area = float(np.count_nonzero(plane)) * row_mm * column_mm
+    if "area" in wanted:
+        out.append(Measurement(label_value, AREA, area, MM2))
+    if "depth_to_width" in wanted:
+        rows = np.flatnonzero(plane.any(axis=1))
+        cols = np.flatnonzero(plane.any(axis=0))
+        depth = (rows[-1] - rows[0] + 1) * row_mm
+        width = (cols[-1] - cols[0] + 1) * column_mm
+        out.append(Measurement(label_value, DEPTH_TO_WIDTH, round(depth / width, 4), NO_UNITS))
+    if "solidity" in wanted:
+        hull = convex_area_mm2(plane, row_mm, column_mm)
+        solidity = min(1.0, area / hull) if hull > 0 else 1.0
+        out.append(Measurement(label_value, SOLIDITY, round(solidity, 4), NO_UNITS))
     return out
 
 
@@ -107,10 +168,6 @@ def label_measurements(
         mask = label_map == label.value  # one pass per label over the uint8 map
         out += region_measurements(label.value, mask, volume.voxels, volume, wanted)
     return tuple(out)
-
-
-#: UCUM "1": a dimensionless value (a ratio, a probability).
-NO_UNITS = Code("1", "UCUM", "no units")
 
 
 def ratio_measurements(

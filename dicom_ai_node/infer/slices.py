@@ -20,10 +20,13 @@ import torch.nn.functional as F
 
 from ..domain import ModelOutput, Volume
 from ..errors import ConfigError, InferenceError
+from .cine import cine_output
+from .clusters import ClusterRules, cluster_output
 from .instances import segmentation_output
 from .manifest import ModelManifest
 from .measure import LONG_AXIS, MM, MM3, VOLUME, label_measurements
 from .runner import Device
+from .tiles import resample, sliding_window
 
 __all__ = [
     "LONG_AXIS",
@@ -161,36 +164,53 @@ class SliceSegmenter(WarmNetwork):
     def __init__(self, manifest: ModelManifest, device: Device) -> None:
         super().__init__(manifest, device)
         self.percentile = manifest.preprocess.get("intensity") == "percentile"
+        self.tile = bool(manifest.preprocess.get("tile", False))
+        pixel_mm = manifest.preprocess.get("pixel_mm")
+        self.pixel_mm = float(pixel_mm) if pixel_mm is not None else None
+        self.overlap = float(manifest.preprocess.get("tile_overlap", 0.25))
+        self.clusters = ClusterRules.from_manifest(manifest)  # checked before any study
 
     def preprocess(self, volume: Volume) -> torch.Tensor:
         """The slices as float32 (N, 1, rows, columns), windowed or scaled by the series'
-        percentiles (``preprocess.intensity = "percentile"``) if the manifest says so."""
+        percentiles (``preprocess.intensity = "percentile"``) if the manifest says so.
+
+        A cine series (``volume.phases`` > 1) comes as (positions, phases, 1, rows,
+        columns): :meth:`predict` gives the network each position's phases as one batch.
+        """
         x = torch.from_numpy(np.ascontiguousarray(volume.voxels)).unsqueeze(1)
         if self.percentile:  # uncalibrated units (MR): the series' 1st..99th percentile
             low, high = volume_percentiles(volume.voxels)
-            return ((x - low) / max(high - low, 1e-6)).clamp_(0.0, 1.0)
-        if self.window is not None:
+            x = ((x - low) / max(high - low, 1e-6)).clamp_(0.0, 1.0)
+        elif self.window is not None:
             low, high = self.window
             x = ((x - low) / (high - low)).clamp_(0.0, 1.0)
+        if volume.phases > 1:
+            return x.reshape(-1, volume.phases, *x.shape[1:])
+        if self.pixel_mm is not None:  # tiled models: the pixel size they were trained at
+            x = resample(x, (volume.spacing_mm[1], volume.spacing_mm[2]), self.pixel_mm)
         return x
 
     def _batch(self, x: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
         x = x.to(self.torch_device)
         x = F.interpolate(x, size=self.input_size, mode="area")
-        logits = self._forward(x)
-        classes = 1 + len(self.manifest.labels)
-        if logits.ndim != 4 or logits.shape[1] != classes:
-            raise InferenceError(
-                f"model {self.manifest.name}: the network returned {tuple(logits.shape)}, "
-                f"not (N, {classes}, H, W): one channel for background and one per label"
-            )
+        logits = self._checked(self._forward(x))
         logits = F.interpolate(logits.float(), size=out_hw, mode="bilinear", align_corners=False)
         return label_argmax(logits).cpu()
 
     def predict(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Label map (N, rows, columns) uint8, computed batch by batch to bound memory."""
+        """Label map (N, rows, columns) uint8, computed batch by batch to bound memory.
+
+        A 5-D input (positions, phases, 1, rows, columns) is a cine series: each
+        position's phases are one batch, in time order (the network's batch axis is time).
+        """
         self.load()
         out_hw = (int(inputs.shape[-2]), int(inputs.shape[-1]))
+        if inputs.ndim == 5:
+            with torch.inference_mode():
+                return torch.cat([self._batch(sequence, out_hw) for sequence in inputs])
+        if self.tile:
+            with torch.inference_mode():
+                return torch.cat([self._tiled(image[None]) for image in inputs])
         result = torch.empty((inputs.shape[0], *out_hw), dtype=torch.uint8)
         with torch.inference_mode():
             for start in range(0, inputs.shape[0], self.batch_size):
@@ -198,7 +218,35 @@ class SliceSegmenter(WarmNetwork):
                 result[start:stop] = self._batch(inputs[start:stop], out_hw)
         return result
 
+    def _tiled(self, image: torch.Tensor) -> torch.Tensor:
+        """Labels (1, rows, columns) of one image (1, 1, rows, columns), tile by tile."""
+        logits = sliding_window(
+            lambda tiles: self._checked(self._forward(tiles.to(self.torch_device))).cpu(),
+            image,
+            self.input_size,
+            self.overlap,
+            self.batch_size,
+        )
+        return label_argmax(logits)
+
+    def _checked(self, logits: torch.Tensor) -> torch.Tensor:
+        classes = 1 + len(self.manifest.labels)
+        if logits.ndim != 4 or logits.shape[1] != classes:
+            raise InferenceError(
+                f"model {self.manifest.name}: the network returned {tuple(logits.shape)}, "
+                f"not (N, {classes}, H, W): one channel for background and one per label"
+            )
+        return logits
+
     def postprocess(self, prediction: torch.Tensor, volume: Volume) -> ModelOutput:
         """Labels (lesion labels split per region) and the measurements the manifest asks."""
+        if tuple(prediction.shape) != volume.voxels.shape:  # resampled: back to the images
+            prediction = F.interpolate(
+                prediction[:, None].float(), size=volume.voxels.shape[1:], mode="nearest"
+            )[:, 0].to(torch.uint8)
         label_map = prediction.numpy().astype(np.uint8, copy=False)
+        if self.clusters is not None:
+            return cluster_output(self.manifest, self.clusters, label_map, volume)
+        if self.manifest.cine:
+            return cine_output(self.manifest, label_map, volume)
         return segmentation_output(self.manifest, label_map, volume)

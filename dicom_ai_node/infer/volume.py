@@ -17,7 +17,15 @@ from pydicom.dataset import Dataset
 
 from ..domain import QualityIssue, Volume
 
-__all__ = ["Decode", "QualityReport", "load_volume", "needs_codec", "pixels_of", "read_images"]
+__all__ = [
+    "Decode",
+    "QualityReport",
+    "load_volume",
+    "needs_codec",
+    "pixels_of",
+    "read_images",
+    "ultrasound_spacing",
+]
 
 QualityReport = tuple[QualityIssue, ...]
 
@@ -177,9 +185,45 @@ def _fill(
     return True
 
 
+#: Physical Units X/Y Direction of a calibrated ultrasound region: cm (PS3.3 C.8.5.5.1.15).
+_CM = 3
+#: Region Spatial Format of a 2-D tissue image (PS3.3 C.8.5.5.1.1).
+_TISSUE = 1
+
+
+def ultrasound_spacing(ds: Dataset) -> tuple[float, float] | None:
+    """Pixel size (row, column) in mm from an ultrasound image's calibrated regions.
+
+    Ultrasound images carry no Pixel Spacing; the scanner calibrates regions of the
+    image instead (Sequence of Ultrasound Regions, PS3.3 C.8.5.5). The largest 2-D
+    tissue region with both physical units in cm gives the spacing (Physical Delta X
+    across the columns, Physical Delta Y down the rows). ``None`` without one.
+    """
+    best: tuple[int, tuple[float, float]] | None = None
+    for region in ds.get("SequenceOfUltrasoundRegions", []):
+        try:
+            units = (int(region.PhysicalUnitsXDirection), int(region.PhysicalUnitsYDirection))
+            delta_x, delta_y = abs(float(region.PhysicalDeltaX)), abs(float(region.PhysicalDeltaY))
+            area = (int(region.RegionLocationMaxX1) - int(region.RegionLocationMinX0)) * (
+                int(region.RegionLocationMaxY1) - int(region.RegionLocationMinY0)
+            )
+            spatial = int(region.RegionSpatialFormat)
+        except (AttributeError, TypeError, ValueError):
+            continue
+        if units != (_CM, _CM) or spatial != _TISSUE or min(delta_x, delta_y) <= 0:
+            continue
+        if best is None or area > best[0]:
+            best = (area, (10.0 * delta_y, 10.0 * delta_x))
+    return None if best is None else best[1]
+
+
 def _projection_spacing(ds: Dataset) -> tuple[float, float]:
-    """Pixel Spacing, else Imager Pixel Spacing (PS3.3 10.7.1.3), else 1 mm: a projection
+    """Pixel Spacing, else Imager Pixel Spacing (PS3.3 10.7.1.3), else the ultrasound
+    regions' calibration (:func:`ultrasound_spacing`), else 1 mm: a projection
     radiograph's spacing is only nominal and nothing measured from it relies on it."""
+    calibrated = ultrasound_spacing(ds)
+    if calibrated is not None and "PixelSpacing" not in ds:
+        return calibrated
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
         value = ds.get(keyword)
         if value is not None and len(value) == 2 and all(float(v) > 0 for v in value):
@@ -187,12 +231,34 @@ def _projection_spacing(ds: Dataset) -> tuple[float, float]:
     return 1.0, 1.0
 
 
+def _calibrated(ds: Dataset) -> bool:
+    """Whether an image states its pixel size: Pixel Spacing or Imager Pixel Spacing
+    above 0, or a calibrated ultrasound region."""
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(keyword)
+        if value is not None and len(value) == 2 and all(float(v) > 0 for v in value):
+            return True
+    return ultrasound_spacing(ds) is not None
+
+
 def _load_projections(
-    datasets: Sequence[Dataset], max_voxels: int, decode: Decode | None, release_pixels: bool
+    datasets: Sequence[Dataset],
+    max_voxels: int,
+    decode: Decode | None,
+    release_pixels: bool,
+    require_calibration: bool,
 ) -> tuple[Volume | None, list[Dataset], QualityReport]:
-    """Projection radiographs (CR, DX, MG): images in Instance Number order, no slice
-    geometry; MONOCHROME1 images inverted so that dense is bright on every image."""
+    """Projection radiographs (CR, DX, MG) and ultrasound images: images in Instance
+    Number order, no slice geometry; MONOCHROME1 images inverted so that dense is bright
+    on every image."""
     ordered = sorted(datasets, key=lambda d: int(d.get("InstanceNumber", 0) or 0))
+    if require_calibration and not all(_calibrated(ds) for ds in ordered):
+        issue = QualityIssue(
+            "pixel-spacing",
+            "no pixel size: neither Pixel Spacing, Imager Pixel Spacing nor a calibrated "
+            "ultrasound region (the model measures in mm)",
+        )
+        return None, ordered, (issue,)
     declared = sum(declared_voxels(ds) for ds in ordered)
     if declared > max_voxels:
         issue = QualityIssue(
@@ -221,6 +287,81 @@ def _load_projections(
     return volume, ordered, ()
 
 
+def _trigger_key(ds: Dataset) -> tuple[float, int]:
+    """Time in the cardiac cycle: Trigger Time (0018,1060), then Instance Number."""
+    try:
+        trigger = float(ds.get("TriggerTime", 0) or 0)
+    except (TypeError, ValueError):
+        trigger = 0.0
+    return trigger, int(ds.get("InstanceNumber", 0) or 0)
+
+
+def _load_cine(
+    datasets: Sequence[Dataset], max_voxels: int, decode: Decode | None, release_pixels: bool
+) -> tuple[Volume | None, list[Dataset], QualityReport]:
+    """A cine series: the same phases of the cardiac cycle at one or more positions.
+
+    Images are grouped by position along the slice normal (to 0.01 mm), positions in
+    order along it, and each position's images in Trigger Time order. Every position
+    must have the same number of phases (blocking "cine" issue otherwise).
+    """
+    ordered, issues = _sort(datasets)
+    if any(i.check == "geometry" for i in issues):
+        return None, ordered, tuple(issues)
+    normal = _normal(ordered[0])
+    assert normal is not None  # _sort reported a geometry issue otherwise
+    groups: dict[float, list[Dataset]] = {}
+    for ds in ordered:
+        key = round(float(np.dot(normal, np.asarray(ds.ImagePositionPatient, float))), 2)
+        groups.setdefault(key, []).append(ds)
+    counts = sorted({len(g) for g in groups.values()})
+    if len(counts) > 1:
+        issues.append(QualityIssue("cine", f"positions have different numbers of phases: {counts}"))
+        return None, ordered, tuple(issues)
+    phases = counts[0]
+    if phases < 2:
+        issues.append(QualityIssue("cine", "one image per position: not a cine series"))
+        return None, ordered, tuple(issues)
+    ordered = [ds for key in sorted(groups) for ds in sorted(groups[key], key=_trigger_key)]
+    first = ordered[0]
+    if "PixelSpacing" not in first:
+        issues.append(QualityIssue("pixel-spacing", "PixelSpacing missing"))
+    declared = sum(declared_voxels(ds) for ds in ordered)
+    sizes = {(int(ds.Rows), int(ds.Columns)) for ds in ordered}
+    if declared > max_voxels or len(sizes) > 1:
+        message = (
+            f"{declared} pixels declared, more than the {max_voxels} allowed"
+            if declared > max_voxels
+            else f"{len(sizes)} different image sizes"
+        )
+        issues.append(QualityIssue("size", message))
+        return None, ordered, tuple(issues)
+    if len(groups) > 1:
+        where = [
+            float(np.dot(normal, np.asarray(groups[k][0].ImagePositionPatient, float)))
+            for k in sorted(groups)
+        ]
+        spacing, more = _spacing_issues(np.array(where))
+        issues += more
+    else:
+        spacing = float(first.get("SliceThickness", 1.0) or 1.0)
+    voxels = np.empty((len(ordered), *sizes.pop()), np.float32)
+    if not _fill(ordered, decode, voxels, release_pixels):
+        issues.append(QualityIssue("size", "decoded images differ in size"))
+        return None, ordered, tuple(issues)
+    row_mm, col_mm = (float(v) for v in first.get("PixelSpacing", [1.0, 1.0]))
+    volume = Volume(
+        voxels=voxels,
+        spacing_mm=(spacing, row_mm, col_mm),
+        sop_instance_uids=tuple(str(ds.SOPInstanceUID) for ds in ordered),
+        frame_of_reference_uid=str(first.get("FrameOfReferenceUID", "")),
+        series_instance_uid=str(first.SeriesInstanceUID),
+        study_instance_uid=str(first.StudyInstanceUID),
+        phases=phases,
+    )
+    return volume, ordered, tuple(issues)
+
+
 def load_volume(
     datasets: Sequence[Dataset],
     max_voxels: int = MAX_VOXELS,
@@ -228,6 +369,8 @@ def load_volume(
     *,
     release_pixels: bool = False,
     projection: bool = False,
+    require_calibration: bool = False,
+    cine: bool = False,
 ) -> tuple[Volume | None, list[Dataset], QualityReport]:
     """Sort a series' images into a volume and check it.
 
@@ -248,7 +391,16 @@ def load_volume(
     projection:
         The images are projection radiographs (a manifest's ``preprocess.geometry =
         "projection"``): no slice geometry or pixel spacing is required, one image is
-        enough, and MONOCHROME1 images are inverted.
+        enough, and MONOCHROME1 images are inverted. The pixel size is Pixel Spacing,
+        else Imager Pixel Spacing, else the ultrasound regions' calibration, else 1 mm.
+    require_calibration:
+        With ``projection``: an image that states no pixel size at all is a blocking
+        "pixel-spacing" issue (a model that measures in mm, manifest
+        ``preprocess.require_calibration``).
+    cine:
+        The series is cine MR (``preprocess.geometry = "cine"``): each position's images
+        are the phases of one cardiac cycle, kept in Trigger Time order
+        (:class:`~dicom_ai_node.domain.Volume` ``phases``).
 
     Returns
     -------
@@ -258,8 +410,10 @@ def load_volume(
     """
     if not datasets:
         return None, [], (QualityIssue("slices", "no images"),)
+    if cine:
+        return _load_cine(datasets, max_voxels, decode, release_pixels)
     if projection:
-        return _load_projections(datasets, max_voxels, decode, release_pixels)
+        return _load_projections(datasets, max_voxels, decode, release_pixels, require_calibration)
     ordered, issues = _sort(datasets)
     first = ordered[0]
     if "PixelSpacing" not in first:

@@ -289,10 +289,27 @@ async function checkSEG(file, source) {
     }
     return summary;
   }
-  const result = await Segmentation.createLabelmapsFromDICOMBuffer(source.imageIds, arrayBuffer, core.metaData, {
-    tolerance: 0.001,
-    parserType: 'bitmap',
-  });
+  let result;
+  try {
+    result = await Segmentation.createLabelmapsFromDICOMBuffer(source.imageIds, arrayBuffer, core.metaData, {
+      tolerance: 0.001,
+      parserType: 'bitmap',
+    });
+  } catch (error) {
+    // e.g. a SEG of an image without a Frame of Reference (radiograph, ultrasound still):
+    // it has no Plane Orientation, and the adapters' checkOrientation reads one
+    return {
+      sopInstanceUID: dataset.SOPInstanceUID,
+      segmentationType: dataset.SegmentationType,
+      numberOfFrames: Number(dataset.NumberOfFrames),
+      segments: asArray(dataset.SegmentSequence).map((seg) => ({
+        label: seg.SegmentLabel ?? null,
+        type: first(seg.SegmentedPropertyTypeCodeSequence)?.CodeMeaning ?? null,
+      })),
+      ohifLoads: false,
+      ohifError: String(error.message ?? error),
+    };
+  }
   const voxels = {};
   const slices = {};
   for (const images of result.labelMapImages) {
@@ -327,6 +344,7 @@ async function checkSEG(file, source) {
     segmentationType: dataset.SegmentationType,
     numberOfFrames: Number(dataset.NumberOfFrames),
     overlappingSegments: Boolean(result.overlappingSegments),
+    ohifLoads: true,
     segments,
     problems: unknown.length ? [`labelmap values without a segment: ${unknown}`] : [],
   };
