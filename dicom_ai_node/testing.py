@@ -153,7 +153,6 @@ def phantom_to_datasets(
         sop_uid = generate_uid(_UID_ROOT, [*entropy, series_uid, str(k)])
         ds = _instance(
             CTImageStorage,
-    DigitalMammographyXRayImageStorageForPresentation,
             sop_uid,
             "CT",
             "ACC0001",

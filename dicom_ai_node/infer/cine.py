@@ -7,8 +7,9 @@ the same phase at every position. What is reported:
 
 * the cavity at end-diastole (label value of the cavity, "<name>, end-diastole"), the
   myocardium at end-diastole (its own label, if the manifest has ``myocardium_label``,
-  with its volume or area: the basis of a myocardial mass) and the cavity at end-systole (a new label, "<name>, end-systole"); every other frame
-  is left unlabelled, so the SEG and the SR show the two phases a reader measures;
+  with its volume or area: the basis of a myocardial mass) and the cavity at
+  end-systole (a new label, "<name>, end-systole"); every other frame is left
+  unlabelled, so the SEG and the SR show the two phases a reader measures;
 * with several positions (a short-axis stack): the end-diastolic and end-systolic
   volumes (Volume, 118565006 SCT, mL) by disc summation (area x distance between
   positions, the Simpson method of cardiac MR) and the ejection fraction (10230-1, LN,
