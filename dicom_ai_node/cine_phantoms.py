@@ -66,11 +66,13 @@ class CinePhantom:
         """Cavity area per (level, phase) in mm2, from the labels."""
         pixel = self.spacing_mm[1] * self.spacing_mm[2]
         counts = (self.labels == CAVITY).sum(axis=(2, 3))
-        return counts.astype(np.float64) * pixel
+        areas: npt.NDArray[np.float64] = counts.astype(np.float64) * pixel
+        return areas
 
     def cavity_ml(self) -> npt.NDArray[np.float64]:
         """Cavity volume per phase in mL (disc summation over the levels)."""
-        return self.cavity_mm2().sum(axis=0) * self.spacing_mm[0] / 1000.0
+        volumes: npt.NDArray[np.float64] = self.cavity_mm2().sum(axis=0) * self.spacing_mm[0] / 1000
+        return volumes
 
 
 def volume_curve(phases: int, fraction: float, systole: float) -> npt.NDArray[np.float64]:

@@ -313,9 +313,9 @@ def cta_phantom(
         )
     hu[sac] = contrast
     # calcified plaque in the carotid siphons: bright, not lumen
-    for side in ("right", "left"):
+    for ica in ("ica_right", "ica_left"):
         if rng.random() < 0.4:
-            points, radius = paths[f"ica_{side}"]
+            points, radius = paths[ica]
             at = points[int(rng.integers(2, len(points) - 3))]
             plaque = np.zeros(g.shape, bool)
             g.ball(at + rng.normal(0, radius * 0.6, 3), np.full(3, rng.uniform(0.8, 1.6)), plaque)

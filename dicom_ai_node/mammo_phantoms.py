@@ -72,8 +72,8 @@ def _texture(shape: tuple[int, int], rng: np.random.Generator) -> _F:
     out = np.zeros(shape, np.float32)
     for cells, weight in ((4, 0.5), (10, 0.3), (28, 0.15), (70, 0.08)):
         out += weight * _smooth_field(shape, cells, rng)
-    out = (out - out.min()) / max(float(np.ptp(out)), 1e-6)
-    return out.astype(np.float32)
+    scaled: _F = ((out - out.min()) / max(float(np.ptp(out)), 1e-6)).astype(np.float32)
+    return scaled
 
 
 def _lines(shape: tuple[int, int], count: int, width: float, rng: np.random.Generator) -> _F:
@@ -115,6 +115,7 @@ def mammogram(
     rng: np.random.Generator,
     clusters: int | None = None,
     view: str | None = None,
+    height_mm: float | None = None,
 ) -> Mammogram:
     """Draw one mammogram.
 
@@ -126,10 +127,14 @@ def mammogram(
         Microcalcification clusters to draw; ``None``: 0, 1 or 2.
     view:
         ``"MLO"``, ``"CC"`` or ``None`` (either).
+    height_mm:
+        The image's height; ``None``: 60-90 mm (a small breast, or a detail: what the
+        model trains on). A whole mammogram is about 300 mm.
     """
     view = view or ("MLO" if rng.random() < 0.5 else "CC")
     pixel = float(rng.uniform(0.07, 0.1))
-    rows = int(rng.uniform(60, 90) / pixel)  # a 6-9 cm high detail of the breast
+    height = float(rng.uniform(60, 90))  # drawn either way: the same seed, the same image
+    rows = int((height_mm or height) / pixel)
     cols = int(rows * rng.uniform(0.7, 0.9))
     shape = (rows, cols)
     yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float32)
@@ -188,8 +193,7 @@ def mammogram(
         _speck(labels, image, float(r), float(c), radius, min(float(image[r, c]) + 0.25, 1.0))
     # detector: quantum noise that grows with signal, a display curve
     noise = float(rng.uniform(0.01, 0.03))
-    image = image + noise * np.sqrt(np.clip(image, 0.01, 1)) * rng.standard_normal(shape).astype(
-        np.float32
-    )
-    image = np.clip(image, 0, 1) ** float(rng.uniform(0.8, 1.3))
-    return Mammogram(image.astype(np.float32), labels, pixel, view, tuple(drawn))
+    grain = rng.standard_normal(shape).astype(np.float32)
+    image = (image + noise * np.sqrt(np.clip(image, 0.01, 1)) * grain).astype(np.float32)
+    shown: _F = (np.clip(image, 0, 1) ** float(rng.uniform(0.8, 1.3))).astype(np.float32)
+    return Mammogram(shown, labels, pixel, view, tuple(drawn))
