@@ -6,6 +6,10 @@ reported as one region: each 26-connected region of it becomes a label of its ow
 SEG segment and SR measurement group with its own Tracking UID (PS3.16 TID 1410, 1411),
 as a radiologist reports nodules one by one.
 
+With ``postprocess.vote_instances = true`` the lesion labels are the classes of one kind
+of finding (a cyst, a haemangioma, a metastasis): first every connected region of them
+taken together gets the class most of its voxels have, so that one lesion is one label.
+
 Each region's location is the other label that surrounds it most (e.g. *Right lung*):
 it becomes the region's Finding Site (TID 1419). Regions the manifest rules out
 (``postprocess``: ``min_instance_mm3``, ``min_instance_mm2``, ``max_instance_elongation``,
@@ -196,6 +200,14 @@ def _split(
     return labels, measurements
 
 
+def _vote(label_map: npt.NDArray[np.uint8], values: list[int], separate_images: bool) -> None:
+    """Give each connected region of the lesion labels ``values`` (taken together) the
+    one of them most of its voxels have (in place): the lesion's class."""
+    for box, mask in _regions(np.isin(label_map, values), separate_images):
+        counts = np.bincount(label_map[box][mask], minlength=_MAX_VALUE + 1)[values]
+        label_map[box][mask] = values[int(np.argmax(counts))]
+
+
 def segmentation_output(
     manifest: ModelManifest, label_map: npt.NDArray[np.uint8], volume: Volume
 ) -> ModelOutput:
@@ -221,6 +233,8 @@ def segmentation_output(
     lesions = [label for label in manifest.labels if label.instances]
     labels = [label for label in manifest.labels if not label.instances]
     measurements: list[Measurement] = []
+    if len(lesions) > 1 and manifest.postprocess.get("vote_instances", False):
+        _vote(label_map, [lesion.value for lesion in lesions], manifest.projection)
     if lesions:
         rules = InstanceRules.from_manifest(manifest)
         default = tuple(manifest.postprocess.get("measurements", []))
