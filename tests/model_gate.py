@@ -4,6 +4,7 @@ through the node's own runner (its scaling, threshold and saliency)."""
 
 from __future__ import annotations
 
+import tomllib
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from dicom_ai_node.route import header_of, series_info
 
 __all__ = [
     "ClassifierGate",
+    "built_in_models",
     "classifier_gate",
     "load_weights",
     "segment_like_the_runner",
@@ -111,3 +113,14 @@ def classifier_gate(
             tried += 1
             pointed += bool(window.any())
     return ClassifierGate(_auc(np.array(scores), np.array(labels)), pointed, tried)
+
+
+def built_in_models() -> set[str]:
+    """Names of the routed built-in models: every ``models/*/model.toml`` but the
+    body-region classifier, which routing asks and no rule names."""
+    names = set()
+    for path in sorted((Path(__file__).resolve().parents[1] / "models").glob("*/model.toml")):
+        manifest = tomllib.loads(path.read_text("utf-8"))
+        if manifest["task"] != "body-region":
+            names.add(str(manifest["name"]))
+    return names

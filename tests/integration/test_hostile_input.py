@@ -65,7 +65,10 @@ RSS_GROWTH_MB = 200
 #: A legitimate C-ECHO must complete within this after each case.
 ECHO_WITHIN_S = 2.0
 #: The listener's network timeout: idle associations and each PDU read end after it.
-NETWORK_TIMEOUT_S = 2.0
+#: 4 s, not 2: twice in about a dozen full runs on this 2-core machine a refused C-STORE
+#: was aborted at a 2 s timeout instead of answered (cause not found; the node's default
+#: is far longer); the cases that wait for the timeout take 2 s longer each.
+NETWORK_TIMEOUT_S = 4.0
 #: The listener's bound on one data set (``dicom.max_instance_mb``).
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 LIMITS = Limits(
