@@ -17,7 +17,10 @@ effusion, so that the occlusion saliency map (the costly part) is made and encod
 ``us-nodule`` a thyroid ultrasound series of 20 generated stills of 560x640, one nodule
 each (a thyroid examination has 20-40 stills; each image gets its own SEG);
 ``mr-cine-lv`` a short-axis cine stack of 10 levels x 25 phases of 192x192 (250 images,
-a typical cardiac MR function series).
+a typical cardiac MR function series); ``cta-aneurysm`` a generated head CTA of 300
+slices of 512x512 with two aneurysms; ``mg-calcification`` one generated 24 x 30 cm
+mammogram (about 3000 x 2400 pixels at 0.1 mm) with two clusters, read in tiles;
+``mr-liver-lesion`` a generated liver MR of 40 slices of 256x256 with three lesions.
 
 Reference in the same run: each model also runs once per round in plain fp32
 (``infer.bf16 = false``; the node's default uses bf16 autocast on CPUs that have it),
@@ -49,18 +52,22 @@ from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 
 from dicom_ai_node.cine_phantoms import cine_phantom
+from dicom_ai_node.cta_phantoms import cta_phantom
 from dicom_ai_node.encode import device_uid, encode_results
 from dicom_ai_node.infer.manifest import ModelManifest
 from dicom_ai_node.infer.registry import ModelRegistry
 from dicom_ai_node.infer.runner import Device
 from dicom_ai_node.infer.volume import load_volume
-from dicom_ai_node.mr_phantoms import brain_mr_phantom
+from dicom_ai_node.liver_phantoms import liver_mr_phantom
+from dicom_ai_node.mammo_phantoms import mammogram
+from dicom_ai_node.mr_phantoms import BrainPhantom, brain_mr_phantom
 from dicom_ai_node.phantoms import ChestPhantom
 from dicom_ai_node.radiograph_phantoms import chest_radiograph, extremity_radiograph
 from dicom_ai_node.region_phantoms import kidney_ct_phantom
 from dicom_ai_node.testing import (
     cine_to_datasets,
     make_ct_series,
+    mammogram_to_dataset,
     mr_to_datasets,
     phantom_to_datasets,
     radiograph_to_dataset,
@@ -107,6 +114,19 @@ def study_for(manifest: ModelManifest, slices: int) -> list[Dataset]:
             for k in range(20)
         ]
         return [_reread(ds) for ds in ultrasound_to_datasets(stills, seed=5)]
+    if manifest.name == "cta-aneurysm":
+        cta = cta_phantom(5, slices=slices, size=512, aneurysms=2)
+        phantom = ChestPhantom(hu=cta.hu, labels=cta.labels, spacing_mm=cta.spacing_mm)
+        datasets = phantom_to_datasets(phantom, seed=5, body_part_examined="HEAD")
+        return [_reread(ds) for ds in datasets]
+    if manifest.name == "mg-calcification":
+        mg = mammogram(np.random.default_rng(5), clusters=2, height_mm=300.0)
+        return [_reread(mammogram_to_dataset(mg, seed=5))]
+    if manifest.name == "mr-liver-lesion":
+        liver = liver_mr_phantom(5, slices=40, size=256, lesions=3)
+        as_mr = BrainPhantom(liver.image, liver.labels, liver.spacing_mm, 0.0)
+        datasets = mr_to_datasets(as_mr, seed=5, body_part_examined="ABDOMEN")
+        return [_reread(ds) for ds in datasets]
     if manifest.name == "mr-cine-lv":
         ph = cine_phantom(5, levels=10, phases=25, size=192)
         return [_reread(ds) for ds in cine_to_datasets(ph, seed=5)]
