@@ -27,6 +27,7 @@ import datetime as dt
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -452,3 +453,59 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def run_scored(
+    argv: list[str] | None,
+    *,
+    doc: str,
+    folder: Path,
+    config: Any,
+    make_training_set: Any,
+    train: Any,
+    evaluate: Any,
+    acceptance: dict[str, float],
+    unit: str = "slices",
+) -> int:
+    """The ``main`` of a model whose scoring uses the node's own post-processing: train,
+    export, score what ships with the folder's ``model.toml``, write ``metrics.json``.
+
+    ``config`` is the model's ``Config`` class (with ``smoke(seed)``); ``evaluate`` is
+    called as ``evaluate(module, manifest, cfg)``. Shared by the CTA, mammography and
+    liver models, whose scripts differ only in data, network and scoring.
+    """
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--smoke", action="store_true", help="tiny run (< 60 s) for CI")
+    args = parser.parse_args(argv)
+    cfg = config.smoke(args.seed) if args.smoke else config(seed=args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    x, y = make_training_set(cfg)
+    print(f"training set: {len(x)} {unit} in {time.perf_counter() - started:.1f} s", flush=True)
+    model = train(cfg, x, y)
+    export(model, args.out / "model.pt")
+    if args.out.resolve() != folder:
+        shutil.copy(folder / "model.toml", args.out / "model.toml")
+    manifest = load_manifest(args.out / "model.toml")  # the node's post-processing rules
+    module = torch.jit.load(str(args.out / "model.pt"))  # score what ships
+    metrics = evaluate(module, manifest, cfg)
+    elapsed = time.perf_counter() - started
+    record = {
+        **run_record(
+            manifest.name,
+            f"models/{folder.name}/train.py",
+            argv or sys.argv[1:],
+            smoke=args.smoke,
+            config=asdict(cfg),
+        ),
+        "parameters": count_parameters(model),
+        "training_seconds": round(elapsed, 1),
+        "held_out": metrics,
+        "acceptance": acceptance,
+    }
+    (args.out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps(metrics["summary"], indent=2))
+    print(f"done in {elapsed:.1f} s", flush=True)
+    return 0

@@ -24,14 +24,11 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import importlib.util
-import json
-import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +42,7 @@ LUNGS = HERE.parent / "ct_chest_lungs"
 sys.path.insert(0, str(HERE.parents[1]))
 sys.path.insert(0, str(LUNGS))
 
-from net import LungUNet, count_parameters  # noqa: E402  (the lung model's UNet)
+from net import LungUNet  # noqa: E402  (the lung model's UNet)
 
 from dicom_ai_node.domain import Volume  # noqa: E402
 from dicom_ai_node.geometry import components  # noqa: E402
@@ -54,11 +51,9 @@ from dicom_ai_node.infer.clusters import (  # noqa: E402
     ClusterRules,
     cluster_output,
 )
-from dicom_ai_node.infer.manifest import load_manifest  # noqa: E402
 from dicom_ai_node.infer.slices import label_argmax, volume_percentiles  # noqa: E402
 from dicom_ai_node.infer.tiles import resample, sliding_window  # noqa: E402
 from dicom_ai_node.mammo_phantoms import CALCIFICATION, mammogram  # noqa: E402
-from dicom_ai_node.provenance import run_record  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("lung_train", LUNGS / "train.py")
 assert _spec is not None and _spec.loader is not None
@@ -278,45 +273,23 @@ def evaluate(module: torch.nn.Module, manifest: Any, cfg: Config) -> dict[str, A
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--smoke", action="store_true", help="tiny run (< 60 s) for CI")
-    args = parser.parse_args(argv)
-    cfg = Config.smoke(args.seed) if args.smoke else Config(seed=args.seed)
-    args.out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    x, y = make_training_set(cfg)
-    print(f"training set: {len(x)} tiles in {time.perf_counter() - started:.1f} s", flush=True)
-    model = train(cfg, x, y)
-    lung_train.export(model, args.out / "model.pt")
-    if args.out.resolve() != HERE:
-        shutil.copy(HERE / "model.toml", args.out / "model.toml")
-    manifest = load_manifest(args.out / "model.toml")  # the node's clustering rules
-    module = torch.jit.load(str(args.out / "model.pt"))  # score what ships
-    metrics = evaluate(module, manifest, cfg)
-    elapsed = time.perf_counter() - started
-    record = {
-        **run_record(
-            "mg-calcification",
-            "models/mg_calcification/train.py",
-            argv or sys.argv[1:],
-            smoke=args.smoke,
-            config=asdict(cfg),
-        ),
-        "parameters": count_parameters(model),
-        "training_seconds": round(elapsed, 1),
-        "held_out": metrics,
-        "acceptance": {
-            "cluster_sensitivity_min": CLUSTER_SENSITIVITY_MIN,
-            "false_clusters_per_image_max": FALSE_CLUSTERS_MAX,
-            "speck_sensitivity_min": SPECK_SENSITIVITY_MIN,
-        },
-    }
-    (args.out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps(metrics["summary"], indent=2))
-    print(f"done in {elapsed:.1f} s", flush=True)
-    return 0
+    return int(
+        lung_train.run_scored(
+            argv,
+            doc=__doc__,
+            folder=HERE,
+            config=Config,
+            make_training_set=make_training_set,
+            train=train,
+            evaluate=evaluate,
+            acceptance={
+                "cluster_sensitivity_min": CLUSTER_SENSITIVITY_MIN,
+                "false_clusters_per_image_max": FALSE_CLUSTERS_MAX,
+                "speck_sensitivity_min": SPECK_SENSITIVITY_MIN,
+            },
+            unit="tiles",
+        )
+    )
 
 
 if __name__ == "__main__":
