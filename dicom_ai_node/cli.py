@@ -22,7 +22,7 @@ from .log import configure_logging
 from .settings import NodeSettings, load_settings, render_config
 
 if TYPE_CHECKING:
-    from .infer.bodyregion import BodyRegionModel
+    from .infer.bodyregion import BodyRegionModels
     from .infer.manifest import ModelManifest
     from .route.rules import RuleSet
 
@@ -89,9 +89,9 @@ def cmd_models_list(args: argparse.Namespace) -> int:
             f"body parts={sorted(m.input.body_parts)}"
         )
         print(f"    intended use: {m.intended_use}")
-    region = registry.body_region
-    if region is not None:
+    for region in registry.body_regions:
         print(f"{region.name} {region.version}  task={region.task} (asked by routing) device=cpu")
+        print(f"    input: modalities={sorted(region.input.modalities)}")
         print(f"    intended use: {region.intended_use}")
     return 0
 
@@ -114,7 +114,7 @@ def _explain(
     rules: RuleSet,
     specs: Mapping[str, InputSpec],
     calling_ae: str,
-    body_region: BodyRegionModel | None = None,
+    body_region: BodyRegionModels | None = None,
 ) -> int:
     """Print the routing of each study under ``path``; 1 when there is no DICOM series.
 

@@ -52,7 +52,7 @@ from .store.jobs import (
 from .store.tables import Instance, Job, Series, Study
 
 if TYPE_CHECKING:
-    from .infer.bodyregion import BodyRegionModel
+    from .infer.bodyregion import BodyRegionModels
 
 __all__ = ["Pipeline"]
 
@@ -81,7 +81,7 @@ class Pipeline:
     decode: Decode | None = None
     #: The image-based body-region model, asked (as ``classifier``) when the headers do
     #: not name a region; ignored when ``classifier`` is given.
-    body_region: BodyRegionModel | None = None
+    body_region: BodyRegionModels | None = None
 
     #: Answers of the body-region model by (series, instance count): routing a study
     #: asks about every series of it each time one of them completes.
@@ -110,7 +110,7 @@ class Pipeline:
         return self._regions[key]
 
     def _classify_stored(
-        self, model: BodyRegionModel, info: SeriesInfo
+        self, model: BodyRegionModels, info: SeriesInfo
     ) -> tuple[BodyPart, float] | None:
         with self.db.session() as session:
             series_pk = session.scalars(

@@ -25,6 +25,7 @@ __all__ = [
     "TUMOUR",
     "KidneyPhantom",
     "kidney_ct_phantom",
+    "region_anatomy",
     "region_ct",
     "region_slice",
 ]
@@ -296,6 +297,22 @@ def _blur(hu: _F, rng: np.random.Generator) -> _F:
     return ((1 - w) * hu + w * box).astype(np.float32)
 
 
+def region_anatomy(
+    region: BodyPart, size: int, z: float, rng: np.random.Generator, fov_mm: float | None = None
+) -> _F:
+    """The tissues of one axial slice of ``region`` in HU, before blur and scanner noise.
+
+    The parameters are those of :func:`region_slice`; the MR and radiograph generators
+    give these tissues their own contrast.
+    """
+    low, high = _FOV[region]
+    fov = fov_mm if fov_mm is not None else float(rng.uniform(low, high))
+    canvas = _Canvas(size, fov / size, rng)
+    bottom = _DRAW[region](canvas, z)
+    _table(canvas, bottom + canvas.u(5, 30))
+    return canvas.hu
+
+
 def region_slice(
     region: BodyPart, size: int, z: float, rng: np.random.Generator, fov_mm: float | None = None
 ) -> _F:
@@ -314,14 +331,8 @@ def region_slice(
     fov_mm:
         Field of view; random within the region's typical range when ``None``.
     """
-    low, high = _FOV[region]
-    fov = fov_mm if fov_mm is not None else float(rng.uniform(low, high))
-    canvas = _Canvas(size, fov / size, rng)
-    bottom = _DRAW[region](canvas, z)
-    _table(canvas, bottom + canvas.u(5, 30))
-    hu = _blur(canvas.hu, rng) + rng.normal(0.0, rng.uniform(3, 30), canvas.hu.shape).astype(
-        np.float32
-    )
+    hu = _blur(region_anatomy(region, size, z, rng, fov_mm), rng)
+    hu += rng.normal(0.0, rng.uniform(3, 30), hu.shape).astype(np.float32)
     out: _F = np.clip(hu + rng.uniform(-15, 15), -1024, 3071).astype(np.float32)
     return out
 

@@ -6,10 +6,15 @@ none names a region, or they contradict each other, it asks this model (the hook
 :class:`~dicom_ai_node.route.bodypart.BodyRegionClassifier`), and the routing explanation
 says "image classifier" decided, with the confidence.
 
-The model (``models/body_region``, ``task = "body-region"``) reads three axial slices of
-a CT series, at 25, 50 and 75 % along it (by ImagePositionPatient, PS3.3 C.7.6.2), each
-area-resized to 64x64 in HU, and averages the softmax of its five outputs: HEAD, NECK,
-CHEST, ABDOMEN, PELVIS (its labels, in order). Other modalities get no answer.
+A models folder may hold one such model (``task = "body-region"``) per modality: the
+built-in ones read CT (``models/body_region``), MR (``models/mr_body_region``) and
+radiographs (``models/xr_body_region``); :class:`BodyRegionModels` asks the one whose
+``input.modalities`` names the series' Modality. Each reads up to three images of a
+series, at 25, 50 and 75 % along it (by ImagePositionPatient, PS3.3 C.7.6.2, else
+InstanceNumber), each with the Modality LUT applied (PS3.3 C.11.1), MONOCHROME1 inverted
+so that dense is bright as in MONOCHROME2 (PS3.3 C.7.6.3.1.2), and area-resized to
+64x64; it averages the softmax of its outputs, one per label (a body region, in order).
+Modalities no model reads get no answer.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from .runner import Device
 from .torchscript import load_torchscript
 from .volume import Decode, needs_codec, pixels_of
 
-__all__ = ["BODY_REGION_TASK", "BodyRegionModel", "pick_slices"]
+__all__ = ["BODY_REGION_TASK", "BodyRegionModel", "BodyRegionModels", "pick_slices"]
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +140,10 @@ class BodyRegionModel:
                 pixels = [pixels_of(ds) for ds in chosen]
             if any(p.ndim != 2 for p in pixels):
                 return None  # multi-frame or colour: not what the model reads
+            pixels = [
+                p.max() + p.min() - p if ds.get("PhotometricInterpretation") == "MONOCHROME1" else p
+                for ds, p in zip(chosen, pixels, strict=True)
+            ]
             return self.classify(pixels)
         except (
             InferenceError,
@@ -146,3 +155,52 @@ class BodyRegionModel:
         ) as exc:
             log.warning("body region: cannot classify the series: %s", exc)
             return None
+
+
+class BodyRegionModels:
+    """The body-region classifiers of a models folder, each for its own modalities.
+
+    Parameters
+    ----------
+    models:
+        At most one per modality.
+
+    Raises
+    ------
+    ConfigError
+        When two models read the same modality.
+    """
+
+    def __init__(self, models: Sequence[BodyRegionModel]) -> None:
+        self.models = tuple(models)
+        self._by_modality: dict[str, BodyRegionModel] = {}
+        for model in self.models:
+            for modality in model.manifest.input.modalities:
+                other = self._by_modality.setdefault(modality.upper(), model)
+                if other is not model:
+                    raise ConfigError(
+                        f"body-region models {other.manifest.name} and {model.manifest.name} "
+                        f"both read {modality}"
+                    )
+
+    def accepts(self, modality: str) -> bool:
+        """Whether a model reads series of this modality."""
+        return modality.upper() in self._by_modality
+
+    def for_modality(self, modality: str) -> BodyRegionModel | None:
+        """The model that reads this modality, if any."""
+        return self._by_modality.get(modality.upper())
+
+    def classify_files(
+        self, paths: Sequence[Path], decode: Decode | None = None
+    ) -> tuple[BodyPart, float] | None:
+        """Classify a series with the model of its Modality (read from its first file)."""
+        if not paths:
+            return None
+        try:
+            modality = str(dcmread(paths[0], stop_before_pixels=True).get("Modality", ""))
+        except (OSError, InvalidDicomError, ValueError, TypeError) as exc:
+            log.warning("body region: cannot read the series: %s", type(exc).__name__)
+            return None
+        model = self.for_modality(modality)
+        return None if model is None else model.classify_files(paths, decode)

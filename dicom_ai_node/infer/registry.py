@@ -17,7 +17,7 @@ from .manifest import ModelManifest, load_manifest
 from .runner import Device, Runner, make_runner
 
 if TYPE_CHECKING:
-    from .bodyregion import BodyRegionModel
+    from .bodyregion import BodyRegionModels
 
 __all__ = ["ModelRegistry", "choose_device"]
 
@@ -63,8 +63,9 @@ class ModelRegistry:
         self.models_dir = models_dir
         self.device = device
         self.manifests: dict[str, ModelManifest] = {}
-        #: The body-region classifier's manifest (``task = "body-region"``), not routed to.
-        self.body_region: ModelManifest | None = None
+        #: The body-region classifiers' manifests (``task = "body-region"``), one per
+        #: modality; asked by the router, not routed to.
+        self.body_regions: list[ModelManifest] = []
         self._runners: dict[str, Runner] = {}
         self._lock = threading.Lock()
         for path in sorted(models_dir.glob("*/model.toml")):
@@ -72,9 +73,14 @@ class ModelRegistry:
                 continue
             manifest = load_manifest(path)
             if manifest.task == "body-region":  # infer/bodyregion.py: asked by the router
-                if self.body_region is not None:
-                    raise ConfigError(f"{path}: a second body-region model")
-                self.body_region = manifest
+                for other in self.body_regions:
+                    both = sorted(manifest.input.modalities & other.input.modalities)
+                    if both:
+                        raise ConfigError(
+                            f"{path}: a second body-region model for {', '.join(both)} "
+                            f"(besides {other.name})"
+                        )
+                self.body_regions.append(manifest)
                 continue
             if manifest.name in self.manifests:
                 raise ConfigError(f"{path}: model name {manifest.name!r} used twice")
@@ -105,13 +111,13 @@ class ModelRegistry:
                 self._runners[name] = runner
             return runner
 
-    def body_region_model(self) -> BodyRegionModel | None:
-        """The body-region classifier, if the models folder has one."""
-        if self.body_region is None:
+    def body_region_model(self) -> BodyRegionModels | None:
+        """The body-region classifiers, if the models folder has any."""
+        if not self.body_regions:
             return None
-        from .bodyregion import BodyRegionModel
+        from .bodyregion import BodyRegionModel, BodyRegionModels
 
-        return BodyRegionModel(self.body_region, self.device)
+        return BodyRegionModels([BodyRegionModel(m, self.device) for m in self.body_regions])
 
     def warm_up(self) -> None:
         """Load every model now, so the first study does not wait."""

@@ -1,10 +1,12 @@
-"""Run the body-region model on the real CT images that pydicom and pydicom-data ship.
+"""Run the body-region models on the real CT, MR and radiograph images of pydicom(-data).
 
-Prints one line per image: file, the region its headers give (if any), the model's
-answer and confidence. The truth column of MODEL_CARD.md comes from looking at each
-image. Usage::
+Prints one line per image: file, the region its headers give (if any), the answer of
+the body-region model of its modality (as the node reads the file: Modality LUT,
+MONOCHROME1 inverted) and its confidence. The truth columns of the model cards
+(``models/body_region``, ``models/mr_body_region``, ``models/xr_body_region``) come from
+looking at each image. Usage::
 
-    python models/body_region/real_images.py [--model models/body_region]
+    python models/body_region/real_images.py [--models models]
 """
 
 from __future__ import annotations
@@ -14,18 +16,27 @@ import sys
 import warnings
 from pathlib import Path
 
-import numpy as np
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
-from dicom_ai_node.infer.bodyregion import BodyRegionModel  # noqa: E402
-from dicom_ai_node.infer.manifest import load_manifest  # noqa: E402
+from dicom_ai_node.infer.registry import ModelRegistry  # noqa: E402
 from dicom_ai_node.infer.runner import Device  # noqa: E402
 
-FILES = ("693_UNCI.dcm", "bad_sequence.dcm", "explicit_VR-UN.dcm", "CT_small.dcm")
+FILES = (
+    "693_UNCI.dcm",
+    "bad_sequence.dcm",
+    "explicit_VR-UN.dcm",
+    "CT_small.dcm",
+    "MR_small.dcm",
+    "MR-SIEMENS-DICOM-WithOverlays.dcm",
+    "MR2_UNCI.dcm",
+    "emri_small.dcm",
+    "RG1_UNCI.dcm",
+    "RG3_UNCI.dcm",
+)
 
 
 def _path(name: str) -> Path | None:
@@ -41,9 +52,10 @@ def _path(name: str) -> Path | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, default=HERE)
+    parser.add_argument("--models", type=Path, default=HERE.parent)
     args = parser.parse_args(argv)
-    model = BodyRegionModel(load_manifest(args.model / "model.toml"), Device("cpu"))
+    models = ModelRegistry(args.models, Device("cpu")).body_region_model()
+    assert models is not None, f"no body-region model in {args.models}"
     for name in FILES:
         path = _path(name)
         if path is None:
@@ -51,14 +63,11 @@ def main(argv: list[str] | None = None) -> int:
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # some of these files are broken on purpose
-            ds = dcmread(path)
-            pixels = ds.pixel_array
-        hu = pixels.astype(np.float32) * float(ds.get("RescaleSlope", 1)) + float(
-            ds.get("RescaleIntercept", 0)
-        )
-        region, confidence = model.classify([hu])
+            ds = dcmread(path, stop_before_pixels=True)
+            answer = models.classify_files([path])
         header = ds.get("BodyPartExamined") or ds.get("StudyDescription") or "-"
-        print(f"{name}: header {header!s}, model {region.value} ({confidence:.2f})")
+        found = "no answer" if answer is None else f"{answer[0].value} ({answer[1]:.2f})"
+        print(f"{name}: {ds.get('Modality')}, header {header!s}, model {found}")
     return 0
 
 

@@ -23,6 +23,7 @@ import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -96,9 +97,12 @@ def make_training_set(cfg: Config) -> tuple[Tensor, Tensor]:
     return torch.cat(images), torch.tensor(labels)
 
 
-def train(cfg: Config, x: Tensor, y: Tensor, log: bool = True) -> RegionNet:
+def train(
+    cfg: Any, x: Tensor, y: Tensor, log: bool = True, make: Callable[[], RegionNet] = RegionNet
+) -> RegionNet:
+    """Train ``make()`` on (x, y); ``cfg`` gives seed, steps, batch_size and lr."""
     torch.manual_seed(cfg.seed)
-    model = RegionNet()
+    model = make()
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     generator = torch.Generator().manual_seed(cfg.seed)
     model.train()

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from pydicom.dataset import Dataset
 from sqlalchemy import select
@@ -17,12 +18,20 @@ from sqlalchemy import select
 from dicom_ai_node.app import Node
 from dicom_ai_node.cli import main
 from dicom_ai_node.domain import BodyPart, SeriesState
+from dicom_ai_node.mr_phantoms import brain_mr_phantom
 from dicom_ai_node.phantoms import ChestPhantom
+from dicom_ai_node.radiograph_phantoms import chest_radiograph, extremity_radiograph
 from dicom_ai_node.region_phantoms import region_ct
 from dicom_ai_node.send.scu import Peer, send_datasets
 from dicom_ai_node.settings import load_settings
 from dicom_ai_node.store.tables import Series
-from dicom_ai_node.testing import make_ct_series, phantom_to_datasets, write_series
+from dicom_ai_node.testing import (
+    make_ct_series,
+    mr_to_datasets,
+    phantom_to_datasets,
+    radiograph_to_dataset,
+    write_series,
+)
 
 from ..conftest import free_port, write_node_config
 from .test_pipeline import jobs, wait_until
@@ -144,3 +153,60 @@ def test_each_series_of_a_study_is_classified_once(tmp_path: Path) -> None:
     finally:
         node.stop()
     assert sorted(read) == [12, 12, 12], read
+
+
+def test_mr_and_radiographs_without_body_part_headers_are_routed_from_pixels(
+    tmp_path: Path,
+) -> None:
+    """One body-region model per modality: a T1 brain MR series and chest and forearm
+    radiographs, none naming a region in any header, reach the atrophy, chest and
+    fracture models, each decision saying that the image classifier decided."""
+    port = free_port()
+    config = write_node_config(tmp_path, f"sqlite:///{tmp_path / 'n.db'}", port, [], 0.5)
+    node = Node(load_settings(config))
+    brain = mr_to_datasets(
+        brain_mr_phantom(16, 128, seed=31),
+        seed=31,
+        body_part_examined=None,
+        series_description="T1 AX",
+        study_description="",
+    )
+    rng = np.random.default_rng(32)
+    chest = radiograph_to_dataset(chest_radiograph(256, rng), seed=32, body_part_examined=None)
+    forearm = radiograph_to_dataset(
+        extremity_radiograph(256, rng, fracture=True),
+        seed=33,
+        monochrome1=True,
+        view_position="AP",
+        body_part_examined=None,
+    )
+    expected = {
+        brain[0].SeriesInstanceUID: (BodyPart.HEAD, "mr-brain-atrophy"),
+        chest.SeriesInstanceUID: (BodyPart.CHEST, "cxr-abnormal"),
+        forearm.SeriesInstanceUID: (None, "xr-fracture"),
+    }
+    for datasets in (brain, [chest], [forearm]):
+        assert "BodyPartExamined" not in datasets[0]
+    try:
+        node.start()
+        peer = Peer("AI_NODE", "127.0.0.1", port)
+        for datasets in (brain, [chest], [forearm]):
+            assert all(o.delivered for o in send_datasets(datasets, peer, calling_ae_title="XR1"))
+
+        def decided() -> list[Series]:
+            with node.db.session() as session:
+                rows = list(session.scalars(select(Series)))
+            done = (SeriesState.ROUTED.value, SeriesState.NOT_ROUTED.value)
+            return rows if len(rows) == 3 and all(r.state in done for r in rows) else []
+
+        wait_until(lambda: bool(decided()), 60, "three routing decisions")
+        models = {j.series_fk: j.model_name for j in jobs(node)}
+        for row in decided():
+            region, model = expected[row.series_instance_uid]
+            assert row.state == SeriesState.ROUTED.value, row.reason
+            assert "from image classifier" in row.reason, row.reason
+            if region is not None:  # a forearm or a lower leg: either limb routes there
+                assert f"body part {region.value} from image classifier" in row.reason
+            assert models[row.pk] == model, (row.reason, models)
+    finally:
+        node.stop()

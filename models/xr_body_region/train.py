@@ -1,0 +1,170 @@
+"""Train the built-in radiograph body-region classifier on generated films; write weights.
+
+Training data: radiographs of the head, chest, abdomen, pelvis, upper and lower
+extremity from ``dicom_ai_node.xr_region_phantoms`` (projected ellipsoids and bone
+tubes; the chest films of the ``cxr-abnormal`` generator; hand, forearm, elbow and
+shoulder views for the arm, foot, ankle, knee and lower-leg views for the leg), each
+cropped to a random aspect ratio and area-resized to 64x64 as the node squeezes a film,
+all made here from seeds: no download, reproducible. The network and training loop are
+the CT body-region model's (``models/body_region``), with per-image percentile
+normalisation (radiographs have no units).
+
+Scoring: held-out films (seeds from 10 000 on), one per "series" as a radiograph series
+usually is, plus the fracture model's forearm and lower-leg films
+(``dicom_ai_node.radiograph_phantoms.extremity_radiograph``), right when called either
+extremity (both route to the fracture model; the generator does not say which limb).
+
+Usage::
+
+    python models/xr_body_region/train.py --out models/xr_body_region          # full run
+    python models/xr_body_region/train.py --smoke --out /tmp/xr-body-region    # < 60 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+HERE = Path(__file__).resolve().parent
+CT = HERE.parent / "body_region"
+sys.path.insert(0, str(HERE.parents[1]))
+sys.path.insert(0, str(CT))
+
+from net import RegionNet, count_parameters  # noqa: E402
+
+from dicom_ai_node.domain import BodyPart  # noqa: E402
+from dicom_ai_node.provenance import run_record  # noqa: E402
+from dicom_ai_node.radiograph_phantoms import extremity_radiograph  # noqa: E402
+from dicom_ai_node.xr_region_phantoms import XR_REGIONS, region_radiograph  # noqa: E402
+
+_spec = importlib.util.spec_from_file_location("region_train", CT / "train.py")
+assert _spec is not None and _spec.loader is not None
+region_train = importlib.util.module_from_spec(_spec)
+sys.modules["region_train"] = region_train
+_spec.loader.exec_module(region_train)
+
+TEST_SEED_BASE = 10_000
+SERIES_ACCURACY_MIN = 0.95
+LIMBS = {XR_REGIONS.index(BodyPart.UPPER_EXTREMITY), XR_REGIONS.index(BodyPart.LOWER_EXTREMITY)}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of one training run (all recorded in metrics.json)."""
+
+    seed: int = 0
+    films_per_region: int = 2500
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 3e-3
+    eval_films_per_region: int = 40
+    eval_fracture_films: int = 20
+
+    @staticmethod
+    def smoke(seed: int) -> Config:
+        return Config(
+            seed=seed,
+            films_per_region=120,
+            steps=60,
+            eval_films_per_region=4,
+            eval_fracture_films=2,
+        )
+
+
+def make_net() -> RegionNet:
+    """The CT body-region network with per-image percentile normalisation."""
+    return RegionNet(len(XR_REGIONS), percentile=True)
+
+
+def crop(film: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A film cut to a random aspect ratio (3:4 to 4:3), as detectors and cassettes are."""
+    keep = int(film.shape[0] * rng.uniform(0.75, 1.0))
+    start = int(rng.integers(0, film.shape[0] - keep + 1))
+    return film[start : start + keep] if rng.random() < 0.5 else film[:, start : start + keep]
+
+
+def make_training_set(cfg: Config) -> tuple[Tensor, Tensor]:
+    rng = np.random.default_rng(cfg.seed)
+    images: list[Tensor] = []
+    labels: list[int] = []
+    for index, region in enumerate(XR_REGIONS):
+        for _ in range(cfg.films_per_region):
+            size = int(rng.choice([128, 160, 192, 256]))
+            film = crop(region_radiograph(region, size, rng), rng)
+            images.append(region_train.resize(film[None]))
+            labels.append(index)
+    return torch.cat(images), torch.tensor(labels)
+
+
+def evaluate(module: torch.nn.Module, cfg: Config) -> dict[str, Any]:
+    rng = np.random.default_rng(TEST_SEED_BASE)
+    per_region: dict[str, dict[str, float]] = {}
+    right = total = 0
+
+    def score(name: str, hits: int, count: int) -> None:
+        nonlocal right, total
+        per_region[name] = {"series": count, "accuracy": hits / max(1, count)}
+        right, total = right + hits, total + count
+
+    for index, region in enumerate(XR_REGIONS):
+        hits = 0
+        for _ in range(cfg.eval_films_per_region):
+            film = crop(region_radiograph(region, int(rng.choice([256, 512])), rng), rng)
+            hits += region_train.classify_series(module, film[None])[0] == index
+        score(region.value, hits, cfg.eval_films_per_region)
+    hits = 0
+    for k in range(cfg.eval_fracture_films):
+        seed = np.random.default_rng(TEST_SEED_BASE + 5000 + k)
+        film = extremity_radiograph(256, seed, fracture=k % 2 == 1)
+        hits += region_train.classify_series(module, film.image[None])[0] in LIMBS
+    score("UPPER or LOWER_EXTREMITY (fracture-model films)", hits, cfg.eval_fracture_films)
+    return {"series_accuracy": right / total, "series": total, "per_region": per_region}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--smoke", action="store_true", help="tiny run (< 60 s) for CI")
+    args = parser.parse_args(argv)
+    cfg = Config.smoke(args.seed) if args.smoke else Config(seed=args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    x, y = make_training_set(cfg)
+    print(f"training set: {len(x)} slices in {time.perf_counter() - started:.1f} s", flush=True)
+    model = region_train.train(cfg, x, y, make=make_net)
+    region_train.export(model, args.out / "model.pt")
+    module = torch.jit.load(str(args.out / "model.pt"))  # score what ships
+    metrics = evaluate(module, cfg)
+    elapsed = time.perf_counter() - started
+    record = {
+        **run_record(
+            "xr-body-region",
+            "models/xr_body_region/train.py",
+            argv or sys.argv[1:],
+            smoke=args.smoke,
+            config=asdict(cfg),
+        ),
+        "parameters": count_parameters(model),
+        "training_seconds": round(elapsed, 1),
+        "held_out": metrics,
+        "acceptance": {"series_accuracy_min": SERIES_ACCURACY_MIN},
+    }
+    (args.out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps(metrics, indent=2))
+    print(f"done in {elapsed:.1f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
