@@ -20,7 +20,8 @@ each (a thyroid examination has 20-40 stills; each image gets its own SEG);
 a typical cardiac MR function series); ``cta-aneurysm`` a generated head CTA of 300
 slices of 512x512 with two aneurysms; ``mg-calcification`` one generated 24 x 30 cm
 mammogram (about 3000 x 2400 pixels at 0.1 mm) with two clusters, read in tiles;
-``mr-liver-lesion`` a generated liver MR of 40 slices of 256x256 with three lesions.
+``mr-liver-lesion`` a generated liver MR of 40 slices of 256x256 with three lesions;
+``mr-kidney-tumour`` a generated kidney MR of 40 slices of 256x256 with a renal tumour.
 
 Reference in the same run: each model also runs once per round in plain fp32
 (``infer.bf16 = false``; the node's default uses bf16 autocast on CPUs that have it),
@@ -61,6 +62,7 @@ from dicom_ai_node.infer.volume import load_volume
 from dicom_ai_node.liver_phantoms import liver_mr_phantom
 from dicom_ai_node.mammo_phantoms import mammogram
 from dicom_ai_node.mr_phantoms import BrainPhantom, brain_mr_phantom
+from dicom_ai_node.mr_region_phantoms import kidney_mr_phantom
 from dicom_ai_node.phantoms import ChestPhantom
 from dicom_ai_node.radiograph_phantoms import chest_radiograph, extremity_radiograph
 from dicom_ai_node.region_phantoms import kidney_ct_phantom
@@ -126,6 +128,13 @@ def study_for(manifest: ModelManifest, slices: int) -> list[Dataset]:
         liver = liver_mr_phantom(5, slices=40, size=256, lesions=3)
         as_mr = BrainPhantom(liver.image, liver.labels, liver.spacing_mm, 0.0)
         datasets = mr_to_datasets(as_mr, seed=5, body_part_examined="ABDOMEN")
+        return [_reread(ds) for ds in datasets]
+    if manifest.name == "mr-kidney-tumour":
+        kidney = kidney_mr_phantom(40, 256, (4.0, 1.5, 1.5), seed=5, tumour=True)
+        volume = BrainPhantom(kidney.hu.astype(np.float32), kidney.labels, kidney.spacing_mm, 0.0)
+        datasets = mr_to_datasets(
+            volume, seed=5, body_part_examined="ABDOMEN", series_description="T2 HASTE AX"
+        )
         return [_reread(ds) for ds in datasets]
     if manifest.name == "mr-cine-lv":
         ph = cine_phantom(5, levels=10, phases=25, size=192)

@@ -152,7 +152,9 @@ def test_an_abdominal_t2_mr_routes_to_it_and_other_series_do_not() -> None:
     studies = [t2, liver, t1, dwi]
     routing = route_study([series_of(s) for s in studies], rules, registry.specs)
     models = [routing.for_series(s[0].SeriesInstanceUID).models for s in studies]
-    assert models == [("mr-liver-lesion",), ("mr-liver-lesion",), (), ()]
+    # the kidney model reads abdominal T2 and post-contrast MR as well
+    kidney = "mr-kidney-tumour"
+    assert models == [("mr-liver-lesion", kidney), ("mr-liver-lesion", kidney), (kidney,), ()]
 
 
 @pytest.mark.slow

@@ -1,0 +1,75 @@
+"""The MR kidney model's results, made by the node's own runner and encoders from a
+generated kidney MR with a renal tumour: dciodvfy reports no errors, and OHIF 3.13's
+libraries load the SEG on the MR series and show every SR group (kidneys, the tumour
+with its long axis and volume)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dicom_ai_node.encode import device_uid, encode_results
+from dicom_ai_node.infer.registry import ModelRegistry
+from dicom_ai_node.infer.runner import Device
+from dicom_ai_node.infer.volume import load_volume
+from dicom_ai_node.mr_phantoms import BrainPhantom
+from dicom_ai_node.mr_region_phantoms import kidney_mr_phantom
+from dicom_ai_node.region_phantoms import TUMOUR
+from dicom_ai_node.testing import mr_to_datasets, write_series
+
+from ..tools import dciodvfy_errors, viewer_check
+
+pytestmark = pytest.mark.interop
+
+REPO = Path(__file__).resolve().parents[2]
+#: A held-out phantom (train.py trains on 0..159).
+SEED = 20_710
+
+
+def test_mr_kidney_results_validate_and_load_in_the_viewer(tmp_path: Path) -> None:
+    ph = kidney_mr_phantom(30, 256, (4.0, 1.4, 1.4), SEED, tumour=True)
+    datasets = mr_to_datasets(
+        BrainPhantom(ph.hu.astype(np.float32), ph.labels, ph.spacing_mm, 0.0),
+        seed=SEED,
+        body_part_examined="KIDNEY",
+        series_description="T2 HASTE AX",
+        study_description="MR KIDNEYS",
+    )
+    registry = ModelRegistry(REPO / "models", Device("cpu"))
+    manifest = registry.manifests["mr-kidney-tumour"]
+    runner = registry.runner("mr-kidney-tumour")
+    volume, ordered, issues = load_volume(datasets)
+    assert volume is not None and issues == ()
+    output = runner.postprocess(runner.predict(runner.preprocess(volume)), volume)
+    names = [label.name for label in output.labels]
+    assert names[0] == "Kidney" and any(n.startswith("Renal tumour") for n in names), names
+    true_ml = ph.volume_ml(TUMOUR)
+    tumours = {label.value for label in output.labels if label.name.startswith("Renal tumour")}
+    volumes = [
+        m.value
+        for m in output.measurements
+        if m.concept.meaning == "Volume" and m.label_value in tumours
+    ]
+    assert max(volumes) / 1000 == pytest.approx(true_ml, rel=0.5), (volumes, true_ml)
+    results = encode_results(
+        ordered,
+        output,
+        manifest.algorithm(device_uid(manifest.name, manifest.version)),
+        "mr-kidney-interop",
+        content_datetime=dt.datetime(2026, 1, 2, 3, 4, 5),
+    )
+    [seg] = [ds for ds in results if ds.Modality == "SEG"]
+    [sr] = [ds for ds in results if ds.Modality == "SR" and "findings" not in ds.SeriesDescription]
+    write_series(ordered, tmp_path / "source")
+    paths = {}
+    for name, ds in (("seg", seg), ("sr", sr)):
+        paths[name] = tmp_path / f"{name}.dcm"
+        ds.save_as(paths[name], enforce_file_format=True)
+        assert dciodvfy_errors(paths[name]) == [], name
+    shown = viewer_check(paths["sr"], paths["seg"], tmp_path / "source")
+    assert shown["seg"]["problems"] == [] and shown["seg"]["ohifLoads"] is True
+    assert shown["sr"]["problems"] == []
+    assert shown["sr"]["displayedGroups"] == len(output.labels)
