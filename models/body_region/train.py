@@ -22,8 +22,8 @@ import json
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 

@@ -46,6 +46,7 @@ from dicom_ai_node.domain import Volume  # noqa: E402
 from dicom_ai_node.geometry import components  # noqa: E402
 from dicom_ai_node.infer.instances import segmentation_output  # noqa: E402
 from dicom_ai_node.infer.measure import long_axis_mm  # noqa: E402
+from dicom_ai_node.infer.slices import bf16_supported  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("lung_train", LUNGS / "train.py")
 assert _spec is not None and _spec.loader is not None
@@ -127,7 +128,8 @@ def train(cfg: Config, x: Tensor, y: Tensor) -> LungUNet:
             xb, yb = torch.flip(xb, dims=(3,)), torch.flip(yb, dims=(3,))
         for group in opt.param_groups:
             group["lr"] = lung_train.lr_at(step, cfg)
-        with torch.autocast("cpu", dtype=torch.bfloat16):  # 2.4x faster steps here
+        # bf16: 2.4x faster steps on CPUs with native bf16, 10x slower without it
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_supported()):
             logits = model(xb.contiguous(memory_format=torch.channels_last))
         loss = lung_train.loss_fn(logits.float(), yb, weight)
         opt.zero_grad(set_to_none=True)

@@ -51,7 +51,11 @@ from dicom_ai_node.infer.clusters import (  # noqa: E402
     ClusterRules,
     cluster_output,
 )
-from dicom_ai_node.infer.slices import label_argmax, volume_percentiles  # noqa: E402
+from dicom_ai_node.infer.slices import (  # noqa: E402
+    bf16_supported,
+    label_argmax,
+    volume_percentiles,
+)
 from dicom_ai_node.infer.tiles import resample, sliding_window  # noqa: E402
 from dicom_ai_node.mammo_phantoms import CALCIFICATION, mammogram  # noqa: E402
 
@@ -152,7 +156,8 @@ def train(cfg: Config, x: Tensor, y: Tensor) -> LungUNet:
             xb, yb = torch.flip(xb, dims=(2,)), torch.flip(yb, dims=(2,))
         for group in opt.param_groups:
             group["lr"] = lung_train.lr_at(step, cfg)
-        with torch.autocast("cpu", dtype=torch.bfloat16):  # 2.4x faster steps here
+        # bf16: 2.4x faster steps on CPUs with native bf16, 10x slower without it
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_supported()):
             logits = model(xb.contiguous(memory_format=torch.channels_last))
         loss = lung_train.loss_fn(logits.float(), yb, weight)
         opt.zero_grad(set_to_none=True)

@@ -45,7 +45,7 @@ sys.path.insert(0, str(HERE))
 from cine_net import CineUNet, count_parameters  # noqa: E402
 
 from dicom_ai_node.cine_phantoms import CAVITY, MYOCARDIUM, cine_phantom  # noqa: E402
-from dicom_ai_node.infer.slices import volume_percentiles  # noqa: E402
+from dicom_ai_node.infer.slices import bf16_supported, volume_percentiles  # noqa: E402
 from dicom_ai_node.provenance import run_record  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("lung_train", LUNGS / "train.py")
@@ -114,7 +114,8 @@ def train(cfg: Config, data: list[tuple[Tensor, Tensor]]) -> CineUNet:
         yb = torch.roll(y, -shift, dims=0).to(torch.float32) / 255
         for group in opt.param_groups:
             group["lr"] = lung_train.lr_at(step, cfg)
-        with torch.autocast("cpu", dtype=torch.bfloat16):  # 2.4x faster steps here
+        # bf16: 2.4x faster steps on CPUs with native bf16, 10x slower without it
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_supported()):
             logits = model(xb.contiguous(memory_format=torch.channels_last))
         loss = lung_train.loss_fn(logits.float(), yb)
         opt.zero_grad(set_to_none=True)
