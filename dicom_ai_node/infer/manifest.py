@@ -243,7 +243,8 @@ def _check_classification(manifest: ModelManifest, where: str) -> None:
 
 def _check_preprocess(manifest: ModelManifest, where: str) -> None:
     """``geometry`` volume, projection or cine, ``require_calibration`` (projection only),
-    ``intensity`` "percentile", and tiling (``tile``, ``pixel_mm``, ``tile_overlap``)."""
+    ``intensity`` "percentile" with its ``intensity_ceiling``, and tiling (``tile``,
+    ``pixel_mm``, ``tile_overlap``)."""
     pre = manifest.preprocess
     if pre.get("geometry", "volume") not in ("volume", "projection", "cine"):
         raise ConfigError(f"{where}: preprocess.geometry is volume, projection or cine")
@@ -258,6 +259,11 @@ def _check_preprocess(manifest: ModelManifest, where: str) -> None:
         )
     if pre.get("intensity", "percentile") != "percentile":
         raise ConfigError(f'{where}: preprocess.intensity can only be "percentile"')
+    ceiling = pre.get("intensity_ceiling", 1.0)
+    if not isinstance(ceiling, int | float) or isinstance(ceiling, bool) or ceiling < 1:
+        raise ConfigError(f"{where}: preprocess.intensity_ceiling is a number of 1 or more")
+    if "intensity_ceiling" in pre and pre.get("intensity") != "percentile":
+        raise ConfigError(f'{where}: preprocess.intensity_ceiling needs intensity = "percentile"')
     if not isinstance(pre.get("tile", False), bool):
         raise ConfigError(f"{where}: preprocess.tile is true or false")
     pixel_mm = pre.get("pixel_mm", 1.0)

@@ -157,13 +157,17 @@ class SliceSegmenter(WarmNetwork):
     """Runs a 2-D segmentation network slice by slice in batches, kept warm after load.
 
     The network returns logits (N, 1 + labels, h, w). ``preprocess.intensity =
-    "percentile"`` scales a series by its own percentiles instead of a window.
+    "percentile"`` scales a series by its own percentiles instead of a window, clipped at
+    ``preprocess.intensity_ceiling`` (default 1.0).
     Subclasses implement :meth:`_load` (once) and :meth:`_forward` (per batch).
     """
 
     def __init__(self, manifest: ModelManifest, device: Device) -> None:
         super().__init__(manifest, device)
         self.percentile = manifest.preprocess.get("intensity") == "percentile"
+        #: Where percentile-scaled values are clipped: 1.0 (the 99th percentile) unless
+        #: the manifest keeps headroom for what is brighter (``intensity_ceiling``).
+        self.ceiling = float(manifest.preprocess.get("intensity_ceiling", 1.0))
         self.tile = bool(manifest.preprocess.get("tile", False))
         pixel_mm = manifest.preprocess.get("pixel_mm")
         self.pixel_mm = float(pixel_mm) if pixel_mm is not None else None
@@ -180,7 +184,7 @@ class SliceSegmenter(WarmNetwork):
         x = torch.from_numpy(np.ascontiguousarray(volume.voxels)).unsqueeze(1)
         if self.percentile:  # uncalibrated units (MR): the series' 1st..99th percentile
             low, high = volume_percentiles(volume.voxels)
-            x = ((x - low) / max(high - low, 1e-6)).clamp_(0.0, 1.0)
+            x = ((x - low) / max(high - low, 1e-6)).clamp_(0.0, self.ceiling)
         elif self.window is not None:
             low, high = self.window
             x = ((x - low) / (high - low)).clamp_(0.0, 1.0)
