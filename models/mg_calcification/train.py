@@ -3,13 +3,15 @@
 The network is the lung model's 2-D UNet (``models/ct_chest_lungs/net.py``, two
 classes: background, calcification) with its input window 0..1, trained on 128x128
 tiles at 0.1 mm pixels cut from ``dicom_ai_node.mammo_phantoms.mammogram`` images drawn
-here from seeds (no download, reproducible): each image is scaled as the node scales it
-(its 1st..99th percentile to 0..1) and resampled as the node resamples it
-(``dicom_ai_node.infer.tiles.resample``); half the tiles are centred on calcifications,
-half anywhere in the breast. Loss (calcifications weighted more), schedule and export
-are the lung model's (``models/ct_chest_lungs/train.py``).
+here from seeds (no download, reproducible): 6-9 cm details and (version 1.1) whole
+30 cm mammograms, whose tissue texture is coarser at the same pixel size. Each image is
+scaled as the node scales it (its 1st..99th percentile to 0..1) and resampled as the
+node resamples it (``dicom_ai_node.infer.tiles.resample``); half the tiles are centred
+on calcifications, half anywhere in the breast. Loss (calcifications weighted more),
+schedule and export are the lung model's (``models/ct_chest_lungs/train.py``).
 
-Scoring runs the node's path on held-out images (seeds from 10 000): the same tiling
+Scoring runs the node's path on held-out details and whole mammograms (seeds from
+10 000): the same tiling
 (``sliding_window``), argmax, and the node's clustering with this model's ``model.toml``
 (``dicom_ai_node.infer.clusters``): calcification sensitivity (a true speck with a
 found one within 0.3 mm) and false specks per image, cluster sensitivity (a true cluster
@@ -66,8 +68,14 @@ sys.modules["lung_train"] = lung_train  # dataclasses look their module up there
 _spec.loader.exec_module(lung_train)
 
 TEST_SEED_BASE = 10_000
+#: whole mammograms: their training seeds, and their height
+WHOLE_SEED_BASE = 5_000
+WHOLE_MM = 300.0
 TILE = 128
 PIXEL_MM = 0.1
+#: percentile-scaled values are clipped here, not at 1 (model.toml intensity_ceiling): a
+#: calcification in dense tissue lies above the image's 99th percentile
+CEILING = 2.0
 CLASSES = 2
 CALC_WEIGHT = 8.0
 #: A true speck counts as found with a found speck's centre this close.
@@ -76,6 +84,7 @@ MATCH_MM = 0.3
 CLUSTER_SENSITIVITY_MIN = 0.8
 FALSE_CLUSTERS_MAX = 0.3
 SPECK_SENSITIVITY_MIN = 0.6
+WHOLE_CLUSTER_SENSITIVITY_MIN = 0.75  # on whole 30 cm mammograms
 
 
 @dataclass(frozen=True)
@@ -85,31 +94,45 @@ class Config:
     seed: int = 0
     train_images: int = 300
     tiles_per_image: int = 8
-    steps: int = 1500
+    steps: int = 1200
     batch_size: int = 16
     lr: float = 2e-3
     weight_decay: float = 1e-5
     eval_images: int = 30
     workers: int = 2
+    #: whole 30 cm mammograms (seeds from WHOLE_SEED_BASE), and tiles cut from each
+    whole_images: int = 60
+    whole_tiles_per_image: int = 24
+    eval_whole_images: int = 4
 
     @staticmethod
     def smoke(seed: int) -> Config:
         return Config(
-            seed=seed, train_images=6, tiles_per_image=4, steps=20, eval_images=2, workers=1
+            seed=seed,
+            train_images=6,
+            tiles_per_image=4,
+            steps=20,
+            eval_images=2,
+            workers=1,
+            whole_images=1,
+            whole_tiles_per_image=4,
+            eval_whole_images=0,
         )
 
 
 def prepared(image: np.ndarray, pixel_mm: float) -> Tensor:
-    """An image as the node prepares it: percentile-scaled, resampled to 0.1 mm."""
+    """An image as the node prepares it: percentile-scaled (1st..99th to 0..1, clipped at
+    the ceiling), resampled to 0.1 mm."""
     low, high = volume_percentiles(image)
-    x = torch.from_numpy(np.clip((image - low) / max(high - low, 1e-6), 0, 1).astype(np.float32))
+    scaled = np.clip((image - low) / max(high - low, 1e-6), 0, CEILING)
+    x = torch.from_numpy(scaled.astype(np.float32))
     return resample(x[None, None], (pixel_mm, pixel_mm), PIXEL_MM)
 
 
-def _make(seed: int, tiles: int = 8) -> tuple[Tensor, Tensor]:
+def _make(seed: int, tiles: int = 8, height_mm: float | None = None) -> tuple[Tensor, Tensor]:
     torch.set_num_threads(1)
     rng = np.random.default_rng([seed, 3])
-    mg = mammogram(np.random.default_rng(seed))
+    mg = mammogram(np.random.default_rng(seed), height_mm=height_mm)
     x = prepared(mg.image, mg.pixel_mm)[0, 0]
     onehot = F.one_hot(torch.from_numpy(mg.labels.astype(np.int64)), CLASSES).permute(2, 0, 1)
     y = resample(onehot[None].float(), (mg.pixel_mm, mg.pixel_mm), PIXEL_MM)[0]
@@ -129,7 +152,12 @@ def _make(seed: int, tiles: int = 8) -> tuple[Tensor, Tensor]:
 
 def make_training_set(cfg: Config) -> tuple[Tensor, Tensor]:
     """Generate the training tiles (in parallel; the result does not depend on workers)."""
-    jobs = [(seed, cfg.tiles_per_image) for seed in range(cfg.train_images)]
+    jobs: list[tuple[int, int, float | None]] = [
+        (seed, cfg.tiles_per_image, None) for seed in range(cfg.train_images)
+    ]
+    jobs += [
+        (WHOLE_SEED_BASE + k, cfg.whole_tiles_per_image, WHOLE_MM) for k in range(cfg.whole_images)
+    ]
     if cfg.workers > 1:
         with concurrent.futures.ProcessPoolExecutor(cfg.workers) as pool:
             parts = list(pool.map(_make, *zip(*jobs, strict=True), chunksize=8))
@@ -141,7 +169,7 @@ def make_training_set(cfg: Config) -> tuple[Tensor, Tensor]:
 def train(cfg: Config, x: Tensor, y: Tensor) -> LungUNet:
     torch.manual_seed(cfg.seed)
     model = LungUNet(classes=CLASSES)
-    model.hu_min, model.hu_max = 0.0, 1.0
+    model.hu_min, model.hu_max = 0.0, CEILING
     model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -256,24 +284,37 @@ def evaluate(module: torch.nn.Module, manifest: Any, cfg: Config) -> dict[str, A
         mg = mammogram(np.random.default_rng(seed))
         pred = segment(module, mg.image, mg.pixel_mm)
         cases.append({"seed": seed, **score_image(manifest, rules, pred, mg)})
+    whole = []
+    for i in range(cfg.eval_whole_images):
+        seed = TEST_SEED_BASE + 500 + i
+        mg = mammogram(np.random.default_rng(seed), clusters=2, height_mm=WHOLE_MM)
+        pred = segment(module, mg.image, mg.pixel_mm)
+        whole.append({"seed": seed, **score_image(manifest, rules, pred, mg)})
+    return {
+        "cases": cases,
+        "summary": summarise(cases),
+        "whole": whole,
+        "whole_summary": summarise(whole),
+    }
+
+
+def summarise(cases: list[dict[str, Any]]) -> dict[str, Any]:
+    """Speck and cluster sensitivity, false findings per image, count errors."""
+    if not cases:
+        return {"images": 0}
     clusters = [c for case in cases for c in case["clusters"]]
     found = [c for c in clusters if c["found"]]
     return {
-        "cases": cases,
-        "summary": {
-            "images": len(cases),
-            "speck_sensitivity": sum(c["specks_found"] for c in cases)
-            / max(1, sum(c["specks"] for c in cases)),
-            "false_specks_per_image": sum(c["false_specks"] for c in cases) / len(cases),
-            "clusters": len(clusters),
-            "cluster_sensitivity": len(found) / max(1, len(clusters)),
-            "false_clusters_per_image": sum(c["false_clusters"] for c in cases) / len(cases),
-            "count_error_median_abs": float(
-                np.median([abs(c["count"] - c["specks"]) for c in found])
-            )
-            if found
-            else float("nan"),
-        },
+        "images": len(cases),
+        "speck_sensitivity": sum(c["specks_found"] for c in cases)
+        / max(1, sum(c["specks"] for c in cases)),
+        "false_specks_per_image": sum(c["false_specks"] for c in cases) / len(cases),
+        "clusters": len(clusters),
+        "cluster_sensitivity": len(found) / max(1, len(clusters)),
+        "false_clusters_per_image": sum(c["false_clusters"] for c in cases) / len(cases),
+        "count_error_median_abs": float(np.median([abs(c["count"] - c["specks"]) for c in found]))
+        if found
+        else float("nan"),
     }
 
 
@@ -291,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
                 "cluster_sensitivity_min": CLUSTER_SENSITIVITY_MIN,
                 "false_clusters_per_image_max": FALSE_CLUSTERS_MAX,
                 "speck_sensitivity_min": SPECK_SENSITIVITY_MIN,
+                "whole_cluster_sensitivity_min": WHOLE_CLUSTER_SENSITIVITY_MIN,
             },
             unit="tiles",
         )
