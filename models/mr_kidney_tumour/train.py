@@ -17,12 +17,9 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import json
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +32,10 @@ LUNGS = HERE.parent / "ct_chest_lungs"
 sys.path.insert(0, str(HERE.parents[1]))
 sys.path.insert(0, str(LUNGS))
 
-from net import LungUNet, count_parameters  # noqa: E402  (the lung model's UNet)
+from net import LungUNet  # noqa: E402  (the lung model's UNet)
 
 from dicom_ai_node.infer.slices import volume_percentiles  # noqa: E402
 from dicom_ai_node.mr_region_phantoms import kidney_mr_phantom  # noqa: E402
-from dicom_ai_node.provenance import run_record  # noqa: E402
 
 
 def _load(name: str, path: Path) -> Any:
@@ -109,73 +105,36 @@ def train(cfg: Any, x: Tensor, y: Tensor) -> LungUNet:
     return model.eval()
 
 
-def evaluate(module: torch.nn.Module, cfg: Any) -> dict[str, Any]:
-    cases = []
-    for i in range(cfg.eval_phantoms):
-        seed = TEST_SEED_BASE + i
-        size, spacing = kidney_train.geometry(seed)
-        ph = kidney_mr_phantom(40, size, spacing, seed, tumour=i % 5 != 4)
-        pred = lung_train.segment(module, scaled(ph.hu.astype(np.float32)), size=INPUT_SIZE)
-        case: dict[str, Any] = {"seed": seed, "size": size, "spacing_mm": list(spacing)}
-        case.update(kidney_train.score(pred, ph.labels, float(np.prod(spacing)) / 1000))
-        cases.append(case)
-    kidney = [c["kidney"]["dice"] for c in cases]
-    tumours = [c["tumour"] for c in cases if c["tumour"]["present"]]
-    empty = [c["tumour"]["false_positive_ml"] for c in cases if not c["tumour"]["present"]]
-    return {
-        "cases": cases,
-        "summary": {
-            "kidney_dice_mean": float(np.mean(kidney)),
-            "kidney_dice_min": float(np.min(kidney)),
-            "tumour_dice_mean": float(np.mean([t["dice"] for t in tumours])) if tumours else None,
-            "tumour_dice_min": float(np.min([t["dice"] for t in tumours])) if tumours else None,
-            "tumour_volume_error_pct_max_abs": float(
-                np.max([abs(t["volume_error_pct"]) for t in tumours])
-            )
-            if tumours
-            else None,
-            "false_tumour_ml_without_tumour": [float(v) for v in empty],
-        },
-    }
+def evaluate(module: torch.nn.Module, manifest: Any, cfg: Any) -> dict[str, Any]:
+    """The CT kidney model's scoring on held-out MR phantoms, scaled as the node does."""
+
+    def draw(
+        seed: int, size: int, spacing: tuple[float, float, float], tumour: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        ph = kidney_mr_phantom(40, size, spacing, seed, tumour=tumour)
+        return scaled(ph.hu.astype(np.float32)), ph.labels
+
+    result: dict[str, Any] = kidney_train.evaluate(module, cfg, draw)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--smoke", action="store_true", help="tiny run (< 60 s) for CI")
-    args = parser.parse_args(argv)
-    cfg = Config.smoke(args.seed) if args.smoke else Config(seed=args.seed)
-    args.out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    x, y = make_training_set(cfg)
-    print(f"training set: {len(x)} slices in {time.perf_counter() - started:.1f} s", flush=True)
-    model = train(cfg, x, y)
-    lung_train.export(model, args.out / "model.pt")
-    module = torch.jit.load(str(args.out / "model.pt"))  # score what ships
-    metrics = evaluate(module, cfg)
-    elapsed = time.perf_counter() - started
-    record = {
-        **run_record(
-            "mr-kidney-tumour",
-            "models/mr_kidney_tumour/train.py",
-            argv or sys.argv[1:],
-            smoke=args.smoke,
-            config=asdict(cfg),
-        ),
-        "parameters": count_parameters(model),
-        "training_seconds": round(elapsed, 1),
-        "held_out": metrics,
-        "acceptance": {
-            "kidney_dice_min": KIDNEY_DICE_MIN,
-            "tumour_dice_min": TUMOUR_DICE_MIN,
-            "tumour_volume_error_max_abs_pct": TUMOUR_VOLUME_ERROR_MAX_PCT,
-        },
-    }
-    (args.out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps(metrics["summary"], indent=2))
-    print(f"done in {elapsed:.1f} s", flush=True)
-    return 0
+    return int(
+        lung_train.run_scored(
+            argv,
+            doc=__doc__,
+            folder=HERE,
+            config=Config,
+            make_training_set=make_training_set,
+            train=train,
+            evaluate=evaluate,
+            acceptance={
+                "kidney_dice_min": KIDNEY_DICE_MIN,
+                "tumour_dice_min": TUMOUR_DICE_MIN,
+                "tumour_volume_error_max_abs_pct": TUMOUR_VOLUME_ERROR_MAX_PCT,
+            },
+        )
+    )
 
 
 if __name__ == "__main__":
