@@ -108,8 +108,14 @@ def _segment_array(
 
 
 def _describe(ctx: EncodeContext, number: int, label: OutputLabel) -> hd.seg.SegmentDescription:
-    """Segment Sequence item (PS3.3 C.8.20.2) with codes, colour and algorithm."""
-    return hd.seg.SegmentDescription(
+    """Segment Sequence item (PS3.3 C.8.20.2) with codes, colour and algorithm.
+
+    A label with a laterality (a paired structure coded without its side, e.g. the
+    hippocampus) gets it in the Segmented Property Type Modifier Code Sequence
+    (0062,0011), nested in the type's item (PS3.3 Table 10-25 via C.8.20.2);
+    highdicom's constructor has no argument for it.
+    """
+    description = hd.seg.SegmentDescription(
         segment_number=number,
         segment_label=label.name,
         segmented_property_category=coded(label.category),
@@ -120,6 +126,10 @@ def _describe(ctx: EncodeContext, number: int, label: OutputLabel) -> hd.seg.Seg
         tracking_id=label.name,
         display_color=hd.color.CIELabColor.from_rgb(*label.color_rgb),
     )
+    if label.laterality is not None:
+        property_type = description.SegmentedPropertyTypeCodeSequence[0]
+        property_type.SegmentedPropertyTypeModifierCodeSequence = [coded(label.laterality)]
+    return description
 
 
 #: One part of a series that gets its own SEG: its images, their index in the label

@@ -7,6 +7,7 @@ with their SNOMED CT / DCM codes (PS3.16), and its weights file.
 
 from __future__ import annotations
 
+import itertools
 import re
 import tomllib
 from collections.abc import Mapping
@@ -189,19 +190,43 @@ def _labels(items: list[Mapping[str, Any]], where: str) -> tuple[OutputLabel, ..
     return tuple(labels)
 
 
+_RATIO_KEYS = {"label", "numerator", "denominator", "code"}
+
+
+def _grades(grades: Any, at: str) -> None:
+    """A ratio's ``grades``: {code, below}, ``below`` strictly decreasing band edges."""
+    if not isinstance(grades, dict) or set(grades) != {"code", "below"}:
+        raise ConfigError(f"{at}.grades: needs exactly code and below")
+    _code(grades["code"], f"{at}.grades.code")
+    edges = grades["below"]
+    if (
+        not isinstance(edges, list)
+        or not edges
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in edges)
+        or any(b >= a for a, b in itertools.pairwise(edges))
+    ):
+        raise ConfigError(f"{at}.grades.below: a list of numbers, strictly decreasing")
+
+
 def _ratios(items: Any, where: str) -> list[dict[str, Any]]:
-    """``postprocess.ratios``: each {label, numerator, denominator, code}."""
+    """``postprocess.ratios``: each {label, numerator, denominator, code} and optionally
+    ``grades`` (a grade code and the band edges the ratio falls below, see
+    :func:`.measure.ratio_measurements`)."""
     if not isinstance(items, list):
         raise ConfigError(f"{where}: postprocess.ratios is a list of tables")
     out = []
     for i, item in enumerate(items):
         at = f"{where} postprocess.ratios[{i}]"
-        if not isinstance(item, dict) or set(item) != {"label", "numerator", "denominator", "code"}:
-            raise ConfigError(f"{at}: needs exactly label, numerator, denominator and code")
+        if not isinstance(item, dict) or not (_RATIO_KEYS <= set(item) <= _RATIO_KEYS | {"grades"}):
+            raise ConfigError(
+                f"{at}: needs exactly label, numerator, denominator and code (and may have grades)"
+            )
         for key in ("numerator", "denominator"):
             if not isinstance(item[key], list) or not all(isinstance(v, int) for v in item[key]):
                 raise ConfigError(f"{at}.{key}: a list of label values")
         _code(item["code"], f"{at}.code")
+        if "grades" in item:
+            _grades(item["grades"], at)
         out.append(dict(item))
     return out
 

@@ -179,6 +179,11 @@ def ratio_measurements(
     ``denominator`` (label values, summed) and ``code`` (the concept, e.g. a private
     ``99...`` scheme code for a ventricle-to-brain ratio). The voxel size cancels out.
     A zero denominator gives no measurement.
+
+    An entry with ``grades`` = {``code``, ``below``} also reports a grade in the same
+    group: 0 at or above the first edge of ``below`` (strictly decreasing), one more for
+    each edge the ratio falls below; e.g. an MTA-style grade 0..4 from a hippocampal
+    occupancy and four edges.
     """
     out: list[Measurement] = []
     for ratio in manifest.postprocess.get("ratios", []):
@@ -186,5 +191,12 @@ def ratio_measurements(
         below = sum(int(np.count_nonzero(label_map == v)) for v in ratio["denominator"])
         if below:
             concept = Code(*ratio["code"])
-            out.append(Measurement(int(ratio["label"]), concept, round(above / below, 5), NO_UNITS))
+            value = round(above / below, 5)
+            out.append(Measurement(int(ratio["label"]), concept, value, NO_UNITS))
+            if "grades" in ratio:
+                grades = ratio["grades"]
+                grade = sum(value < edge for edge in grades["below"])
+                out.append(
+                    Measurement(int(ratio["label"]), Code(*grades["code"]), float(grade), NO_UNITS)
+                )
     return tuple(out)

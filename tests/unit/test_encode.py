@@ -394,3 +394,40 @@ def test_a_lesion_group_names_its_site_and_derived_measurements(
     [num] = group.get_measurements()
     assert (num.name.value, num.unit.value, num.value) == ("112031", "[hnsf'U]", 35.5)
     assert num.derivation is not None and num.derivation.value == "373098007"
+
+
+def test_a_label_with_a_laterality_carries_it_in_the_seg_and_the_sr(
+    series: tuple[ChestPhantom, list[Dataset]],
+) -> None:
+    """A paired structure coded without its side (as mr-brain-atrophy's hippocampi):
+    the SEG qualifies the segment's type with the side (Segmented Property Type Modifier
+    Code Sequence, PS3.3 C.8.20.2), the SR group's Finding Site has it (TID 1419)."""
+    phantom, datasets = series
+    right = Code("24028007", "SCT", "Right")
+    hippocampus = Code("5366008", "SCT", "Hippocampus")
+    labels = (
+        replace(LABELS[0], name="Right hippocampus", type=hippocampus, laterality=right),
+        LABELS[1],
+    )
+    output = ModelOutput(
+        labels=labels,
+        label_map=phantom.labels,
+        measurements=volumes(phantom.labels, phantom.spacing_mm),
+    )
+    seg_ds, sr_ds = encode_results(datasets, output, ALGORITHM, "job-l", content_datetime=WHEN)
+    seg = read_back(seg_ds)
+    first, second = seg.SegmentSequence
+    [modifier] = first.SegmentedPropertyTypeCodeSequence[
+        0
+    ].SegmentedPropertyTypeModifierCodeSequence
+    assert (modifier.CodeValue, modifier.CodingSchemeDesignator) == ("24028007", "SCT")
+    assert (
+        "SegmentedPropertyTypeModifierCodeSequence"
+        not in (second.SegmentedPropertyTypeCodeSequence[0])
+    )
+    sr = hd.sr.Comprehensive3DSR.from_dataset(read_back(sr_ds))
+    groups = {g.tracking_identifier: g for g in sr.content.get_planar_roi_measurement_groups()}
+    [site] = groups["Right hippocampus"].finding_sites
+    assert site.value.value == "5366008"
+    assert site.laterality is not None and site.laterality.value == "24028007"
+    assert groups["Left lung"].finding_sites[0].laterality is None

@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from dicom_ai_node.domain import Volume
@@ -111,6 +112,37 @@ def test_ratios_are_voxels_over_voxels_in_the_named_group(tmp_path: Path) -> Non
     assert (ratio.label_value, ratio.concept.value, ratio.unit) == (2, "VBR", NO_UNITS)
     assert ratio.value == round(32 / (1024 - 32), 5)
     assert ratio_measurements(manifest, np.zeros_like(label_map)) == ()  # no brain: no ratio
+
+
+@pytest.mark.parametrize(
+    ("ventricle_voxels", "grade"),
+    [(0, 0.0), (100, 0.0), (101, 1.0), (300, 1.0), (301, 2.0), (1000, 2.0)],
+)
+def test_a_graded_ratio_adds_one_grade_per_edge_it_falls_below(
+    tmp_path: Path, ventricle_voxels: int, grade: float
+) -> None:
+    """Edges 0.9 and 0.75 of "brain / (brain + ventricles)" with 900 brain voxels:
+    100 ventricle voxels give exactly 0.9 (grade 0: at an edge is not below it)."""
+    from dicom_ai_node.infer.manifest import load_manifest
+    from dicom_ai_node.infer.measure import NO_UNITS, ratio_measurements
+
+    path = _brain_manifest(tmp_path)
+    path.write_text(
+        path.read_text().replace(
+            "numerator = [2]\ndenominator = [1]\n"
+            'code = ["VBR", "99DAIN", "Ventricle-to-brain ratio"]',
+            'numerator = [1]\ndenominator = [1, 2]\ncode = ["OCC", "99X", "Occupancy"]\n'
+            'grades = { code = ["GRADE", "99X", "Grade"], below = [0.9, 0.75] }',
+        )
+    )
+    manifest = load_manifest(path)
+    label_map = np.zeros(2000, np.uint8)
+    label_map[:900] = 1
+    label_map[900 : 900 + ventricle_voxels] = 2
+    ratio, graded = ratio_measurements(manifest, label_map)
+    assert (ratio.concept.value, graded.concept.value) == ("OCC", "GRADE")
+    assert ratio.value == round(900 / (900 + ventricle_voxels), 5)
+    assert (graded.label_value, graded.value, graded.unit) == (2, grade, NO_UNITS)
 
 
 def test_percentile_intensity_makes_the_input_independent_of_the_scanner_gain(

@@ -63,6 +63,23 @@ def test_good_manifest(tmp_path: Path) -> None:
             ),
             "ratios names labels \\[3\\]",
         ),
+        (
+            (
+                "[input]",
+                "[[postprocess.ratios]]\nlabel = 1\nnumerator = [1]\ndenominator = [1]\n"
+                'code = ["R", "99X", "Ratio"]\n'
+                'grades = { code = ["G", "99X", "Grade"], below = [0.5, 0.7] }\n[input]',
+            ),
+            "strictly decreasing",
+        ),
+        (
+            (
+                "[input]",
+                "[[postprocess.ratios]]\nlabel = 1\nnumerator = [1]\ndenominator = [1]\n"
+                'code = ["R", "99X", "Ratio"]\ngrades = { below = [0.5] }\n[input]',
+            ),
+            "grades: needs exactly code and below",
+        ),
         (("[input]", '[preprocess]\ngeometry = "flat"\n[input]'), "geometry"),
     ],
 )
