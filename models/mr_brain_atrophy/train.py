@@ -1,14 +1,19 @@
-"""Train the built-in brain MR model (brain and ventricles, for an atrophy index).
+"""Train the built-in brain MR model (brain, ventricles, hippocampi and temporal horns,
+for a global and a medial temporal atrophy index).
 
-The network is the lung model's 2-D UNet (``models/ct_chest_lungs/net.py``, three
-classes: background, brain parenchyma, ventricles) with its input window set to 0..1:
+The network is the lung model's 2-D UNet (``models/ct_chest_lungs/net.py``, seven
+classes: background, brain parenchyma, ventricles, right and left hippocampus, right and
+left temporal horn) with its input window set to 0..1:
 MR has no calibrated unit, so the node scales each series between its 1st and 99th
 percentile (``preprocess.intensity = "percentile"``, ``infer/slices.py``) and so does
 this script. Loss, schedule and export are the lung model's
 (``models/ct_chest_lungs/train.py``); the images are axial slices of
 ``dicom_ai_node.mr_phantoms.brain_mr_phantom`` made here from seeds: no download,
-reproducible. Scoring runs the runner's path on held-out phantoms (seeds from 10 000):
-Dice of both labels and the error of the ventricle-to-brain ratio (VBR).
+reproducible. Left-right mirroring swaps the sides' labels. Half of each batch comes from
+slices through the hippocampi (a few of each series). Scoring runs the runner's path on
+held-out phantoms (seeds from 10 000): Dice of each label, the error of the
+ventricle-to-brain ratio (VBR), and per side the hippocampal occupancy (HOC) and its
+MTA-style grade (the bands of ``model.toml``) against the phantom's drawn grade.
 
 Usage::
 
@@ -39,7 +44,18 @@ sys.path.insert(0, str(LUNGS))
 from net import LungUNet, count_parameters  # noqa: E402  (the lung model's UNet)
 
 from dicom_ai_node.infer.slices import volume_percentiles  # noqa: E402
-from dicom_ai_node.mr_phantoms import BRAIN, VENTRICLES, brain_mr_phantom  # noqa: E402
+from dicom_ai_node.mr_phantoms import (  # noqa: E402
+    BRAIN,
+    LEFT_HIPPOCAMPUS,
+    LEFT_TEMPORAL_HORN,
+    PARENCHYMA,
+    RIGHT_HIPPOCAMPUS,
+    RIGHT_TEMPORAL_HORN,
+    VENTRICLES,
+    VENTRICULAR,
+    brain_mr_phantom,
+    hippocampal_occupancy,
+)
 from dicom_ai_node.provenance import run_record  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("lung_train", LUNGS / "train.py")
@@ -49,13 +65,44 @@ sys.modules["lung_train"] = lung_train  # dataclasses look their module up there
 _spec.loader.exec_module(lung_train)
 
 TEST_SEED_BASE = 10_000
-INPUT_SIZE = 128
-CLASSES = 3
-LABELS = {"brain": BRAIN, "ventricles": VENTRICLES}
+INPUT_SIZE = 160
+TRAIN_SIZES = (192, 224, 256)
+CLASSES = 7
+LABELS = {
+    "brain": BRAIN,
+    "ventricles": VENTRICLES,
+    "right_hippocampus": RIGHT_HIPPOCAMPUS,
+    "left_hippocampus": LEFT_HIPPOCAMPUS,
+    "right_temporal_horn": RIGHT_TEMPORAL_HORN,
+    "left_temporal_horn": LEFT_TEMPORAL_HORN,
+}
+#: (hippocampus, temporal horn) of each side
+SIDES = {
+    "right": (RIGHT_HIPPOCAMPUS, RIGHT_TEMPORAL_HORN),
+    "left": (LEFT_HIPPOCAMPUS, LEFT_TEMPORAL_HORN),
+}
+#: channel order after a left-right mirror: the sides swap
+MIRRORED = [
+    0,
+    BRAIN,
+    VENTRICLES,
+    LEFT_HIPPOCAMPUS,
+    RIGHT_HIPPOCAMPUS,
+    LEFT_TEMPORAL_HORN,
+    RIGHT_TEMPORAL_HORN,
+]
+#: the small medial temporal classes weigh more in the cross-entropy
+CLASS_WEIGHTS = (1.0, 1.0, 1.0, 3.0, 3.0, 3.0, 3.0)
+#: MTA-style grade bands: the phantom's occupancy at medial atrophy 0.2, 0.4, 0.6, 0.8
+#: (its truth grades 0..4 are five equal bands); model.toml carries the same numbers
+GRADE_EDGES = tuple(round(hippocampal_occupancy(m), 3) for m in (0.2, 0.4, 0.6, 0.8))
 # acceptance thresholds stated in MODEL_CARD.md and checked by the unit test
 BRAIN_DICE_MIN = 0.9
 VENTRICLE_DICE_MIN = 0.8
 VBR_ERROR_MAX_PCT = 20.0
+HIPPOCAMPUS_DICE_MIN = 0.6
+HOC_ERROR_MAX = 0.15
+GRADE_WITHIN_ONE_MIN = 0.9
 
 
 @dataclass(frozen=True)
@@ -64,16 +111,21 @@ class Config:
 
     seed: int = 0
     train_phantoms: int = 160
-    slices_per_phantom: int = 20
-    steps: int = 1200
+    slices_per_phantom: int = 24
+    steps: int = 1500
     batch_size: int = 16
     lr: float = 2e-3
     weight_decay: float = 1e-5
-    eval_phantoms: int = 10
+    eval_phantoms: int = 20
 
     @staticmethod
     def smoke(seed: int) -> Config:
         return Config(seed=seed, train_phantoms=4, slices_per_phantom=12, steps=25, eval_phantoms=1)
+
+
+def grade(occupancy: float) -> int:
+    """The MTA-style grade of a hippocampal occupancy: one more per band edge below."""
+    return sum(occupancy < edge for edge in GRADE_EDGES)
 
 
 def scaled(image: np.ndarray) -> np.ndarray:
@@ -85,7 +137,9 @@ def scaled(image: np.ndarray) -> np.ndarray:
 def make_training_set(cfg: Config) -> tuple[Tensor, Tensor]:
     xs, ys = [], []
     for seed in range(cfg.train_phantoms):
-        ph = brain_mr_phantom(cfg.slices_per_phantom, 192, seed)
+        # matrices of 192-256 at 0.9-1.25 mm: the head fills more or less of the input
+        size = int(np.random.default_rng([cfg.seed, seed]).choice(TRAIN_SIZES))
+        ph = brain_mr_phantom(cfg.slices_per_phantom, size, seed)
         xs.append(lung_train.resize_input(scaled(ph.image), INPUT_SIZE))
         ys.append(lung_train.soft_targets(ph.labels, CLASSES, INPUT_SIZE))
     return torch.cat(xs), torch.cat(ys)
@@ -93,6 +147,11 @@ def make_training_set(cfg: Config) -> tuple[Tensor, Tensor]:
 
 def train(cfg: Config, x: Tensor, y: Tensor) -> LungUNet:
     torch.manual_seed(cfg.seed)
+    # slices through the hippocampi: half of every batch
+    medial = torch.nonzero(y[:, RIGHT_HIPPOCAMPUS:].flatten(1).amax(dim=1) > 0).flatten()
+    if len(medial) == 0:
+        medial = torch.arange(x.shape[0])
+    weight = torch.tensor(CLASS_WEIGHTS)
     model = LungUNet(classes=CLASSES)
     model.hu_min, model.hu_max = 0.0, 1.0
     model = model.to(memory_format=torch.channels_last)
@@ -101,14 +160,21 @@ def train(cfg: Config, x: Tensor, y: Tensor) -> LungUNet:
     model.train()
     started = time.perf_counter()
     for step in range(cfg.steps):
-        idx = torch.randint(0, x.shape[0], (cfg.batch_size,), generator=gen)
+        half = cfg.batch_size // 2
+        idx = torch.cat(
+            [
+                torch.randint(0, x.shape[0], (cfg.batch_size - half,), generator=gen),
+                medial[torch.randint(0, len(medial), (half,), generator=gen)],
+            ]
+        )
         gain = 1 + 0.1 * (2 * torch.rand(cfg.batch_size, 1, 1, 1, generator=gen) - 1)
         xb, yb = (x[idx] * gain).clamp(0.0, 1.0), y[idx].to(torch.float32) / 255
-        if torch.rand((), generator=gen) < 0.5:
-            xb, yb = torch.flip(xb, dims=(3,)), torch.flip(yb, dims=(3,))
+        if torch.rand((), generator=gen) < 0.5:  # mirrored: the sides swap
+            xb, yb = torch.flip(xb, dims=(3,)), torch.flip(yb, dims=(3,))[:, MIRRORED]
         for group in opt.param_groups:
             group["lr"] = lung_train.lr_at(step, cfg)
-        loss = lung_train.loss_fn(model(xb.contiguous(memory_format=torch.channels_last)), yb)
+        logits = model(xb.contiguous(memory_format=torch.channels_last))
+        loss = lung_train.loss_fn(logits, yb, weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -124,33 +190,61 @@ def _dice(p: np.ndarray, t: np.ndarray) -> float:
     return float(2 * np.logical_and(p, t).sum() / max(1, p.sum() + t.sum()))
 
 
+def _occupancy(pred: np.ndarray, hippocampus: int, horn: int) -> float:
+    h = np.count_nonzero(pred == hippocampus)
+    return float(h / max(1, h + np.count_nonzero(pred == horn)))
+
+
 def evaluate(module: torch.nn.Module, cfg: Config) -> dict[str, Any]:
     cases = []
     for i in range(cfg.eval_phantoms):
         seed = TEST_SEED_BASE + i
         ph = brain_mr_phantom(28, int(np.random.default_rng(seed).choice([192, 256])), seed)
         pred = lung_train.segment(module, scaled(ph.image), size=INPUT_SIZE)
-        vbr = float(np.count_nonzero(pred == VENTRICLES) / max(1, np.count_nonzero(pred == BRAIN)))
-        cases.append(
-            {
-                "seed": seed,
-                "atrophy": round(ph.atrophy, 3),
-                "brain_dice": _dice(pred == BRAIN, ph.labels == BRAIN),
-                "ventricle_dice": _dice(pred == VENTRICLES, ph.labels == VENTRICLES),
-                "vbr": vbr,
-                "true_vbr": ph.ventricle_to_brain_ratio,
-                "vbr_error_pct": 100
-                * (vbr - ph.ventricle_to_brain_ratio)
-                / ph.ventricle_to_brain_ratio,
-            }
+        vbr = float(
+            np.count_nonzero(np.isin(pred, VENTRICULAR))
+            / max(1, np.count_nonzero(np.isin(pred, PARENCHYMA)))
         )
+        case: dict[str, Any] = {
+            "seed": seed,
+            "atrophy": round(ph.atrophy, 3),
+            "medial_atrophy": round(ph.medial_atrophy, 3),
+            "true_grade": ph.mta_grade,
+            **{f"{name}_dice": _dice(pred == v, ph.labels == v) for name, v in LABELS.items()},
+            "vbr": vbr,
+            "true_vbr": ph.ventricle_to_brain_ratio,
+            "vbr_error_pct": 100
+            * (vbr - ph.ventricle_to_brain_ratio)
+            / ph.ventricle_to_brain_ratio,
+        }
+        for side, (hippocampus, horn) in SIDES.items():
+            hoc = _occupancy(pred, hippocampus, horn)
+            case[f"{side}_hoc"] = round(hoc, 4)
+            case[f"{side}_true_hoc"] = round(ph.occupancy(hippocampus, horn), 4)
+            case[f"{side}_grade"] = grade(hoc)
+        cases.append(case)
+    sides = [(c, side) for c in cases for side in SIDES]
+    grade_error = [abs(c[f"{side}_grade"] - c["true_grade"]) for c, side in sides]
     return {
         "cases": cases,
         "summary": {
             "brain_dice_min": min(c["brain_dice"] for c in cases),
-            "ventricle_dice_min": min(c["ventricle_dice"] for c in cases),
-            "ventricle_dice_mean": float(np.mean([c["ventricle_dice"] for c in cases])),
+            "ventricle_dice_min": min(c["ventricles_dice"] for c in cases),
+            "ventricle_dice_mean": float(np.mean([c["ventricles_dice"] for c in cases])),
+            "hippocampus_dice_min": min(c[f"{side}_hippocampus_dice"] for c, side in sides),
+            "hippocampus_dice_mean": float(
+                np.mean([c[f"{side}_hippocampus_dice"] for c, side in sides])
+            ),
+            "temporal_horn_dice_mean": float(
+                np.mean([c[f"{side}_temporal_horn_dice"] for c, side in sides])
+            ),
             "vbr_error_pct_max_abs": max(abs(c["vbr_error_pct"]) for c in cases),
+            "hoc_error_max_abs": max(
+                abs(c[f"{side}_hoc"] - c[f"{side}_true_hoc"]) for c, side in sides
+            ),
+            "grade_exact": sum(e == 0 for e in grade_error) / len(sides),
+            "grade_within_one": sum(e <= 1 for e in grade_error) / len(sides),
+            "grade_edges": list(GRADE_EDGES),
             "vbr_vs_atrophy": [[c["atrophy"], round(c["vbr"], 4)] for c in cases],
         },
     }
@@ -187,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
             "brain_dice_min": BRAIN_DICE_MIN,
             "ventricle_dice_min": VENTRICLE_DICE_MIN,
             "vbr_error_max_abs_pct": VBR_ERROR_MAX_PCT,
+            "hippocampus_dice_min": HIPPOCAMPUS_DICE_MIN,
+            "hoc_error_max_abs": HOC_ERROR_MAX,
+            "grade_within_one_min": GRADE_WITHIN_ONE_MIN,
         },
     }
     (args.out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")

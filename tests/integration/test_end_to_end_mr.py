@@ -1,9 +1,10 @@
 """The brain MR model through the node over real sockets (issue 3, deliverable 1.5).
 
 A generated axial T1 brain MR with moderate atrophy is sent with the node's SCU; the test
-PACS (dcmtk storescp) gets a SEG (brain, ventricles) and a TID 1500 SR with both volumes
-and the ventricle-to-brain ratio, close to the phantom's truth; both pass dciodvfy and
-load in OHIF's libraries."""
+PACS (dcmtk storescp) gets a SEG (brain, ventricles, each hippocampus and temporal horn)
+and a TID 1500 SR with the volumes, the ventricle-to-brain ratio and each side's
+hippocampal occupancy and MTA-style grade, close to the phantom's truth; both pass
+dciodvfy and load in OHIF's libraries."""
 
 from __future__ import annotations
 
@@ -13,7 +14,15 @@ import numpy as np
 import pytest
 from pydicom.dataset import Dataset
 
-from dicom_ai_node.mr_phantoms import BRAIN, VENTRICLES, brain_mr_phantom
+from dicom_ai_node.mr_phantoms import (
+    BRAIN,
+    LEFT_HIPPOCAMPUS,
+    LEFT_TEMPORAL_HORN,
+    RIGHT_HIPPOCAMPUS,
+    RIGHT_TEMPORAL_HORN,
+    VENTRICLES,
+    brain_mr_phantom,
+)
 from dicom_ai_node.send.scu import Peer, send_datasets
 from dicom_ai_node.testing import mr_to_datasets
 
@@ -52,7 +61,7 @@ def test_a_brain_mr_gets_brain_and_ventricles_and_the_ratio(
     )
     node = node_factory(config, port)
     node.start()
-    ph = brain_mr_phantom(28, 192, SEED, atrophy=0.6)
+    ph = brain_mr_phantom(28, 192, SEED, atrophy=0.6, medial_atrophy=0.7)
     datasets = mr_to_datasets(ph, seed=SEED, series_description="T1 MPRAGE AX")
     outcomes = send_datasets(datasets, Peer("AI_NODE", "127.0.0.1", port), calling_ae_title="PACS")
     assert all(o.delivered for o in outcomes)
@@ -67,7 +76,22 @@ def test_a_brain_mr_gets_brain_and_ventricles_and_the_ratio(
     vbr = nums["Ventricles"]["Ventricle-to-brain ratio"]
     truth = ph.ventricle_to_brain_ratio
     assert abs(vbr - truth) / truth < 0.2, (vbr, truth)
-    assert np.isclose(vbr, nums["Ventricles"]["Volume"] / nums["Brain"]["Volume"], rtol=1e-3)
+    csf = sum(
+        nums[n]["Volume"] for n in ("Ventricles", "Right temporal horn", "Left temporal horn")
+    )
+    tissue = sum(nums[n]["Volume"] for n in ("Brain", "Right hippocampus", "Left hippocampus"))
+    assert np.isclose(vbr, csf / tissue, rtol=1e-3)
+    for side, hippocampus, horn in (
+        ("Right", RIGHT_HIPPOCAMPUS, RIGHT_TEMPORAL_HORN),
+        ("Left", LEFT_HIPPOCAMPUS, LEFT_TEMPORAL_HORN),
+    ):
+        group = nums[f"{side} hippocampus"]
+        hoc = group["Hippocampal occupancy"]
+        assert abs(hoc - ph.occupancy(hippocampus, horn)) < 0.15, (side, hoc)
+        volumes = group["Volume"], nums[f"{side} temporal horn"]["Volume"]
+        assert np.isclose(hoc, volumes[0] / sum(volumes), rtol=1e-3)
+        grade = group["Medial temporal atrophy style grade"]
+        assert grade in (2.0, 3.0, 4.0) and abs(grade - ph.mta_grade) <= 1, (side, grade)
     for path in sorted(pacs_dir.iterdir()):
         assert dciodvfy_errors(path) == [], path.name
     check_in_viewer(pacs_dir, datasets, tmp_path / "source")
