@@ -238,6 +238,7 @@ def cta_phantom(
     slices: int | None = None,
     size: int = 256,
     aneurysms: int | None = None,
+    diameters_mm: tuple[float, float] = (3.0, 14.0),
 ) -> CtaPhantom:
     """Draw one head CTA.
 
@@ -251,6 +252,8 @@ def cta_phantom(
         Rows and columns.
     aneurysms:
         How many (at distinct sites); ``None``: 0, 1 or 2 (one most often).
+    diameters_mm:
+        The range the sac diameters are drawn from (uniformly).
     """
     rng = np.random.default_rng([seed, 41])
     slices = slices or int(rng.integers(48, 73))
@@ -301,7 +304,7 @@ def cta_phantom(
         name, where = _SITES[int(k)]
         points, radius = paths[name]
         at = points[round(where * (len(points) - 1))]
-        diameter = float(rng.uniform(3.0, 14.0))
+        diameter = float(rng.uniform(*diameters_mm))
         direction = rng.normal(0, 1, 3)
         direction /= np.linalg.norm(direction)
         centre = at + direction * (radius + 0.35 * diameter)

@@ -268,8 +268,8 @@ def _check_classification(manifest: ModelManifest, where: str) -> None:
 
 def _check_preprocess(manifest: ModelManifest, where: str) -> None:
     """``geometry`` volume, projection or cine, ``require_calibration`` (projection only),
-    ``intensity`` "percentile" with its ``intensity_ceiling``, and tiling (``tile``,
-    ``pixel_mm``, ``tile_overlap``)."""
+    ``intensity`` "percentile" with its ``intensity_ceiling``, tiling (``tile``,
+    ``pixel_mm``, ``tile_overlap``) and 2.5-D input (``context_mm``)."""
     pre = manifest.preprocess
     if pre.get("geometry", "volume") not in ("volume", "projection", "cine"):
         raise ConfigError(f"{where}: preprocess.geometry is volume, projection or cine")
@@ -297,6 +297,18 @@ def _check_preprocess(manifest: ModelManifest, where: str) -> None:
     overlap = pre.get("tile_overlap", 0.25)
     if not isinstance(overlap, int | float) or not 0 <= overlap < 0.9:
         raise ConfigError(f"{where}: preprocess.tile_overlap is in [0, 0.9)")
+    context = pre.get("context_mm", 1.0)
+    if not isinstance(context, int | float) or isinstance(context, bool) or context <= 0:
+        raise ConfigError(f"{where}: preprocess.context_mm is a distance in mm above 0")
+    if "context_mm" in pre and (
+        manifest.task != "segmentation"
+        or pre.get("geometry", "volume") != "volume"
+        or pre.get("tile")
+    ):
+        raise ConfigError(
+            f"{where}: preprocess.context_mm (2.5-D input) is for segmentation of volumes, "
+            "not tiled, cine or projection models"
+        )
 
 
 def load_manifest(path: Path) -> ModelManifest:

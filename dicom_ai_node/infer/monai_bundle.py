@@ -38,7 +38,7 @@ import torch
 from ..errors import ConfigError, InferenceError
 from .manifest import ModelManifest
 from .runner import Device, register_runner
-from .slices import SliceSegmenter, label_argmax
+from .slices import SliceSegmenter, SliceStack, label_argmax
 from .torchscript import load_torchscript
 
 __all__ = ["MonaiBundleRunner", "bundle_spatial_shape"]
@@ -136,10 +136,15 @@ class MonaiBundleRunner(SliceSegmenter):
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(x)  # type: ignore[no-any-return]
 
-    def predict(self, inputs: torch.Tensor) -> torch.Tensor:
+    def predict(self, inputs: torch.Tensor | SliceStack) -> torch.Tensor:
         """Label map (slices, rows, columns) uint8."""
         if len(self.spatial_shape) == 2:
             return super().predict(inputs)
+        if isinstance(inputs, SliceStack):  # neighbours as channels: a 2-D idea
+            raise InferenceError(
+                f"model {self.manifest.name}: a 3-D bundle reads the volume; "
+                "preprocess.context_mm is for 2-D networks"
+            )
         self.load()
         from monai.inferers.utils import sliding_window_inference
 

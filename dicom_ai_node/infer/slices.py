@@ -7,11 +7,18 @@ PS3.3 C.11.1), optionally windowed to 0..1 by ``preprocess.intensity_range`` (as
 MONAI's ``ScaleIntensityRange`` with clipping does). Slices are resized per batch,
 so memory stays bounded by the batch, not the series; the label map is the argmax at
 the series' own resolution. Subclasses say only how to load and call the network.
+
+A model with ``preprocess.context_mm = d`` is 2.5-D: its network takes (N, 3, H, W),
+each slice with the slices ``d`` mm below and above it as the first and last channel
+(the nearest slices at the series' spacing, at least one slice away; the end slices
+repeat at the volume's edges), so that it can tell a round sac from a vessel crossing
+the slice. The neighbours are gathered per batch (:class:`SliceStack`).
 """
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
@@ -34,6 +41,7 @@ __all__ = [
     "MM3",
     "VOLUME",
     "SliceSegmenter",
+    "SliceStack",
     "WarmNetwork",
     "bf16_supported",
     "label_argmax",
@@ -96,6 +104,23 @@ def volume_percentiles(voxels: np.ndarray, sample: int = 2_000_000) -> tuple[flo
     step = max(1, flat.size // sample)
     low, high = np.percentile(flat[::step], [1.0, 99.0])
     return float(low), float(high)
+
+
+@dataclass(frozen=True)
+class SliceStack:
+    """A 2.5-D model's input: the slices (N, 1, rows, columns) and how many slices away
+    each one's neighbours lie (``preprocess.context_mm`` at the series' spacing)."""
+
+    slices: torch.Tensor
+    offset: int
+
+    def batch(self, start: int, stop: int) -> torch.Tensor:
+        """Slices ``start:stop`` as (n, 3, rows, columns): below, the slice, above."""
+        last = self.slices.shape[0] - 1
+        index = torch.arange(start, min(stop, last + 1))
+        below = (index - self.offset).clamp(0, last)
+        above = (index + self.offset).clamp(0, last)
+        return torch.cat([self.slices[below], self.slices[index], self.slices[above]], dim=1)
 
 
 class WarmNetwork:
@@ -172,14 +197,17 @@ class SliceSegmenter(WarmNetwork):
         pixel_mm = manifest.preprocess.get("pixel_mm")
         self.pixel_mm = float(pixel_mm) if pixel_mm is not None else None
         self.overlap = float(manifest.preprocess.get("tile_overlap", 0.25))
+        context_mm = manifest.preprocess.get("context_mm")
+        self.context_mm = float(context_mm) if context_mm is not None else None
         self.clusters = ClusterRules.from_manifest(manifest)  # checked before any study
 
-    def preprocess(self, volume: Volume) -> torch.Tensor:
+    def preprocess(self, volume: Volume) -> torch.Tensor | SliceStack:
         """The slices as float32 (N, 1, rows, columns), windowed or scaled by the series'
         percentiles (``preprocess.intensity = "percentile"``) if the manifest says so.
 
         A cine series (``volume.phases`` > 1) comes as (positions, phases, 1, rows,
         columns): :meth:`predict` gives the network each position's phases as one batch.
+        A 2.5-D model (``preprocess.context_mm``) gets a :class:`SliceStack`.
         """
         x = torch.from_numpy(np.ascontiguousarray(volume.voxels)).unsqueeze(1)
         if self.percentile:  # uncalibrated units (MR): the series' 1st..99th percentile
@@ -192,6 +220,9 @@ class SliceSegmenter(WarmNetwork):
             return x.reshape(-1, volume.phases, *x.shape[1:])
         if self.pixel_mm is not None:  # tiled models: the pixel size they were trained at
             x = resample(x, (volume.spacing_mm[1], volume.spacing_mm[2]), self.pixel_mm)
+        if self.context_mm is not None:
+            offset = max(1, round(self.context_mm / max(volume.spacing_mm[0], 1e-3)))
+            return SliceStack(x, offset)
         return x
 
     def _batch(self, x: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
@@ -201,13 +232,16 @@ class SliceSegmenter(WarmNetwork):
         logits = F.interpolate(logits.float(), size=out_hw, mode="bilinear", align_corners=False)
         return label_argmax(logits).cpu()
 
-    def predict(self, inputs: torch.Tensor) -> torch.Tensor:
+    def predict(self, inputs: torch.Tensor | SliceStack) -> torch.Tensor:
         """Label map (N, rows, columns) uint8, computed batch by batch to bound memory.
 
         A 5-D input (positions, phases, 1, rows, columns) is a cine series: each
         position's phases are one batch, in time order (the network's batch axis is time).
+        A :class:`SliceStack` gives each batch its neighbouring slices as channels.
         """
         self.load()
+        if isinstance(inputs, SliceStack):
+            return self._predict_stack(inputs)
         out_hw = (int(inputs.shape[-2]), int(inputs.shape[-1]))
         if inputs.ndim == 5:
             with torch.inference_mode():
@@ -220,6 +254,16 @@ class SliceSegmenter(WarmNetwork):
             for start in range(0, inputs.shape[0], self.batch_size):
                 stop = start + self.batch_size
                 result[start:stop] = self._batch(inputs[start:stop], out_hw)
+        return result
+
+    def _predict_stack(self, stack: SliceStack) -> torch.Tensor:
+        count = stack.slices.shape[0]
+        out_hw = (int(stack.slices.shape[-2]), int(stack.slices.shape[-1]))
+        result = torch.empty((count, *out_hw), dtype=torch.uint8)
+        with torch.inference_mode():
+            for start in range(0, count, self.batch_size):
+                stop = start + self.batch_size
+                result[start:stop] = self._batch(stack.batch(start, stop), out_hw)
         return result
 
     def _tiled(self, image: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """Infer: the TorchScript runner, for 2-D slice-wise segmentation and image classification.
 
 Contract with the weights (see :mod:`.slices`, :mod:`.classify` and the model cards):
-``forward`` takes float32 (N, 1, H, W) at the manifest's ``preprocess.input_size`` and
+``forward`` takes float32 (N, 1, H, W) at the manifest's ``preprocess.input_size``
+((N, 3, H, W) for a 2.5-D model with ``preprocess.context_mm``, :mod:`.slices`) and
 returns logits (N, 1 + labels, H, W) for ``task = "segmentation"``, (N, labels) for
 ``task = "classification"``.
 """

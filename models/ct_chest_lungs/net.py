@@ -61,13 +61,17 @@ class LungUNet(nn.Module):
     """2-D UNet: raw HU in, class logits out, at the same size (a multiple of 16)."""
 
     def __init__(
-        self, channels: tuple[int, ...] = (16, 32, 48, 64, 96), classes: int = NUM_CLASSES
+        self,
+        channels: tuple[int, ...] = (16, 32, 48, 64, 96),
+        classes: int = NUM_CLASSES,
+        in_channels: int = 1,
     ) -> None:
         super().__init__()
         self.channels = list(channels)
         self.hu_min = HU_MIN
         self.hu_max = HU_MAX
-        downs = [_Block(1, channels[0])]
+        # 1: one slice; 3: a 2.5-D model's slice with its neighbours (preprocess.context_mm)
+        downs = [_Block(in_channels, channels[0])]
         downs += [_Block(a, b) for a, b in itertools.pairwise(channels)]
         self.downs = nn.ModuleList(downs)
         ups = [

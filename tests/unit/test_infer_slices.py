@@ -10,7 +10,15 @@ import pytest
 import torch
 
 from dicom_ai_node.domain import Volume
-from dicom_ai_node.infer.slices import LONG_AXIS, MM, VOLUME, label_argmax, label_measurements
+from dicom_ai_node.infer.slices import (
+    LONG_AXIS,
+    MM,
+    VOLUME,
+    SliceSegmenter,
+    SliceStack,
+    label_argmax,
+    label_measurements,
+)
 
 
 def test_label_argmax_is_torch_argmax_with_the_first_maximum_winning_ties() -> None:
@@ -160,3 +168,50 @@ def test_percentile_intensity_makes_the_input_independent_of_the_scanner_gain(
     y = segmenter.preprocess(dataclasses.replace(base, voxels=voxels * 2500.0 + 40.0))
     assert float(x.min()) == 0.0 and float(x.max()) == 1.0
     torch.testing.assert_close(x, y, atol=1e-5, rtol=0)
+
+
+def test_a_slice_stack_gives_each_slice_its_neighbours_repeating_the_ends() -> None:
+    slices = torch.arange(6, dtype=torch.float32).reshape(6, 1, 1, 1).expand(6, 1, 2, 2)
+    batch = SliceStack(slices, offset=2).batch(0, 4)
+    assert batch.shape == (4, 3, 2, 2)
+    assert batch[:, :, 0, 0].tolist() == [[0, 0, 2], [0, 1, 3], [0, 2, 4], [1, 3, 5]]
+    assert SliceStack(slices, offset=2).batch(4, 8)[:, :, 0, 0].tolist() == [[2, 4, 5], [3, 5, 5]]
+
+
+class _Recorder(SliceSegmenter):
+    """The segmenter with a stand-in network that keeps what it was given."""
+
+    seen: list[torch.Tensor]
+
+    def _load(self) -> None:
+        self.seen = []
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.clone())
+        return torch.zeros((x.shape[0], 1 + len(self.manifest.labels), *x.shape[-2:]))
+
+
+def test_context_mm_feeds_the_network_each_slice_with_the_slices_that_far_away(
+    tmp_path: Path,
+) -> None:
+    """A 2.5-D model (``preprocess.context_mm = 3``) on 1.5 mm slices: the neighbours are
+    two slices away, in batches, at the network's input size."""
+    from dicom_ai_node.infer.manifest import load_manifest
+    from dicom_ai_node.infer.runner import Device
+
+    path = _brain_manifest(tmp_path)
+    path.write_text(path.read_text().replace('intensity = "percentile"', "context_mm = 3.0"))
+    runner = _Recorder(load_manifest(path), Device())
+    runner.batch_size = 4
+    voxels = np.repeat(np.arange(7, dtype=np.float32)[:, None, None], 40, 1).repeat(40, 2)
+    volume = Volume(voxels, (1.5, 1.0, 1.0), tuple(str(k) for k in range(7)), "f", "s", "t")
+    stack = runner.preprocess(volume)
+    assert isinstance(stack, SliceStack) and stack.offset == 2
+    labels = runner.predict(stack)
+    assert labels.shape == (7, 40, 40)
+    assert [tuple(x.shape) for x in runner.seen] == [(4, 3, 32, 32), (3, 3, 32, 32)]
+    seen = torch.cat(runner.seen)[:, :, 0, 0]
+    assert seen.tolist() == [[max(k - 2, 0), k, min(k + 2, 6)] for k in range(7)]
+    (tmp_path / "plain").mkdir()
+    plain = SliceSegmenter(load_manifest(_brain_manifest(tmp_path / "plain")), Device())
+    assert isinstance(plain.preprocess(volume), torch.Tensor)  # a 2-D model: no stack

@@ -81,6 +81,11 @@ def test_good_manifest(tmp_path: Path) -> None:
             "grades: needs exactly code and below",
         ),
         (("[input]", '[preprocess]\ngeometry = "flat"\n[input]'), "geometry"),
+        (("[input]", "[preprocess]\ncontext_mm = 0\n[input]"), "context_mm is a distance"),
+        (
+            ("[input]", "[preprocess]\ncontext_mm = 3.0\ntile = true\n[input]"),
+            "context_mm \\(2.5-D input\\) is for segmentation of volumes",
+        ),
     ],
 )
 def test_bad_manifests(tmp_path: Path, change: tuple[str, str], message: str) -> None:

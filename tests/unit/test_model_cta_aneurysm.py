@@ -49,6 +49,7 @@ def test_quality_gate_on_fresh_angiograms() -> None:
     runner = ModelRegistry(REPO / "models", Device("cpu")).runner("cta-aneurysm")
     arteries, errors = [], []
     counted = found = false_positives = 0
+    small = [0, 0]  # found, drawn: aneurysms of 5-8 mm
     for seed in GATE_SEEDS:
         ph = cta_phantom(seed, aneurysms=2)
         volume = Volume(ph.hu, ph.spacing_mm, (), "", "", "")
@@ -70,11 +71,15 @@ def test_quality_gate_on_fresh_angiograms() -> None:
             if true_long >= COUNTED_MM:
                 counted += 1
                 found += bool(hits)
+            elif true_long >= 5.0:  # reported, not gated: the card's known weakness
+                small[0] += bool(hits)
+                small[1] += 1
         false_positives += len(reported - matched)
     sensitivity = found / max(1, counted)
     fp_rate = false_positives / len(GATE_SEEDS)
     print(
-        f"gate: artery Dice min {min(arteries):.3f}, aneurysms {found}/{counted}, "
+        f"gate: artery Dice min {min(arteries):.3f}, aneurysms {found}/{counted} "
+        f"(5-8 mm: {small[0]}/{small[1]}), "
         f"FP/scan {fp_rate:.2f}, long axis error median {np.median(errors):.1f} %"
     )
     assert counted >= 5
@@ -144,7 +149,7 @@ def test_smoke_training_writes_loadable_torchscript(tmp_path: Path) -> None:
         timeout=180,
     )
     with torch.inference_mode():
-        y = load_weights(out / "model.pt")(torch.rand((2, 1, 160, 160)) * 500)
+        y = load_weights(out / "model.pt")(torch.rand((2, 3, 160, 160)) * 500)  # 2.5-D
     assert y.shape == (2, 3, 160, 160) and y.dtype == torch.float32
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["smoke"] is True
