@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -175,14 +175,26 @@ def evaluate(module: torch.nn.Module, cfg: Config) -> dict[str, Any]:
     return {"series_accuracy": right / total, "series": total, "per_region": per_region}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def run(
+    argv: list[str] | None,
+    *,
+    doc: str,
+    name: str,
+    config: Any,
+    make_training_set: Callable[[Any], tuple[Tensor, Tensor]],
+    train: Callable[[Any, Tensor, Tensor], nn.Module],
+    evaluate: Callable[[torch.nn.Module, Any], dict[str, Any]],
+    acceptance: dict[str, float],
+) -> int:
+    """A body-region training script's command line: train, export, score what ships,
+    write ``metrics.json``; shared by the CT, MR and radiograph scripts."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke", action="store_true", help="tiny run (< 60 s) for CI")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    cfg = Config.smoke(args.seed) if args.smoke else Config(seed=args.seed)
+    cfg = config.smoke(args.seed) if args.smoke else config(seed=args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     x, y = make_training_set(cfg)
@@ -192,10 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     module = torch.jit.load(str(args.out / "model.pt"))  # score what ships
     metrics = evaluate(module, cfg)
     elapsed = time.perf_counter() - started
+    folder = name.replace("-", "_")
     record = {
         **run_record(
-            "body-region",
-            "models/body_region/train.py",
+            name,
+            f"models/{folder}/train.py",
             argv or sys.argv[1:],
             smoke=args.smoke,
             config=asdict(cfg),
@@ -203,12 +216,25 @@ def main(argv: list[str] | None = None) -> int:
         "parameters": count_parameters(model),
         "training_seconds": round(elapsed, 1),
         "held_out": metrics,
-        "acceptance": {"series_accuracy_min": SERIES_ACCURACY_MIN},
+        "acceptance": acceptance,
     }
     (args.out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(metrics, indent=2))
     print(f"done in {elapsed:.1f} s", flush=True)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(
+        argv,
+        doc=__doc__ or "",
+        name="body-region",
+        config=Config,
+        make_training_set=make_training_set,
+        train=train,
+        evaluate=evaluate,
+        acceptance={"series_accuracy_min": SERIES_ACCURACY_MIN},
+    )
 
 
 if __name__ == "__main__":

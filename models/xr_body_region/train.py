@@ -22,12 +22,9 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import json
 import sys
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +37,9 @@ CT = HERE.parent / "body_region"
 sys.path.insert(0, str(HERE.parents[1]))
 sys.path.insert(0, str(CT))
 
-from net import RegionNet, count_parameters  # noqa: E402
+from net import RegionNet  # noqa: E402
 
 from dicom_ai_node.domain import BodyPart  # noqa: E402
-from dicom_ai_node.provenance import run_record  # noqa: E402
 from dicom_ai_node.radiograph_phantoms import extremity_radiograph  # noqa: E402
 from dicom_ai_node.xr_region_phantoms import XR_REGIONS, region_radiograph  # noqa: E402
 
@@ -132,38 +128,18 @@ def evaluate(module: torch.nn.Module, cfg: Config) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--smoke", action="store_true", help="tiny run (< 60 s) for CI")
-    args = parser.parse_args(argv)
-    cfg = Config.smoke(args.seed) if args.smoke else Config(seed=args.seed)
-    args.out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    x, y = make_training_set(cfg)
-    print(f"training set: {len(x)} slices in {time.perf_counter() - started:.1f} s", flush=True)
-    model = region_train.train(cfg, x, y, make=make_net)
-    region_train.export(model, args.out / "model.pt")
-    module = torch.jit.load(str(args.out / "model.pt"))  # score what ships
-    metrics = evaluate(module, cfg)
-    elapsed = time.perf_counter() - started
-    record = {
-        **run_record(
-            "xr-body-region",
-            "models/xr_body_region/train.py",
-            argv or sys.argv[1:],
-            smoke=args.smoke,
-            config=asdict(cfg),
-        ),
-        "parameters": count_parameters(model),
-        "training_seconds": round(elapsed, 1),
-        "held_out": metrics,
-        "acceptance": {"series_accuracy_min": SERIES_ACCURACY_MIN},
-    }
-    (args.out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps(metrics, indent=2))
-    print(f"done in {elapsed:.1f} s", flush=True)
-    return 0
+    return int(
+        region_train.run(
+            argv,
+            doc=__doc__ or "",
+            name="xr-body-region",
+            config=Config,
+            make_training_set=make_training_set,
+            train=lambda cfg, x, y: region_train.train(cfg, x, y, make=make_net),
+            evaluate=evaluate,
+            acceptance={"series_accuracy_min": SERIES_ACCURACY_MIN},
+        )
+    )
 
 
 if __name__ == "__main__":
