@@ -18,6 +18,7 @@ the slice. The neighbours are gathered per batch (:class:`SliceStack`).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
@@ -241,29 +242,27 @@ class SliceSegmenter(WarmNetwork):
         """
         self.load()
         if isinstance(inputs, SliceStack):
-            return self._predict_stack(inputs)
-        out_hw = (int(inputs.shape[-2]), int(inputs.shape[-1]))
+            return self._in_batches(inputs.slices, inputs.batch)
         if inputs.ndim == 5:
+            out_hw = (int(inputs.shape[-2]), int(inputs.shape[-1]))
             with torch.inference_mode():
                 return torch.cat([self._batch(sequence, out_hw) for sequence in inputs])
         if self.tile:
             with torch.inference_mode():
                 return torch.cat([self._tiled(image[None]) for image in inputs])
-        result = torch.empty((inputs.shape[0], *out_hw), dtype=torch.uint8)
-        with torch.inference_mode():
-            for start in range(0, inputs.shape[0], self.batch_size):
-                stop = start + self.batch_size
-                result[start:stop] = self._batch(inputs[start:stop], out_hw)
-        return result
+        return self._in_batches(inputs, lambda start, stop: inputs[start:stop])
 
-    def _predict_stack(self, stack: SliceStack) -> torch.Tensor:
-        count = stack.slices.shape[0]
-        out_hw = (int(stack.slices.shape[-2]), int(stack.slices.shape[-1]))
-        result = torch.empty((count, *out_hw), dtype=torch.uint8)
+    def _in_batches(
+        self, slices: torch.Tensor, take: Callable[[int, int], torch.Tensor]
+    ) -> torch.Tensor:
+        """Labels of ``slices`` (N, 1, rows, columns), ``take(start, stop)`` giving each
+        batch's network input (the slices, or a :class:`SliceStack`'s with neighbours)."""
+        out_hw = (int(slices.shape[-2]), int(slices.shape[-1]))
+        result = torch.empty((slices.shape[0], *out_hw), dtype=torch.uint8)
         with torch.inference_mode():
-            for start in range(0, count, self.batch_size):
+            for start in range(0, slices.shape[0], self.batch_size):
                 stop = start + self.batch_size
-                result[start:stop] = self._batch(stack.batch(start, stop), out_hw)
+                result[start:stop] = self._batch(take(start, stop), out_hw)
         return result
 
     def _tiled(self, image: torch.Tensor) -> torch.Tensor:
