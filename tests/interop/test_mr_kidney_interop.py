@@ -5,26 +5,20 @@ with its long axis and volume)."""
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from dicom_ai_node.encode import device_uid, encode_results
-from dicom_ai_node.infer.registry import ModelRegistry
-from dicom_ai_node.infer.runner import Device
-from dicom_ai_node.infer.volume import load_volume
 from dicom_ai_node.mr_phantoms import BrainPhantom
 from dicom_ai_node.mr_region_phantoms import kidney_mr_phantom
 from dicom_ai_node.region_phantoms import TUMOUR
-from dicom_ai_node.testing import mr_to_datasets, write_series
+from dicom_ai_node.testing import mr_to_datasets
 
-from ..tools import dciodvfy_errors, viewer_check
+from .model_results import run_model, validate_and_view
 
 pytestmark = pytest.mark.interop
 
-REPO = Path(__file__).resolve().parents[2]
 #: A held-out phantom (train.py trains on 0..159).
 SEED = 20_710
 
@@ -38,12 +32,8 @@ def test_mr_kidney_results_validate_and_load_in_the_viewer(tmp_path: Path) -> No
         series_description="T2 HASTE AX",
         study_description="MR KIDNEYS",
     )
-    registry = ModelRegistry(REPO / "models", Device("cpu"))
-    manifest = registry.manifests["mr-kidney-tumour"]
-    runner = registry.runner("mr-kidney-tumour")
-    volume, ordered, issues = load_volume(datasets)
-    assert volume is not None and issues == ()
-    output = runner.postprocess(runner.predict(runner.preprocess(volume)), volume)
+    run = run_model("mr-kidney-tumour", datasets)
+    output = run.output
     names = [label.name for label in output.labels]
     assert names[0] == "Kidney" and any(n.startswith("Renal tumour") for n in names), names
     # the tumour found lies on the drawn one; how well it is outlined is the quality
@@ -61,22 +51,4 @@ def test_mr_kidney_results_validate_and_load_in_the_viewer(tmp_path: Path) -> No
         if m.concept.meaning == "Volume" and m.label_value in tumours:
             voxels = np.count_nonzero(output.label_map == m.label_value)
             assert m.value == pytest.approx(voxels * voxel_mm3, rel=1e-6), m
-    results = encode_results(
-        ordered,
-        output,
-        manifest.algorithm(device_uid(manifest.name, manifest.version)),
-        "mr-kidney-interop",
-        content_datetime=dt.datetime(2026, 1, 2, 3, 4, 5),
-    )
-    [seg] = [ds for ds in results if ds.Modality == "SEG"]
-    [sr] = [ds for ds in results if ds.Modality == "SR" and "findings" not in ds.SeriesDescription]
-    write_series(ordered, tmp_path / "source")
-    paths = {}
-    for name, ds in (("seg", seg), ("sr", sr)):
-        paths[name] = tmp_path / f"{name}.dcm"
-        ds.save_as(paths[name], enforce_file_format=True)
-        assert dciodvfy_errors(paths[name]) == [], name
-    shown = viewer_check(paths["sr"], paths["seg"], tmp_path / "source")
-    assert shown["seg"]["problems"] == [] and shown["seg"]["ohifLoads"] is True
-    assert shown["sr"]["problems"] == []
-    assert shown["sr"]["displayedGroups"] == len(output.labels)
+    validate_and_view(run, tmp_path)

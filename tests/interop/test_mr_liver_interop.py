@@ -6,25 +6,19 @@ and the viewer check)."""
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from dicom_ai_node.encode import device_uid, encode_results
-from dicom_ai_node.infer.registry import ModelRegistry
-from dicom_ai_node.infer.runner import Device
-from dicom_ai_node.infer.volume import load_volume
 from dicom_ai_node.liver_phantoms import CYST, KINDS, METASTASIS, liver_mr_phantom
 from dicom_ai_node.mr_phantoms import BrainPhantom
-from dicom_ai_node.testing import mr_to_datasets, write_series
+from dicom_ai_node.testing import mr_to_datasets
 
-from ..tools import dciodvfy_errors, viewer_check
+from .model_results import run_model, validate_and_view
 
 pytestmark = pytest.mark.interop
 
-REPO = Path(__file__).resolve().parents[2]
 #: A held-out phantom (train.py trains on 0..159, scores 10 000+, the gate 20 000+).
 SEED = 20_810
 
@@ -38,12 +32,8 @@ def test_mr_liver_results_validate_and_load_in_the_viewer(tmp_path: Path) -> Non
         series_description="T2 HASTE AX",
         study_description="MR LIVER",
     )
-    registry = ModelRegistry(REPO / "models", Device("cpu"))
-    manifest = registry.manifests["mr-liver-lesion"]
-    runner = registry.runner("mr-liver-lesion")
-    volume, ordered, issues = load_volume(datasets)
-    assert volume is not None and issues == ()
-    output = runner.postprocess(runner.predict(runner.preprocess(volume)), volume)
+    run = run_model("mr-liver-lesion", datasets)
+    output = run.output
     assert output.label_map is not None
     lesions = [
         label
@@ -61,25 +51,7 @@ def test_mr_liver_results_validate_and_load_in_the_viewer(tmp_path: Path) -> Non
         >= 0.8 * np.count_nonzero(output.label_map == label.value)
     ]
     assert on_drawn, [label.name for label in lesions]
-    results = encode_results(
-        ordered,
-        output,
-        manifest.algorithm(device_uid(manifest.name, manifest.version)),
-        "mr-liver-interop",
-        content_datetime=dt.datetime(2026, 1, 2, 3, 4, 5),
-    )
-    [seg] = [ds for ds in results if ds.Modality == "SEG"]
-    [sr] = [ds for ds in results if ds.Modality == "SR" and "findings" not in ds.SeriesDescription]
+    seg, _, _ = validate_and_view(run, tmp_path)
     assert [item.SegmentLabel for item in seg.SegmentSequence] == [
         label.name for label in output.labels
     ]
-    write_series(ordered, tmp_path / "source")
-    paths = {}
-    for name, ds in (("seg", seg), ("sr", sr)):
-        paths[name] = tmp_path / f"{name}.dcm"
-        ds.save_as(paths[name], enforce_file_format=True)
-        assert dciodvfy_errors(paths[name]) == [], name
-    shown = viewer_check(paths["sr"], paths["seg"], tmp_path / "source")
-    assert shown["seg"]["problems"] == [] and shown["seg"]["ohifLoads"] is True
-    assert shown["sr"]["problems"] == []
-    assert shown["sr"]["displayedGroups"] == len(output.labels)
