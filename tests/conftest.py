@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -22,6 +23,9 @@ from dicom_ai_node.receive.scp import ScpConfig, StorageSCP
 from dicom_ai_node.store.db import Database, utcnow
 from dicom_ai_node.store.files import FileStore
 from dicom_ai_node.testing import phi_canaries_in
+
+if TYPE_CHECKING:
+    from .orthanc import OrthancFactory, RecordingStoreSCP
 
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -306,3 +310,33 @@ def node_factory(tmp_path: Path) -> Iterator[type[NodeProcess]]:
         node.stop()
     for node in made:
         assert_no_phi_in_file(node.log_path)
+
+
+@pytest.fixture
+def orthanc_factory(tmp_path: Path) -> Iterator[OrthancFactory]:
+    """Start fresh Orthanc processes (``tests/orthanc.py``); all stopped by their pid after.
+
+    Their logs (Orthanc's and what Lua scripts print) must hold no patient canary.
+    """
+    from .orthanc import OrthancFactory
+
+    factory = OrthancFactory(tmp_path)
+    try:
+        yield factory
+    finally:
+        factory.stop_all()
+    for orthanc in factory.started:
+        assert_no_phi_in_file(orthanc.log_path)
+
+
+@pytest.fixture
+def recording_storescp(tmp_path: Path) -> Iterator[RecordingStoreSCP]:
+    """A dcmtk storescp (AE AI_NODE) that keeps every reception, in order (a node stand-in)."""
+    from .orthanc import RecordingStoreSCP
+
+    receiver = RecordingStoreSCP(tmp_path / "received")
+    receiver.start()
+    try:
+        yield receiver
+    finally:
+        receiver.stop()
