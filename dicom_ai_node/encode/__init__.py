@@ -26,6 +26,7 @@ __all__ = [
     "UID_ROOT",
     "device_uid",
     "encode_results",
+    "result_series_number",
     "result_uid",
     "to_bytes",
     "tracking_uid",
@@ -41,6 +42,8 @@ def encode_results(
     *,
     series_number: int = 9001,
     content_datetime: dt.datetime | None = None,
+    revision: int = 0,
+    predecessors: Sequence[Dataset] = (),
 ) -> list[Dataset]:
     """Encode one job's model output as DICOM result objects (IHE AIR; PS3.3 A.51, A.35.13).
 
@@ -58,12 +61,19 @@ def encode_results(
         Seeds every UID: the same key gives the same Series, SOP Instance, Tracking and
         Dimension Organization UIDs.
     series_number:
-        Series Number of the SEG; the SR gets ``series_number + 1`` and the findings SR
-        ``series_number + 2``, whether or not the others exist.
+        The model's first result Series Number: revision ``r``'s SEG gets
+        :func:`result_series_number`, its SR that ``+ 1`` and its findings SR ``+ 2``,
+        whether or not the others exist.
     content_datetime:
         Series and Content Date/Time of every object (also used for Instance Creation
         and Contribution DateTime). Pass a time stored with the job (e.g. when inference
         finished) to make re-encodes byte-identical; ``None`` means now, local time.
+    revision:
+        The job's revision: 0 for the first results of the model on this study (or
+        series), ``n`` for the n-th revision, whose series say "revised n".
+    predecessors:
+        The SR documents of the job this revision supersedes: each SR names them in its
+        Predecessor Documents Sequence (PS3.3 C.17.2.3).
 
     Returns
     -------
@@ -84,8 +94,10 @@ def encode_results(
         source=source,
         algorithm=algorithm,
         job_key=job_key,
-        series_number=series_number,
+        series_number=result_series_number(series_number, revision),
         content_datetime=content_datetime or dt.datetime.now(),
+        revision=revision,
+        predecessors=tuple(predecessors),
     )
     _check_measurements(output)
     counts = check_label_map(output, source) if output.label_map is not None else None
@@ -104,6 +116,20 @@ def encode_results(
     for ds in results:
         validate_roundtrip(ds)
     return results
+
+
+#: Revisions that get Series Numbers of their own; later ones share the last.
+NUMBERED_REVISIONS = 10
+
+
+def result_series_number(first: int, revision: int) -> int:
+    """The SEG Series Number of a revision: ``first + 10 r`` (SR +1, findings SR +2).
+
+    Each (model, revision) has numbers of its own, so a PACS lists the revisions apart;
+    revisions from :data:`NUMBERED_REVISIONS` on share the last numbers (their
+    descriptions still say which revision they are).
+    """
+    return first + 10 * min(revision, NUMBERED_REVISIONS - 1)
 
 
 def _check_measurements(output: ModelOutput) -> None:

@@ -63,6 +63,12 @@ class EncodeContext:
     content_datetime:
         Series, Content and Instance Creation Date/Time and Contribution DateTime of
         every object, so the same inputs give byte-identical objects.
+    revision:
+        0 for a model's first results on a study (or series); n for the n-th revision,
+        which supersedes the earlier ones and says "revised n" in its descriptions.
+    predecessors:
+        The SR documents this revision supersedes (PS3.3 C.17.2.3 Predecessor Documents
+        Sequence), headers only.
     """
 
     source: Sequence[Dataset]
@@ -70,6 +76,8 @@ class EncodeContext:
     job_key: str
     series_number: int
     content_datetime: dt.datetime
+    revision: int = 0
+    predecessors: Sequence[Dataset] = ()
 
     def __post_init__(self) -> None:
         if not self.source:
@@ -78,13 +86,21 @@ class EncodeContext:
             raise EncodeError("job_key must not be empty")
         if not 1 <= self.series_number <= 2**31 - 3:
             raise EncodeError(f"series_number {self.series_number} out of range (IS)")
+        if self.revision < 0:
+            raise EncodeError(f"revision {self.revision} is negative")
         uids = {str(ds.StudyInstanceUID) for ds in self.source}
         if len(uids) != 1:
             raise EncodeError(f"source spans {len(uids)} studies; results go into one study")
 
     def series_description(self, kind: str) -> str:
-        """Series Description naming the model and version, e.g. ``AI lungs 1.0.0 SEG``."""
+        """Series Description naming the model, version and revision.
+
+        E.g. ``AI lungs 1.0.0 SEG``, and ``AI lungs 1.0.0 SEG revised 1`` for the first
+        revision, so that a PACS worklist tells the current results from earlier ones.
+        """
         text = f"AI {self.algorithm.name} {self.algorithm.version} {kind}"
+        if self.revision:
+            text += f" revised {self.revision}"
         return _limit(text, LONG_STRING_MAX)
 
     def equipment(self) -> list[hd.ContributingEquipment]:

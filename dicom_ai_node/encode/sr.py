@@ -99,6 +99,7 @@ def _report(
         series_date=ctx.content_datetime.date(),
         series_time=ctx.content_datetime.time(),
         contributing_equipment=ctx.equipment(),
+        previous_versions=list(ctx.predecessors) or None,
     )
     finish(sr, ctx)
     return sr

@@ -8,20 +8,9 @@ same Study/Series/SOP/Tracking UIDs, so a re-send replaces instead of duplicatin
 
 from __future__ import annotations
 
-import json
-
-from pydicom.uid import generate_uid
+from ..identity import UID_ROOT, device_uid, hashed_uid
 
 __all__ = ["UID_ROOT", "device_uid", "result_uid", "tracking_uid"]
-
-#: Root of every UID this node creates (the same root ``dicom_ai_node.testing`` uses).
-UID_ROOT = "1.2.826.0.1.3680043.10.1453."
-
-
-def _hashed_uid(*parts: str) -> str:
-    # pydicom concatenates entropy sources without a separator, so ("ab", "c") and
-    # ("a", "bc") would collide; one JSON array is unambiguous.
-    return str(generate_uid(UID_ROOT, [json.dumps(list(parts), ensure_ascii=False)]))
 
 
 def result_uid(job_key: str, *parts: str) -> str:
@@ -46,30 +35,7 @@ def result_uid(job_key: str, *parts: str) -> str:
     """
     if not job_key:
         raise ValueError("job_key must not be empty")
-    return _hashed_uid("result", job_key, *parts)
-
-
-def device_uid(name: str, version: str) -> str:
-    """Return the Device UID (0018,1002) of one model version (PS3.3 C.7.5.1).
-
-    Parameters
-    ----------
-    name, version:
-        The model's name and version from its manifest.
-
-    Returns
-    -------
-    str
-        The same UID for the same name and version, a different one otherwise.
-
-    Raises
-    ------
-    ValueError
-        If ``name`` or ``version`` is empty.
-    """
-    if not name or not version:
-        raise ValueError("device_uid needs a model name and version")
-    return _hashed_uid("device", name, version)
+    return hashed_uid("result", job_key, *parts)
 
 
 def tracking_uid(job_key: str, label_value: int) -> str:

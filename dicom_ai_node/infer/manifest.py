@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import re
 import tomllib
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +18,16 @@ from typing import Any
 
 from ..domain import AlgorithmInfo, BodyPart, Code, InputSpec, OutputLabel, Scope, parse_enum
 from ..errors import ConfigError
+from ..identity import MANUFACTURER
 
-__all__ = ["MEASUREMENTS", "TASKS", "ModelManifest", "load_manifest"]
+__all__ = [
+    "MEASUREMENTS",
+    "SERIES_NUMBER_BLOCK",
+    "TASKS",
+    "ModelManifest",
+    "default_series_number",
+    "load_manifest",
+]
 
 # PS3.16 CID 7162 (Algorithm Family): "Artificial Intelligence"
 AI_FAMILY = Code("123110", "DCM", "Artificial Intelligence")
@@ -37,6 +46,7 @@ _TOP_KEYS = {
     "labels",
     "algorithm_family",
     "entry_point",
+    "series_number",
 }
 _INPUT_KEYS = {
     "modalities",
@@ -80,6 +90,12 @@ class ModelManifest:
     postprocess: Mapping[str, Any] = field(default_factory=dict)
     algorithm_family: Code = AI_FAMILY
     entry_point: str = ""
+    #: First Series Number of the model's results (see :data:`SERIES_NUMBER_BLOCK`).
+    series_number: int = 0
+
+    def __post_init__(self) -> None:
+        if self.series_number == 0:
+            object.__setattr__(self, "series_number", default_series_number(self.name))
 
     @property
     def projection(self) -> bool:
@@ -111,8 +127,34 @@ class ModelManifest:
             version=self.version,
             family=self.algorithm_family,
             device_uid=device_uid,
+            manufacturer=MANUFACTURER,
             intended_use=self.intended_use,
         )
+
+
+#: Series Numbers each model has for its results: revision ``r`` of a model whose
+#: ``series_number`` is ``n`` gets ``n + 10 r`` (SEG), ``+ 1`` (SR), ``+ 2`` (findings SR),
+#: revisions from the tenth on sharing the last ten (encode.result_series_number).
+SERIES_NUMBER_BLOCK = 100
+#: The highest ``series_number`` a manifest may give: its block stays within IS (PS3.5).
+MAX_SERIES_NUMBER = 2**31 - 1 - SERIES_NUMBER_BLOCK
+
+
+def default_series_number(name: str) -> int:
+    """A model's first result Series Number when its manifest gives none: from its name.
+
+    In 20000-919900, away from the numbers modalities use; two models whose blocks
+    overlap are refused at start-up (set ``series_number`` in one of them).
+    """
+    return 20000 + SERIES_NUMBER_BLOCK * (zlib.crc32(name.encode("utf-8")) % 9000)
+
+
+def _series_number(value: Any, where: str) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SERIES_NUMBER:
+        raise ConfigError(f"{where}: series_number is a whole number in 1..{MAX_SERIES_NUMBER}")
+    return value
 
 
 def _input_spec(data: Mapping[str, Any], where: str) -> InputSpec:
@@ -354,6 +396,7 @@ def load_manifest(path: Path) -> ModelManifest:
         if "algorithm_family" in data
         else AI_FAMILY,
         entry_point=str(data.get("entry_point", "")),
+        series_number=_series_number(data.get("series_number"), where),
     )
     if manifest.task not in TASKS:
         raise ConfigError(f"{where}: task {manifest.task!r} is not one of {list(TASKS)}")

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..domain import InputSpec
 from ..errors import ConfigError
-from .manifest import ModelManifest, load_manifest
+from .manifest import SERIES_NUMBER_BLOCK, ModelManifest, load_manifest
 from .runner import Device, Runner, make_runner
 
 if TYPE_CHECKING:
@@ -22,6 +22,20 @@ if TYPE_CHECKING:
 __all__ = ["ModelRegistry", "choose_device"]
 
 log = logging.getLogger(__name__)
+
+
+def _check_series_numbers(
+    path: Path, manifest: ModelManifest, others: Iterable[ModelManifest]
+) -> None:
+    """Each model's results keep Series Numbers of their own (a block per model)."""
+    low = manifest.series_number
+    for other in others:
+        if abs(other.series_number - low) < SERIES_NUMBER_BLOCK:
+            raise ConfigError(
+                f"{path}: series_number {low} of {manifest.name} is within "
+                f"{SERIES_NUMBER_BLOCK} of {other.name}'s {other.series_number}; results of "
+                "two models would share Series Numbers: set series_number in model.toml"
+            )
 
 
 def choose_device(setting: str, threads: int = 0, bf16: bool = True) -> Device:
@@ -84,6 +98,7 @@ class ModelRegistry:
                 continue
             if manifest.name in self.manifests:
                 raise ConfigError(f"{path}: model name {manifest.name!r} used twice")
+            _check_series_numbers(path, manifest, self.manifests.values())
             self.manifests[manifest.name] = manifest
 
     def __iter__(self) -> Iterator[ModelManifest]:

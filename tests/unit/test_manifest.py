@@ -7,7 +7,11 @@ from pathlib import Path
 import pytest
 
 from dicom_ai_node.errors import ConfigError
-from dicom_ai_node.infer.manifest import load_manifest
+from dicom_ai_node.infer.manifest import default_series_number, load_manifest
+from dicom_ai_node.infer.registry import ModelRegistry
+from dicom_ai_node.infer.runner import Device
+
+REPO = Path(__file__).resolve().parents[2]
 
 GOOD = """
 name = "tiny"
@@ -81,6 +85,8 @@ def test_good_manifest(tmp_path: Path) -> None:
             "grades: needs exactly code and below",
         ),
         (("[input]", '[preprocess]\ngeometry = "flat"\n[input]'), "geometry"),
+        (('task = "segmentation"', 'task = "segmentation"\nseries_number = 0'), "series_number"),
+        (('task = "segmentation"', 'task = "segmentation"\nseries_number = "9"'), "series_number"),
         (("[input]", "[preprocess]\ncontext_mm = 0\n[input]"), "context_mm is a distance"),
         (
             ("[input]", "[preprocess]\ncontext_mm = 3.0\ntile = true\n[input]"),
@@ -91,6 +97,22 @@ def test_good_manifest(tmp_path: Path) -> None:
 def test_bad_manifests(tmp_path: Path, change: tuple[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_manifest(write(tmp_path, GOOD.replace(*change)))
+
+
+def test_series_numbers_are_the_models_own(tmp_path: Path) -> None:
+    assert load_manifest(write(tmp_path, GOOD)).series_number == default_series_number("tiny")
+    assert 20000 <= default_series_number("tiny") <= 919900
+    given = GOOD.replace('task = "segmentation"', 'task = "segmentation"\nseries_number = 9100')
+    assert load_manifest(write(tmp_path, given)).series_number == 9100
+    models = tmp_path / "models"
+    for name, number in (("a", 9100), ("b", 9150)):
+        (models / name).mkdir(parents=True)
+        text = given.replace('"tiny"', f'"{name}"').replace("9100", str(number))
+        write(models / name, text)
+    with pytest.raises(ConfigError, match="series_number 9150 of b is within 100 of a's 9100"):
+        ModelRegistry(models, Device("cpu"))
+    registry = ModelRegistry(REPO / "models", Device("cpu"))  # the built-in models
+    assert len({m.series_number for m in registry}) == len(registry) > 10
 
 
 def test_missing_weights(tmp_path: Path) -> None:
