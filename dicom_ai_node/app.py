@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 
 from .audit.node import NodeAudit
+from .domain import Scope, SeriesSelection
 from .errors import ConfigError
 from .infer.decode import IsolatedDecoder
 from .infer.registry import ModelRegistry, choose_device
@@ -22,7 +23,7 @@ from .pipeline import Pipeline
 from .receive.gate import Limits, resolve_callers
 from .receive.scp import ScpConfig, StorageSCP
 from .receive.users import UserCheck
-from .route.rules import load_rules
+from .route.rules import RuleSet, load_rules
 from .send.senders import DELIVER_INTERVAL_S, DestinationSenders
 from .settings import NodeSettings
 from .store.db import Database, utcnow
@@ -55,6 +56,18 @@ def _user_check(
         return None
     users = {u.username: u.password_hash for u in settings.users}
     return UserCheck(settings.dicom.user_identity, users, on_refused)
+
+
+def _check_selections(rules: RuleSet, registry: ModelRegistry) -> None:
+    """A study-scope model takes every accepted series in one job: ``select: each`` cannot
+    apply to it (fail at start-up, naming the model)."""
+    for manifest in registry:
+        each = rules.selection(manifest.name) is SeriesSelection.EACH
+        if each and manifest.input.scope is Scope.STUDY:
+            raise ConfigError(
+                f"{rules.source}: the rules of {manifest.name} say select: each, but the model "
+                "takes a whole study (scope = study in its model.toml)"
+            )
 
 
 def _tls_files(settings: NodeSettings) -> TlsFiles | None:
@@ -105,6 +118,7 @@ class Node:
         if not rules_path.is_file():
             raise ConfigError(f"route.rules_file {rules_path} not found")
         self.rules = load_rules(rules_path, list(self.registry.manifests))
+        _check_selections(self.rules, self.registry)
         tls_files = _tls_files(settings)
         infer = settings.infer
         self.decoder = (

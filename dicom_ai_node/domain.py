@@ -28,6 +28,7 @@ __all__ = [
     "QualityIssue",
     "Scope",
     "SeriesInfo",
+    "SeriesSelection",
     "SeriesState",
     "Volume",
     "parse_enum",
@@ -72,8 +73,9 @@ class SeriesState(enum.StrEnum):
 
     RECEIVING = "receiving"  # instances arriving, quiet period running
     COMPLETE = "complete"  # quiet period over or expected count reached, not yet routed
-    ROUTED = "routed"  # at least one job made for it
-    NOT_ROUTED = "not_routed"  # no rule wants it; the reason is recorded
+    WAITING = "waiting"  # rules for each series applied; waiting for the study to be quiet
+    ROUTED = "routed"  # a job runs on it
+    NOT_ROUTED = "not_routed"  # no rule wants it, or another series won; the reason says
 
 
 class JobState(enum.StrEnum):
@@ -105,6 +107,18 @@ class Scope(enum.StrEnum):
 
     SERIES = "series"
     STUDY = "study"
+
+
+class SeriesSelection(enum.StrEnum):
+    """Which matching series of a study a rule's model runs on (docs/routing.md).
+
+    ``best``: one job per study, on the best matching series, decided once the study is
+    quiet. ``each``: one job per matching series (each radiograph view, each still),
+    decided as soon as that series is complete.
+    """
+
+    BEST = "best"
+    EACH = "each"
 
 
 class BodyPart(enum.StrEnum):

@@ -13,30 +13,28 @@ import io
 import logging
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import SegmentationStorage
-from sqlalchemy import select
 
-from .domain import BodyPart, JobState, ModelOutput, Scope, SeriesInfo, SeriesState
+from .assemble.sweep import Assembler
+from .domain import BodyPart, JobState, ModelOutput, SeriesInfo
 from .encode import device_uid, encode_results
 from .errors import ConfigError, DeliveryError, EncodeError, InferenceError, StorageError
 from .infer.lease import JOB_HEARTBEAT_S, JOB_LEASE_S, LeaseKeeper
 from .infer.registry import ModelRegistry
 from .infer.volume import Decode, load_volume, read_images
 from .route.bodypart import BodyRegionClassifier
-from .route.header import series_info
-from .route.router import route_study
 from .route.rules import RuleSet
 from .send.retry import RetryPolicy
 from .send.scu import Peer, send_datasets
 from .settings import NodeSettings
 from .store.db import Database
 from .store.files import FileStore
-from .store.index import complete_due_series, record_event
 from .store.jobs import (
     ClaimedJob,
     DueDelivery,
@@ -48,8 +46,9 @@ from .store.jobs import (
     finish_delivery_attempt,
     instance_paths,
     renew_lease,
+    result_paths,
 )
-from .store.tables import Instance, Job, Series, Study
+from .store.routing import series_pk_of
 
 if TYPE_CHECKING:
     from .infer.bodyregion import BodyRegionModels
@@ -92,6 +91,17 @@ class Pipeline:
     def __post_init__(self) -> None:
         if self.classifier is None and self.body_region is not None:
             self.classifier = self.classify_region
+        cfg = self.settings.assemble
+        self.assembler = Assembler(
+            self.db,
+            self.rules,
+            self.registry.specs,
+            {m.name: m.version for m in self.registry},
+            cfg.quiet_period_s,
+            cfg.study_quiet_period_s,
+            cfg.late_instance_policy,
+            self.classifier,
+        )
 
     def classify_region(self, info: SeriesInfo) -> tuple[BodyPart, float] | None:
         """The body region of a stored series from its pixels (the router's hook).
@@ -112,10 +122,7 @@ class Pipeline:
     def _classify_stored(
         self, model: BodyRegionModels, info: SeriesInfo
     ) -> tuple[BodyPart, float] | None:
-        with self.db.session() as session:
-            series_pk = session.scalars(
-                select(Series.pk).where(Series.series_instance_uid == info.series_instance_uid)
-            ).first()
+        series_pk = series_pk_of(self.db.session, info.series_instance_uid)
         if series_pk is None:
             return None
         paths = [self.files.absolute(p) for p in instance_paths(self.db.session, series_pk)]
@@ -123,102 +130,8 @@ class Pipeline:
 
     # -- assemble + route ---------------------------------------------------------------
     def assemble(self) -> list[str]:
-        """Complete series whose quiet period is over, then route every complete series."""
-        now = self.clock()
-        done = complete_due_series(self.db.session, now, self.settings.assemble.quiet_period_s)
-        with self.db.session() as session:
-            pending = list(
-                session.scalars(select(Series.pk).where(Series.state == SeriesState.COMPLETE.value))
-            )
-        for series_pk in pending:
-            self.route(series_pk, now)
-        return done
-
-    def _series_info(self, series: Series, sop_classes: Sequence[str]) -> SeriesInfo:
-        return series_info(
-            series.header or {},
-            number_of_instances=series.instance_count,
-            sop_class_uids=sop_classes,
-            calling_ae_title=series.calling_ae_title,
-        )
-
-    def _study_infos(self, study_pk: int) -> dict[str, tuple[Series, SeriesInfo]]:
-        with self.db.session() as session:
-            rows = session.scalars(
-                select(Series).where(
-                    Series.study_fk == study_pk, Series.state != SeriesState.RECEIVING.value
-                )
-            ).all()
-            out = {}
-            for row in rows:
-                classes = session.scalars(
-                    select(Instance.sop_class_uid).where(Instance.series_fk == row.pk).distinct()
-                ).all()
-                out[row.series_instance_uid] = (row, self._series_info(row, classes))
-            return out
-
-    def route(self, series_pk: int, now: dt.datetime) -> None:
-        """Route one complete series: make jobs for the models that chose it, or record why not."""
-        with self.db.session() as session:
-            series = session.get(Series, series_pk)
-            if series is None or series.state != SeriesState.COMPLETE.value:
-                return
-            study_uid = session.get(Study, series.study_fk).study_instance_uid  # type: ignore[union-attr]
-        infos = self._study_infos(series.study_fk)
-        routing = route_study(
-            [info for _, info in infos.values()], self.rules, self.registry.specs, self.classifier
-        )
-        uid = series.series_instance_uid
-        decided = routing.for_series(uid)
-        models = decided.models
-        explanation = [*decided.decision.explanation, *decided.notes]
-        with self.db.session.begin() as session:
-            row = session.get(Series, series_pk)
-            if row is None or row.state != SeriesState.COMPLETE.value:
-                return
-            # the operator reads which source named the body part (header or pixels)
-            body_part = f"body part {decided.decision.body_part.explanation}"
-            if not models:
-                row.state = SeriesState.NOT_ROUTED.value
-                row.reason = f"{decided.reason}; {body_part}"
-                record_event(session, now, study_uid, "not-routed", row.reason, uid)
-                return
-            row.state = SeriesState.ROUTED.value
-            row.reason = f"routed to {', '.join(models)}; {body_part}"
-            for name in models:
-                manifest = self.registry.manifests[name]
-                assigned = next(a for a in routing.assignments if a.model == name)
-                if manifest.input.scope is Scope.STUDY:
-                    # one job per study: the first complete series creates it, later
-                    # ones find it (the runner gets the chosen series, see the job)
-                    key = f"{name}/{manifest.version}/study/{study_uid}"
-                else:
-                    key = f"{name}/{manifest.version}/{uid}/g{row.generation}"
-                if session.scalars(select(Job.pk).where(Job.job_key == key)).first() is not None:
-                    continue
-                session.add(
-                    Job(
-                        job_key=key,
-                        study_fk=row.study_fk,
-                        series_fk=row.pk,
-                        model_name=name,
-                        model_version=manifest.version,
-                        generation=row.generation,
-                        state=JobState.QUEUED.value,
-                        reason="waiting for a worker",
-                        explanation={
-                            "routing": explanation,
-                            "series": list(assigned.series_instance_uids),
-                            "selection": list(assigned.explanation),
-                        },
-                        attempts=0,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                )
-                record_event(
-                    session, now, study_uid, "routed", f"series to {name} {manifest.version}", uid
-                )
+        """Complete series and studies whose time has come and make their jobs (one sweep)."""
+        return self.assembler.sweep(self.clock())
 
     # -- infer + encode -------------------------------------------------------------------
     def run_one_job(self) -> bool:
@@ -297,9 +210,25 @@ class Pipeline:
         algorithm = manifest.algorithm(device_uid(manifest.name, manifest.version))
         # content date/time fixed by the job, so a re-run re-creates identical objects
         datasets = encode_results(
-            ordered, output, algorithm, job.job_key, content_datetime=job.created_at
+            ordered,
+            output,
+            algorithm,
+            job.job_key,
+            series_number=manifest.series_number,
+            content_datetime=job.created_at,
+            revision=job.revision,
+            predecessors=self._predecessors(job),
         )
         return state, reason, [self._store_result(ds) for ds in datasets]
+
+    def _predecessors(self, job: ClaimedJob) -> list[Dataset]:
+        """The SR documents of the job a revision supersedes (their headers)."""
+        if job.predecessor_pk is None:
+            return []
+        paths = result_paths(self.db.session, job.predecessor_pk, "SR")
+        return [
+            dcmread(self.files.absolute(p), stop_before_pixels=True, defer_size=1024) for p in paths
+        ]
 
     def _store_result(self, ds: Dataset) -> NewResult:
         buffer = io.BytesIO()

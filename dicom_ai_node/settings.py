@@ -181,14 +181,26 @@ class AssembleSettings:
     """When a series counts as complete."""
 
     quiet_period_s: float = _f(10.0, "Seconds after the last instance before a series is complete.")
+    study_quiet_period_s: float = _f(
+        0.0,
+        "Seconds without an instance of a study before the rules that choose among its "
+        "series decide (one job per study and model); 0 or less than quiet_period_s means "
+        "quiet_period_s, so a single-series study waits no longer. Set it longer than the "
+        "gaps a PACS leaves between the series it forwards.",
+    )
     sweep_interval_s: float = _f(1.0, "How often to look for series whose quiet period is over.")
     late_instance_policy: str = _f(
-        "rerun", "What late instances after completion do: rerun (new results supersede) or record."
+        "rerun",
+        "What late or better data after results do (more instances of the chosen series, or "
+        "a series selection now prefers): rerun (a revision supersedes the results, its SR "
+        "names its predecessor) or record (only recorded, nothing new is sent).",
     )
 
     def __post_init__(self) -> None:
         if self.late_instance_policy not in ("rerun", "record"):
             raise ConfigError("assemble.late_instance_policy must be 'rerun' or 'record'")
+        if self.study_quiet_period_s < 0:
+            raise ConfigError("assemble.study_quiet_period_s must be 0 or more")
 
 
 @dataclass(frozen=True)

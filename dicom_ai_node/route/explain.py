@@ -7,7 +7,8 @@ Pure formatting: the CLI reads the folder, builds each SeriesInfo with
 
 from __future__ import annotations
 
-from .router import SeriesRouting, StudyRouting
+from ..domain import Scope, SeriesSelection
+from .router import Assignment, SeriesRouting, StudyRouting
 
 __all__ = ["format_series_routing", "format_study_routing"]
 
@@ -45,6 +46,15 @@ def format_series_routing(item: SeriesRouting) -> list[str]:
     return lines
 
 
+def _when(job: Assignment) -> str:
+    """When the node makes this job: as the series completes, or once the study is quiet."""
+    if job.selection is SeriesSelection.EACH:
+        return "each matching series: one job per series, when it is complete"
+    if job.scope is Scope.STUDY:
+        return "study scope: every accepted series, one job when the study is quiet"
+    return "best series of the study: one job per study, when the study is quiet"
+
+
 def format_study_routing(routing: StudyRouting) -> str:
     """Render every study: its series, where each goes and why, then the resulting jobs.
 
@@ -74,6 +84,7 @@ def format_study_routing(routing: StudyRouting) -> str:
         lines.append(f"{_INDENT}Jobs:" if jobs else f"{_INDENT}Jobs: none")
         for job in jobs:
             series = ", ".join(job.series_instance_uids)
-            lines.append(f"{_INDENT * 2}{job.model} ({job.scope.value} scope): {series}")
+            lines.append(f"{_INDENT * 2}{job.model} ({_when(job)}): {series}")
+            lines.extend(f"{_INDENT * 3}{line}" for line in job.explanation)
         lines.append("")
     return "\n".join(lines)

@@ -3,15 +3,18 @@
 Pure and deterministic: the same headers, rules and input specs give the same decision
 and the same explanation, line for line. A series goes to a model when a rule for that
 model matches and the model's declared input accepts it; within a study, a series-scope
-model then gets only the best of those series (see :mod:`.select`).
+model then gets only the best of those series (see :mod:`.select`), unless its rules
+``select: each`` series. The node's own results are recognised and never routed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ..domain import InputSpec, Scope, SeriesInfo
+from ..domain import BodyPart, InputSpec, Scope, SeriesInfo, SeriesSelection
+from ..identity import made_by_node
 from .bodypart import BodyPartDecision, BodyRegionClassifier, normalise_body_part
 from .rules import RuleSet, rule_values
 from .select import check_input, select_series
@@ -59,6 +62,9 @@ class RouteDecision:
         One line per rule: matched, which condition failed, or the input-spec reasons.
     outcomes:
         The same per rule, as data.
+    made_by:
+        The model that made the series, when it is this node's own result
+        (:func:`~dicom_ai_node.identity.made_by_node`); such a series is never routed.
     """
 
     series_instance_uid: str
@@ -66,6 +72,7 @@ class RouteDecision:
     models: tuple[str, ...]
     explanation: tuple[str, ...]
     outcomes: tuple[RuleOutcome, ...] = ()
+    made_by: str = ""
 
     @property
     def routed(self) -> bool:
@@ -77,6 +84,8 @@ class RouteDecision:
         """One line: the models, or why the series is not routed."""
         if self.routed:
             return "routed to " + ", ".join(self.models)
+        if self.made_by:
+            return f"made by this node ({self.made_by}): its own results are never routed"
         if not self.outcomes:
             return "no routing rules are configured"
         rejected = [o for o in self.outcomes if o.matched and not o.accepted]
@@ -115,6 +124,11 @@ def route_series(
     RouteDecision
         The models and one explanation line per rule.
     """
+    made_by = made_by_node(info.header)
+    if made_by is not None:  # checked first: the body-region model never reads our output
+        unknown = BodyPartDecision(BodyPart.UNKNOWN, "none", "UNKNOWN (not examined)")
+        decision = RouteDecision(info.series_instance_uid, unknown, (), (), (), made_by)
+        return dataclasses.replace(decision, explanation=(decision.reason,))
     body_part = normalise_body_part(info, classifier)
     values = rule_values(info, body_part)
     models: list[str] = []
@@ -147,13 +161,19 @@ def route_series(
 
 @dataclass(frozen=True)
 class Assignment:
-    """One model's job in one study: the series it runs on, and why these."""
+    """One model's job in one study: the series it runs on, and why these.
+
+    ``selection`` says when the job is decided: ``best`` (and study scope) once the study
+    is quiet, one job per study; ``each`` as soon as the series is complete, one job per
+    series.
+    """
 
     model: str
     study_instance_uid: str
     series_instance_uids: tuple[str, ...]
     scope: Scope
     explanation: tuple[str, ...]
+    selection: SeriesSelection = SeriesSelection.BEST
 
 
 @dataclass(frozen=True)
@@ -223,9 +243,12 @@ def route_study(
     """Route every series, then give each series-scope model one series per study.
 
     Each series is routed with :func:`route_series`. Then, per study and per model, a
-    ``Scope.SERIES`` model gets the best accepted series (:func:`~.select.select_series`)
-    and a ``Scope.STUDY`` model gets all accepted series. Series that lose get a note
-    "a better series was chosen for model X: ...".
+    ``Scope.SERIES`` model whose rules ``select: best`` gets the best accepted series
+    (:func:`~.select.select_series`), one whose rules ``select: each`` gets every
+    accepted series as a job of its own, and a ``Scope.STUDY`` model gets all accepted
+    series in one job. Series that lose get a note "a better series was chosen for
+    model X: ...". The node's own results (:func:`~dicom_ai_node.identity.made_by_node`)
+    are never candidates.
 
     Parameters
     ----------
@@ -255,15 +278,32 @@ def route_study(
         for model in models:
             spec = specs.get(model, InputSpec())
             candidates = [m for m in members if model in decisions[m.series_instance_uid].models]
-            assignment = _assign(model, study_uid, candidates, decisions, spec, notes)
-            if assignment.series_instance_uids:
-                assignments.append(assignment)
-            for uid in assignment.series_instance_uids:
-                chosen[uid].append(model)
+            if rules.selection(model) is SeriesSelection.EACH and spec.scope is Scope.SERIES:
+                made = _each(model, study_uid, candidates, notes)
+            else:
+                made = [_assign(model, study_uid, candidates, decisions, spec, notes)]
+            for assignment in made:
+                if assignment.series_instance_uids:
+                    assignments.append(assignment)
+                for uid in assignment.series_instance_uids:
+                    chosen[uid].append(model)
         for m in members:
             uid = m.series_instance_uid
             routed.append(SeriesRouting(m, decisions[uid], tuple(chosen[uid]), tuple(notes[uid])))
     return StudyRouting(tuple(routed), tuple(assignments))
+
+
+def _each(
+    model: str, study_uid: str, candidates: list[SeriesInfo], notes: dict[str, list[str]]
+) -> list[Assignment]:
+    """``select: each``: every accepted series is a job of its own."""
+    why = ("select: each: every matching series gets its own job",)
+    out = []
+    for c in candidates:
+        uid = c.series_instance_uid
+        notes[uid].append(f"chosen for model {model}: its rules take each matching series")
+        out.append(Assignment(model, study_uid, (uid,), Scope.SERIES, why, SeriesSelection.EACH))
+    return out
 
 
 def _assign(

@@ -13,7 +13,7 @@ import difflib
 import fnmatch
 import math
 import re
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ import yaml
 from pydicom._uid_dict import UID_dictionary
 from pydicom.datadict import dictionary_VR, keyword_dict, tag_for_keyword
 
-from ..domain import BodyPart, SeriesInfo, parse_enum
+from ..domain import BodyPart, SeriesInfo, SeriesSelection, parse_enum
 from ..errors import ConfigError
 from .bodypart import BodyPartDecision
 
@@ -59,7 +59,7 @@ PSEUDO_KEYS: Mapping[str, str] = {
 #: Keys a matcher mapping may use.
 MATCHER_KEYS = ("glob", "regex", "min", "max", "contains", "present")
 
-_RULE_KEYS = ("name", "model", "when", "unless", "description", "enabled")
+_RULE_KEYS = ("name", "model", "when", "unless", "description", "enabled", "select")
 _TOP_KEYS = ("rules", "version")
 _NOT_MATCHABLE_VRS = frozenset({"SQ", "OB", "OD", "OF", "OL", "OV", "OW", "UN", "OB or OW"})
 _UID = re.compile(r"^[0-9*?]+(\.[0-9*?]+)*$")
@@ -284,6 +284,9 @@ class Rule:
     unless: tuple[Condition, ...] = ()
     description: str = ""
     enabled: bool = True
+    #: Which matching series of a study the model runs on: the best one, once the study
+    #: is quiet, or each one as it completes.
+    select: SeriesSelection = SeriesSelection.BEST
 
     def evaluate(self, values: Mapping[str, tuple[Any, ...]]) -> RuleResult:
         """Evaluate against :func:`rule_values` output; every failed condition is named."""
@@ -327,6 +330,13 @@ class RuleSet:
     def models(self) -> frozenset[str]:
         """The models the enabled rules route to."""
         return frozenset(r.model for r in self.rules if r.enabled)
+
+    def selection(self, model: str) -> SeriesSelection:
+        """How ``model``'s rules select series (they agree: :func:`parse_rules` checks)."""
+        for rule in self.rules:
+            if rule.model == model and rule.enabled:
+                return rule.select
+        return SeriesSelection.BEST
 
 
 def rule_values(
@@ -452,7 +462,24 @@ def parse_rules(data: Any, known_models: Collection[str], source: str = "<rules>
         if any(r.name == rule.name for r in rules):
             raise RulesError(f"{where}: duplicate rule name")
         rules.append(rule)
+    _one_selection_per_model(rules, source)
     return RuleSet(tuple(rules), source)
+
+
+def _one_selection_per_model(rules: Sequence[Rule], source: str) -> None:
+    """The enabled rules of one model must agree on ``select``: a model runs either once
+    per study or once per series, never both for the same study."""
+    first: dict[str, Rule] = {}
+    for rule in rules:
+        if not rule.enabled:
+            continue
+        other = first.setdefault(rule.model, rule)
+        if other.select is not rule.select:
+            raise RulesError(
+                f"{source}: rules {other.name!r} (select: {other.select.value}) and "
+                f"{rule.name!r} (select: {rule.select.value}) route to {rule.model} but "
+                "select series differently; give them the same select"
+            )
 
 
 def _no_unknown(data: Mapping[Any, Any], allowed: Collection[str], where: str) -> None:
@@ -482,9 +509,13 @@ def _parse_rule(item: Any, known_models: frozenset[str]) -> Rule:
         raise RulesError("'description' must be a string")
     if not isinstance(enabled, bool):
         raise RulesError("'enabled' must be true or false")
+    try:
+        select = parse_enum(SeriesSelection, item.get("select", "best"))
+    except ValueError as exc:
+        raise RulesError(f"select: {exc}") from None
     when = _parse_conditions(item["when"], "when")
     unless = _parse_conditions(item.get("unless") or {}, "unless")
-    return Rule(name.strip(), model, when, unless, description.strip(), enabled)
+    return Rule(name.strip(), model, when, unless, description.strip(), enabled, select)
 
 
 def _parse_conditions(data: Any, section: str) -> tuple[Condition, ...]:

@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, or_, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import ColumnElement, exists, or_, select, update
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from ..domain import DeliveryState, JobState, SeriesState
+from ..domain import DeliveryState, JobState
 from .db import as_utc
 from .index import record_event
 from .tables import Delivery, Instance, Job, Result, Series, Study
@@ -37,6 +37,7 @@ __all__ = [
     "instance_paths",
     "renew_lease",
     "requeue_running_jobs",
+    "result_paths",
 ]
 
 
@@ -54,6 +55,9 @@ class ClaimedJob:
     calling_ae_title: str
     attempts: int
     created_at: dt.datetime
+    subject: str = ""
+    revision: int = 0
+    predecessor_pk: int | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,8 @@ def claim_job(
     A job already started ``max_attempts`` times is failed instead, with the reason
     (shown by ``dicom-ai-node jobs``), and the next one is looked at.
     """
+    predecessor = aliased(Job)
+    unfinished = [JobState.QUEUED.value, JobState.RUNNING.value]
     with sessions.begin() as session:
         candidates = session.execute(
             select(
@@ -109,6 +115,10 @@ def claim_job(
                 or_(
                     Job.state == JobState.QUEUED.value,
                     (Job.state == JobState.RUNNING.value) & (Job.lease_until < now),
+                ),
+                # a revision runs after the job it revises, so its SR can name that one's
+                ~exists().where(
+                    predecessor.pk == Job.predecessor_fk, predecessor.state.in_(unfinished)
                 ),
             )
             .order_by(Job.pk)
@@ -142,6 +152,9 @@ def claim_job(
                     calling_ae_title=calling,
                     attempts=attempts,
                     created_at=as_utc(job.created_at),
+                    subject=job.subject,
+                    revision=job.revision,
+                    predecessor_pk=job.predecessor_fk,
                 )
     return None
 
@@ -184,6 +197,18 @@ def renew_lease(
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+def result_paths(sessions: sessionmaker[Session], job_pk: int, kind: str) -> list[str]:
+    """Relative paths of a job's results of one kind (``SEG``, ``SR``), in the order made."""
+    with sessions() as session:
+        return list(
+            session.scalars(
+                select(Result.path)
+                .where(Result.job_fk == job_pk, Result.kind == kind)
+                .order_by(Result.pk)
+            )
+        )
+
+
 def instance_paths(sessions: sessionmaker[Session], series_pk: int) -> list[str]:
     """Relative paths of every instance of a series."""
     with sessions() as session:
@@ -207,7 +232,7 @@ def complete_job(
 ) -> bool:
     """Record a job's results and queue their deliveries, in one transaction.
 
-    Earlier jobs of the same model on the same series (older generations) become
+    Earlier jobs of the same model on the same subject (earlier revisions) become
     SUPERSEDED. The result files are already durable (written before this call), so
     the commit publishes them and their outbox rows at once; a crash before it leaves
     the job to run again (same UIDs, same file names).
@@ -261,7 +286,7 @@ def complete_job(
         superseded = session.execute(
             update(Job)
             .where(
-                Job.series_fk == job.series_pk,
+                Job.subject == job.subject,
                 Job.model_name == job.model_name,
                 Job.pk < job.pk,
                 Job.state.in_(
@@ -434,13 +459,3 @@ def finish_delivery_attempt(
                 "delivery",
                 f"{delivery.sop_instance_uid} to {delivery.destination}: {what}",
             )
-
-
-def mark_series(
-    sessions: sessionmaker[Session], series_pk: int, state: SeriesState, reason: str
-) -> None:
-    """Set a series' state and the reason shown to the operator."""
-    with sessions.begin() as session:
-        session.execute(
-            update(Series).where(Series.pk == series_pk).values(state=state.value, reason=reason)
-        )

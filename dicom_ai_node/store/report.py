@@ -33,11 +33,7 @@ def study_report(sessions: sessionmaker[Session], limit: int = 20) -> str:
                     + (f" - {s.reason}" if s.reason else "")
                 )
             for j in session.scalars(select(Job).where(Job.study_fk == study.pk).order_by(Job.pk)):
-                duration = f", {j.duration_s:.1f} s" if j.duration_s is not None else ""
-                lines.append(
-                    f"  job {j.pk} {j.model_name} {j.model_version}: {j.state} "
-                    f"(attempt {j.attempts}{duration}) - {j.reason}"
-                )
+                lines += _job(j)
                 lines += _deliveries(session, j.pk)
             for e in session.scalars(
                 select(Event)
@@ -46,6 +42,24 @@ def study_report(sessions: sessionmaker[Session], limit: int = 20) -> str:
             ):
                 lines.append(f"    {e.at:%Y-%m-%d %H:%M:%S} {e.kind}: {e.message}")
     return "\n".join(lines)
+
+
+def _job(job: Job) -> list[str]:
+    """A job: model, revision, state and reason, then the series it runs on and why those."""
+    duration = f", {job.duration_s:.1f} s" if job.duration_s is not None else ""
+    revision = f" revision {job.revision}" if job.revision else ""
+    if job.predecessor_fk is not None:
+        revision += f" (revises job {job.predecessor_fk})"
+    lines = [
+        f"  job {job.pk} {job.model_name} {job.model_version}{revision}: {job.state} "
+        f"(attempt {job.attempts}{duration}) - {job.reason}"
+    ]
+    explanation = job.explanation or {}
+    series = explanation.get("series") or []
+    if series:
+        lines.append(f"    on {job.subject or 'series'}: series {', '.join(series)}")
+    lines += [f"    {line}" for line in explanation.get("selection") or []]
+    return lines
 
 
 def _deliveries(session: Session, job_pk: int) -> list[str]:

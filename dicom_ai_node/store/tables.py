@@ -113,12 +113,19 @@ class Instance(Base):
 
 
 class Job(Base):
-    """One model run on one series (or one study, for study-scope models)."""
+    """One model run on one subject: a study (one job per study and model) or a series.
+
+    ``subject`` is ``study/<uid>`` or ``series/<uid>``; the jobs of one model on one
+    subject are its revisions 0, 1, ..., each naming the one it revises
+    (``predecessor_fk``), and ``input_key`` records the series (and their generations)
+    it ran on, so that the same input never makes a second job.
+    """
 
     __tablename__ = "job"
     __table_args__ = (
         UniqueConstraint("job_key"),
         Index("ix_job_state", "state", "lease_until"),
+        Index("ix_job_subject", "subject", "model_name"),
     )
 
     pk: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -136,6 +143,10 @@ class Job(Base):
     created_at: Mapped[dt.datetime]
     updated_at: Mapped[dt.datetime]
     duration_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    subject: Mapped[str] = mapped_column(String(80), default="")
+    revision: Mapped[int] = mapped_column(Integer, default=0)
+    predecessor_fk: Mapped[int | None] = mapped_column(ForeignKey("job.pk"), nullable=True)
+    input_key: Mapped[str] = mapped_column(Text, default="")
 
 
 class Result(Base):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from dicom_ai_node.assemble.policy import completion_reason
+from dicom_ai_node.assemble.policy import completion_reason, study_completion_reason
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
 
@@ -32,3 +32,18 @@ def test_expected_count_completes_at_once() -> None:
         )
         is None
     )
+
+
+def test_a_study_is_complete_when_quiet_or_at_its_announced_counts() -> None:
+    def reason(now_s: float, **counts: int) -> str | None:
+        kwargs = {"series_count": 2, "instance_count": 120} | counts
+        return study_completion_reason(
+            now=T0 + dt.timedelta(seconds=now_s), last_received_at=T0, quiet_period_s=30, **kwargs
+        )
+
+    assert reason(29.9) is None
+    assert reason(30.0) == "study quiet for 30 s after its last instance"
+    assert reason(0, expected_series=2) == "expected series count 2 reached"
+    assert reason(0, expected_series=3) is None
+    assert reason(0, expected_series=2, expected_instances=121) is None
+    assert reason(0, expected_instances=120) == "expected instance count 120 of the study reached"

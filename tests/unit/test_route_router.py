@@ -246,6 +246,8 @@ def test_explain_text(rules: Any) -> None:
     assert f"chosen for model {LUNGS} (best of 2 accepted series)" in text
     assert f"-> not routed: a better series was chosen for model {LUNGS}: 1.3" in text
     assert "rule 'chest-ct-lungs' -> ct-chest-lungs: excluded by unless: SeriesDescription" in text
-    assert f"    {LUNGS} (series scope): 1.3" in text
+    when = "best series of the study: one job per study, when the study is quiet"
+    assert f"    {LUNGS} ({when}): 1.3\n      chosen 1.3 (#3 'THORAX 1.3')" in text
+    assert "      preferred over 1.2 (#2 'THORAX 1.2'): thinner slices" in text
     assert text.count("Jobs:") == 2
     assert format_study_routing(route_study([], rules, SPECS)) == "No series.\n"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from dicom_ai_node.domain import BodyPart, SeriesInfo
+from dicom_ai_node.domain import BodyPart, SeriesInfo, SeriesSelection
 from dicom_ai_node.route.bodypart import BodyPartDecision
 from dicom_ai_node.route.rules import (
     Condition,
@@ -288,6 +288,24 @@ def rules_error(text: str) -> str:
     with pytest.raises(RulesError) as excinfo:
         load_rules(text, MODELS)
     return str(excinfo.value)
+
+
+def test_select_is_best_by_default_each_when_asked_and_agrees_per_model() -> None:
+    rules = load_rules(
+        "rules:\n  - {name: a, model: other-model, when: {}}\n"
+        "  - {name: b, model: ct-chest-lungs, select: each, when: {}}\n",
+        MODELS,
+    )
+    assert rules.selection("other-model") is SeriesSelection.BEST
+    assert rules.selection("ct-chest-lungs") is SeriesSelection.EACH
+    assert "select: 'all' is not a valid SeriesSelection; allowed: best, each" in rules_error(
+        "rules:\n  - {name: a, model: other-model, select: all, when: {}}\n"
+    )
+    message = rules_error(
+        "rules:\n  - {name: a, model: other-model, when: {}}\n"
+        "  - {name: b, model: other-model, select: each, when: {}}\n"
+    )
+    assert "rules 'a' (select: best) and 'b' (select: each) route to other-model" in message
 
 
 def test_unknown_model_names_the_rule_and_the_known_models() -> None:

@@ -1,0 +1,135 @@
+"""Assemble: one result set per (study, model), revised when late or better data arrives.
+
+Routing says what each model should run on now (a :class:`JobInput`: the chosen series
+and their generations); the latest job of that model on the same subject (the study, or
+the series for rules that ``select: each``) says what it ran on. :func:`plan_job`
+compares the two and decides, without I/O:
+
+* no job yet: a first job (revision 0);
+* the same input: nothing (a study forwarded again makes no job);
+* the job is still queued: it takes the new input (nothing was made from the old one);
+* results exist or are being made: ``assemble.late_instance_policy`` ``rerun`` makes a
+  revision that supersedes them (its SR names its predecessor, PS3.3 C.17.2.3),
+  ``record`` only records that better data arrived.
+
+So a (study, model) never gets two unrelated result sets.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..domain import JobState
+
+__all__ = ["JobInput", "LatePolicy", "PlannedJob", "PriorJob", "Step", "input_key", "plan_job"]
+
+
+class LatePolicy(enum.StrEnum):
+    """``assemble.late_instance_policy``: what data arriving after results does."""
+
+    RERUN = "rerun"
+    RECORD = "record"
+
+
+class Step(enum.StrEnum):
+    """What :func:`plan_job` decided for one model and subject."""
+
+    NEW = "new"  # no job yet: revision 0
+    KEEP = "keep"  # the latest job has this input already
+    REPLACE = "replace"  # the latest job is still queued: it takes the new input
+    REVISE = "revise"  # results exist: a new revision supersedes them (rerun)
+    RECORD = "record"  # results exist: recorded, nothing run (record)
+
+
+def input_key(series: Sequence[tuple[str, int]]) -> str:
+    """The input of a job as text: each chosen series with its generation, sorted.
+
+    A series' generation grows when late instances re-open it (policy ``rerun``), so
+    more instances of the chosen series change the key as a better series does.
+    """
+    return ",".join(f"{uid}@g{generation}" for uid, generation in sorted(series))
+
+
+@dataclass(frozen=True)
+class JobInput:
+    """What routing wants one model to run on, for one subject.
+
+    Attributes
+    ----------
+    model:
+        The model's name.
+    subject:
+        ``study/<Study Instance UID>`` (one job per study) or ``series/<Series Instance
+        UID>`` (rules that ``select: each``).
+    series_instance_uids:
+        The chosen series, the first one the job's series.
+    input_key:
+        :func:`input_key` of the chosen series.
+    explanation:
+        Why: the routing lines, the candidates and why the chosen one won.
+    """
+
+    model: str
+    subject: str
+    series_instance_uids: tuple[str, ...]
+    input_key: str
+    explanation: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PriorJob:
+    """The latest job of one model on one subject."""
+
+    pk: int
+    revision: int
+    state: JobState
+    input_key: str
+
+
+@dataclass(frozen=True)
+class PlannedJob:
+    """The decision for one model and subject, and the revision a new job gets."""
+
+    step: Step
+    input: JobInput
+    prior: PriorJob | None
+    revision: int
+    reason: str
+
+
+def plan_job(wanted: JobInput, prior: PriorJob | None, policy: LatePolicy | str) -> PlannedJob:
+    """Decide what to do about one model on one subject (see the module docstring).
+
+    Parameters
+    ----------
+    wanted:
+        What routing chose now.
+    prior:
+        The latest job of the same model on the same subject, if any.
+    policy:
+        ``assemble.late_instance_policy``.
+
+    Returns
+    -------
+    PlannedJob
+        The step, and for NEW, REPLACE and REVISE the revision the job has.
+    """
+    policy = LatePolicy(policy)
+    if prior is None:
+        return PlannedJob(Step.NEW, wanted, None, 0, "first job")
+    if prior.input_key == wanted.input_key:
+        return PlannedJob(Step.KEEP, wanted, prior, prior.revision, "same input as before")
+    if prior.state is JobState.QUEUED:
+        why = f"job {prior.pk} had not started: it runs on the new input instead"
+        return PlannedJob(Step.REPLACE, wanted, prior, prior.revision, why)
+    if policy is LatePolicy.RERUN:
+        why = f"revision {prior.revision + 1} supersedes job {prior.pk} ({prior.state.value})"
+        return PlannedJob(Step.REVISE, wanted, prior, prior.revision + 1, why)
+    why = (
+        f"job {prior.pk} ({prior.state.value}) stands: assemble.late_instance_policy is "
+        "record, so the new data is only recorded"
+    )
+    return PlannedJob(Step.RECORD, wanted, prior, prior.revision, why)
