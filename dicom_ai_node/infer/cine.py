@@ -11,7 +11,7 @@ the same phase at every position. What is reported:
   end-systole (a new label, "<name>, end-systole"); every other frame is left
   unlabelled, so the SEG and the SR show the two phases a reader measures;
 * with several positions (a short-axis stack): the end-diastolic and end-systolic
-  volumes (Volume, 118565006 SCT, mL) by disc summation (area x distance between
+  volumes (Volume, 118565006 SCT, UCUM ``ml``) by disc summation (area x distance between
   positions, the Simpson method of cardiac MR) and the ejection fraction (10230-1, LN,
   "Left ventricular Ejection fraction", %), over the positions sent;
 * with one position: the end-diastolic and end-systolic areas (Area, 42798000 SCT,
@@ -19,6 +19,10 @@ the same phase at every position. What is reported:
   ejection-fraction-like measure of one slice. No ejection fraction is made up from one
   slice: that needs a shape assumption (how the cavity shortens along its axis) that one
   slice cannot check.
+
+Volumes and areas are exact (PS3.16 TID 300 NUMs, as :mod:`.measure` reports them);
+the ejection fraction and the fractional area change are percentages to 0.1 %, as they
+are reported clinically.
 
 Manifest keys (``postprocess``): ``cavity_label`` (default 1), ``myocardium_label``.
 Numpy only.
@@ -34,11 +38,10 @@ import numpy.typing as npt
 from ..domain import Code, Measurement, ModelOutput, OutputLabel, Volume
 from ..errors import ConfigError
 from .manifest import ModelManifest
-from .measure import AREA, MM2, VOLUME
+from .measure import AREA, ML, MM2, MM3_PER_ML, VOLUME
 
 __all__ = ["EJECTION_FRACTION", "cine_output", "end_phases"]
 
-ML = Code("mL", "UCUM", "milliliter")
 PERCENT = Code("%", "UCUM", "percent")
 EJECTION_FRACTION = Code("10230-1", "LN", "Left ventricular Ejection fraction")
 FRACTIONAL_AREA_CHANGE = Code("FAC", "99DAIN", "Fractional area change")
@@ -116,24 +119,24 @@ def cine_output(
         else 0.0
     )
     if positions > 1:
-        edv, esv = (a * slice_mm / 1000.0 for a in (eda, esa))
+        edv, esv = (a * slice_mm / MM3_PER_ML for a in (eda, esa))
         fraction = round(100 * (edv - esv) / edv, 1)
         measurements = [
-            Measurement(cavity.value, VOLUME, round(edv, 2), ML),
-            Measurement(systolic.value, VOLUME, round(esv, 2), ML),
+            Measurement(cavity.value, VOLUME, edv, ML),
+            Measurement(systolic.value, VOLUME, esv, ML),
             Measurement(systolic.value, EJECTION_FRACTION, fraction, PERCENT),
         ]
         if myocardium is not None:
-            volume_ml = round(wall * slice_mm / 1000.0, 2)
-            measurements.insert(1, Measurement(myocardium.value, VOLUME, volume_ml, ML))
+            wall_ml = wall * slice_mm / MM3_PER_ML
+            measurements.insert(1, Measurement(myocardium.value, VOLUME, wall_ml, ML))
     else:
         measurements = [
-            Measurement(cavity.value, AREA, round(eda, 1), MM2),
-            Measurement(systolic.value, AREA, round(esa, 1), MM2),
+            Measurement(cavity.value, AREA, eda, MM2),
+            Measurement(systolic.value, AREA, esa, MM2),
             Measurement(
                 systolic.value, FRACTIONAL_AREA_CHANGE, round(100 * (eda - esa) / eda, 1), PERCENT
             ),
         ]
         if myocardium is not None:
-            measurements.insert(1, Measurement(myocardium.value, AREA, round(wall, 1), MM2))
+            measurements.insert(1, Measurement(myocardium.value, AREA, wall, MM2))
     return ModelOutput(labels=tuple(labels), label_map=label_map, measurements=tuple(measurements))

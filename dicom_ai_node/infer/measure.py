@@ -3,7 +3,9 @@
 The measurement names a manifest may ask for (``measurements = [...]``) and the codes
 they are reported with:
 
-* ``volume``: Volume (118565006, SCT) in mm3, voxels x voxel volume;
+* ``volume``: Volume (118565006, SCT) in millilitres (UCUM ``ml``), voxels x voxel
+  volume / 1000, unrounded (the SR's NUM keeps it: its Numeric Value is the closest DS
+  of 16 characters, its Floating Point Value the double itself, PS3.3 C.18.1);
 * ``long_axis``: Long Axis (103339001, SCT) in mm, the longest in-plane diameter, edge
   to edge, of the region's largest connected part on any slice (RECIST 1.1 style,
   :func:`~dicom_ai_node.geometry.max_feret_diameter_mm`);
@@ -25,6 +27,11 @@ showing it largest (ACR TI-RADS, BI-RADS ultrasound lexicon):
 
 No standard code exists for the last two: they carry private codes of the ``99DAIN``
 scheme, listed in docs/models.md.
+
+Units are UCUM codes as PS3.16 spells them (CID 7181 "Abstract Multi-dimensional Image
+Model Component Units": ``mm``, ``mm2``, ``ml`` as in ``ml/min``). The values stay
+exact. The manifest's thresholds (``min_instance_mm3``) stay settings in mm3, compared
+with voxel counts, never with these values.
 """
 
 from __future__ import annotations
@@ -43,17 +50,22 @@ __all__ = [
     "HU",
     "LONG_AXIS",
     "MEAN",
+    "ML",
     "MM",
     "MM2",
-    "MM3",
+    "MM3_PER_ML",
     "SHAPE_FEATURES",
     "VOLUME",
     "label_measurements",
     "region_measurements",
+    "volume_ml",
 ]
 
 VOLUME = Code("118565006", "SCT", "Volume")
-MM3 = Code("mm3", "UCUM", "cubic millimeter")
+#: Millilitre: UCUM ``ml``, as PS3.16 writes it (``ml/min``, ``Bq/ml`` of CID 7181).
+ML = Code("ml", "UCUM", "milliliter")
+#: Cubic millimetres in a millilitre (UCUM: 1 ml = 1 cm3).
+MM3_PER_ML = 1000.0
 LONG_AXIS = Code("103339001", "SCT", "Long Axis")
 MM = Code("mm", "UCUM", "millimeter")
 ATTENUATION = Code("112031", "DCM", "Attenuation Coefficient")
@@ -83,6 +95,25 @@ def long_axis_mm(mask: npt.NDArray[np.bool_], row_mm: float, column_mm: float) -
     )
 
 
+def volume_ml(voxels: int, volume: Volume) -> float:
+    """The volume of ``voxels`` voxels of ``volume`` in millilitres, unrounded.
+
+    Parameters
+    ----------
+    voxels:
+        How many voxels.
+    volume:
+        Gives the voxel spacing.
+
+    Returns
+    -------
+    float
+        ``voxels * voxel_volume_mm3 / 1000``: the value of a Volume NUM (PS3.16 TID 300)
+        in UCUM ``ml``.
+    """
+    return voxels * volume.voxel_volume_mm3 / MM3_PER_ML
+
+
 def region_measurements(
     label_value: int,
     mask: npt.NDArray[np.bool_],
@@ -108,8 +139,8 @@ def region_measurements(
     _, row_mm, column_mm = volume.spacing_mm
     out = []
     if "volume" in wanted:
-        voxels = float(np.count_nonzero(mask))
-        out.append(Measurement(label_value, VOLUME, voxels * volume.voxel_volume_mm3, MM3))
+        voxels = int(np.count_nonzero(mask))
+        out.append(Measurement(label_value, VOLUME, volume_ml(voxels, volume), ML))
     if "long_axis" in wanted:
         out.append(Measurement(label_value, LONG_AXIS, long_axis_mm(mask, row_mm, column_mm), MM))
     if "mean_hu" in wanted and mask.any():  # no mean of nothing

@@ -32,14 +32,14 @@ from .cine import cine_output
 from .clusters import ClusterRules, cluster_output
 from .instances import segmentation_output
 from .manifest import ModelManifest
-from .measure import LONG_AXIS, MM, MM3, VOLUME, label_measurements
+from .measure import LONG_AXIS, ML, MM, VOLUME, label_measurements
 from .runner import Device
 from .tiles import resample, sliding_window
 
 __all__ = [
     "LONG_AXIS",
+    "ML",
     "MM",
-    "MM3",
     "VOLUME",
     "SliceSegmenter",
     "SliceStack",

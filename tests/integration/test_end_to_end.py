@@ -88,6 +88,8 @@ def check_in_viewer(pacs_dir: Path, datasets: list[Dataset], source: Path) -> No
     groups = shown["sr"]["groups"]
     assert shown["sr"]["problems"] == [] and shown["sr"]["displayedGroups"] == len(groups) >= 2
     assert all(g["referencesLoadedImage"] for g in shown["sr"]["groups"])
+    volumes = [x for g in groups for x in g["labels"] if x["label"] == "Volume"]
+    assert volumes and all(x["unit"] == "ml" for x in volumes), volumes  # UCUM, not mm3
     seg = dcmread(files["SEG"])
     frames = seg.pixel_array.reshape(int(seg.NumberOfFrames), seg.Rows, seg.Columns)
     total = int(np.count_nonzero(frames))
@@ -246,7 +248,7 @@ def test_a_chest_ct_with_nodules_gets_a_segment_and_a_group_per_nodule(
     tmp_path: Path, storescp: tuple[int, Path], node_factory: type
 ) -> None:
     """Issue 3, CT chest: the SEG has the lungs and each nodule; the SR has one group per
-    nodule with its lung (Finding Site), long axis (mm), volume (mm3) and mean HU, each
+    nodule with its lung (Finding Site), long axis (mm), volume (ml) and mean HU, each
     close to the phantom's truth; both pass dciodvfy and load in OHIF's libraries."""
     import highdicom as hd
 
@@ -280,8 +282,8 @@ def test_a_chest_ct_with_nodules_gets_a_segment_and_a_group_per_nodule(
         assert group["site"] == ("Right lung", "Left lung")[int(np.argmax(around))]
         nums = group["nums"]
         assert isinstance(nums, dict)
-        true_mm3 = float(mask.sum() * np.prod(SPACING))
-        assert abs(nums["118565006"] - true_mm3) / true_mm3 < 0.4, (name, nums, true_mm3)
+        true_ml = float(mask.sum() * np.prod(SPACING)) / 1000.0
+        assert abs(nums["118565006"] - true_ml) / true_ml < 0.4, (name, nums, true_ml)
         true_axis = max(
             max_feret_diameter_mm(largest_component(p), *SPACING[1:]) for p in mask if p.any()
         )

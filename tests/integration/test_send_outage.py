@@ -36,7 +36,6 @@ from sqlalchemy import select
 from dicom_ai_node import cli
 from dicom_ai_node.app import Node
 from dicom_ai_node.domain import (
-    Code,
     DeliveryState,
     JobState,
     Measurement,
@@ -45,6 +44,7 @@ from dicom_ai_node.domain import (
 )
 from dicom_ai_node.encode import device_uid, encode_results
 from dicom_ai_node.infer.manifest import load_manifest
+from dicom_ai_node.infer.measure import ML, MM3_PER_ML, VOLUME
 from dicom_ai_node.infer.registry import ModelRegistry
 from dicom_ai_node.infer.runner import Device
 from dicom_ai_node.pipeline import Pipeline
@@ -72,8 +72,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 MODEL = "outage-test"  # not in the registry: the node's workers never take its jobs
 MANIFEST = load_manifest(REPO / "models" / "ct_chest_lungs" / "model.toml")
-VOLUME = Code("118565006", "SCT", "Volume")
-ML = Code("mL", "UCUM", "milliliter")
 STATUS_OUT_OF_RESOURCES = 0xA700  # PS3.4 B.2.3: Refused: Out of Resources
 
 
@@ -127,7 +125,7 @@ def finish_job(
         )
     job = claim_job(db.session, now, 60.0, [MODEL])
     assert job is not None
-    voxel_ml = float(np.prod(phantom.spacing_mm)) / 1000.0
+    voxel_ml = float(np.prod(phantom.spacing_mm)) / MM3_PER_ML
     lungs = tuple(label for label in MANIFEST.labels if not label.instances)  # no nodules
     output = ModelOutput(
         labels=lungs,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pydicom.dataset import Dataset
 
 from dicom_ai_node.domain import ModelOutput
@@ -67,4 +68,10 @@ def validate_and_view(run: ModelRun, tmp_path: Path) -> tuple[Dataset, Dataset, 
     assert shown["seg"]["problems"] == [] and shown["seg"]["ohifLoads"] is True
     assert shown["sr"]["problems"] == []
     assert shown["sr"]["displayedGroups"] == len(run.output.labels)
+    for group in shown["sr"]["groups"]:
+        for item in group["labels"]:
+            if item["label"] == "Volume":  # OHIF 3.13 writes a NUM's value to 0.01, then its unit
+                text, unit = item["value"].split(" ")
+                assert unit == item["unit"] == "ml", item
+                assert float(text) == pytest.approx(item["numericValue"], abs=0.005), item
     return seg, sr, shown

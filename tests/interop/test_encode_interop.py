@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pydicom
 import pytest
+from pydicom.dataset import Dataset
 
 from dicom_ai_node.domain import (
     AlgorithmInfo,
@@ -19,6 +21,8 @@ from dicom_ai_node.domain import (
     QualityIssue,
 )
 from dicom_ai_node.encode import device_uid, encode_results, tracking_uid
+from dicom_ai_node.infer.measure import ML, MM3_PER_ML, VOLUME, region_measurements
+from dicom_ai_node.infer.volume import load_volume
 from dicom_ai_node.phantoms import ChestPhantom
 from dicom_ai_node.testing import make_ct_series, write_series
 
@@ -40,18 +44,30 @@ ALGORITHM = AlgorithmInfo(
 JOB = "interop-job"
 
 
+def _encode(datasets: list[Dataset], output: ModelOutput, folder: Path) -> dict[str, Path]:
+    """The node's SEG, SR and findings SR of ``output``, written under ``folder``."""
+    results = encode_results(
+        datasets, output, ALGORITHM, JOB, content_datetime=dt.datetime(2026, 1, 2, 3, 4, 5)
+    )
+    write_series(datasets, folder / "source")
+    paths = {"source": folder / "source"}
+    for name, ds in zip(("seg", "sr", "findings"), results, strict=True):
+        paths[name] = folder / f"{name}.dcm"
+        ds.save_as(paths[name], enforce_file_format=True)
+    return paths
+
+
 @pytest.fixture(scope="module")
 def encoded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     phantom, datasets = make_ct_series(30, 128, 128, spacing_mm=(5.0, 2.8, 2.8))
-    voxel_ml = float(np.prod(phantom.spacing_mm)) / 1000.0
-    measurements = tuple(
-        Measurement(
-            label.value,
-            Code("118565006", "SCT", "Volume"),
-            float(np.count_nonzero(phantom.labels == label.value)) * voxel_ml,
-            Code("mL", "UCUM", "milliliter"),
-        )
+    volume, _, _ = load_volume(datasets)
+    assert volume is not None
+    measurements = tuple(  # the node's own: volumes in ml
+        m
         for label in LABELS
+        for m in region_measurements(
+            label.value, phantom.labels == label.value, volume.voxels, volume, ["volume"]
+        )
     )
     output = ModelOutput(
         labels=LABELS,
@@ -59,16 +75,8 @@ def encoded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         measurements=measurements,
         quality_issues=(QualityIssue("slice_thickness", "5 mm slices", blocking=False),),
     )
-    results = encode_results(
-        datasets, output, ALGORITHM, JOB, content_datetime=dt.datetime(2026, 1, 2, 3, 4, 5)
-    )
-    folder = tmp_path_factory.mktemp("encoded")
-    write_series(datasets, folder / "source")
-    paths = {}
-    for name, ds in zip(("seg", "sr", "findings"), results, strict=True):
-        paths[name] = folder / f"{name}.dcm"
-        ds.save_as(paths[name], enforce_file_format=True)
-    return {"phantom": phantom, "output": output, "source": folder / "source", **paths}
+    paths = _encode(datasets, output, tmp_path_factory.mktemp("encoded"))
+    return {"phantom": phantom, "datasets": datasets, "output": output, **paths}
 
 
 @pytest.mark.parametrize("name", ["seg", "sr", "findings"])
@@ -106,7 +114,9 @@ def test_ohif_shows_each_lung_group_with_geometry(encoded: dict[str, Any]) -> No
         assert group["referencesLoadedImage"]
         assert group["findingSite"] == label.type.meaning
         volume = next(item for item in group["labels"] if item["label"] == "Volume")
-        assert volume["value"] == f"{measurement.value:.2f} mL"
+        voxels = int(np.count_nonzero(phantom.labels == label.value))
+        assert measurement.value == voxels * float(np.prod(phantom.spacing_mm)) / 1000
+        assert volume["unit"] == "ml" and volume["value"] == f"{measurement.value:.2f} ml"
         # drawn on the slice where the label is largest, at that slice's z
         k = int(np.argmax((phantom.labels == label.value).sum(axis=(1, 2))))
         z = k * phantom.spacing_mm[0]
@@ -136,3 +146,26 @@ def test_ohif_seg_labelmap_matches_the_label_map(encoded: dict[str, Any]) -> Non
         assert segment["voxels"] == int(np.count_nonzero(mask))
         assert segment["slices"] == int(np.count_nonzero(mask.any(axis=(1, 2))))
         assert np.allclose(segment["rgb"], label.color_rgb, atol=1)
+
+
+def test_ohif_shows_an_organ_and_a_small_nodule_in_ml(
+    encoded: dict[str, Any], tmp_path: Path
+) -> None:
+    """Issue 14: a 2220704.58 mm3 lung was shown as "2220704.58 mm3"; now "2220.70 ml".
+    A 65 mm3 nodule shows as "0.07 ml" (OHIF 3.13 writes every NUM to 0.01); the SR
+    keeps both values exact."""
+    lung, nodule = 2220704.58 / MM3_PER_ML, 65.0 / MM3_PER_ML
+    output: ModelOutput = encoded["output"]
+    measurements = (Measurement(1, VOLUME, lung, ML), Measurement(2, VOLUME, nodule, ML))
+    paths = _encode(encoded["datasets"], replace(output, measurements=measurements), tmp_path)
+    sr = viewer_check(paths["sr"], None, paths["source"])["sr"]
+    shown = [
+        (group["trackingIdentifier"], item["value"], item["numericValue"])
+        for group in sr["groups"]
+        for item in group["labels"]
+        if item["label"] == "Volume"
+    ]
+    assert shown == [
+        ("Right lung", "2220.70 ml", pytest.approx(lung, rel=1e-14)),
+        ("Left lung", "0.07 ml", pytest.approx(nodule, rel=1e-14)),
+    ]

@@ -45,10 +45,10 @@ def test_mr_kidney_results_validate_and_load_in_the_viewer(tmp_path: Path) -> No
     found = np.isin(output.label_map, list(tumours))
     assert np.count_nonzero(found & truth) >= 0.3 * np.count_nonzero(truth)
     assert np.count_nonzero(found & truth) >= 0.8 * np.count_nonzero(found)
-    # the SR's volumes are the label map's voxels
-    voxel_mm3 = float(np.prod(ph.spacing_mm))
+    # the SR's volumes are the label map's voxels, in ml
+    voxel_ml = float(np.prod(ph.spacing_mm)) / 1000.0
     for m in output.measurements:
         if m.concept.meaning == "Volume" and m.label_value in tumours:
             voxels = np.count_nonzero(output.label_map == m.label_value)
-            assert m.value == pytest.approx(voxels * voxel_mm3, rel=1e-6), m
+            assert m.unit.value == "ml" and m.value == pytest.approx(voxels * voxel_ml, rel=1e-6), m
     validate_and_view(run, tmp_path)

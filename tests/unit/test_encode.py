@@ -32,6 +32,7 @@ from dicom_ai_node.encode import (
 )
 from dicom_ai_node.encode.sr import outer_contour
 from dicom_ai_node.errors import EncodeError
+from dicom_ai_node.infer.measure import ML, MM3_PER_ML, VOLUME
 from dicom_ai_node.phantoms import ChestPhantom
 from dicom_ai_node.testing import make_ct_series, phantom_to_datasets
 
@@ -40,8 +41,6 @@ LABELS = (  # as in models/ct-chest-lungs/model.toml
     OutputLabel(1, "Right lung", ANATOMY, Code("3341006", "SCT", "Right lung"), (220, 120, 80)),
     OutputLabel(2, "Left lung", ANATOMY, Code("44029006", "SCT", "Left lung"), (80, 150, 220)),
 )
-VOLUME = Code("118565006", "SCT", "Volume")
-ML = Code("mL", "UCUM", "milliliter")
 ALGORITHM = AlgorithmInfo(
     name="ct-chest-lungs",
     version="1.0.0",
@@ -55,7 +54,7 @@ SEG_UID, SR_UID = "1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.88.34
 def volumes(
     label_map: npt.NDArray[np.uint8], spacing_mm: Sequence[float]
 ) -> tuple[Measurement, ...]:
-    voxel_ml = float(np.prod(spacing_mm)) / 1000.0
+    voxel_ml = float(np.prod(spacing_mm)) / MM3_PER_ML
     return tuple(
         Measurement(
             label.value, VOLUME, float(np.count_nonzero(label_map == label.value)) * voxel_ml, ML
@@ -214,7 +213,7 @@ def test_sr_groups_have_tracking_geometry_and_volume(
         assert group.finding_type.value == label.type.value
         assert [site.value.value for site in group.finding_sites] == [label.type.value]
         [volume] = group.get_measurements()
-        assert volume.name.value == "118565006" and volume.unit.value == "mL"
+        assert volume.name.value == "118565006" and volume.unit.value == "ml"
         assert volume.value == pytest.approx(measurement.value)
         assert group.roi.graphic_type.value == "POLYLINE"
         points = group.roi.value

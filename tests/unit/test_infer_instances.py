@@ -14,7 +14,7 @@ from dicom_ai_node.errors import ConfigError
 from dicom_ai_node.geometry import components
 from dicom_ai_node.infer.instances import InstanceRules, segmentation_output
 from dicom_ai_node.infer.manifest import load_manifest
-from dicom_ai_node.infer.measure import ATTENUATION, HU, LONG_AXIS, MEAN, VOLUME
+from dicom_ai_node.infer.measure import ATTENUATION, HU, LONG_AXIS, MEAN, ML, VOLUME
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 
@@ -148,13 +148,14 @@ def test_each_nodule_is_a_label_of_its_own_largest_first(
     assert labels[30, 45, 10] == 1 and (labels[3:37, 50:52, 45:47] == 2).all()
     assert set(np.unique(labels).tolist()) == {0, 1, 2, 4, 5, 6}
     by = {(m.label_value, m.concept): m for m in out.measurements}
-    assert by[(4, VOLUME)].value == pytest.approx(float(big.sum()))
+    assert by[(4, VOLUME)].value == pytest.approx(float(big.sum()) / 1000)  # 1 mm3 voxels, ml
+    assert by[(4, VOLUME)].unit == ML
     assert by[(4, LONG_AXIS)].value == pytest.approx(13.0, abs=1.5)  # a 12-13 mm disc
     mean = by[(4, ATTENUATION)]
     assert mean.value == pytest.approx(40.0) and mean.unit == HU and mean.derivation == MEAN
     # lungs: volume only, measured after the nodules were taken out
-    assert by[(1, VOLUME)].value == pytest.approx(float((labels == 1).sum()))
-    assert (1, LONG_AXIS) not in by and int((truth == 1).sum()) < by[(1, VOLUME)].value
+    assert by[(1, VOLUME)].value == pytest.approx(float((labels == 1).sum()) / 1000)
+    assert (1, LONG_AXIS) not in by and int((truth == 1).sum()) / 1000 < by[(1, VOLUME)].value
 
 
 def test_limits_on_count_and_size(tmp_path: Path, scene: tuple[np.ndarray, Volume]) -> None:
@@ -169,13 +170,29 @@ def test_limits_on_count_and_size(tmp_path: Path, scene: tuple[np.ndarray, Volum
         InstanceRules.from_manifest(_manifest(tmp_path, "max_instances = 0"))  # type: ignore[arg-type]
 
 
+def test_min_instance_mm3_stays_in_mm3_while_volumes_are_reported_in_ml(tmp_path: Path) -> None:
+    """A 32 mm3 region passes ``min_instance_mm3 = 30`` and is reported as 0.032 ml; a
+    24 mm3 one does not (the threshold compares mm3 with mm3, not with the ml value)."""
+    labels = np.zeros((8, 32, 32), np.uint8)
+    labels[:, 2:30, 2:30] = 1
+    labels[2:6, 4:8, 4:8] = 3  # 64 voxels of 0.5 mm3
+    labels[2:5, 20:24, 20:24] = 3  # 48 voxels
+    volume = Volume(np.zeros(labels.shape, np.float32), (2.0, 0.5, 0.5), (), "", "", "")
+    post = "min_instance_mm3 = 30\nmax_instance_elongation = 10\nmax_instance_flatness = 100"
+    out = segmentation_output(_manifest(tmp_path, post), labels, volume)  # type: ignore[arg-type]
+    assert [lab.name for lab in out.labels] == ["Right lung", "Left lung", "Nodule 1"]
+    by = {(m.label_value, m.concept): m for m in out.measurements}
+    assert (by[(4, VOLUME)].value, by[(4, VOLUME)].unit) == (64 * 0.5 / 1000, ML)
+    assert labels[3, 21, 21] == 1  # the small one is given to the lung
+
+
 def test_no_lesion_gives_the_other_labels_only(tmp_path: Path) -> None:
     labels = np.zeros((4, 8, 8), np.uint8)
     labels[1:3, 2:6, 2:6] = 1
     volume = Volume(np.zeros(labels.shape, np.float32), (2.0, 1.0, 1.0), (), "", "", "")
     out = segmentation_output(_manifest(tmp_path), labels, volume)  # type: ignore[arg-type]
     assert [lab.name for lab in out.labels] == ["Right lung", "Left lung"]
-    assert [m.value for m in out.measurements] == [64.0, 0.0]
+    assert [m.value for m in out.measurements] == [0.064, 0.0]  # 64 mm3 in ml
 
 
 def test_built_in_lung_model_reports_nodules_one_by_one() -> None:

@@ -12,6 +12,7 @@ import torch
 from dicom_ai_node.domain import Volume
 from dicom_ai_node.infer.slices import (
     LONG_AXIS,
+    ML,
     MM,
     VOLUME,
     SliceSegmenter,
@@ -71,7 +72,9 @@ def test_label_measurements_give_volumes_and_the_tumour_long_axis() -> None:
     found = label_measurements(manifest, label_map, volume)  # type: ignore[arg-type]
     by_kind = {(m.label_value, m.concept.value): m for m in found}
     assert set(by_kind) == {(1, VOLUME.value), (2, VOLUME.value), (2, LONG_AXIS.value)}
-    assert by_kind[1, VOLUME.value].value == 5 * 100 * 2.0 * 0.25
+    # 500 voxels of 0.5 mm3: 0.25 ml, exact, in UCUM ml
+    kidney = by_kind[1, VOLUME.value]
+    assert (kidney.value, kidney.unit) == (5 * 100 * 2.0 * 0.25 / 1000, ML)
     long_axis = by_kind[2, LONG_AXIS.value]
     assert long_axis.unit == MM and 11.5 <= long_axis.value <= 12.5, long_axis
 

@@ -22,6 +22,7 @@ from pydicom.sequence import Sequence
 from dicom_ai_node.domain import AlgorithmInfo, Code, Measurement, ModelOutput, OutputLabel
 from dicom_ai_node.encode import device_uid, encode_results
 from dicom_ai_node.errors import ConfigError, PrivacyError
+from dicom_ai_node.infer.measure import ML, VOLUME
 from dicom_ai_node.privacy import (
     DEIDENTIFICATION_MARKERS,
     Action,
@@ -419,8 +420,6 @@ LABELS = (
     OutputLabel(1, "Right lung", ANATOMY, Code("3341006", "SCT", "Right lung"), (220, 120, 80)),
     OutputLabel(2, "Left lung", ANATOMY, Code("44029006", "SCT", "Left lung"), (80, 150, 220)),
 )
-VOLUME = Code("118565006", "SCT", "Volume")
-ML = Code("mL", "UCUM", "milliliter")
 ALGORITHM = AlgorithmInfo(
     name="ct-chest-lungs",
     version="1.0.0",
