@@ -24,6 +24,7 @@ import numpy as np
 from ..domain import InputSpec, ModelOutput, Volume
 from ..errors import ConfigError, InferenceError
 from .manifest import ModelManifest, load_manifest
+from .measure import format_measurement
 from .runner import Device, make_runner
 
 __all__ = ["Trial", "install_model", "trial_volume", "try_model"]
@@ -44,7 +45,8 @@ class Trial:
     output: ModelOutput
 
     def lines(self) -> list[str]:
-        """A human summary, one fact a line."""
+        """A human summary, one fact a line; measured values rounded as a reader reads
+        them (:func:`.measure.format_value`: the SR keeps them exact)."""
         m = self.manifest
         found = ", ".join(f"{k} {v}" for k, v in self.voxels_per_label.items()) or "none"
         lines = [
@@ -55,7 +57,7 @@ class Trial:
             f"label voxels: {found}",
         ]
         lines += [
-            f"measurement: label {x.label_value} {x.concept.meaning} = {x.value:.1f} {x.unit.value}"
+            f"measurement: label {x.label_value} {format_measurement(x)}"
             for x in self.output.measurements
         ]
         return lines

@@ -30,12 +30,14 @@ scheme, listed in docs/models.md.
 
 Units are UCUM codes as PS3.16 spells them (CID 7181 "Abstract Multi-dimensional Image
 Model Component Units": ``mm``, ``mm2``, ``ml`` as in ``ml/min``). The values stay
-exact. The manifest's thresholds (``min_instance_mm3``) stay settings in mm3, compared
+exact; :func:`format_measurement` rounds them only where the node writes text a person
+reads. The manifest's thresholds (``min_instance_mm3``) stay settings in mm3, compared
 with voxel counts, never with these values.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -56,6 +58,8 @@ __all__ = [
     "MM3_PER_ML",
     "SHAPE_FEATURES",
     "VOLUME",
+    "format_measurement",
+    "format_value",
     "label_measurements",
     "region_measurements",
     "volume_ml",
@@ -231,3 +235,61 @@ def ratio_measurements(
                     Measurement(int(ratio["label"]), Code(*grades["code"]), float(grade), NO_UNITS)
                 )
     return tuple(out)
+
+
+#: Decimals shown for these UCUM units (lengths and areas to 0.1 mm, 0.1 mm2; a
+#: percentage to 0.1 %; a mean density in whole Hounsfield units).
+_DECIMALS = {"mm": 1, "mm2": 1, "%": 1, "[hnsf'U]": 0}
+#: How a unit is written after a value; the UCUM code itself (what a viewer shows)
+#: when not here.
+_PRINTED = {"1": "", "[hnsf'U]": "HU"}
+#: From this many millilitres up, volumes are shown to 0.1 ml.
+_ML_TENTHS_FROM = 10.0
+
+
+def _significant(value: float, digits: int) -> str:
+    """``value`` to ``digits`` significant digits, without exponent or trailing zeros
+    (whole numbers keep all their digits: 1234 stays 1234)."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    text = f"{value:.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def format_value(value: float, unit: Code) -> str:
+    """A measured value rounded as a person reads it, with its unit.
+
+    The SR keeps the exact value (PS3.16 TID 300 NUM); this is only for text the node
+    writes for people (``models add``, logs). Volumes (UCUM ``ml``) of 10 ml or more to
+    0.1 ml, smaller ones to 3 significant digits (a 65 mm3 nodule is "0.065 ml");
+    lengths and areas to 0.1 mm and 0.1 mm2; percentages to 0.1 %; mean densities in
+    whole HU; anything else (ratios, probabilities, counts: UCUM "1") to 3 significant
+    digits.
+
+    Parameters
+    ----------
+    value:
+        The measured value, in ``unit``.
+    unit:
+        A UCUM unit code (PS3.16 CID 7181).
+
+    Returns
+    -------
+    str
+        E.g. "2220.7 ml", "0.065 ml", "12.3 mm", "35 HU", "0.862".
+    """
+    if unit.value == ML.value and abs(value) >= _ML_TENTHS_FROM:
+        text = f"{value:.1f}"
+    elif unit.value in _DECIMALS:
+        text = f"{value:.{_DECIMALS[unit.value]}f}"
+    else:
+        text = _significant(value, 3)
+    printed = _PRINTED.get(unit.value, unit.value)
+    return f"{text} {printed}" if printed else text
+
+
+def format_measurement(measurement: Measurement) -> str:
+    """``"<concept meaning> = <value unit>"``, the value as :func:`format_value` rounds
+    it: e.g. "Volume = 2220.7 ml"."""
+    return f"{measurement.concept.meaning} = {format_value(measurement.value, measurement.unit)}"

@@ -1,5 +1,5 @@
 """Units of the node's measurements (issue 14): volumes in ml (UCUM), exact in the SR's
-NUMs (PS3.16 TID 300)."""
+NUMs (PS3.16 TID 300), rounded only in the text the node writes for people."""
 
 from __future__ import annotations
 
@@ -14,12 +14,21 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.valuerep import format_number_as_ds
 
-from dicom_ai_node.domain import ModelOutput, Volume
+from dicom_ai_node.domain import Code, Measurement, ModelOutput, Volume
 from dicom_ai_node.encode import device_uid, encode_results, to_bytes
+from dicom_ai_node.infer.add import Trial
 from dicom_ai_node.infer.manifest import load_manifest
 from dicom_ai_node.infer.measure import (
+    AREA,
+    HU,
+    LONG_AXIS,
     ML,
+    MM,
+    MM2,
+    NO_UNITS,
     VOLUME,
+    format_measurement,
+    format_value,
     label_measurements,
     ratio_measurements,
     volume_ml,
@@ -28,6 +37,7 @@ from dicom_ai_node.infer.volume import load_volume
 from dicom_ai_node.testing import make_ct_series
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
+PERCENT = Code("%", "UCUM", "percent")
 
 
 def _volume(spacing_mm: tuple[float, float, float], shape: tuple[int, int, int]) -> Volume:
@@ -130,3 +140,49 @@ def test_a_ratio_of_volumes_is_the_ratio_of_the_reported_volumes() -> None:
         up = sum(ml[v] for v in spec["numerator"])
         down = sum(ml[v] for v in spec["denominator"])
         assert ratios[spec["label"]].value == pytest.approx(up / down, abs=5e-6)  # 5 decimals
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "text"),
+    [
+        (2220.70458, ML, "2220.7 ml"),  # an organ: 0.1 ml
+        (10.04, ML, "10.0 ml"),
+        (4.8213, ML, "4.82 ml"),  # under 10 ml: 3 significant digits
+        (0.065, ML, "0.065 ml"),  # a 65 mm3 nodule
+        (0.0649, ML, "0.0649 ml"),
+        (12.345, MM, "12.3 mm"),  # lengths: 0.1 mm
+        (123.456, MM2, "123.5 mm2"),
+        (35.4, HU, "35 HU"),  # mean density: whole HU
+        (-823.6, HU, "-824 HU"),
+        (62.345, PERCENT, "62.3 %"),
+        (0.86213, NO_UNITS, "0.862"),  # ratios, probabilities: 3 significant digits
+        (3.0, NO_UNITS, "3"),  # a grade, a count
+        (1234.0, NO_UNITS, "1234"),
+        (0.0, NO_UNITS, "0"),
+    ],
+)
+def test_text_for_people_is_rounded_as_a_reader_reads_it(
+    value: float, unit: Code, text: str
+) -> None:
+    assert format_value(value, unit) == text
+
+
+def test_models_add_prints_volumes_in_ml_rounded() -> None:
+    manifest = load_manifest(MODELS / "ct_chest_lungs" / "model.toml")
+    output = ModelOutput(
+        labels=manifest.labels,
+        measurements=(
+            Measurement(1, VOLUME, 2220704.58 / 1000, ML),
+            Measurement(3, LONG_AXIS, 5.6789, MM),
+            Measurement(3, VOLUME, 0.065, ML),
+            Measurement(3, AREA, 20.04, MM2),
+        ),
+    )
+    trial = Trial(manifest, 0.1, 0.2, (16, 128, 128), {}, output)
+    assert trial.lines()[-4:] == [
+        "measurement: label 1 Volume = 2220.7 ml",
+        "measurement: label 3 Long Axis = 5.7 mm",
+        "measurement: label 3 Volume = 0.065 ml",
+        "measurement: label 3 Area = 20.0 mm2",
+    ]
+    assert format_measurement(output.measurements[0]) == "Volume = 2220.7 ml"
