@@ -23,6 +23,7 @@ from pynetdicom.pdu import A_ABORT_RQ, A_ASSOCIATE_RJ
 from .users import UserCheck
 
 __all__ = [
+    "A_ASSOCIATE_RQ_TYPE",
     "UNKNOWN_CALLER",
     "WRONG_CALLED",
     "Gate",
@@ -34,6 +35,7 @@ __all__ = [
     "caller_known",
     "calling_ae_title",
     "check_association_request",
+    "check_names",
     "read_association_request",
     "rejection_pdu",
     "resolve_callers",
@@ -246,8 +248,9 @@ def read_association_request(sock: socket.socket, timeout_s: float) -> bytes | N
 
 #: Offset of the first variable item of an A-ASSOCIATE-RQ PDU (PS3.8 9.3.2, Table 9-11).
 _RQ_ITEMS = 74
-#: Item types of a presentation context and of its transfer syntax sub-items (PS3.8 9.3.2.2).
-_PRESENTATION_CONTEXT, _TRANSFER_SYNTAX = 0x20, 0x40
+#: Item types of a presentation context and of its abstract and transfer syntax
+#: sub-items (PS3.8 9.3.2.2).
+_PRESENTATION_CONTEXT, _ABSTRACT_SYNTAX, _TRANSFER_SYNTAX = 0x20, 0x30, 0x40
 
 
 def _items(data: bytes, start: int, end: int) -> list[tuple[int, int, int]]:
@@ -279,9 +282,11 @@ def check_association_request(request: bytes) -> None:
 
     Every item must lie within the PDU; each presentation context ID must be odd
     (1-255) and used once (PS3.8 9.3.2.2), which bounds the contexts to 128; a context
-    may propose at most :data:`MAX_TRANSFER_SYNTAXES` transfer syntaxes. Anything else
-    (item types, UIDs, the protocol version) is left to pynetdicom, which answers
-    with an A-ASSOCIATE-RJ or an A-ABORT.
+    has one abstract syntax (without one pynetdicom's association thread dies while
+    negotiating, and the peer waits for an answer) and may propose at most
+    :data:`MAX_TRANSFER_SYNTAXES` transfer syntaxes. Anything else (item types, UIDs,
+    the protocol version) is left to pynetdicom, which answers with an
+    A-ASSOCIATE-RJ or an A-ABORT.
 
     Raises
     ------
@@ -292,21 +297,77 @@ def check_association_request(request: bytes) -> None:
         raise InvalidRequest(f"A-ASSOCIATE-RQ of {len(request)} bytes is shorter than its fields")
     seen: set[int] = set()
     for kind, start, end in _items(request, _RQ_ITEMS, len(request)):
-        if kind != _PRESENTATION_CONTEXT:
+        if kind == _PRESENTATION_CONTEXT:
+            _check_context(request, start, end, seen)
+
+
+def _check_context(request: bytes, start: int, end: int, seen: set[int]) -> None:
+    """Check one presentation context item (PS3.8 9.3.2.2); add its ID to ``seen``."""
+    if end - start < 4:
+        raise InvalidRequest("presentation context item too short for its ID")
+    context_id = request[start]
+    if not context_id % 2 or context_id in seen:
+        raise InvalidRequest(f"presentation context ID {context_id} even or repeated")
+    seen.add(context_id)
+    kinds = [sub_kind for sub_kind, _, _ in _items(request, start + 4, end)]
+    if kinds.count(_ABSTRACT_SYNTAX) != 1:
+        raise InvalidRequest(
+            f"presentation context {context_id} has {kinds.count(_ABSTRACT_SYNTAX)} "
+            "abstract syntaxes (one)"
+        )
+    syntaxes = kinds.count(_TRANSFER_SYNTAX)
+    if syntaxes > MAX_TRANSFER_SYNTAXES:
+        raise InvalidRequest(
+            f"presentation context {context_id} proposes {syntaxes} transfer syntaxes "
+            f"(at most {MAX_TRANSFER_SYNTAXES})"
+        )
+
+
+#: Item type of the User Information item and of its Implementation Version Name
+#: sub-item (PS3.8 9.3.2.3, PS3.7 D.3.3.2.2).
+_USER_INFORMATION, _IMPLEMENTATION_VERSION_NAME = 0x50, 0x55
+#: Characters of a name in the request (PS3.8 9.3.2, PS3.7 D.3.3.2.2): at most 16 of the
+#: ISO 646 basic G0 set; like an AE value, no control characters, no backslash (PS3.5 6.2).
+_NAME_LENGTH = 16
+_NAME_BYTES = frozenset(range(0x20, 0x7F)) - {0x5C}
+
+
+def _check_name(what: str, value: bytes, *, required: bool) -> None:
+    """Raise :class:`InvalidRequest` unless ``value`` is a name as PS3.8 9.3.2 defines it."""
+    if len(value) > _NAME_LENGTH or not _NAME_BYTES.issuperset(value):
+        shown = value.strip(b" ").decode("latin-1")
+        raise InvalidRequest(
+            f"{what} {shown!r} is not up to {_NAME_LENGTH} characters of ISO 646 without "
+            "control characters or backslash"
+        )
+    if required and not value.strip(b" "):
+        raise InvalidRequest(f"{what} is empty or all spaces")
+
+
+def check_names(request: bytes) -> None:
+    """Check the names of an A-ASSOCIATE-RQ that pynetdicom cannot decode otherwise.
+
+    The Called and Calling AE Titles (PS3.8 9.3.2: 16 characters of the ISO 646 basic
+    G0 set, spaces not significant, not all spaces) and the Implementation Version Name
+    (PS3.7 D.3.3.2.2: up to 16 such characters) must not hold control characters or a
+    backslash (PS3.5 6.2, AE). pynetdicom refuses such a request too, but only after
+    logging the value raw (a byte outside ASCII with a traceback): CWE-117.
+
+    Raises
+    ------
+    InvalidRequest
+        Naming the field and its value (as a Python literal: control characters
+        escaped); the gate answers A-ABORT (invalid PDU parameter value).
+    """
+    _check_name("called AE title", request[10:26], required=True)
+    _check_name("calling AE title", request[26:42], required=True)
+    for kind, start, end in _items(request, _RQ_ITEMS, len(request)):
+        if kind != _USER_INFORMATION:
             continue
-        if end - start < 4:
-            raise InvalidRequest("presentation context item too short for its ID")
-        context_id = request[start]
-        if not context_id % 2 or context_id in seen:
-            raise InvalidRequest(f"presentation context ID {context_id} even or repeated")
-        seen.add(context_id)
-        sub_items = _items(request, start + 4, end)
-        syntaxes = sum(1 for sub_kind, _, _ in sub_items if sub_kind == _TRANSFER_SYNTAX)
-        if syntaxes > MAX_TRANSFER_SYNTAXES:
-            raise InvalidRequest(
-                f"presentation context {context_id} proposes {syntaxes} transfer syntaxes "
-                f"(at most {MAX_TRANSFER_SYNTAXES})"
-            )
+        for sub_kind, sub_start, sub_end in _items(request, start, end):
+            if sub_kind == _IMPLEMENTATION_VERSION_NAME:
+                name = request[sub_start:sub_end]
+                _check_name("implementation version name", name, required=False)
 
 
 def abort_pdu() -> bytes:

@@ -23,6 +23,11 @@ each one three times before the DIMSE layer copies it again), plain C-STORE resp
 are encoded directly (:mod:`.response`), and its logging handlers are not bound while
 its logger drops INFO anyway.
 
+A PDU or message pynetdicom cannot decode, or a state machine action that fails on
+what the peer sent, is logged in one line with the reason and ends the association as
+in pynetdicom; pynetdicom logs these twice, with a traceback (CWE-117: the reason may
+quote the peer's bytes, which the log's formatter escapes, :mod:`dicom_ai_node.log`).
+
 These classes reproduce pynetdicom 3.0.x internals: with another version
 :func:`start_server` falls back to pynetdicom's own classes (and logs it).
 """
@@ -51,7 +56,8 @@ from pynetdicom._handlers import (
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.dul import DULServiceProvider
-from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.fsm import ACTIONS, TRANSITION_TABLE, InvalidEventError, StateMachine
+from pynetdicom.pdu import A_ABORT_RQ, P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import (
     AssociationSocket,
@@ -61,6 +67,7 @@ from pynetdicom.transport import (
 from pynetdicom.utils import make_target
 
 from .gate import (
+    A_ASSOCIATE_RQ_TYPE,
     MAX_MESSAGE_BYTES,
     MAX_PDU_READ,
     UNKNOWN_CALLER,
@@ -74,6 +81,7 @@ from .gate import (
     called_matches,
     caller_known,
     calling_ae_title,
+    check_names,
     read_association_request,
     rejection_pdu,
 )
@@ -155,6 +163,16 @@ class _Requests(_NotifyingQueue):
 
 #: PDU type of P-DATA-TF (PS3.8 9.3.5).
 P_DATA_TF_TYPE = 0x04
+#: The PDU types of the upper layer protocol (PS3.8 9.3.1) and their names.
+PDU_NAMES = {
+    0x01: "A-ASSOCIATE-RQ",
+    0x02: "A-ASSOCIATE-AC",
+    0x03: "A-ASSOCIATE-RJ",
+    0x04: "P-DATA-TF",
+    0x05: "A-RELEASE-RQ",
+    0x06: "A-RELEASE-RP",
+    0x07: "A-ABORT",
+}
 #: A receive buffer grows by at most this much before the bytes for it have arrived.
 RECV_STEP = 1024 * 1024
 
@@ -292,11 +310,65 @@ def split_pdvs(body: memoryview) -> list[list[Any]]:
     return pdvs
 
 
+#: PDU type of A-ABORT (PS3.8 9.3.8).
+A_ABORT_TYPE = 0x07
+#: The reasons an A-ABORT from the service provider (source 2) may give (PS3.8 9.3.8).
+PROVIDER_REASONS = (0, 1, 2, 4, 5, 6)
+
+
+def check_abort(body: bytes | bytearray) -> None:
+    """Check the source and reason of an A-ABORT PDU's body (PS3.8 9.3.8, Table 9-26).
+
+    Raises
+    ------
+    ValueError
+        For a source other than 0, 1 or 2, or a reason a provider cannot give.
+    """
+    if len(body) < 4:
+        return  # pynetdicom's decoder says what is missing
+    source, reason = body[2], body[3]
+    if source not in (0, 1, 2) or (source == 2 and reason not in PROVIDER_REASONS):
+        raise ValueError(f"A-ABORT with source {source} and reason {reason} (PS3.8 9.3.8)")
+
+
+class _StateMachine(StateMachine):
+    """pynetdicom 3.0's upper layer state machine (PS3.8 9.2), failing without a traceback.
+
+    An action fails on what the peer sent (an A-ABORT PDU with an invalid source, a
+    command set that does not decode); pynetdicom's ``do_action`` then logs it twice,
+    the second time with a traceback, and raises. This one raises only: the reactor
+    logs the reason in one line and aborts the association (CWE-117).
+    """
+
+    def do_action(self, event: str) -> None:
+        """Run the action of ``event`` in the current state and move to the next state."""
+        if (event, self.current_state) not in TRANSITION_TABLE:
+            raise InvalidEventError(f"event {event} is not valid in state {self.current_state}")
+        action = TRANSITION_TABLE[(event, self.current_state)]
+        try:
+            next_state = ACTIONS[action][1](self.dul)
+            evt.trigger(
+                self.dul.assoc,
+                evt.EVT_FSM_TRANSITION,
+                {
+                    "action": action,
+                    "current_state": self.current_state,
+                    "fsm_event": event,
+                    "next_state": next_state,
+                },
+            )
+            self.transition(next_state)
+        except Exception:
+            self.dul.kill_dul()
+            raise
+
+
 class EventDrivenDUL(DULServiceProvider):
     """The DICOM Upper Layer provider, waiting in ``select`` instead of sleeping."""
 
     def __init__(self, assoc: Association) -> None:
         super().__init__(assoc)
+        self.state_machine = _StateMachine(self)
         # a socket pair, not a pipe: a wake-up after close raises instead of writing to
         # whatever file reuses the descriptor
         self._wake_r, self._wake_w = socket.socketpair()
@@ -319,71 +391,106 @@ class EventDrivenDUL(DULServiceProvider):
             work.set()
 
     def _read_pdu_data(self) -> None:
-        """Read one PDU; a P-DATA-TF PDU's fragments stay views of its buffer.
+        """Read one PDU and queue its event, as pynetdicom does (PS3.8 9.2, Table 9-10).
 
-        A PDU longer than :func:`pdu_limit` raises :class:`PduTooLong` before anything
-        is read, and the reactor aborts the association. Any other PDU type, a short
-        read, or a handler bound to the PDU or raw-data events takes pynetdicom's own
-        path (which reports errors the same way: Evt17 for a closed connection, Evt19
-        for a PDU that cannot be decoded).
+        Where pynetdicom's reader differs:
+
+        * a PDU longer than :func:`pdu_limit` raises :class:`PduTooLong` before its body
+          is read, and the reactor aborts the association;
+        * a P-DATA-TF PDU's fragments stay views of its buffer (unless handlers watch
+          the PDUs, as pynetdicom's logging ones do when its logger is at INFO);
+        * a PDU that cannot be decoded is logged as one line with the reason, where
+          pynetdicom logs it twice and with a traceback (CWE-117: the reason may quote
+          the peer's bytes, which the log's formatter escapes). Events as pynetdicom's:
+          Evt17 for a connection closed within a PDU, Evt19 for a PDU of unknown type
+          or one that cannot be decoded.
         """
         wrapped = self.socket
-        raw = wrapped.socket if wrapped is not None else None
-        if wrapped is None or raw is None or getattr(wrapped, "pending", None):
-            return super()._read_pdu_data()  # the A-ASSOCIATE-RQ the gate read
-        if isinstance(raw, ssl.SSLSocket):  # no MSG_PEEK with TLS: read, then serve again
-            head = bytes(wrapped.recv(6))
-            cast(_Socket, wrapped).pending[0:0] = head
-        else:
-            try:
-                head = raw.recv(6, socket.MSG_PEEK)
-            except OSError:
-                return super()._read_pdu_data()
-        if len(head) < 6:
+        if wrapped is None or wrapped.socket is None:
             return super()._read_pdu_data()
-        length = int.from_bytes(head[2:6], "big")
-        limit = pdu_limit(head[0], self.assoc.ae.maximum_pdu_size)
-        if length > limit:  # the reactor aborts the association: nothing is read
-            raise PduTooLong(f"PDU type 0x{head[0]:02X} of {length} bytes (at most {limit})")
-        assoc = self.assoc
-        if (
-            head[0] != P_DATA_TF_TYPE
-            or assoc.get_handlers(evt.EVT_PDU_RECV)
-            or assoc.get_handlers(evt.EVT_DATA_RECV)
-        ):
-            return self._read_by_pynetdicom(head[0])
         try:
-            wrapped.recv(6)
-            body = wrapped.recv(length)
+            pdu = self._read_pdu(wrapped)
         except OSError:
             log.error("connection closed before the entire PDU was received")
+            pdu = None
+        if pdu is None:
             self.event_queue.put("Evt17")
+        elif pdu[0][0] not in PDU_NAMES:  # its body is not read, as pynetdicom does
+            log.error("received a PDU of unknown type 0x%02X (PS3.8 9.3.1)", pdu[0][0])
+            self.event_queue.put("Evt19")
+        elif pdu[0][0] == P_DATA_TF_TYPE and not self._watched():
+            self._queue_pdvs(pdu[1])
+        else:
+            self._decode(*pdu)
+        return None
+
+    def _read_pdu(self, wrapped: AssociationSocket) -> tuple[bytes, bytearray] | None:
+        """The header and body of the next PDU; None when the peer closed within it.
+
+        The body of a PDU of unknown type is not read (empty).
+
+        Raises
+        ------
+        PduTooLong
+            When the header claims more than :func:`pdu_limit`.
+        PduTimeout, OSError
+            From the socket.
+        """
+        head = bytes(wrapped.recv(6))
+        if len(head) < 6:
             return None
+        length = int.from_bytes(head[2:6], "big")
+        limit = pdu_limit(head[0], self.assoc.ae.maximum_pdu_size)
+        if length > limit:  # the reactor aborts the association: nothing more is read
+            raise PduTooLong(f"PDU type 0x{head[0]:02X} of {length} bytes (at most {limit})")
+        if head[0] not in PDU_NAMES:
+            return head, bytearray()
+        body = wrapped.recv(length)
         if len(body) != length:
             log.error("PDU shorter than its length (%d of %d bytes)", len(body), length)
-            self.event_queue.put("Evt17")
             return None
+        return head, body
+
+    def _watched(self) -> bool:
+        """Whether handlers watch the PDUs or the raw data (they need pynetdicom's PDUs)."""
+        assoc = self.assoc
+        return bool(assoc.get_handlers(evt.EVT_PDU_RECV) or assoc.get_handlers(evt.EVT_DATA_RECV))
+
+    def _queue_pdvs(self, body: bytearray) -> None:
+        """Queue a P-DATA-TF PDU as views of its buffer (Evt10), or Evt19 when malformed."""
         try:
             pdvs = split_pdvs(memoryview(body))
         except ValueError as exc:
             log.error("cannot decode a P-DATA-TF PDU: %s", exc)
             self.event_queue.put("Evt19")
-            return None
+            return
         self._count_fragments(pdvs)
         self.event_queue.put("Evt10")
         self._recv_pdu.put(cast(Any, _PData(pdvs)))  # DT-2 calls only to_primitive()
-        return None
 
-    def _read_by_pynetdicom(self, pdu_type: int) -> None:
-        """pynetdicom's own read; a P-DATA-TF PDU it decoded counts toward the bound too.
+    def _decode(self, head: bytes, body: bytearray) -> None:
+        """Decode a PDU with pynetdicom and queue it with its event; Evt19 when it fails.
 
-        (Its path is taken when handlers watch the PDUs, as pynetdicom's logging ones do
-        when its logger is at INFO or below.)
+        An A-ASSOCIATE-RQ's names (:func:`~.gate.check_names`) and an A-ABORT's source
+        and reason (:func:`check_abort`) are checked first: pynetdicom logs such values
+        before it fails on them (a byte outside ASCII in a name with a traceback). A
+        P-DATA-TF PDU counts toward the bound on a message too.
         """
-        queued = self._recv_pdu.qsize()
-        super()._read_pdu_data()
-        if pdu_type == P_DATA_TF_TYPE and self._recv_pdu.qsize() > queued:
-            items = self._recv_pdu.queue[-1].presentation_data_value_items
+        name = PDU_NAMES[head[0]]
+        try:
+            if head[0] == A_ASSOCIATE_RQ_TYPE:
+                check_names(head + body)
+            elif head[0] == A_ABORT_TYPE:
+                check_abort(body)
+            pdu, event = self._decode_pdu(bytearray(head) + body)
+        except Exception as exc:  # anything pynetdicom's decoders raise (PS3.8 9.3)
+            log.error("cannot decode the %s PDU of %d bytes: %s", name, len(body) + 6, exc)
+            self.event_queue.put("Evt19")
+            return
+        self.event_queue.put(event)
+        self._recv_pdu.put(pdu)
+        if isinstance(pdu, P_DATA_TF):
+            items = pdu.presentation_data_value_items
             self._count_fragments([[i.context_id, i.data] for i in items])
 
     def _count_fragments(self, pdvs: list[list[Any]]) -> None:
@@ -681,34 +788,49 @@ class _RequestHandler(RequestHandler):
             gate.leave()
         if request is None:  # closed, or too slow
             return self._close(sock)
-        if not caller_known(limits, request, self.client_address[0]):
+        refusal = self._refusal(limits, request)
+        if refusal is not None:
+            return self._close(sock, refusal)
+        self._request = request
+        super().handle()
+        return None
+
+    def _refusal(self, limits: Limits, request: bytes) -> bytes | None:
+        """The PDU refusing ``request`` (A-ASSOCIATE-RJ or A-ABORT), or None to accept it.
+
+        Checks, in this order: the caller (audited), the called AE title (audited), the
+        user identity (audited), the names pynetdicom cannot decode
+        (:func:`~.gate.check_names`; after the audited checks, so that a refused caller
+        is audited whatever its title holds) and the room left.
+        """
+        address = self.client_address[0]
+        if not caller_known(limits, request, address):
             log.warning(
                 "association rejected: calling AE title %r from %s not recognised",
                 calling_ae_title(request),
-                self.client_address[0],
+                address,
             )
-            return self._close(sock, rejection_pdu(*UNKNOWN_CALLER))
+            return rejection_pdu(*UNKNOWN_CALLER)
         if self.ae.require_called_aet and not called_matches(
-            limits, request, self.server.ae_title, self.client_address[0]
+            limits, request, self.server.ae_title, address
         ):
             log.warning(
                 "association rejected: called AE title %r from %s is not ours",
                 called_ae_title(request),
-                self.client_address[0],
+                address,
             )
-            return self._close(sock, rejection_pdu(*WRONG_CALLED))
-        refused = limits.users.refusal(request, self.client_address[0]) if limits.users else None
+            return rejection_pdu(*WRONG_CALLED)
+        refused = limits.users.refusal(request, address) if limits.users else None
         if refused is not None:
-            log.warning(
-                "association rejected: user identity from %s refused: %s",
-                self.client_address[0],
-                refused,
-            )
-            return self._close(sock, rejection_pdu(*USER_REFUSED))
+            log.warning("association rejected: user identity from %s refused: %s", address, refused)
+            return rejection_pdu(*USER_REFUSED)
+        try:
+            check_names(request)
+        except InvalidRequest as exc:
+            log.warning("aborted a connection before its association: %s", exc)
+            return abort_pdu()
         if self._congested(limits):
-            return self._close(sock, rejection_pdu())
-        self._request = request
-        super().handle()
+            return rejection_pdu()
         return None
 
     def _handshake(

@@ -7,20 +7,30 @@ writes the same bytes (command sets are always implicit VR little endian, PS3.7 
 and sends them in one P-DATA, as pynetdicom does for a command set that fits one PDU.
 Anything else, or a response someone else listens to (EVT_DIMSE_SENT), goes through
 pynetdicom's own path.
+
+A received message pynetdicom cannot make a primitive of is logged here in one line
+with the reason (pynetdicom logs it twice, the second time with a traceback; CWE-117).
 """
 
 from __future__ import annotations
 
+import logging
 import struct
+import threading
+from io import BytesIO
 from typing import Any, cast
 
 from pynetdicom import evt
 from pynetdicom._handlers import standard_dimse_sent_handler
 from pynetdicom.dimse import DIMSEServiceProvider
-from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dimse_messages import DIMSEMessage
+from pynetdicom.dimse_primitives import C_CANCEL, C_STORE, N_EVENT_REPORT
 from pynetdicom.pdu_primitives import P_DATA
+from pynetdicom.utils import make_target
 
 __all__ = ["StoreResponseDIMSE", "encode_store_response"]
+
+log = logging.getLogger(__name__)
 
 _C_STORE_RSP = 0x8001
 _NO_DATA_SET = 0x0101
@@ -77,6 +87,41 @@ class StoreResponseDIMSE(DIMSEServiceProvider):
         pdata = P_DATA()
         pdata.presentation_data_value_list.append((context_id, b"\x03" + encoded))
         self.dul.send_pdu(pdata)
+
+    def receive_primitive(self, primitive: P_DATA) -> None:
+        """Add a received P-DATA to its message; queue the message once it is complete.
+
+        pynetdicom 3.0's, except for a message whose values pynetdicom cannot take (a
+        Priority outside 0-2, PS3.7 9.3.1.1; a value of the wrong type): logged in one
+        line with the reason, then the association ends as in pynetdicom (Evt19, an
+        invalid PDU: A-ABORT, PS3.8 9.2).
+        """
+        if self.message is None:
+            self.message = DIMSEMessage()
+        if not self.message.decode_msg(primitive, self.assoc):
+            return
+        evt.trigger(self.assoc, evt.EVT_DIMSE_RECV, {"message": self.message})
+        context_id = cast(int, self.message.context_id)
+        try:
+            received = self.message.message_to_primitive()
+        except Exception as exc:  # what pynetdicom's setters raise on a peer's values
+            log.error("received an invalid DIMSE message, aborting the association: %s", exc)
+            self.dul.event_queue.put("Evt19")
+            return
+        if isinstance(received, C_CANCEL) and len(self.cancel_req) < 10:
+            self.cancel_req[cast(int, received.MessageIDBeingRespondedTo)] = received
+        elif isinstance(received, N_EVENT_REPORT) and received.is_valid_request:
+            # as pynetdicom: served at once in a thread of its own
+            serve = make_target(self.assoc._serve_request)
+            threading.Thread(target=serve, args=(received, context_id)).start()
+        else:
+            self.msg_queue.put((context_id, cast(Any, received)))  # not a C-CANCEL here
+        # as pynetdicom (its issue #41): the message keeps no buffers once handed on
+        self.message.encoded_command_set = BytesIO()
+        self.message.data_set = BytesIO()
+        self.message._data_set_file = None
+        self.message._data_set_path = None
+        self.message = None
 
     def _sent_handlers(self) -> list[tuple[Any, Any]]:
         """EVT_DIMSE_SENT handlers; pynetdicom's own logs nothing for a C-STORE response."""
