@@ -11,8 +11,10 @@ definitions of A.5.3:
   because the calling node is not known, or a failed TLS node authentication;
 * :func:`user_authentication` -- User Authentication (A.5.3.12): login and logout.
 
-Text from peers (AE titles, reasons) is cleaned of characters XML 1.0 cannot hold and
-of line breaks, so that every message is one line of well-formed XML.
+Text from peers (AE titles, usernames, reasons) is cleaned of characters XML 1.0 cannot
+hold, of C1 controls and of line breaks in any reading (CR, LF, NEL, U+2028, U+2029),
+so that every message is one line of well-formed XML whatever a peer sent (CWE-117):
+an audit record is never lost, nor split, for its peer's text.
 
 Patient data: DICOM Instances Transferred requires a Patient participant whose
 ParticipantObjectID is the Patient ID (A.5.3.7, "M"), so audit records carry it; the
@@ -69,13 +71,20 @@ NOTICE, WARNING = 5, 4
 #: AuditSourceTypeCode 4: application server process (PS3.15 A.5.1.2.1).
 APPLICATION_SERVER = "4"
 
-# characters XML 1.0 cannot hold (2.2 Char), plus line breaks and tabs (one line each)
-_NOT_XML = re.compile("[^\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# characters XML 1.0 cannot hold (2.2 Char: C0 controls, lone surrogates), DEL and the
+# C1 controls it discourages, the line and paragraph separators (one line each) and the
+# bidirectional controls that reorder what a reader sees (CVE-2021-42574)
+_NOT_XML = re.compile(
+    "[^\u0020-\u007e\u00a0-\u2027\u202f-\u2065\u206a-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
+)
+# of those, what some reader takes for a line break or a tab: written as a space
+_BREAKS = frozenset("\t\n\x0b\x0c\r\x1c\x1d\x1e\x85\u2028\u2029")
 
 
 def _text(value: str) -> str:
-    """``value`` with every character XML 1.0 cannot hold, and line breaks, replaced."""
-    return _NOT_XML.sub(lambda m: " " if m.group() in "\t\r\n" else "\ufffd", value)
+    """``value`` with line breaks and tabs as spaces, other characters XML 1.0 cannot
+    hold, DEL and C1 controls as U+FFFD (PS3.15 A.5: UTF-8 XML; CWE-117)."""
+    return _NOT_XML.sub(lambda m: " " if m.group() in _BREAKS else "\ufffd", value)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,11 @@ application log, naming the place, never the values), appended to the local audi
 as one line and fsynced before :meth:`AuditTrail.record` returns, then handed to the
 syslog forwarder, which never blocks the caller. Recording never raises: an audit
 problem must not stop the node from serving.
+
+A message is one line of the local log and one syslog record whatever text of a peer
+it carries: the message builders clean that text (:mod:`.messages`), and
+:func:`one_line` writes any line break left (a builder's bug) as a character
+reference, which XML reads as the same character (CWE-117).
 """
 
 from __future__ import annotations
@@ -22,9 +27,37 @@ from .messages import AuditMessage
 from .syslog import syslog_message
 from .validate import validate
 
-__all__ = ["AuditLog", "AuditTrail"]
+__all__ = ["AuditLog", "AuditTrail", "one_line"]
 
 log = logging.getLogger(__name__)
+
+#: Line breaks in any reading, as UTF-8, and the XML character reference of each.
+_BREAKS = {
+    b"\n": b"&#10;",
+    b"\r": b"&#13;",
+    b"\x0b": b"&#11;",
+    b"\x0c": b"&#12;",
+    b"\x1c": b"&#28;",
+    b"\x1d": b"&#29;",
+    b"\x1e": b"&#30;",
+    b"\xc2\x85": b"&#133;",
+    b"\xe2\x80\xa8": b"&#8232;",
+    b"\xe2\x80\xa9": b"&#8233;",
+}
+
+
+def one_line(xml: bytes) -> bytes:
+    """``xml`` (UTF-8) with every line break written as a character reference.
+
+    Inside an element or an attribute a reference stands for the same character
+    (XML 1.0 4.1), so the message says what it said, on one line. VT, FF, FS, GS and
+    RS, which XML 1.0 cannot hold at all, stay not well-formed (the schema check
+    reports it) but on one line.
+    """
+    for raw, reference in _BREAKS.items():
+        if raw in xml:
+            xml = xml.replace(raw, reference)
+    return xml
 
 
 class AuditLog:
@@ -120,7 +153,8 @@ class AuditTrail:
 
     def record(self, message: AuditMessage) -> None:
         """Check, write durably and forward one audit message; never raises."""
-        problems = validate(message.xml)
+        xml = one_line(message.xml)
+        problems = validate(xml)
         if problems:  # recorded all the same: a flawed record beats no record
             self.invalid += 1
             log.error(
@@ -130,13 +164,13 @@ class AuditTrail:
             )
         if self.local is not None:
             try:
-                self.local.append(message.xml)
+                self.local.append(xml)
             except OSError as exc:
                 log.error("cannot write the local audit log: %s", exc)
         if self.forwarder is not None:
             try:
                 framed = syslog_message(
-                    message.xml,
+                    xml,
                     severity=message.severity,
                     at=self.clock(),
                     hostname=self.hostname,
