@@ -8,7 +8,8 @@ looks like a log line of the node. After each case no line of the node's log, of
 local audit log or of a syslog spool file starts with it, the escape character never
 reaches a file raw, and the records that name the peer's text are still there (the
 audit messages are not lost, only cleaned). The syslog collector is not listening, so
-audit messages wait in the spool.
+audit messages wait in the spool. Requests and PDUs that cannot be decoded are each
+logged in one line with the reason, without a traceback (PS3.8 9.3).
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ FORGED_LINE = "1999-12-31 23:59:59,999 INFO dicom_ai_node: FORGED"
 SHORT = "X\r\nFORGED\x1b[2J"
 #: Fits a Long String (64 characters) and a username.
 LONG = f"\r\n{FORGED_LINE}\x1b[2J"
+#: A username is UTF-8 (PS3.7 D.3.3.7.1): a line separator too.
+USERNAME = f"\u2028{FORGED_LINE}{LONG}"
 #: Line starts that only an injection makes.
 _FORGED_START = re.compile(r"(FORGED|1999-12-31)")
 #: Seconds any one wait of these tests may take.
@@ -235,7 +238,7 @@ def start_node(
         quiet_s=0.5,
         extra=extra,
     )
-    process = node_factory(config, port)  # type: ignore[call-arg]
+    process = node_factory(config, port)
     process.start()
     return Node(process, tmp_path)
 
@@ -291,7 +294,7 @@ def audited(node: Node, event_id: str, mentioning: str = "FORGED") -> bool:
         r
         for r in audit_records(node)
         if mentioning in ET.tostring(r, encoding="unicode")
-        and (r.find(f"EventIdentification/EventID[@csd-code='{event_id}']") is not None)
+        and r.find(f"EventIdentification/EventID[@csd-code='{event_id}']") is not None
     ]
     spooled = [
         path
@@ -342,7 +345,7 @@ def test_called_ae_title_with_line_breaks_is_audited_in_one_line(node: Node) -> 
 
 
 def test_username_with_line_breaks_is_audited_in_one_line(node: Node) -> None:
-    answer = node.request(association_request(user=LONG.encode()))
+    answer = node.request(association_request(user=USERNAME.encode()))
     assert answer == "A-ASSOCIATE-RJ 1/1/1"
     wait_for("User Authentication", lambda: audited(node, "110114"))
     assert_spool_one_record_each(node)
