@@ -287,3 +287,21 @@ def test_announced_study_counts_decide_without_waiting(db: Database) -> None:
     (job,) = jobs(db)
     assert job.input_key == "1.3@g0"
     assert "expected series count 2 reached" in states(db)["1.3"][1]
+
+
+def test_a_revision_waits_for_the_job_it_revises(db: Database) -> None:
+    sweep = assembler(db)
+    send(db, "1.2", 40, 0.0, **THICK)
+    sweep.sweep(at(10.0))
+    running = claim_job(db.session, at(11.0), 60.0, list(VERSIONS))
+    assert running is not None and running.revision == 0
+    send(db, "1.3", 80, 12.0, **THIN)
+    sweep.sweep(at(22.0))  # results are being made: a revision, not a replacement
+    assert [(j.revision, j.state) for j in jobs(db)] == [(0, "running"), (1, "queued")]
+    assert claim_job(db.session, at(23.0), 60.0, list(VERSIONS)) is None
+    assert complete_job(db.session, running, at(24.0), JobState.DONE, "ok", [], [], 60.0, 1.0)
+    revision = claim_job(db.session, at(25.0), 60.0, list(VERSIONS))
+    assert revision is not None and (revision.revision, revision.predecessor_pk) == (
+        1,
+        running.pk,
+    )
