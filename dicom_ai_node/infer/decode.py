@@ -29,6 +29,7 @@ import numpy.typing as npt
 from pydicom.dataset import Dataset
 
 from ..errors import InferenceError
+from ..log import configure_logging
 
 __all__ = ["IsolatedDecoder", "decode_in_process"]
 
@@ -191,6 +192,7 @@ class IsolatedDecoder:
 
 def main(argv: Sequence[str]) -> int:
     """Entry point of the worker: ``REQUEST_FD ANSWER_FD LIMIT_BYTES``."""
+    configure_logging("WARNING")  # its stderr is the node's: same one-line escaped records
     requests = Connection(int(argv[0]), writable=False)
     answers = Connection(int(argv[1]), readable=False)
     _serve(requests, answers, int(argv[2]))

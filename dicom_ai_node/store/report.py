@@ -6,6 +6,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..domain import DeliveryState
+from ..log import escape_controls
 from .db import as_utc
 from .tables import Delivery, Event, Job, Result, Series, Study
 
@@ -16,6 +17,7 @@ def study_report(sessions: sessionmaker[Session], limit: int = 20) -> str:
     """Newest studies first: series states and reasons, jobs, deliveries and the history.
 
     No patient names or IDs are printed: the Study Instance UID identifies the study.
+    Control characters in what a peer sent (descriptions) are printed escaped.
     """
     lines: list[str] = []
     with sessions() as session:
@@ -41,7 +43,9 @@ def study_report(sessions: sessionmaker[Session], limit: int = 20) -> str:
                 .order_by(Event.pk)
             ):
                 lines.append(f"    {e.at:%Y-%m-%d %H:%M:%S} {e.kind}: {e.message}")
-    return "\n".join(lines)
+    # descriptions, reasons and history hold text a peer sent: no control character of
+    # theirs reaches the operator's terminal (CWE-150)
+    return "\n".join(escape_controls(line) for line in lines)
 
 
 def _job(job: Job) -> list[str]:
