@@ -318,6 +318,17 @@ def record_routing(
             for decision in series:
                 if not _decide_series(session, decision):
                     raise _Changed
+                seen = decision.seen
+                newly = decision.state is not seen.state
+                if newly and decision.state is SeriesState.NOT_ROUTED:
+                    record_event(
+                        session,
+                        now,
+                        seen.study_instance_uid,
+                        "not-routed",
+                        decision.reason,
+                        seen.series_instance_uid,
+                    )
             for plan in plans:
                 _apply(session, now, plan, versions, by_uid)
     except _Changed:

@@ -169,6 +169,7 @@ def test_series_forwarded_seconds_apart_make_one_job_on_the_best(db: Database, o
     assert found["1.3"][0] == SeriesState.ROUTED
     assert found["1.2"][0] == SeriesState.NOT_ROUTED
     assert found["1.2"][1].startswith("a better series was chosen for model lungs: 1.3")
+    assert events(db, "not-routed") == [found["1.2"][1]]
     sweep.sweep(at(100.0))
     assert len(jobs(db)) == 1
 
