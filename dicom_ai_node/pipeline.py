@@ -46,7 +46,7 @@ from .store.jobs import (
     finish_delivery_attempt,
     instance_paths,
     renew_lease,
-    result_paths,
+    replaced_reports,
 )
 from .store.routing import series_pk_of
 
@@ -217,17 +217,17 @@ class Pipeline:
             series_number=manifest.series_number,
             content_datetime=job.created_at,
             revision=job.revision,
-            predecessors=self._predecessors(job),
+            # only results replace results: a revision that could not analyse its input
+            # leaves the earlier ones standing (store.jobs.complete_job)
+            predecessors=self._replaced(job) if state is JobState.DONE else (),
         )
         return state, reason, [self._store_result(ds) for ds in datasets]
 
-    def _predecessors(self, job: ClaimedJob) -> list[Dataset]:
-        """The SR documents of the job a revision supersedes (their headers)."""
-        if job.predecessor_pk is None:
-            return []
-        paths = result_paths(self.db.session, job.predecessor_pk, "SR")
+    def _replaced(self, job: ClaimedJob) -> list[Dataset]:
+        """The SR documents a revision replaces (their headers)."""
         return [
-            dcmread(self.files.absolute(p), stop_before_pixels=True, defer_size=1024) for p in paths
+            dcmread(self.files.absolute(p), stop_before_pixels=True, defer_size=1024)
+            for p in replaced_reports(self.db.session, job.predecessor_pk)
         ]
 
     def _store_result(self, ds: Dataset) -> NewResult:

@@ -9,8 +9,9 @@ compares the two and decides, without I/O:
 * the same input: nothing (a study forwarded again makes no job);
 * the job is still queued: it takes the new input (nothing was made from the old one);
 * results exist or are being made: ``assemble.late_instance_policy`` ``rerun`` makes a
-  revision that supersedes them (its SR names its predecessor, PS3.3 C.17.2.3),
-  ``record`` only records that better data arrived.
+  revision that supersedes them (its SR names the reports it replaces, PS3.3
+  C.17.2.3), ``record`` only records that better data arrived;
+* the job failed (an error: nothing was sent): a revision, whatever the policy.
 
 So a (study, model) never gets two unrelated result sets.
 """
@@ -125,7 +126,7 @@ def plan_job(wanted: JobInput, prior: PriorJob | None, policy: LatePolicy | str)
     if prior.state is JobState.QUEUED:
         why = f"job {prior.pk} had not started: it runs on the new input instead"
         return PlannedJob(Step.REPLACE, wanted, prior, prior.revision, why)
-    if policy is LatePolicy.RERUN:
+    if policy is LatePolicy.RERUN or prior.state is JobState.FAILED:  # FAILED: nothing sent
         why = f"revision {prior.revision + 1} supersedes job {prior.pk} ({prior.state.value})"
         return PlannedJob(Step.REVISE, wanted, prior, prior.revision + 1, why)
     why = (

@@ -20,9 +20,10 @@ not written and is made again on the next sweep.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ..domain import InputSpec, Scope, SeriesInfo, SeriesSelection, SeriesState
@@ -53,12 +54,20 @@ log = logging.getLogger(__name__)
 
 
 def info_of(series: StoredSeries) -> SeriesInfo:
-    """The routing summary of a stored series (its header as received, its counts)."""
-    return series_info(
+    """The routing summary of a stored series (its header as received, its counts).
+
+    The UIDs are those the index filed it under, whatever its first header said.
+    """
+    info = series_info(
         series.header,
         number_of_instances=series.instance_count,
         sop_class_uids=series.sop_class_uids,
         calling_ae_title=series.calling_ae_title,
+    )
+    return dataclasses.replace(
+        info,
+        study_instance_uid=series.study_instance_uid,
+        series_instance_uid=series.series_instance_uid,
     )
 
 
@@ -71,6 +80,15 @@ def _study_count(members: Iterable[StoredSeries], keyword: str) -> int | None:
         except (TypeError, ValueError):
             continue
     return max(values) if values else None
+
+
+#: Series states of a study still being assembled.
+_ASSEMBLING = frozenset({SeriesState.RECEIVING, SeriesState.COMPLETE})
+
+
+def _members(study: StoredStudy) -> list[StoredSeries]:
+    """The study's series the routing decides about: all but the node's own results."""
+    return [s for s in study.series if made_by_node(s.header) is None]
 
 
 def _uids_of(key: str) -> set[str]:
@@ -112,18 +130,40 @@ class Assembler:
     late_policy: LatePolicy | str = LatePolicy.RERUN
     classifier: BodyRegionClassifier | None = None
     _policy: LatePolicy = field(init=False, repr=False)
+    #: What failed on an earlier sweep (logged once, until it succeeds).
+    _failing: set[tuple[str, int]] = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._policy = LatePolicy(self.late_policy)
 
     def sweep(self, now: dt.datetime) -> list[str]:
-        """One sweep at ``now``; returns the UIDs of the series it completed."""
+        """One sweep at ``now``; returns the UIDs of the series it completed.
+
+        A series or study whose routing fails is logged (once, until it succeeds) and
+        left for the next sweep; it never stops the others.
+        """
         done = complete_due_series(self.db.session, now, self.quiet_period_s)
         for series_pk in series_in_state(self.db.session, SeriesState.COMPLETE):
-            self.route_series(series_pk, now)
+            self._isolated(("series", series_pk), self.route_series, series_pk, now)
         for study_pk in studies_waiting(self.db.session):
-            self.route_study(study_pk, now)
+            self._isolated(("study", study_pk), self.route_study, study_pk, now)
         return done
+
+    def _isolated(
+        self,
+        key: tuple[str, int],
+        step: Callable[[int, dt.datetime], None],
+        pk: int,
+        now: dt.datetime,
+    ) -> None:
+        try:
+            step(pk, now)
+        except Exception:
+            if key not in self._failing:
+                log.exception("routing %s %d failed; tried again each sweep", *key)
+            self._failing.add(key)
+        else:
+            self._failing.discard(key)
 
     # -- series ---------------------------------------------------------------------------
     def route_series(self, series_pk: int, now: dt.datetime) -> None:
@@ -164,32 +204,29 @@ class Assembler:
         )
 
     def _plan(self, wanted: JobInput, jobs: Mapping[tuple[str, str], PriorJob]) -> PlannedJob:
-        return plan_job(wanted, jobs.get((wanted.subject, wanted.model)), self._policy)
+        prior = jobs.get((wanted.subject, wanted.model))
+        if prior is None and wanted.subject.startswith("study/"):
+            # a series job of this model in the study was made before jobs had subjects
+            # (or while its rules took each series): the study's job revises it
+            earlier = [
+                job
+                for (subject, model), job in jobs.items()
+                if model == wanted.model and subject.startswith("series/")
+            ]
+            prior = max(earlier, key=lambda job: job.pk, default=None)
+        return plan_job(wanted, prior, self._policy)
 
     # -- study ----------------------------------------------------------------------------
     def route_study(self, study_pk: int, now: dt.datetime) -> None:
         """Decide a study's study-level jobs once it is complete (see the module docstring)."""
+        light = stored_study(self.db.session, study_pk, sop_classes=False)
+        if light is None or self._completion(light, now) is None:
+            return  # checked each sweep while the study waits: no instance rows read
         study = stored_study(self.db.session, study_pk)
-        if study is None:
+        why = self._completion(study, now) if study is not None else None
+        if study is None or why is None:
             return
-        members = [s for s in study.series if made_by_node(s.header) is None]
-        states = {s.state for s in members}
-        if SeriesState.WAITING not in states or states & {
-            SeriesState.RECEIVING,
-            SeriesState.COMPLETE,
-        }:
-            return
-        why = study_completion_reason(
-            now=now,
-            last_received_at=max(s.last_received_at for s in members),
-            quiet_period_s=max(self.study_quiet_period_s, self.quiet_period_s),
-            series_count=len(members),
-            instance_count=sum(s.instance_count for s in members),
-            expected_series=_study_count(members, "NumberOfStudyRelatedSeries"),
-            expected_instances=_study_count(members, "NumberOfStudyRelatedInstances"),
-        )
-        if why is None:
-            return
+        members = _members(study)
         by_uid = {s.series_instance_uid: s for s in members}
         routing = route_study(
             [info_of(s) for s in members], self.rules, self.specs, self.classifier
@@ -204,6 +241,23 @@ class Assembler:
                 "study changed while it was routed; deciding again",
                 extra={"study": study.study_instance_uid},
             )
+
+    def _completion(self, study: StoredStudy, now: dt.datetime) -> str | None:
+        """Why the study is complete, or None: a series waits, none still arrives, and the
+        study is quiet or at its announced counts (the node's own series do not count)."""
+        members = _members(study)
+        states = {s.state for s in members}
+        if SeriesState.WAITING not in states or states & _ASSEMBLING:
+            return None
+        return study_completion_reason(
+            now=now,
+            last_received_at=max(s.last_received_at for s in members),
+            quiet_period_s=max(self.study_quiet_period_s, self.quiet_period_s),
+            series_count=len(members),
+            instance_count=sum(s.instance_count for s in members),
+            expected_series=_study_count(members, "NumberOfStudyRelatedSeries"),
+            expected_instances=_study_count(members, "NumberOfStudyRelatedInstances"),
+        )
 
     def _study_input(
         self,

@@ -65,7 +65,7 @@ class EncodeContext:
         every object, so the same inputs give byte-identical objects.
     revision:
         0 for a model's first results on a study (or series); n for the n-th revision,
-        which supersedes the earlier ones and says "revised n" in its descriptions.
+        which says "revised n" in its descriptions when it replaces earlier reports.
     predecessors:
         The SR documents this revision supersedes (PS3.3 C.17.2.3 Predecessor Documents
         Sequence), headers only.
@@ -96,11 +96,13 @@ class EncodeContext:
         """Series Description naming the model, version and revision.
 
         E.g. ``AI lungs 1.0.0 SEG``, and ``AI lungs 1.0.0 SEG revised 1`` for the first
-        revision, so that a PACS worklist tells the current results from earlier ones.
+        revision that replaces earlier reports, so that a PACS worklist tells the current
+        results from earlier ones; a revision that replaces none (its predecessor made no
+        report, or it could not analyse its input) says ``revision 1``.
         """
         text = f"AI {self.algorithm.name} {self.algorithm.version} {kind}"
         if self.revision:
-            text += f" revised {self.revision}"
+            text += f" {'revised' if self.predecessors else 'revision'} {self.revision}"
         return _limit(text, LONG_STRING_MAX)
 
     def equipment(self) -> list[hd.ContributingEquipment]:

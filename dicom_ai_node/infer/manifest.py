@@ -379,6 +379,8 @@ def load_manifest(path: Path) -> ModelManifest:
             raise ConfigError(f"{where}: '{key}' is required and must be a string")
     if not _NAME.match(data["name"]):
         raise ConfigError(f"{where}: name {data['name']!r} must match {_NAME.pattern}")
+    if len(data["version"]) > 32:  # the index keeps it in 32 characters (store/tables.py)
+        raise ConfigError(f"{where}: version {data['version']!r} is longer than 32 characters")
     manifest = ModelManifest(
         name=data["name"],
         version=data["version"],

@@ -340,10 +340,16 @@ def complete_due_series(
             )
             if reason is None:
                 continue
-            result = session.execute(
+            result = session.execute(  # not if an instance arrived since it was read
                 update(Series)
-                .where(Series.pk == series.pk, Series.state == SeriesState.RECEIVING.value)
+                .where(
+                    Series.pk == series.pk,
+                    Series.state == SeriesState.RECEIVING.value,
+                    Series.instance_count == series.instance_count,
+                    Series.last_received_at <= cutoff,
+                )
                 .values(state=SeriesState.COMPLETE.value, completed_at=now, reason=reason)
+                .execution_options(synchronize_session=False)
             )
             if result.rowcount:  # type: ignore[attr-defined]
                 done.append(series.series_instance_uid)

@@ -36,8 +36,8 @@ __all__ = [
     "finish_delivery_attempt",
     "instance_paths",
     "renew_lease",
+    "replaced_reports",
     "requeue_running_jobs",
-    "result_paths",
 ]
 
 
@@ -197,16 +197,30 @@ def renew_lease(
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def result_paths(sessions: sessionmaker[Session], job_pk: int, kind: str) -> list[str]:
-    """Relative paths of a job's results of one kind (``SEG``, ``SR``), in the order made."""
+def replaced_reports(sessions: sessionmaker[Session], predecessor_pk: int | None) -> list[str]:
+    """Relative paths of the SR documents a revision replaces (PS3.3 C.17.2.3).
+
+    Those of the job it revises and of each job that one revises in turn, back to the
+    last one whose results stood (DONE or SUPERSEDED); a FAILED job made none.
+    """
+    paths: list[str] = []
+    seen: set[int] = set()
     with sessions() as session:
-        return list(
-            session.scalars(
+        pk = predecessor_pk
+        while pk is not None and pk not in seen:
+            seen.add(pk)
+            job = session.get(Job, pk)
+            if job is None:
+                break
+            paths += session.scalars(
                 select(Result.path)
-                .where(Result.job_fk == job_pk, Result.kind == kind)
+                .where(Result.job_fk == pk, Result.kind == "SR")
                 .order_by(Result.pk)
             )
-        )
+            if job.state in (JobState.DONE.value, JobState.SUPERSEDED.value):
+                break
+            pk = job.predecessor_fk
+    return paths
 
 
 def instance_paths(sessions: sessionmaker[Session], series_pk: int) -> list[str]:
@@ -232,10 +246,12 @@ def complete_job(
 ) -> bool:
     """Record a job's results and queue their deliveries, in one transaction.
 
-    Earlier jobs of the same model on the same subject (earlier revisions) become
-    SUPERSEDED. The result files are already durable (written before this call), so
-    the commit publishes them and their outbox rows at once; a crash before it leaves
-    the job to run again (same UIDs, same file names).
+    Earlier jobs of the same model on the same subject (earlier revisions, and the job
+    this one revises) become SUPERSEDED: all of them when this job is DONE, only those
+    that could not analyse their input either when it is QUALITY_FAILED. The result
+    files are already durable (written before this call), so the commit publishes them
+    and their outbox rows at once; a crash before it leaves the job to run again (same
+    UIDs, same file names).
 
     Returns
     -------
@@ -283,16 +299,17 @@ def complete_job(
                             last_error="",
                         )
                     )
+        # results replace results; a revision that could not analyse its input leaves the
+        # earlier results standing (it replaces only earlier failures to analyse)
+        replaced = [JobState.QUEUED.value, JobState.QUALITY_FAILED.value]
+        if state is JobState.DONE:
+            replaced.append(JobState.DONE.value)
+        earlier = (Job.subject == job.subject) & (Job.model_name == job.model_name)
+        if job.predecessor_pk is not None:  # also one made before subjects existed
+            earlier = earlier | (Job.pk == job.predecessor_pk)
         superseded = session.execute(
             update(Job)
-            .where(
-                Job.subject == job.subject,
-                Job.model_name == job.model_name,
-                Job.pk < job.pk,
-                Job.state.in_(
-                    [JobState.DONE.value, JobState.QUEUED.value, JobState.QUALITY_FAILED.value]
-                ),
-            )
+            .where(earlier, Job.pk < job.pk, Job.state.in_(replaced))
             .values(
                 state=JobState.SUPERSEDED.value,
                 reason=f"superseded by job {job.pk}",

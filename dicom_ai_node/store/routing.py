@@ -174,8 +174,14 @@ def _latest_jobs(session: Session, study_pk: int) -> dict[tuple[str, str], Prior
     }
 
 
-def stored_study(sessions: sessionmaker[Session], study_pk: int) -> StoredStudy | None:
-    """A study: every series (with SOP Classes) and the latest job per (subject, model)."""
+def stored_study(
+    sessions: sessionmaker[Session], study_pk: int, *, sop_classes: bool = True
+) -> StoredStudy | None:
+    """A study: every series and the latest job per (subject, model).
+
+    ``sop_classes=False`` leaves the series' SOP Classes out (empty) and reads no
+    instance row: enough to tell whether the study is complete.
+    """
     with sessions() as session:
         study = session.get(Study, study_pk)
         if study is None:
@@ -183,7 +189,7 @@ def stored_study(sessions: sessionmaker[Session], study_pk: int) -> StoredStudy 
         rows = session.scalars(
             select(Series).where(Series.study_fk == study_pk).order_by(Series.pk)
         ).all()
-        classes = _sop_classes(session, [r.pk for r in rows])
+        classes = _sop_classes(session, [r.pk for r in rows]) if sop_classes else {}
         uid = study.study_instance_uid
         series = tuple(_stored(r, uid, classes.get(r.pk, frozenset())) for r in rows)
         return StoredStudy(study_pk, uid, series, _latest_jobs(session, study_pk))

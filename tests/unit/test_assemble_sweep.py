@@ -13,18 +13,26 @@ import pytest
 from sqlalchemy import select
 
 from dicom_ai_node.assemble.sweep import Assembler
-from dicom_ai_node.domain import InputSpec, JobState, SeriesState
+from dicom_ai_node.domain import BodyPart, InputSpec, JobState, SeriesInfo, SeriesState
 from dicom_ai_node.identity import MANUFACTURER, device_uid
 from dicom_ai_node.route.rules import load_rules
+from dicom_ai_node.store import index
 from dicom_ai_node.store.db import Database
-from dicom_ai_node.store.index import IndexOutcome, InstanceRecord, SeriesAttrs, index_instance
-from dicom_ai_node.store.jobs import claim_job, complete_job
+from dicom_ai_node.store.index import (
+    IndexOutcome,
+    InstanceRecord,
+    SeriesAttrs,
+    complete_due_series,
+    index_instance,
+)
+from dicom_ai_node.store.jobs import NewResult, claim_job, complete_job, fail_job, replaced_reports
 from dicom_ai_node.store.tables import Event, Job, Series
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
 STUDY = "1.2.9"
 CT = "1.2.840.10008.5.1.4.1.1.2"
 DX = "1.2.840.10008.5.1.4.1.1.1.1"
+SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"
 RULES = """
 rules:
   - name: lungs
@@ -46,9 +54,11 @@ def at(seconds: float) -> dt.datetime:
     return T0 + dt.timedelta(seconds=seconds)
 
 
-def header(series_uid: str, modality: str = "CT", **extra: Any) -> dict[str, Any]:
+def header(
+    series_uid: str, modality: str = "CT", study: str = STUDY, **extra: Any
+) -> dict[str, Any]:
     values: dict[str, Any] = {
-        "StudyInstanceUID": STUDY,
+        "StudyInstanceUID": study,
         "SeriesInstanceUID": series_uid,
         "Modality": modality,
         "BodyPartExamined": "CHEST",
@@ -78,7 +88,7 @@ def send(
                 sop_instance_uid=f"{series_uid}.{n}",
                 sop_class_uid=sop_class,
                 transfer_syntax_uid="1.2.840.10008.1.2.1",
-                study_instance_uid=STUDY,
+                study_instance_uid=head["StudyInstanceUID"],
                 series_instance_uid=series_uid,
                 path=f"{series_uid}/{n}",
                 size=1,
@@ -306,3 +316,116 @@ def test_a_revision_waits_for_the_job_it_revises(db: Database) -> None:
         1,
         running.pk,
     )
+
+
+def test_a_revision_that_cannot_analyse_its_input_leaves_the_results_standing(
+    db: Database,
+) -> None:
+    sweep = assembler(db)
+    send(db, "1.2", 40, 0.0, **THICK)
+    sweep.sweep(at(10.0))
+    finish_next_job(db, at(11.0))
+    send(db, "1.3", 80, 20.0, **THIN)  # preferred by its headers, unusable when read
+    sweep.sweep(at(30.0))
+    revision = claim_job(db.session, at(31.0), 60.0, list(VERSIONS))
+    assert revision is not None
+    assert complete_job(
+        db.session, revision, at(32.0), JobState.QUALITY_FAILED, "uneven", [], [], 60.0, 1.0
+    )
+    assert [(j.revision, j.state) for j in jobs(db)] == [(0, "done"), (1, "quality_failed")]
+
+
+def test_a_revision_replaces_the_reports_back_to_the_last_results_that_stood(
+    db: Database,
+) -> None:
+    sweep = assembler(db)
+    send(db, "1.2", 40, 0.0, **THICK)
+    sweep.sweep(at(10.0))
+    first = claim_job(db.session, at(11.0), 60.0, list(VERSIONS))
+    assert first is not None
+    reports = [NewResult("SR", "5.1", SR_CLASS, "5", "r/5.1.dcm")]
+    assert complete_job(db.session, first, at(12.0), JobState.DONE, "ok", reports, [], 60, 1)
+    send(db, "1.3", 80, 20.0, **THIN)
+    sweep.sweep(at(30.0))  # revision 1 ...
+    failing = claim_job(db.session, at(31.0), 60.0, list(VERSIONS))
+    assert failing is not None and fail_job(db.session, failing, at(32.0), "out of memory")
+    send(db, "1.3", 5, 40.0, first=80)
+    sweep.sweep(at(50.0))  # ... failed: revision 2 revises it, and replaces revision 0's SR
+    last = jobs(db)[-1]
+    assert (last.revision, last.predecessor_fk) == (2, failing.pk)
+    assert replaced_reports(db.session, last.predecessor_fk) == ["r/5.1.dcm"]
+
+
+def test_with_policy_record_a_failed_job_is_still_run_again_on_better_data(
+    db: Database,
+) -> None:
+    sweep = assembler(db, policy="record")
+    send(db, "1.2", 40, 0.0, **THICK)
+    sweep.sweep(at(10.0))
+    failed = claim_job(db.session, at(11.0), 60.0, list(VERSIONS))
+    assert failed is not None and fail_job(db.session, failed, at(12.0), "boom")
+    send(db, "1.3", 80, 20.0, **THIN)
+    sweep.sweep(at(30.0))  # nothing was sent for the study: it gets results after all
+    assert [(j.revision, j.input_key) for j in jobs(db)] == [(0, "1.2@g0"), (1, "1.3@g0")]
+
+
+def test_a_series_is_not_completed_by_a_sweep_an_instance_overtook(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    send(db, "1.3", 40, 0.0, **THIN)
+    real = index.completion_reason
+
+    def meanwhile(**kwargs: Any) -> str | None:  # between the sweep's read and its write
+        send(db, "1.3", 1, 10.0, first=40)
+        return real(**kwargs)
+
+    monkeypatch.setattr(index, "completion_reason", meanwhile)
+    assert complete_due_series(db.session, at(10.0), 10.0) == []
+    assert states(db)["1.3"][0] == SeriesState.RECEIVING
+
+
+def test_a_study_whose_routing_fails_never_stops_the_others(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    def classifier(info: SeriesInfo) -> tuple[BodyPart, float] | None:
+        raise RuntimeError(f"cannot read {info.series_instance_uid}")
+
+    rules = load_rules(RULES, VERSIONS)
+    sweep = Assembler(db, rules, SPECS, VERSIONS, 10.0, 0.0, "rerun", classifier)
+    # another study whose series names no region: the classifier is asked, and fails
+    send(db, "1.1", 30, 0.0, study="1.2.8", BodyPartExamined="")
+    send(db, "1.3", 30, 0.0, **THIN)
+    for t in (10.0, 11.0, 12.0):
+        sweep.sweep(at(t))
+    assert [j.input_key for j in jobs(db)] == ["1.3@g0"]
+    assert states(db)["1.1"][0] == SeriesState.COMPLETE  # tried again on each sweep
+    assert caplog.text.count("routing series 1 failed; tried again each sweep") == 1
+
+
+def test_a_job_made_before_study_subjects_is_revised_not_duplicated(db: Database) -> None:
+    send(db, "1.2", 40, 0.0, **THICK)
+    with db.session.begin() as session:  # as migration 0002 leaves a job of an older node
+        series = session.scalars(select(Series)).one()
+        series.state = SeriesState.ROUTED
+        session.add(
+            Job(
+                job_key="lungs/1.0/1.2/g0",
+                study_fk=series.study_fk,
+                series_fk=series.pk,
+                model_name="lungs",
+                model_version="1.0",
+                state=JobState.DONE,
+                created_at=T0,
+                updated_at=T0,
+                subject="series/1.2",
+                input_key="1.2@g0",
+            )
+        )
+    sweep = assembler(db)
+    send(db, "1.3", 80, 20.0, **THIN)
+    sweep.sweep(at(30.0))
+    legacy, revision = jobs(db)
+    assert (revision.subject, revision.revision) == (f"study/{STUDY}", 1)
+    assert revision.predecessor_fk == legacy.pk
+    finish_next_job(db, at(31.0))
+    assert [j.state for j in jobs(db)] == [JobState.SUPERSEDED, JobState.DONE]

@@ -62,6 +62,8 @@ def test_each_revision_has_its_own_series_numbers_and_says_revised(source: list[
     ]
     assert second[0].ContentDescription == "AI ct-chest-lungs 2.0.0 segmentation revised 2"
     assert {ds.SeriesInstanceUID for ds in first}.isdisjoint(ds.SeriesInstanceUID for ds in second)
+    replacing_nothing = encode(source, "k/r1", revision=1)  # e.g. its predecessor failed
+    assert replacing_nothing[1].SeriesDescription == "AI ct-chest-lungs 2.0.0 SR revision 1"
     assert result_series_number(9100, 9) == 9190 == result_series_number(9100, 25)
 
 

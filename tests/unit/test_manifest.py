@@ -86,6 +86,7 @@ def test_good_manifest(tmp_path: Path) -> None:
         ),
         (("[input]", '[preprocess]\ngeometry = "flat"\n[input]'), "geometry"),
         (('task = "segmentation"', 'task = "segmentation"\nseries_number = 0'), "series_number"),
+        (('version = "0.1"', f'version = "{"1." * 20}0"'), "longer than 32 characters"),
         (('task = "segmentation"', 'task = "segmentation"\nseries_number = "9"'), "series_number"),
         (("[input]", "[preprocess]\ncontext_mm = 0\n[input]"), "context_mm is a distance"),
         (

@@ -1,9 +1,7 @@
-"""Store: the migrations build exactly the tables the code declares (SQLite and PostgreSQL),
-and an index made before job revisions upgrades with its jobs' subjects filled in."""
+"""Store: the migrations build exactly the tables the code declares, and an index made before
+job revisions upgrades with its jobs' subjects and inputs filled in (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -24,8 +22,8 @@ def test_migrated_schema_is_the_declared_one(db_url: str) -> None:
     assert differences == []
 
 
-def test_jobs_made_before_revisions_get_their_series_as_subject(tmp_path: Path) -> None:
-    db = Database(f"sqlite:///{tmp_path / 'node.db'}")
+def test_jobs_made_before_revisions_get_their_subject_and_input(db_url: str) -> None:
+    db = Database(db_url)
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection_engine"] = db.engine
@@ -43,12 +41,14 @@ def test_jobs_made_before_revisions_get_their_series_as_subject(tmp_path: Path) 
             "1, 'CT', '', '', '{}', 1, '2026-01-01', '2026-01-01', 'routed', 0, 0, '')",
             "INSERT INTO job (pk, job_key, study_fk, series_fk, model_name, model_version, "
             "generation, state, reason, explanation, attempts, created_at, updated_at) VALUES "
-            "(1, 'm/1/1.2.3/g0', 1, 1, 'm', '1', 0, 'done', '', '{}', 1, '2026-01-01', "
-            "'2026-01-01')",
+            "(1, 'm/1/1.2.3/g2', 1, 1, 'm', '1', 2, 'done', '', '{}', 1, '2026-01-01', "
+            "'2026-01-01'), (2, 's/1/study/1.2', 1, 1, 's', '1', 0, 'done', '', '{}', 1, "
+            "'2026-01-01', '2026-01-01')",
         ):
             conn.execute(text(statement))
     db.migrate()
     with db.engine.connect() as conn:
-        row = conn.execute(text("SELECT subject, revision, input_key FROM job")).one()
+        rows = conn.execute(text("SELECT subject, revision, input_key FROM job ORDER BY pk"))
+        found = [tuple(row) for row in rows]
     db.dispose()
-    assert tuple(row) == ("series/1.2.3", 0, "")
+    assert found == [("series/1.2.3", 0, "1.2.3@g2"), ("study/1.2", 0, "")]

@@ -4,9 +4,11 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-12-07 09:00:00
 
-Jobs made before this revision ran on one series each: their subject is that series,
-they are revision 0 and their input is unknown (empty), so the first routing after the
-upgrade makes a revision of them only when the input differs.
+Jobs made before this revision become revision 0 of their subject: the study for a
+study-scope job, else the series they ran on, at their generation (their input). The
+node's routing takes such a series job as the predecessor of a study-level one, so a
+study decided again after the upgrade makes a revision of it only when the input
+differs.
 """
 
 from alembic import op
@@ -27,9 +29,16 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('input_key', sa.Text(), nullable=False, server_default=''))
         batch_op.create_foreign_key('fk_job_predecessor_fk_job', 'job', ['predecessor_fk'], ['pk'])
         batch_op.create_index('ix_job_subject', ['subject', 'model_name'], unique=False)
+    # a study-scope job's key was <model>/<version>/study/<study uid>; the others ran on
+    # one series at one generation, which is their input
     op.execute(
-        "UPDATE job SET subject = 'series/' || "
-        "(SELECT series.series_instance_uid FROM series WHERE series.pk = job.series_fk)"
+        "UPDATE job SET "
+        "subject = CASE WHEN job_key LIKE '%/study/%' "
+        "THEN 'study/' || (SELECT study.study_instance_uid FROM study WHERE study.pk = job.study_fk) "
+        "ELSE 'series/' || (SELECT series.series_instance_uid FROM series WHERE series.pk = job.series_fk) END, "
+        "input_key = CASE WHEN job_key LIKE '%/study/%' THEN '' "
+        "ELSE (SELECT series.series_instance_uid FROM series WHERE series.pk = job.series_fk) "
+        "|| '@g' || CAST(job.generation AS VARCHAR) END"
     )
 
 
