@@ -231,7 +231,7 @@ class OutputLabel:
     #: model's own list.
     measurements: tuple[str, ...] = ()
     #: Report each connected region of this label on its own (a lesion label: one SEG
-    #: segment and one SR group per nodule), see :mod:`dicom_ai_node.infer.instances`.
+    #: segment and one SR group per nodule), see :mod:`dicom_ai_node.infer.findings.lesions`.
     instances: bool = False
     #: Where the finding is (TID 1419 Finding Site), when it is not the label itself.
     finding_site: Code | None = None

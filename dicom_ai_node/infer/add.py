@@ -23,8 +23,8 @@ import numpy as np
 
 from ..domain import InputSpec, ModelOutput, Volume
 from ..errors import ConfigError, InferenceError
+from .findings.measure import format_measurement
 from .manifest import ModelManifest, load_manifest
-from .measure import format_measurement
 from .runner import Device, make_runner
 
 __all__ = ["Trial", "install_model", "trial_volume", "try_model"]

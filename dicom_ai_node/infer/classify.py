@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from ..domain import Code, Evaluation, Measurement, ModelOutput, OutputLabel, Volume
 from ..errors import InferenceError
 from ..geometry import largest_component
+from .findings.measure import NO_UNITS
 from .manifest import ModelManifest
-from .measure import NO_UNITS
 from .radiograph import scale_radiographs
 from .runner import Device
 from .saliency import occlusion_saliency, resize_map

@@ -28,11 +28,11 @@ import torch.nn.functional as F
 
 from ..domain import ModelOutput, Volume
 from ..errors import ConfigError, InferenceError
-from .cine import cine_output
-from .clusters import ClusterRules, cluster_output
-from .instances import segmentation_output
+from .findings.cine import cine_output
+from .findings.clusters import ClusterRules, cluster_output
+from .findings.lesions import segmentation_output
+from .findings.measure import LONG_AXIS, ML, MM, VOLUME, label_measurements
 from .manifest import ModelManifest
-from .measure import LONG_AXIS, ML, MM, VOLUME, label_measurements
 from .runner import Device
 from .tiles import resample, sliding_window
 

@@ -48,7 +48,7 @@ from net import LungUNet  # noqa: E402  (the lung model's UNet)
 
 from dicom_ai_node.domain import Volume  # noqa: E402
 from dicom_ai_node.geometry import components  # noqa: E402
-from dicom_ai_node.infer.clusters import (  # noqa: E402
+from dicom_ai_node.infer.findings.clusters import (  # noqa: E402
     CALCIFICATION_COUNT,
     ClusterRules,
     cluster_output,

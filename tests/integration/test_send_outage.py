@@ -43,8 +43,8 @@ from dicom_ai_node.domain import (
     SeriesState,
 )
 from dicom_ai_node.encode import device_uid, encode_results
+from dicom_ai_node.infer.findings.measure import ML, MM3_PER_ML, VOLUME
 from dicom_ai_node.infer.manifest import load_manifest
-from dicom_ai_node.infer.measure import ML, MM3_PER_ML, VOLUME
 from dicom_ai_node.infer.registry import ModelRegistry
 from dicom_ai_node.infer.runner import Device
 from dicom_ai_node.pipeline import Pipeline

@@ -1,5 +1,5 @@
 """Cine MR: the loader's phase order, the function measures from a cine label map
-(``infer/cine.py``) against the phantom's truth, and one SEG per phase when images repeat
+(``infer/findings/cine.py``) against the phantom's truth, and one SEG per phase when images repeat
 positions."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from dicom_ai_node.cine_phantoms import CAVITY, MYOCARDIUM, cine_phantom, volume_curve
 from dicom_ai_node.domain import AlgorithmInfo, Code
 from dicom_ai_node.encode import encode_results
-from dicom_ai_node.infer.cine import EJECTION_FRACTION, cine_output
+from dicom_ai_node.infer.findings.cine import EJECTION_FRACTION, cine_output
 from dicom_ai_node.infer.manifest import load_manifest
 from dicom_ai_node.infer.volume import load_volume
 from dicom_ai_node.testing import cine_to_datasets

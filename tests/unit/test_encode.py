@@ -32,7 +32,7 @@ from dicom_ai_node.encode import (
 )
 from dicom_ai_node.encode.sr import outer_contour
 from dicom_ai_node.errors import EncodeError
-from dicom_ai_node.infer.measure import ML, MM3_PER_ML, VOLUME
+from dicom_ai_node.infer.findings.measure import ML, MM3_PER_ML, VOLUME
 from dicom_ai_node.phantoms import ChestPhantom
 from dicom_ai_node.testing import make_ct_series, phantom_to_datasets
 
@@ -355,7 +355,7 @@ def test_seg_of_300_slices_512_builds_in_seconds() -> None:
 def test_a_lesion_group_names_its_site_and_derived_measurements(
     series: tuple[ChestPhantom, list[Dataset]],
 ) -> None:
-    """A nodule reported on its own (infer/instances.py): its SR group has the lung around
+    """A nodule reported on its own (infer/findings/lesions.py): its SR group has the lung around
     it as Finding Site and a mean HU with derivation Mean; the SEG has it as a segment."""
     phantom, datasets = series
     label_map = phantom.labels.copy()

@@ -12,9 +12,9 @@ import pytest
 from dicom_ai_node.domain import Volume
 from dicom_ai_node.errors import ConfigError
 from dicom_ai_node.geometry import components
-from dicom_ai_node.infer.instances import InstanceRules, segmentation_output
+from dicom_ai_node.infer.findings.lesions import InstanceRules, segmentation_output
+from dicom_ai_node.infer.findings.measure import ATTENUATION, HU, LONG_AXIS, MEAN, ML, VOLUME
 from dicom_ai_node.infer.manifest import load_manifest
-from dicom_ai_node.infer.measure import ATTENUATION, HU, LONG_AXIS, MEAN, ML, VOLUME
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 

@@ -112,8 +112,8 @@ type = ["35764002", "SCT", "Cerebral ventricle"]
 
 
 def test_ratios_are_voxels_over_voxels_in_the_named_group(tmp_path: Path) -> None:
+    from dicom_ai_node.infer.findings.measure import NO_UNITS, ratio_measurements
     from dicom_ai_node.infer.manifest import load_manifest
-    from dicom_ai_node.infer.measure import NO_UNITS, ratio_measurements
 
     manifest = load_manifest(_brain_manifest(tmp_path))
     label_map = np.zeros((4, 20, 20), np.uint8)
@@ -134,8 +134,8 @@ def test_a_graded_ratio_adds_one_grade_per_edge_it_falls_below(
 ) -> None:
     """Edges 0.9 and 0.75 of "brain / (brain + ventricles)" with 900 brain voxels:
     100 ventricle voxels give exactly 0.9 (grade 0: at an edge is not below it)."""
+    from dicom_ai_node.infer.findings.measure import NO_UNITS, ratio_measurements
     from dicom_ai_node.infer.manifest import load_manifest
-    from dicom_ai_node.infer.measure import NO_UNITS, ratio_measurements
 
     path = _brain_manifest(tmp_path)
     path.write_text(

@@ -14,7 +14,7 @@ import pytest
 
 from dicom_ai_node.domain import Volume
 from dicom_ai_node.geometry import components
-from dicom_ai_node.infer.instances import segmentation_output
+from dicom_ai_node.infer.findings.lesions import segmentation_output
 from dicom_ai_node.infer.manifest import load_manifest
 from dicom_ai_node.phantoms import LEFT_LUNG, NODULE, RIGHT_LUNG, chest_ct_phantom
 

@@ -18,7 +18,7 @@ import torch
 from dicom_ai_node.cta_phantoms import ANEURYSM, ARTERY, cta_phantom
 from dicom_ai_node.domain import Volume
 from dicom_ai_node.geometry import components
-from dicom_ai_node.infer.measure import long_axis_mm
+from dicom_ai_node.infer.findings.measure import long_axis_mm
 from dicom_ai_node.infer.registry import ModelRegistry
 from dicom_ai_node.infer.runner import Device
 from dicom_ai_node.phantoms import ChestPhantom

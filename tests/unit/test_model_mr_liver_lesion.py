@@ -18,9 +18,9 @@ import torch
 
 from dicom_ai_node.domain import Volume
 from dicom_ai_node.geometry import components
-from dicom_ai_node.infer.instances import segmentation_output
+from dicom_ai_node.infer.findings.lesions import segmentation_output
+from dicom_ai_node.infer.findings.measure import long_axis_mm
 from dicom_ai_node.infer.manifest import load_manifest
-from dicom_ai_node.infer.measure import long_axis_mm
 from dicom_ai_node.infer.registry import ModelRegistry
 from dicom_ai_node.infer.runner import Device
 from dicom_ai_node.liver_phantoms import (

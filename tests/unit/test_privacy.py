@@ -22,7 +22,7 @@ from pydicom.sequence import Sequence
 from dicom_ai_node.domain import AlgorithmInfo, Code, Measurement, ModelOutput, OutputLabel
 from dicom_ai_node.encode import device_uid, encode_results
 from dicom_ai_node.errors import ConfigError, PrivacyError
-from dicom_ai_node.infer.measure import ML, VOLUME
+from dicom_ai_node.infer.findings.measure import ML, VOLUME
 from dicom_ai_node.privacy import (
     DEIDENTIFICATION_MARKERS,
     Action,

@@ -12,9 +12,15 @@ from pydicom.dataset import Dataset
 
 from dicom_ai_node.domain import Volume
 from dicom_ai_node.geometry import caliper_axes_mm, convex_area_mm2, max_feret_diameter_mm
-from dicom_ai_node.infer.instances import InstanceRules, segmentation_output
+from dicom_ai_node.infer.findings.lesions import InstanceRules, segmentation_output
+from dicom_ai_node.infer.findings.measure import (
+    AREA,
+    DEPTH_TO_WIDTH,
+    LONG_AXIS,
+    SHORT_AXIS,
+    SOLIDITY,
+)
 from dicom_ai_node.infer.manifest import load_manifest
-from dicom_ai_node.infer.measure import AREA, DEPTH_TO_WIDTH, LONG_AXIS, SHORT_AXIS, SOLIDITY
 from dicom_ai_node.infer.volume import load_volume, ultrasound_spacing
 from dicom_ai_node.testing import ultrasound_to_dataset
 from dicom_ai_node.us_phantoms import GLAND, NODULE, ultrasound_image

@@ -1,5 +1,5 @@
 """Sliding-window inference (infer/tiles.py) and point-cluster post-processing
-(infer/clusters.py): tiles cover every pixel whatever the image size, resampling keeps
+(infer/findings/clusters.py): tiles cover every pixel whatever the image size, resampling keeps
 the physical size, and specks are grouped by single linkage into clusters with counts."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 
 from dicom_ai_node.domain import Volume
 from dicom_ai_node.errors import ConfigError
-from dicom_ai_node.infer.clusters import (
+from dicom_ai_node.infer.findings.clusters import (
     CALCIFICATION_COUNT,
     ClusterRules,
     cluster_output,

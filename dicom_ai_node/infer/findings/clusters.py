@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..domain import Code, Measurement, ModelOutput, OutputLabel, Volume
-from ..errors import ConfigError
-from ..geometry import components, convex_hull, max_feret_diameter_mm
-from .manifest import ModelManifest
+from ...domain import Code, Measurement, ModelOutput, OutputLabel, Volume
+from ...errors import ConfigError
+from ...geometry import components, convex_hull, max_feret_diameter_mm
+from ..manifest import ModelManifest
 from .measure import LONG_AXIS, MM, NO_UNITS
 
 __all__ = ["CALCIFICATION_COUNT", "ClusterRules", "cluster_output", "single_linkage"]

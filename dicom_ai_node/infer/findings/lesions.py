@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..domain import Measurement, ModelOutput, OutputLabel, Volume
-from ..errors import ConfigError
-from ..geometry import Component, components
-from .manifest import ModelManifest
+from ...domain import Measurement, ModelOutput, OutputLabel, Volume
+from ...errors import ConfigError
+from ...geometry import Component, components
+from ..manifest import ModelManifest
 from .measure import label_measurements, long_axis_mm, ratio_measurements, region_measurements
 
 __all__ = ["InstanceRules", "segmentation_output"]

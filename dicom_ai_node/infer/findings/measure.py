@@ -43,12 +43,14 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from ..domain import Code, Measurement, Volume
-from ..geometry import caliper_axes_mm, convex_area_mm2, largest_component, max_feret_diameter_mm
-from .manifest import ModelManifest
+from ...domain import Code, Measurement, Volume
+from ...geometry import caliper_axes_mm, convex_area_mm2, largest_component, max_feret_diameter_mm
+from ..manifest import ModelManifest
 
 __all__ = [
+    "AREA",
     "ATTENUATION",
+    "DEPTH_TO_WIDTH",
     "HU",
     "LONG_AXIS",
     "MEAN",
@@ -56,11 +58,16 @@ __all__ = [
     "MM",
     "MM2",
     "MM3_PER_ML",
+    "NO_UNITS",
     "SHAPE_FEATURES",
+    "SHORT_AXIS",
+    "SOLIDITY",
     "VOLUME",
     "format_measurement",
     "format_value",
     "label_measurements",
+    "long_axis_mm",
+    "ratio_measurements",
     "region_measurements",
     "volume_ml",
 ]
@@ -192,7 +199,7 @@ def label_measurements(
     """Each label's measurements: its own list, else ``postprocess.measurements``.
 
     See above for what each name measures; labels reported per connected region
-    (``instances``) are measured by :func:`.instances.segmentation_output` instead.
+    (``instances``) are measured by :func:`.lesions.segmentation_output` instead.
     """
     default = tuple(manifest.postprocess.get("measurements", []))
     out: list[Measurement] = []

@@ -35,9 +35,9 @@ import dataclasses
 import numpy as np
 import numpy.typing as npt
 
-from ..domain import Code, Measurement, ModelOutput, OutputLabel, Volume
-from ..errors import ConfigError
-from .manifest import ModelManifest
+from ...domain import Code, Measurement, ModelOutput, OutputLabel, Volume
+from ...errors import ConfigError
+from ..manifest import ModelManifest
 from .measure import AREA, ML, MM2, MM3_PER_ML, VOLUME
 
 __all__ = ["EJECTION_FRACTION", "cine_output", "end_phases"]

@@ -1,0 +1,3 @@
+"""Infer: what a label map reports: measurements, lesions one by one, clusters, cine phases."""
+
+__all__: list[str] = []
