@@ -299,7 +299,7 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
     """
     import getpass
 
-    from .receive.users import hash_password
+    from .passwords import hash_password
 
     if sys.stdin.isatty():
         password = getpass.getpass("passcode: ")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 
 from .errors import ConfigError
-from .receive.users import USER_IDENTITY_MODES, check_hash
+from .passwords import USER_IDENTITY_MODES, check_hash
 
 __all__ = [
     "AssembleSettings",

@@ -2,8 +2,8 @@
 
 A calling application may send a username, or a username and passcode, in the
 A-ASSOCIATE-RQ's User Information item. The node keeps only scrypt hashes of the
-passcodes (``[[users]]``; ``dicom-ai-node hash-password`` makes them) and checks the
-identity in the gate (:mod:`.reactor`), from the request bytes, so that
+passcodes (``[[users]]``; :mod:`dicom_ai_node.passwords`) and checks the identity in
+the gate (:mod:`.reactor`), from the request bytes, so that
 ``dicom.user_identity = "required"`` can refuse requests that carry none; pynetdicom
 itself accepts those.
 
@@ -12,8 +12,6 @@ Kerberos, SAML and JWT identities (types 3-5) are not supported and are refused.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 import logging
 import os
@@ -21,59 +19,15 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-__all__ = [
-    "USER_IDENTITY_MODES",
-    "UserCheck",
-    "UserIdentity",
-    "check_hash",
-    "hash_password",
-    "user_identity",
-    "verify_password",
-]
+from ..passwords import USER_IDENTITY_MODES, verify_password
+
+__all__ = ["UserCheck", "UserIdentity", "user_identity"]
 
 log = logging.getLogger(__name__)
-
-#: ``dicom.user_identity``: ignore identities, check those sent, or require one.
-USER_IDENTITY_MODES = ("off", "optional", "required")
-
-#: scrypt cost (RFC 7914): N = 2**14, r = 8, p = 1 (16 MiB, ~50 ms per check here).
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 
 _RQ_FIXED = 74  # PDU header (6) + fixed fields of the A-ASSOCIATE-RQ (68), PS3.8 9.3.2
 _USER_INFORMATION = 0x50
 _USER_IDENTITY = 0x58
-
-
-def hash_password(password: str, salt: bytes | None = None) -> str:
-    """``scrypt$N$r$p$salt$hash`` (base64) of ``password``, for ``[[users]] password_hash``."""
-    salt = salt if salt is not None else os.urandom(16)
-    digest = hashlib.scrypt(
-        password.encode("utf-8"), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32
-    )
-    b64 = base64.b64encode
-    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${b64(salt).decode()}${b64(digest).decode()}"
-
-
-def _parse_hash(encoded: str) -> tuple[int, int, int, bytes, bytes]:
-    """The parts of a :func:`hash_password` string; ValueError when it is not one."""
-    scheme, n, r, p, salt, digest = encoded.split("$")
-    if scheme != "scrypt":
-        raise ValueError(f"unknown password hash scheme {scheme!r}")
-    return int(n), int(r), int(p), base64.b64decode(salt), base64.b64decode(digest)
-
-
-def check_hash(encoded: str) -> None:
-    """Raise ValueError when ``encoded`` is not a password hash the node can check."""
-    n, r, p, salt, digest = _parse_hash(encoded)
-    if n < 2**14 or n & (n - 1) or r < 1 or p < 1 or len(salt) < 16 or len(digest) != 32:
-        raise ValueError("scrypt parameters weaker than N=2**14, r=8, p=1 or malformed")
-
-
-def verify_password(password: bytes, encoded: str) -> bool:
-    """Whether ``password`` matches the hash (constant-time comparison)."""
-    n, r, p, salt, digest = _parse_hash(encoded)
-    got = hashlib.scrypt(password, salt=salt, n=n, r=r, p=p, dklen=len(digest), maxmem=2**26)
-    return hmac.compare_digest(got, digest)
 
 
 @dataclass(frozen=True)
@@ -146,8 +100,8 @@ class UserCheck:
     mode:
         One of :data:`USER_IDENTITY_MODES`.
     users:
-        Username -> password hash (:func:`hash_password`); an empty hash means a user
-        allowed with a username only (type 1).
+        Username -> password hash (:func:`~dicom_ai_node.passwords.hash_password`); an
+        empty hash means a user allowed with a username only (type 1).
     on_refused:
         Called with the username (possibly empty), the caller's address and the reason
         of each refusal (the audit trail's User Authentication failure).

@@ -11,9 +11,10 @@ import pytest
 from pynetdicom import AE, evt
 from pynetdicom.pdu_primitives import UserIdentityNegotiation
 
+from dicom_ai_node.passwords import hash_password
 from dicom_ai_node.receive.gate import Limits
 from dicom_ai_node.receive.scp import StorageSCP
-from dicom_ai_node.receive.users import UserCheck, hash_password
+from dicom_ai_node.receive.users import UserCheck
 from dicom_ai_node.store.files import FileStore
 from dicom_ai_node.testing import make_ct_series, write_series
 

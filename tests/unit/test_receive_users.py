@@ -11,14 +11,9 @@ from pynetdicom.pdu_primitives import (
 )
 from pynetdicom.presentation import build_context
 
+from dicom_ai_node.passwords import check_hash, hash_password, verify_password
 from dicom_ai_node.receive import users
-from dicom_ai_node.receive.users import (
-    UserCheck,
-    check_hash,
-    hash_password,
-    user_identity,
-    verify_password,
-)
+from dicom_ai_node.receive.users import UserCheck, user_identity
 
 
 def _request(identity_type: int | None, primary: bytes = b"", secondary: bytes = b"") -> bytes:
