@@ -145,7 +145,7 @@ import json
 import numpy as np
 
 from dicom_ai_node.domain import ModelOutput
-from dicom_ai_node.infer.slices import label_measurements
+from dicom_ai_node.infer.findings.measure import label_measurements
 
 
 class ThresholdRunner:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from pydicom.dataset import Dataset
 
 from dicom_ai_node.domain import SeriesInfo, Volume
-from dicom_ai_node.infer.classify import ImageClassifier
+from dicom_ai_node.infer.tasks.classify import ImageClassifier
 from dicom_ai_node.route import header_of, series_info
 
 __all__ = [

@@ -181,7 +181,8 @@ def _input_spec(data: Mapping[str, Any], where: str) -> InputSpec:
         raise ConfigError(f"{where}: {exc}") from exc
 
 
-#: What a segmentation runner can measure per label (infer/slices.py, infer/findings/lesions.py).
+#: What a segmentation runner can measure per label (infer/tasks/segment.py,
+#: infer/findings/lesions.py).
 MEASUREMENTS = (
     "volume",
     "long_axis",

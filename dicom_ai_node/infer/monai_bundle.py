@@ -38,7 +38,7 @@ import torch
 from ..errors import ConfigError, InferenceError
 from .manifest import ModelManifest
 from .runner import Device, register_runner
-from .slices import SliceSegmenter, SliceStack, label_argmax
+from .tasks.segment import SliceSegmenter, SliceStack, label_argmax
 from .torchscript import load_torchscript
 
 __all__ = ["MonaiBundleRunner", "bundle_spatial_shape"]

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, InferenceError
-from .classify import ImageClassifier
 from .manifest import ModelManifest
 from .runner import Device, Runner, register_runner
-from .slices import SliceSegmenter
+from .tasks.classify import ImageClassifier
+from .tasks.segment import SliceSegmenter
 
 __all__ = ["OnnxClassifier", "OnnxRunner"]
 

@@ -1,6 +1,6 @@
 """Infer: the TorchScript runner, for 2-D slice-wise segmentation and image classification.
 
-Contract with the weights (see :mod:`.slices`, :mod:`.classify` and the model cards):
+Contract with the weights (see :mod:`.tasks.segment`, :mod:`.tasks.classify` and the model cards):
 ``forward`` takes float32 (N, 1, H, W) at the manifest's ``preprocess.input_size``
 ((N, 3, H, W) for a 2.5-D model with ``preprocess.context_mm``, :mod:`.slices`) and
 returns logits (N, 1 + labels, H, W) for ``task = "segmentation"``, (N, labels) for
@@ -15,13 +15,13 @@ import warnings
 import torch
 
 from ..errors import InferenceError
-from .classify import ImageClassifier
 from .manifest import ModelManifest
 from .runner import Device, Runner, register_runner
-from .saliency import grad_cam
-from .slices import SliceSegmenter, bf16_supported
+from .tasks.classify import ImageClassifier
+from .tasks.saliency import grad_cam
+from .tasks.segment import SliceSegmenter
 
-__all__ = ["TorchScriptClassifier", "TorchScriptRunner", "bf16_supported", "load_torchscript"]
+__all__ = ["TorchScriptClassifier", "TorchScriptRunner", "load_torchscript"]
 
 log = logging.getLogger(__name__)
 

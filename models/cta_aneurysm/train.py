@@ -51,7 +51,8 @@ from dicom_ai_node.domain import Volume  # noqa: E402
 from dicom_ai_node.geometry import components  # noqa: E402
 from dicom_ai_node.infer.findings.lesions import segmentation_output  # noqa: E402
 from dicom_ai_node.infer.findings.measure import long_axis_mm  # noqa: E402
-from dicom_ai_node.infer.slices import SliceStack, bf16_supported  # noqa: E402
+from dicom_ai_node.infer.tasks.network import bf16_supported  # noqa: E402
+from dicom_ai_node.infer.tasks.segment import SliceStack  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("lung_train", LUNGS / "train.py")
 assert _spec is not None and _spec.loader is not None

@@ -40,8 +40,8 @@ sys.path.insert(0, str(HERE.parents[1]))
 
 from net import INPUT_SIZE, AbnormalNet, count_parameters  # noqa: E402
 
-from dicom_ai_node.infer.radiograph import scale_radiographs  # noqa: E402
-from dicom_ai_node.infer.saliency import occlusion_saliency  # noqa: E402
+from dicom_ai_node.infer.tasks.radiograph import scale_radiographs  # noqa: E402
+from dicom_ai_node.infer.tasks.saliency import occlusion_saliency  # noqa: E402
 from dicom_ai_node.provenance import run_record  # noqa: E402
 from dicom_ai_node.radiograph_phantoms import FINDINGS, chest_radiograph  # noqa: E402
 

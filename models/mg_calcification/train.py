@@ -53,12 +53,9 @@ from dicom_ai_node.infer.findings.clusters import (  # noqa: E402
     ClusterRules,
     cluster_output,
 )
-from dicom_ai_node.infer.slices import (  # noqa: E402
-    bf16_supported,
-    label_argmax,
-    volume_percentiles,
-)
-from dicom_ai_node.infer.tiles import resample, sliding_window  # noqa: E402
+from dicom_ai_node.infer.tasks.network import bf16_supported  # noqa: E402
+from dicom_ai_node.infer.tasks.segment import label_argmax, volume_percentiles  # noqa: E402
+from dicom_ai_node.infer.tasks.tiles import resample, sliding_window  # noqa: E402
 from dicom_ai_node.mammo_phantoms import CALCIFICATION, mammogram  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("lung_train", LUNGS / "train.py")

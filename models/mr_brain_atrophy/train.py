@@ -43,7 +43,7 @@ sys.path.insert(0, str(LUNGS))
 
 from net import LungUNet, count_parameters  # noqa: E402  (the lung model's UNet)
 
-from dicom_ai_node.infer.slices import volume_percentiles  # noqa: E402
+from dicom_ai_node.infer.tasks.segment import volume_percentiles  # noqa: E402
 from dicom_ai_node.mr_phantoms import (  # noqa: E402
     BRAIN,
     LEFT_HIPPOCAMPUS,

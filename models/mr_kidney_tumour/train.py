@@ -34,7 +34,7 @@ sys.path.insert(0, str(LUNGS))
 
 from net import LungUNet  # noqa: E402  (the lung model's UNet)
 
-from dicom_ai_node.infer.slices import volume_percentiles  # noqa: E402
+from dicom_ai_node.infer.tasks.segment import volume_percentiles  # noqa: E402
 from dicom_ai_node.mr_region_phantoms import kidney_mr_phantom  # noqa: E402
 
 

@@ -46,7 +46,8 @@ from dicom_ai_node.domain import Volume  # noqa: E402
 from dicom_ai_node.geometry import components  # noqa: E402
 from dicom_ai_node.infer.findings.lesions import segmentation_output  # noqa: E402
 from dicom_ai_node.infer.findings.measure import long_axis_mm  # noqa: E402
-from dicom_ai_node.infer.slices import bf16_supported, volume_percentiles  # noqa: E402
+from dicom_ai_node.infer.tasks.network import bf16_supported  # noqa: E402
+from dicom_ai_node.infer.tasks.segment import volume_percentiles  # noqa: E402
 from dicom_ai_node.liver_phantoms import KINDS, LIVER, liver_mr_phantom  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("lung_train", LUNGS / "train.py")

@@ -43,7 +43,7 @@ sys.path.insert(0, str(LUNGS))
 from net import LungUNet, count_parameters  # noqa: E402  (the lung model's UNet)
 
 from dicom_ai_node.geometry import caliper_axes_mm, components  # noqa: E402
-from dicom_ai_node.infer.slices import bf16_supported  # noqa: E402
+from dicom_ai_node.infer.tasks.network import bf16_supported  # noqa: E402
 from dicom_ai_node.provenance import run_record  # noqa: E402
 from dicom_ai_node.us_phantoms import GLAND, NODULE, ultrasound_image  # noqa: E402
 

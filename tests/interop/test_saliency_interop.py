@@ -16,9 +16,9 @@ from pydicom.dataset import Dataset
 
 from dicom_ai_node.domain import AlgorithmInfo, Code, Evaluation, Measurement, ModelOutput
 from dicom_ai_node.encode import device_uid, encode_results
-from dicom_ai_node.infer.classify import PRESENT, PROBABILITY
 from dicom_ai_node.infer.findings.measure import NO_UNITS
 from dicom_ai_node.infer.manifest import load_manifest
+from dicom_ai_node.infer.tasks.classify import PRESENT, PROBABILITY
 from dicom_ai_node.radiograph_phantoms import chest_radiograph
 from dicom_ai_node.testing import radiograph_to_dataset, write_series
 

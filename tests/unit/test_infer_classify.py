@@ -17,10 +17,10 @@ from torch import Tensor, nn
 from dicom_ai_node.domain import Volume
 from dicom_ai_node.encode import device_uid, encode_results
 from dicom_ai_node.errors import InferenceError
-from dicom_ai_node.infer.classify import ABSENT, PRESENT, PROBABILITY, ImageClassifier
 from dicom_ai_node.infer.manifest import load_manifest
 from dicom_ai_node.infer.runner import Device, make_runner
-from dicom_ai_node.infer.saliency import occlusion_saliency
+from dicom_ai_node.infer.tasks.classify import ABSENT, PRESENT, PROBABILITY, ImageClassifier
+from dicom_ai_node.infer.tasks.saliency import occlusion_saliency
 from dicom_ai_node.infer.volume import load_volume
 from dicom_ai_node.radiograph_phantoms import chest_radiograph
 from dicom_ai_node.testing import radiograph_to_dataset

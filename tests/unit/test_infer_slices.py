@@ -10,16 +10,8 @@ import pytest
 import torch
 
 from dicom_ai_node.domain import Volume
-from dicom_ai_node.infer.slices import (
-    LONG_AXIS,
-    ML,
-    MM,
-    VOLUME,
-    SliceSegmenter,
-    SliceStack,
-    label_argmax,
-    label_measurements,
-)
+from dicom_ai_node.infer.findings.measure import LONG_AXIS, ML, MM, VOLUME, label_measurements
+from dicom_ai_node.infer.tasks.segment import SliceSegmenter, SliceStack, label_argmax
 
 
 def test_label_argmax_is_torch_argmax_with_the_first_maximum_winning_ties() -> None:
@@ -161,7 +153,7 @@ def test_percentile_intensity_makes_the_input_independent_of_the_scanner_gain(
 ) -> None:
     from dicom_ai_node.infer.manifest import load_manifest
     from dicom_ai_node.infer.runner import Device
-    from dicom_ai_node.infer.slices import SliceSegmenter
+    from dicom_ai_node.infer.tasks.segment import SliceSegmenter
 
     segmenter = SliceSegmenter(load_manifest(_brain_manifest(tmp_path)), Device())
     rng = np.random.default_rng(0)

@@ -16,7 +16,7 @@ import torch
 
 from dicom_ai_node.infer.registry import ModelRegistry
 from dicom_ai_node.infer.runner import Device
-from dicom_ai_node.infer.slices import volume_percentiles
+from dicom_ai_node.infer.tasks.segment import volume_percentiles
 from dicom_ai_node.mr_phantoms import BrainPhantom
 from dicom_ai_node.mr_region_phantoms import kidney_mr_phantom
 from dicom_ai_node.region_phantoms import KIDNEY, TUMOUR

@@ -1,4 +1,4 @@
-"""Sliding-window inference (infer/tiles.py) and point-cluster post-processing
+"""Sliding-window inference (infer/tasks/tiles.py) and point-cluster post-processing
 (infer/findings/clusters.py): tiles cover every pixel whatever the image size, resampling keeps
 the physical size, and specks are grouped by single linkage into clusters with counts."""
 
@@ -19,7 +19,7 @@ from dicom_ai_node.infer.findings.clusters import (
     single_linkage,
 )
 from dicom_ai_node.infer.manifest import load_manifest
-from dicom_ai_node.infer.tiles import resample, sliding_window
+from dicom_ai_node.infer.tasks.tiles import resample, sliding_window
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 50, 70), (1, 1, 300, 260), (1, 1, 128, 128)])

@@ -27,15 +27,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..domain import Code, Evaluation, Measurement, ModelOutput, OutputLabel, Volume
-from ..errors import InferenceError
-from ..geometry import largest_component
-from .findings.measure import NO_UNITS
-from .manifest import ModelManifest
+from ...domain import Code, Evaluation, Measurement, ModelOutput, OutputLabel, Volume
+from ...errors import InferenceError
+from ...geometry import largest_component
+from ..findings.measure import NO_UNITS
+from ..manifest import ModelManifest
+from ..runner import Device
+from .network import WarmNetwork
 from .radiograph import scale_radiographs
-from .runner import Device
 from .saliency import occlusion_saliency, resize_map
-from .slices import WarmNetwork
 
 __all__ = ["ABSENT", "PRESENT", "PROBABILITY", "Classified", "ImageClassifier"]
 

@@ -2,9 +2,9 @@
 
 Radiographs carry no calibrated unit (unlike CT's HU) and their stored values run
 either way (MONOCHROME1: high = dark, PS3.3 C.7.6.3.1.2), so each image is scaled on its
-own: MONOCHROME1 is inverted when the volume is loaded (:mod:`.volume`), and here the
-1st..99th percentile of its pixels maps to 0..1 before the image is area-resized to the
-network's input size.
+own: MONOCHROME1 is inverted when the volume is loaded
+(:mod:`~dicom_ai_node.infer.volume`), and here the 1st..99th percentile of its pixels
+maps to 0..1 before the image is area-resized to the network's input size.
 """
 
 from __future__ import annotations

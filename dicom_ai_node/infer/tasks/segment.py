@@ -17,48 +17,24 @@ the slice. The neighbours are gathered per batch (:class:`SliceStack`).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..domain import ModelOutput, Volume
-from ..errors import ConfigError, InferenceError
-from .findings.cine import cine_output
-from .findings.clusters import ClusterRules, cluster_output
-from .findings.lesions import segmentation_output
-from .findings.measure import LONG_AXIS, ML, MM, VOLUME, label_measurements
-from .manifest import ModelManifest
-from .runner import Device
+from ...domain import ModelOutput, Volume
+from ...errors import InferenceError
+from ..findings.cine import cine_output
+from ..findings.clusters import ClusterRules, cluster_output
+from ..findings.lesions import segmentation_output
+from ..manifest import ModelManifest
+from ..runner import Device
+from .network import WarmNetwork
 from .tiles import resample, sliding_window
 
-__all__ = [
-    "LONG_AXIS",
-    "ML",
-    "MM",
-    "VOLUME",
-    "SliceSegmenter",
-    "SliceStack",
-    "WarmNetwork",
-    "bf16_supported",
-    "label_argmax",
-    "label_measurements",
-]
-
-
-@cache
-def bf16_supported() -> bool:
-    """Whether this CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as fh:
-            flags = fh.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+__all__ = ["SliceSegmenter", "SliceStack", "label_argmax", "volume_percentiles"]
 
 
 def label_argmax(logits: torch.Tensor) -> torch.Tensor:
@@ -74,29 +50,6 @@ def label_argmax(logits: torch.Tensor) -> torch.Tensor:
         labels.masked_fill_(channel > best, k)
         best = torch.maximum(best, channel)
     return labels
-
-
-def intensity_range(manifest: ModelManifest) -> tuple[float, float] | None:
-    """``preprocess.intensity_range`` as (low, high), validated; None when absent.
-
-    Raises
-    ------
-    ConfigError
-        When it is not two increasing numbers.
-    """
-    value = manifest.preprocess.get("intensity_range")
-    if value is None:
-        return None
-    if (
-        not isinstance(value, list)
-        or len(value) != 2
-        or not all(isinstance(v, int | float) for v in value)
-        or value[0] >= value[1]
-    ):
-        raise ConfigError(
-            f"model {manifest.name}: preprocess.intensity_range must be [low, high], got {value!r}"
-        )
-    return float(value[0]), float(value[1])
 
 
 def volume_percentiles(voxels: np.ndarray, sample: int = 2_000_000) -> tuple[float, float]:
@@ -122,61 +75,6 @@ class SliceStack:
         below = (index - self.offset).clamp(0, last)
         above = (index + self.offset).clamp(0, last)
         return torch.cat([self.slices[below], self.slices[index], self.slices[above]], dim=1)
-
-
-class WarmNetwork:
-    """A 2-D network run in batches at one input size, loaded once and kept warm.
-
-    What the slice segmenter and the image classifier (:mod:`.classify`) share.
-    Subclasses implement :meth:`_load` (once) and :meth:`_forward` (per batch).
-
-    Parameters
-    ----------
-    manifest:
-        The model's manifest (``preprocess.input_size``, ``preprocess.batch_size``,
-        ``preprocess.intensity_range``).
-    device:
-        Where to run.
-    default_size:
-        The input size when the manifest gives none.
-    """
-
-    def __init__(self, manifest: ModelManifest, device: Device, default_size: int = 128) -> None:
-        self.manifest = manifest
-        self.device = device
-        self._loaded = False
-        self._lock = threading.Lock()
-        size = manifest.preprocess.get("input_size", [default_size, default_size])
-        self.input_size = (int(size[0]), int(size[1]))
-        self.batch_size = int(manifest.preprocess.get("batch_size", 16))
-        self.window = intensity_range(manifest)
-
-    @property
-    def torch_device(self) -> torch.device:
-        """The torch device."""
-        return torch.device("cuda" if self.device.kind == "cuda" else "cpu")
-
-    @property
-    def use_bf16(self) -> bool:
-        """bf16 autocast only on CPUs with native support (3.7x faster here, FACTS.md)."""
-        return self.device.kind == "cpu" and self.device.bf16 and bf16_supported()
-
-    def load(self) -> None:
-        """Load the network once (thread-safe)."""
-        with self._lock:
-            if self._loaded:
-                return
-            if self.device.kind == "cpu":
-                torch.set_num_threads(self.device.cpu_threads)
-            self._load()
-            self._loaded = True
-
-    def _load(self) -> None:
-        raise NotImplementedError
-
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The network's output for a batch (N, 1, h, w) at the input size."""
-        raise NotImplementedError
 
 
 class SliceSegmenter(WarmNetwork):

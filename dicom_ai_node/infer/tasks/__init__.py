@@ -1,0 +1,3 @@
+"""Infer: the kinds of network a model is: slice-wise segmentation, image classification."""
+
+__all__: list[str] = []
