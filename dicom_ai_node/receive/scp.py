@@ -42,10 +42,10 @@ from .attrs import (
     read_instance,
     read_series,
 )
+from .dul import start_server
 from .gate import Limits
 from .locks import KeyedLocks
 from .part10 import file_head
-from .reactor import start_server
 
 __all__ = ["ScpConfig", "StorageSCP", "storage_sop_classes"]
 

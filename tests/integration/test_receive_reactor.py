@@ -16,8 +16,9 @@ from pynetdicom import AE, evt
 from pynetdicom._handlers import standard_dimse_recv_handler
 from pynetdicom.dimse import DIMSEServiceProvider
 
-from dicom_ai_node.receive import reactor, status
-from dicom_ai_node.receive.reactor import EventDrivenAssociation, EventDrivenDUL
+from dicom_ai_node.receive import dul as reactor
+from dicom_ai_node.receive import status
+from dicom_ai_node.receive.dul import EventDrivenAssociation, EventDrivenDUL
 from dicom_ai_node.receive.scp import ScpConfig, StorageSCP
 from dicom_ai_node.send.scu import Peer, send_datasets
 from dicom_ai_node.store.db import Database, utcnow

@@ -8,7 +8,7 @@ import pytest
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
-from dicom_ai_node.receive.reactor import (
+from dicom_ai_node.receive.dul import (
     MAX_PDU_READ,
     RECV_STEP,
     _PData,
