@@ -23,7 +23,8 @@ from .pipeline import Pipeline
 from .receive.gate import Limits, resolve_callers
 from .receive.scp import ScpConfig, StorageSCP
 from .receive.users import UserCheck
-from .route.rules import RuleSet, load_rules
+from .route.load import load_rules
+from .route.rules import RuleSet
 from .send.senders import DELIVER_INTERVAL_S, DestinationSenders
 from .settings import NodeSettings
 from .store.db import Database, utcnow

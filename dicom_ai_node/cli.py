@@ -157,7 +157,7 @@ def _explain(
 def cmd_route_explain(args: argparse.Namespace) -> int:
     """Print which model each series under PATH would go to, and why."""
     from .infer.registry import ModelRegistry, choose_device
-    from .route.rules import load_rules
+    from .route.load import load_rules
 
     settings = _settings(args)
     registry = ModelRegistry(settings.path(settings.infer.models_dir), choose_device("cpu"))
@@ -173,7 +173,7 @@ def cmd_route_explain(args: argparse.Namespace) -> int:
 def _add_rule(rules_path: Path, manifest: ModelManifest, known: list[str]) -> str:
     """Append a rule from the model's declared input to the rules file (validated first)."""
     from .durable import fsync_dir, fsync_file
-    from .route.rules import load_rules
+    from .route.load import load_rules
     from .route.suggest import rule_for
 
     text = rules_path.read_text("utf-8")
@@ -206,7 +206,7 @@ def cmd_models_add(args: argparse.Namespace) -> int:
     from .errors import InferenceError
     from .infer.add import install_model, try_model
     from .infer.registry import ModelRegistry, choose_device
-    from .route.rules import load_rules
+    from .route.load import load_rules
 
     settings = _settings(args)
     device = choose_device(settings.infer.device, settings.infer.threads, settings.infer.bf16)

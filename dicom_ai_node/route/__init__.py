@@ -11,6 +11,7 @@ from __future__ import annotations
 from .bodypart import BodyPartDecision, BodyRegionClassifier, normalise_body_part
 from .explain import format_study_routing
 from .header import header_of, series_info
+from .load import RulesError, load_rules, parse_rules
 from .router import (
     Assignment,
     RouteDecision,
@@ -20,7 +21,7 @@ from .router import (
     route_series,
     route_study,
 )
-from .rules import Rule, RulesError, RuleSet, load_rules, parse_rules
+from .rules import Rule, RuleSet
 from .select import Selection, check_input, select_series
 
 __all__ = [

@@ -48,7 +48,7 @@ from dicom_ai_node.infer.manifest import load_manifest
 from dicom_ai_node.infer.registry import ModelRegistry
 from dicom_ai_node.infer.runner import Device
 from dicom_ai_node.pipeline import Pipeline
-from dicom_ai_node.route.rules import load_rules
+from dicom_ai_node.route.load import load_rules
 from dicom_ai_node.send.net import enable_tcp_nodelay
 from dicom_ai_node.send.senders import DELIVER_INTERVAL_S
 from dicom_ai_node.settings import NodeSettings, SendSettings, load_settings

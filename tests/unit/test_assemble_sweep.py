@@ -15,7 +15,7 @@ from sqlalchemy import select
 from dicom_ai_node.assemble.sweep import Assembler
 from dicom_ai_node.domain import BodyPart, InputSpec, JobState, SeriesInfo, SeriesState
 from dicom_ai_node.identity import MANUFACTURER, device_uid
-from dicom_ai_node.route.rules import load_rules
+from dicom_ai_node.route.load import load_rules
 from dicom_ai_node.store import index
 from dicom_ai_node.store.db import Database
 from dicom_ai_node.store.index import (

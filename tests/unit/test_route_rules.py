@@ -10,7 +10,7 @@ import pytest
 
 from dicom_ai_node.domain import BodyPart, SeriesInfo, SeriesSelection
 from dicom_ai_node.route.bodypart import BodyPartDecision
-from dicom_ai_node.route.rules import (
+from dicom_ai_node.route.conditions import (
     Condition,
     Contains,
     Equals,
@@ -19,12 +19,9 @@ from dicom_ai_node.route.rules import (
     Present,
     Range,
     Regex,
-    RulesError,
-    RuleSet,
-    load_rules,
-    parse_rules,
-    rule_values,
 )
+from dicom_ai_node.route.load import RulesError, load_rules, parse_rules
+from dicom_ai_node.route.rules import RuleSet, rule_values
 
 from ..model_gate import built_in_models
 

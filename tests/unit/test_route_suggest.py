@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dicom_ai_node.domain import BodyPart, InputSpec
-from dicom_ai_node.route.rules import load_rules
+from dicom_ai_node.route.load import load_rules
 from dicom_ai_node.route.suggest import rule_for
 
 
