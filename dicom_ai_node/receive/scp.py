@@ -42,10 +42,10 @@ from .attrs import (
     read_instance,
     read_series,
 )
-from .dul import start_server
 from .gate import Limits
 from .locks import KeyedLocks
 from .part10 import file_head
+from .server import start_server
 
 __all__ = ["ScpConfig", "StorageSCP", "storage_sop_classes"]
 
@@ -90,7 +90,7 @@ class ScpConfig:
 def _nodelay(event: evt.Event) -> None:
     """Turn Nagle's algorithm off on the accepted socket (~40 ms per message otherwise).
 
-    The event-driven reactors (:mod:`.reactor`) do this themselves; this handler serves
+    The event-driven reactors (:mod:`.server`) do this themselves; this handler serves
     pynetdicom's own reactors, used with a pynetdicom version they are not validated with.
     """
     sock = event.assoc.dul.socket.socket if event.assoc.dul.socket else None

@@ -3,7 +3,7 @@
 A calling application may send a username, or a username and passcode, in the
 A-ASSOCIATE-RQ's User Information item. The node keeps only scrypt hashes of the
 passcodes (``[[users]]``; :mod:`dicom_ai_node.passwords`) and checks the identity in
-the gate (:mod:`.reactor`), from the request bytes, so that
+the gate (:mod:`.server`), from the request bytes, so that
 ``dicom.user_identity = "required"`` can refuse requests that carry none; pynetdicom
 itself accepts those.
 

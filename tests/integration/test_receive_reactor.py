@@ -16,9 +16,10 @@ from pynetdicom import AE, evt
 from pynetdicom._handlers import standard_dimse_recv_handler
 from pynetdicom.dimse import DIMSEServiceProvider
 
-from dicom_ai_node.receive import dul as reactor
+from dicom_ai_node.receive import server as receive_server
 from dicom_ai_node.receive import status
-from dicom_ai_node.receive.dul import EventDrivenAssociation, EventDrivenDUL
+from dicom_ai_node.receive.association import EventDrivenAssociation
+from dicom_ai_node.receive.dul import EventDrivenDUL
 from dicom_ai_node.receive.scp import ScpConfig, StorageSCP
 from dicom_ai_node.send.scu import Peer, send_datasets
 from dicom_ai_node.store.db import Database, utcnow
@@ -57,7 +58,7 @@ def _served(scp: StorageSCP) -> list[object]:
 
 
 def test_the_event_driven_reactors_serve_with_nodelay(server: StorageSCP) -> None:
-    assert reactor.is_supported()
+    assert receive_server.is_supported()
     ae, assoc = _associate(server.port)
     try:
         [served] = _served(server)
@@ -132,8 +133,8 @@ def test_a_peer_closing_mid_pdu_leaves_the_server_serving(server: StorageSCP) ->
 def test_other_pynetdicom_versions_get_the_stock_reactors(
     server: StorageSCP, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    assert not reactor.is_supported("3.1.0")
-    monkeypatch.setattr(reactor, "is_supported", lambda version=None: False)
+    assert not receive_server.is_supported("3.1.0")
+    monkeypatch.setattr(receive_server, "is_supported", lambda version=None: False)
     db = Database(f"sqlite:///{tmp_path / 'other.db'}")
     db.migrate()
     scp = StorageSCP(

@@ -8,14 +8,9 @@ import pytest
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
-from dicom_ai_node.receive.dul import (
-    MAX_PDU_READ,
-    RECV_STEP,
-    _PData,
-    _Socket,
-    pdu_limit,
-    split_pdvs,
-)
+from dicom_ai_node.receive.gate import MAX_PDU_READ
+from dicom_ai_node.receive.pdu import _PData, pdu_limit, split_pdvs
+from dicom_ai_node.receive.transport import RECV_STEP, _Socket
 
 
 def encoded_body(pdvs: list[tuple[int, bytes]]) -> bytes:
