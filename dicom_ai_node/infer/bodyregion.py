@@ -35,7 +35,7 @@ from ..domain import BodyPart
 from ..errors import ConfigError, InferenceError
 from .manifest import ModelManifest
 from .runner import Device
-from .torchscript import load_torchscript
+from .runners.torchscript import load_torchscript
 from .volume import Decode, needs_codec, pixels_of
 
 __all__ = ["BODY_REGION_TASK", "BodyRegionModel", "BodyRegionModels", "pick_slices"]

@@ -1,11 +1,16 @@
-"""Infer: the runner protocol (load, preprocess, predict, postprocess) and its registry.
+"""Infer: the runner protocol (load, preprocess, predict, postprocess) and its name table.
 
-Built-in runners register themselves here the same way a plug-in would, by name; the
-manifest's ``runner`` key picks one.
+The manifest's ``runner`` key names a runner. Every name, built-in or plug-in, is an
+entry of one table: a factory, or the ``"module:attribute"`` of one, imported the first
+time a manifest names it (:func:`make_runner`). The built-in runners
+(:data:`BUILTIN_RUNNERS`, in :mod:`dicom_ai_node.infer.runners`) are entries like any
+other, so this module imports none of them, and a runner's optional library
+(onnxruntime, MONAI) is imported only when a model of its kind loads.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +20,15 @@ from ..domain import ModelOutput, Volume
 from ..errors import ConfigError
 from .manifest import ModelManifest
 
-__all__ = ["Device", "Runner", "RunnerFactory", "make_runner", "register_runner", "runner_names"]
+__all__ = [
+    "BUILTIN_RUNNERS",
+    "Device",
+    "Runner",
+    "RunnerFactory",
+    "make_runner",
+    "register_runner",
+    "runner_names",
+]
 
 
 @dataclass(frozen=True)
@@ -54,24 +67,48 @@ class Runner(Protocol):
 
 
 RunnerFactory = Callable[[ModelManifest, Device], Runner]
-_RUNNERS: dict[str, RunnerFactory] = {}
+
+#: The built-in runners: manifest name -> ``"module:attribute"`` of the factory.
+BUILTIN_RUNNERS: dict[str, str] = {
+    "torchscript": "dicom_ai_node.infer.runners.torchscript:make_torchscript_runner",
+    "onnx": "dicom_ai_node.infer.runners.onnx:make_onnx_runner",
+    "monai-bundle": "dicom_ai_node.infer.runners.monai_bundle:MonaiBundleRunner",
+    "python": "dicom_ai_node.infer.runners.python:make_python_runner",
+}
+
+#: Every runner by name: a factory, or where to import one from (resolved on first use);
+#: the built-ins are entries like a plug-in's.
+_RUNNERS: dict[str, RunnerFactory | str] = dict(BUILTIN_RUNNERS)
 
 
-def register_runner(name: str, factory: RunnerFactory) -> None:
-    """Make a runner available to manifests under ``name``."""
+def register_runner(name: str, factory: RunnerFactory | str) -> None:
+    """Make a runner available to manifests under ``name``.
+
+    ``factory`` is called with the manifest and the device and returns a :class:`Runner`;
+    given as ``"module:attribute"``, it is imported the first time a manifest names it.
+    """
     _RUNNERS[name] = factory
 
 
 def runner_names() -> list[str]:
     """Names of the registered runners."""
-    _load_builtins()
     return sorted(_RUNNERS)
 
 
-def _load_builtins() -> None:
-    # each registers its name; the optional libraries (onnxruntime, MONAI) are imported
-    # only when a model of theirs loads
-    from . import entry_point, monai_bundle, onnx_runner, torchscript  # noqa: F401
+def _resolve(name: str, entry: RunnerFactory | str) -> RunnerFactory:
+    """The factory of a table entry, imported (once) if the entry is its path.
+
+    Raises
+    ------
+    ImportError, AttributeError
+        When the ``"module:attribute"`` cannot be imported.
+    """
+    if not isinstance(entry, str):
+        return entry
+    module, _, attribute = entry.partition(":")
+    factory: RunnerFactory = getattr(importlib.import_module(module), attribute)
+    _RUNNERS[name] = factory
+    return factory
 
 
 def make_runner(manifest: ModelManifest, device: Device) -> Runner:
@@ -80,13 +117,17 @@ def make_runner(manifest: ModelManifest, device: Device) -> Runner:
     Raises
     ------
     ConfigError
-        When no runner has that name.
+        When no runner has that name, or the one registered cannot be imported.
     """
-    _load_builtins()
-    try:
-        factory = _RUNNERS[manifest.runner]
-    except KeyError:
+    entry = _RUNNERS.get(manifest.runner)
+    if entry is None:
         raise ConfigError(
             f"model {manifest.name}: unknown runner {manifest.runner!r}; known: {sorted(_RUNNERS)}"
-        ) from None
+        )
+    try:
+        factory = _resolve(manifest.runner, entry)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(
+            f"model {manifest.name}: runner {manifest.runner!r} cannot be imported: {exc}"
+        ) from exc
     return factory(manifest, device)

@@ -10,8 +10,9 @@ What the node does, and what it does not:
 
 - The network's spatial dimensions come from ``network_data_format.inputs.image`` of
   ``metadata.json`` (``spatial_shape`` of length 2 or 3).
-- 2-D bundles run slice by slice like the TorchScript runner (:mod:`.slices`), at
-  ``preprocess.input_size`` of the manifest or else the bundle's spatial shape.
+- 2-D bundles run slice by slice like the TorchScript runner
+  (:mod:`~dicom_ai_node.infer.tasks.segment`), at ``preprocess.input_size`` of the
+  manifest or else the bundle's spatial shape.
 - 3-D bundles run on the whole series with MONAI's sliding-window inference, windows of
   ``inferer.roi_size`` of ``inference.json`` (else the spatial shape), Gaussian blending,
   ``preprocess.overlap`` (0.25) and ``preprocess.batch_size`` windows at a time. The
@@ -35,10 +36,10 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError, InferenceError
-from .manifest import ModelManifest
-from .runner import Device, register_runner
-from .tasks.segment import SliceSegmenter, SliceStack, label_argmax
+from ...errors import ConfigError, InferenceError
+from ..manifest import ModelManifest
+from ..runner import Device
+from ..tasks.segment import SliceSegmenter, SliceStack, label_argmax
 from .torchscript import load_torchscript
 
 __all__ = ["MonaiBundleRunner", "bundle_spatial_shape"]
@@ -166,6 +167,3 @@ class MonaiBundleRunner(SliceSegmenter):
                 f"not {classes} channels: one for background and one per label"
             )
         return label_argmax(logits)[0].permute(2, 1, 0).cpu().contiguous()
-
-
-register_runner("monai-bundle", MonaiBundleRunner)

@@ -1,10 +1,10 @@
 """Infer: the TorchScript runner, for 2-D slice-wise segmentation and image classification.
 
-Contract with the weights (see :mod:`.tasks.segment`, :mod:`.tasks.classify` and the model cards):
-``forward`` takes float32 (N, 1, H, W) at the manifest's ``preprocess.input_size``
-((N, 3, H, W) for a 2.5-D model with ``preprocess.context_mm``, :mod:`.slices`) and
-returns logits (N, 1 + labels, H, W) for ``task = "segmentation"``, (N, labels) for
-``task = "classification"``.
+Contract with the weights (see :mod:`~dicom_ai_node.infer.tasks.segment`,
+:mod:`~dicom_ai_node.infer.tasks.classify` and the model cards): ``forward`` takes float32
+(N, 1, H, W) at the manifest's ``preprocess.input_size`` ((N, 3, H, W) for a 2.5-D model
+with ``preprocess.context_mm``) and returns logits (N, 1 + labels, H, W) for
+``task = "segmentation"``, (N, labels) for ``task = "classification"``.
 """
 
 from __future__ import annotations
@@ -14,14 +14,19 @@ import warnings
 
 import torch
 
-from ..errors import InferenceError
-from .manifest import ModelManifest
-from .runner import Device, Runner, register_runner
-from .tasks.classify import ImageClassifier
-from .tasks.saliency import grad_cam
-from .tasks.segment import SliceSegmenter
+from ...errors import InferenceError
+from ..manifest import ModelManifest
+from ..runner import Device, Runner
+from ..tasks.classify import ImageClassifier
+from ..tasks.saliency import grad_cam
+from ..tasks.segment import SliceSegmenter
 
-__all__ = ["TorchScriptClassifier", "TorchScriptRunner", "load_torchscript"]
+__all__ = [
+    "TorchScriptClassifier",
+    "TorchScriptRunner",
+    "load_torchscript",
+    "make_torchscript_runner",
+]
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +92,8 @@ class TorchScriptClassifier(_TorchScriptModule, ImageClassifier):
             raise InferenceError(f"model {self.manifest.name}: Grad-CAM: {exc}") from exc
 
 
-def _torchscript(manifest: ModelManifest, device: Device) -> Runner:
+def make_torchscript_runner(manifest: ModelManifest, device: Device) -> Runner:
+    """The runner of ``runner = "torchscript"``: a classifier or a slice segmenter, by task."""
     if manifest.task == "classification":
         return TorchScriptClassifier(manifest, device)
     return TorchScriptRunner(manifest, device)
-
-
-register_runner("torchscript", _torchscript)

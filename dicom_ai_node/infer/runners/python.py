@@ -4,9 +4,9 @@
 the model's folder (``my_model`` or ``my_model.py`` for ``<folder>/my_model.py``) or, when
 there is no such file, an installed module (``package.module``). ``FACTORY`` is called
 with the manifest and the device and returns an object with the runner protocol's four
-methods (:class:`~.runner.Runner`): ``load``, ``preprocess``, ``predict``,
-``postprocess``. The code runs inside the node with its rights: add only models whose
-code you trust, as you would a plug-in.
+methods (:class:`~dicom_ai_node.infer.runner.Runner`): ``load``, ``preprocess``,
+``predict``, ``postprocess``. The code runs inside the node with its rights: add only
+models whose code you trust, as you would a plug-in.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import re
 import sys
 from types import ModuleType
 
-from ..errors import ConfigError
-from .manifest import ModelManifest
-from .runner import Device, Runner, register_runner
+from ...errors import ConfigError
+from ..manifest import ModelManifest
+from ..runner import Device, Runner
 
 __all__ = ["load_entry_point", "make_python_runner"]
 
@@ -100,6 +100,3 @@ def make_python_runner(manifest: ModelManifest, device: Device) -> Runner:
             f"which lacks {missing} of the runner protocol"
         )
     return runner  # type: ignore[no-any-return]
-
-
-register_runner("python", make_python_runner)

@@ -1,12 +1,12 @@
-"""Infer: the ONNX runner (onnxruntime) for 2-D slice-wise segmentation and image
-classification models.
+"""Infer: the ONNX runner (onnxruntime), for 2-D slice-wise segmentation and classification.
 
-The graph follows the same contract as TorchScript weights (:mod:`.slices`,
-:mod:`.classify`): one float32 input (N, 1, H, W) at ``preprocess.input_size``, first
-output logits (N, 1 + labels, H, W) for segmentation, (N, labels) for classification;
-the batch axis should be dynamic (a fixed batch of 1 works, one image at a time). A
-classifier's saliency is occlusion (forward passes only). onnxruntime is an optional
-dependency: ``pip install 'dicom-ai-node[onnx]'``.
+The graph follows the same contract as TorchScript weights
+(:mod:`~dicom_ai_node.infer.tasks.segment`, :mod:`~dicom_ai_node.infer.tasks.classify`):
+one float32 input (N, 1, H, W) at ``preprocess.input_size``, first output logits
+(N, 1 + labels, H, W) for segmentation, (N, labels) for classification; the batch axis
+should be dynamic (a fixed batch of 1 works, one image at a time). A classifier's
+saliency is occlusion (forward passes only). onnxruntime is an optional dependency:
+``pip install 'dicom-ai-node[onnx]'``.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ConfigError, InferenceError
-from .manifest import ModelManifest
-from .runner import Device, Runner, register_runner
-from .tasks.classify import ImageClassifier
-from .tasks.segment import SliceSegmenter
+from ...errors import ConfigError, InferenceError
+from ..manifest import ModelManifest
+from ..runner import Device, Runner
+from ..tasks.classify import ImageClassifier
+from ..tasks.segment import SliceSegmenter
 
-__all__ = ["OnnxClassifier", "OnnxRunner"]
+__all__ = ["OnnxClassifier", "OnnxRunner", "make_onnx_runner"]
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +92,8 @@ class OnnxClassifier(_OnnxSession, ImageClassifier):
     """An image classification ONNX graph, image by image."""
 
 
-def _onnx(manifest: ModelManifest, device: Device) -> Runner:
+def make_onnx_runner(manifest: ModelManifest, device: Device) -> Runner:
+    """The runner of ``runner = "onnx"``: a classifier or a slice segmenter, by task."""
     if manifest.task == "classification":
         return OnnxClassifier(manifest, device)
     return OnnxRunner(manifest, device)
-
-
-register_runner("onnx", _onnx)
