@@ -204,7 +204,7 @@ def _add_rule(rules_path: Path, manifest: ModelManifest, known: list[str]) -> st
 def cmd_models_add(args: argparse.Namespace) -> int:
     """Validate, load and try a model folder, install it, and say what routes to it."""
     from .errors import InferenceError
-    from .infer.add import install_model, try_model
+    from .infer.install import install_model, try_model
     from .infer.registry import ModelRegistry, choose_device
     from .route.load import load_rules
 

@@ -254,7 +254,7 @@ def _grades(grades: Any, at: str) -> None:
 def _ratios(items: Any, where: str) -> list[dict[str, Any]]:
     """``postprocess.ratios``: each {label, numerator, denominator, code} and optionally
     ``grades`` (a grade code and the band edges the ratio falls below, see
-    :func:`.measure.ratio_measurements`)."""
+    :func:`.findings.measure.ratio_measurements`)."""
     if not isinstance(items, list):
         raise ConfigError(f"{where}: postprocess.ratios is a list of tables")
     out = []

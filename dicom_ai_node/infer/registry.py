@@ -83,7 +83,7 @@ class ModelRegistry:
         self._runners: dict[str, Runner] = {}
         self._lock = threading.Lock()
         for path in sorted(models_dir.glob("*/model.toml")):
-            if path.parent.name.startswith("."):  # a model being added (infer/add.py)
+            if path.parent.name.startswith("."):  # a model being added (infer/install.py)
                 continue
             manifest = load_manifest(path)
             if manifest.task == "body-region":  # infer/bodyregion.py: asked by the router

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from dicom_ai_node.errors import ConfigError, InferenceError
-from dicom_ai_node.infer.add import trial_volume, try_model
+from dicom_ai_node.infer.install import trial_volume, try_model
 from dicom_ai_node.infer.manifest import load_manifest
 from dicom_ai_node.infer.runner import Device, make_runner
 

@@ -16,7 +16,6 @@ from pydicom.valuerep import format_number_as_ds
 
 from dicom_ai_node.domain import Code, Measurement, ModelOutput, Volume
 from dicom_ai_node.encode import device_uid, encode_results, to_bytes
-from dicom_ai_node.infer.add import Trial
 from dicom_ai_node.infer.findings.measure import (
     AREA,
     HU,
@@ -32,6 +31,7 @@ from dicom_ai_node.infer.findings.measure import (
     ratio_measurements,
     volume_ml,
 )
+from dicom_ai_node.infer.install import Trial
 from dicom_ai_node.infer.manifest import load_manifest
 from dicom_ai_node.infer.volume import load_volume
 from dicom_ai_node.testing import make_ct_series

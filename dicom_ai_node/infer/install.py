@@ -46,7 +46,7 @@ class Trial:
 
     def lines(self) -> list[str]:
         """A human summary, one fact a line; measured values rounded as a reader reads
-        them (:func:`.measure.format_value`: the SR keeps them exact)."""
+        them (:func:`.findings.measure.format_value`: the SR keeps them exact)."""
         m = self.manifest
         found = ", ".join(f"{k} {v}" for k, v in self.voxels_per_label.items()) or "none"
         lines = [
