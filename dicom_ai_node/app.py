@@ -29,6 +29,7 @@ from .send.senders import DELIVER_INTERVAL_S, DestinationSenders
 from .settings import NodeSettings
 from .store.db import Database, utcnow
 from .store.files import FileStore
+from .store.ingest import Ingest
 from .store.jobs import due_destinations, requeue_running_jobs
 from .tls import TlsFiles, client_context, server_context
 
@@ -162,16 +163,17 @@ class Node:
                 acse_timeout_s=cfg.acse_timeout_s,
                 dimse_timeout_s=cfg.dimse_timeout_s,
                 network_timeout_s=cfg.network_timeout_s,
-                late_instance_policy=settings.assemble.late_instance_policy,
                 tls=tls_server,
                 tls_port=settings.tls.port,
                 plaintext=settings.tls.plaintext,
                 on_tls_failure=self.audit.tls_failure,
             ),
-            self.files,
-            self.db.session,
-            clock,
-            on_stored=lambda _uid: None,
+            Ingest(
+                self.files,
+                self.db.session,
+                clock,
+                late_policy=settings.assemble.late_instance_policy,
+            ),
         )
         self._stop = threading.Event()
         self._work = threading.Event()  # set when a job may be waiting

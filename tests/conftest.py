@@ -22,6 +22,7 @@ from dicom_ai_node.receive.gate import Limits
 from dicom_ai_node.receive.scp import ScpConfig, StorageSCP
 from dicom_ai_node.store.db import Database, utcnow
 from dicom_ai_node.store.files import FileStore
+from dicom_ai_node.store.ingest import Ingest
 from dicom_ai_node.testing import phi_canaries_in
 
 if TYPE_CHECKING:
@@ -94,7 +95,7 @@ def serving(
         limits=limits or Limits(),
         network_timeout_s=network_timeout_s,
     )
-    server = StorageSCP(config, files, db.session, utcnow)
+    server = StorageSCP(config, Ingest(files, db.session, utcnow))
     server.start()
     try:
         yield server, db

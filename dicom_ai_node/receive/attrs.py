@@ -16,11 +16,9 @@ each sequence it would read is walked first, iteratively, and refused when more 
 
 from __future__ import annotations
 
-import datetime as dt
 import io
 import struct
 import zlib
-from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
@@ -29,18 +27,16 @@ from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from ..route.header import header_of
-from ..store.index import InstanceRecord, SeriesAttrs
+from ..store.index import SeriesAttrs
+from ..store.ingest import InstanceAttrs
 
 __all__ = [
     "MAX_INFLATED_HEADER",
     "MAX_SEQUENCE_DEPTH",
     "PARSE_ERRORS",
-    "InstanceAttrs",
-    "SeriesAttrs",
     "TooDeeplyNested",
     "check_sequence",
     "inflated_size_within",
-    "instance_record",
     "read_instance",
     "read_series",
 ]
@@ -82,17 +78,6 @@ _INSTANCE_NUMBER = Tag(0x0020, 0x0013)
 _INSTANCE_TAGS: list[BaseTag | int] = [_SOP_CLASS, _SOP_INSTANCE, _STUDY, _SERIES, _INSTANCE_NUMBER]
 _LAST_INSTANCE_TAG = 0x00200013  # (0020,0013) Instance Number: the last one read_instance needs
 _PIXEL_DATA = 0x7FE00010
-
-
-@dataclass(frozen=True)
-class InstanceAttrs:
-    """The instance-level values of one C-STORE data set (empty text when absent)."""
-
-    sop_class_uid: str
-    sop_instance_uid: str
-    study_instance_uid: str
-    series_instance_uid: str
-    instance_number: int | None
 
 
 _UNDEFINED = 0xFFFFFFFF
@@ -325,31 +310,3 @@ def read_series(body: bytes, transfer_syntax: str) -> tuple[InstanceAttrs, Serie
         header=header_of(ds),
     )
     return _instance_of(ds), series
-
-
-def instance_record(
-    instance: InstanceAttrs,
-    series: SeriesAttrs,
-    *,
-    transfer_syntax_uid: str,
-    path: str,
-    size: int,
-    sha256: str,
-    received_at: dt.datetime,
-    calling_ae_title: str,
-) -> InstanceRecord:
-    """What the index keeps of a stored instance: its values plus where and how it came."""
-    return InstanceRecord(
-        sop_instance_uid=instance.sop_instance_uid,
-        sop_class_uid=instance.sop_class_uid,
-        transfer_syntax_uid=transfer_syntax_uid,
-        study_instance_uid=instance.study_instance_uid,
-        series_instance_uid=instance.series_instance_uid,
-        path=path,
-        size=size,
-        sha256=sha256,
-        received_at=received_at,
-        calling_ae_title=calling_ae_title,
-        instance_number=instance.instance_number,
-        series=series,
-    )

@@ -1,13 +1,13 @@
 """Receive: the Storage and Verification SCP (PS3.4 Annex A and B) on pynetdicom.
 
 A C-STORE is answered Success only after the bytes as received are durable on disk and
-the instance is indexed in one committed transaction; any failure before that leaves
-no file and no row and returns the failure status named in :mod:`.status`.
+the instance is indexed in one committed transaction (:mod:`dicom_ai_node.store.ingest`);
+any failure before that leaves no file and no row and returns the failure status named
+in :mod:`.status`. This module checks what arrived and decides the status.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import logging
 import socket
@@ -27,23 +27,14 @@ from pynetdicom import AE, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import _STORAGE_CLASSES
 from pynetdicom.transport import ThreadedAssociationServer
-from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import StorageError, StorageFullError
-from ..store.files import FileStore, TempFile, valid_uid
-from ..store.index import IndexOutcome, index_instance, record_event
+from ..store.files import TempFile, valid_uid
+from ..store.index import IndexOutcome, SeriesAttrs
+from ..store.ingest import Ingest, InstanceAttrs, NotStored
 from . import status
-from .attrs import (
-    PARSE_ERRORS,
-    InstanceAttrs,
-    SeriesAttrs,
-    inflated_size_within,
-    instance_record,
-    read_instance,
-    read_series,
-)
+from .attrs import PARSE_ERRORS, inflated_size_within, read_instance, read_series
 from .gate import Limits
-from .locks import KeyedLocks
 from .part10 import file_head
 from .server import start_server
 
@@ -77,7 +68,6 @@ class ScpConfig:
     acse_timeout_s: float = 30.0
     dimse_timeout_s: float = 60.0
     network_timeout_s: float = 60.0
-    late_instance_policy: str = "rerun"
     #: A TLS listener on ``tls_port`` with this context (PS3.15 B.9), if any.
     tls: ssl.SSLContext | None = None
     tls_port: int = 2762
@@ -118,14 +108,6 @@ def _dataset_bytes(event: evt.Event) -> bytes:
     return bytes(event.encoded_dataset(include_meta=False))
 
 
-@dataclass(frozen=True)
-class _Written:
-    """A temp file holding file meta + data set (not yet durable), and the set's SHA-256."""
-
-    temp: TempFile
-    sha256: str
-
-
 class StorageSCP:
     """The node's DICOM listener.
 
@@ -133,34 +115,17 @@ class StorageSCP:
     ----------
     config:
         Listener settings.
-    files:
-        Where instance files go.
-    sessions:
-        The index's session factory.
-    clock:
-        Returns the current UTC time (tests pass their own).
-    on_stored:
-        Called after a new instance is indexed (wakes the assembler), with its series UID.
+    ingest:
+        Where received instances are stored and indexed.
     """
 
-    def __init__(
-        self,
-        config: ScpConfig,
-        files: FileStore,
-        sessions: sessionmaker[Session],
-        clock: Callable[[], dt.datetime],
-        on_stored: Callable[[str], None] | None = None,
-    ) -> None:
+    def __init__(self, config: ScpConfig, ingest: Ingest) -> None:
         self.config = config
-        self.files = files
-        self.sessions = sessions
-        self.clock = clock
-        self.on_stored = on_stored
+        self.ingest = ingest
         self._server: ThreadedAssociationServer | None = None
         self._tls_server: ThreadedAssociationServer | None = None
         self._series: OrderedDict[str, SeriesAttrs] = OrderedDict()
         self._lock = threading.Lock()
-        self._sop_locks = KeyedLocks()
         self._workers = ThreadPoolExecutor(  # a hash per association
             max_workers=max(1, config.limits.max_associations), thread_name_prefix="store"
         )
@@ -244,7 +209,7 @@ class StorageSCP:
             A status from :mod:`.status`.
         """
         try:
-            self.files.check_free_space()
+            self.ingest.check_free_space()
         except StorageFullError:
             log.warning("refused instance: storage below its free-space reserve")
             return status.OUT_OF_RESOURCES
@@ -266,21 +231,21 @@ class StorageSCP:
             log.warning("cannot read data set: %s", type(exc).__name__)
             return status.CANNOT_UNDERSTAND
         # the data set is hashed on another thread while this one writes the temp file
-        # (FileStore.commit makes it durable later) and reads the header; handing the
+        # (Ingest.store makes it durable later) and reads the header; handing the
         # write to a thread as well costs more in hand-offs than it overlaps
         temp: TempFile | None = None
         hashing: Future[str] | None = None
         if valid_uid(sop_uid):
             hashing = self._workers.submit(_sha256, body)
             try:
-                temp = self.files.write_temp([file_head(sop_class, sop_uid, syntax), body])
+                temp = self.ingest.write_temp([file_head(sop_class, sop_uid, syntax), body])
             except StorageError as exc:  # includes StorageFullError
                 log.error("refused instance %s: %s", sop_uid, exc)
                 return status.OUT_OF_RESOURCES
         try:
             return self._receive(event, body, syntax, temp, hashing)
         except BaseException:
-            self._discard(temp)  # pynetdicom answers 0xC211 for the exception
+            self.ingest.discard(temp)  # pynetdicom answers 0xC211 for the exception
             raise
 
     def _receive(
@@ -307,17 +272,12 @@ class StorageSCP:
         if problem is not None or temp is None or hashing is None:
             return self._refuse(temp, problem or status.CANNOT_UNDERSTAND)
         calling = event.assoc.requestor.ae_title.strip()
-        return self._store(instance, series, syntax, _Written(temp, hashing.result()), calling)
+        return self._store(instance, series, syntax, temp, hashing.result(), calling)
 
     def _refuse(self, temp: TempFile | None, answer: int) -> int:
         """Answer a refusal, after removing the temp file written meanwhile (if any)."""
-        self._discard(temp)
+        self.ingest.discard(temp)
         return answer
-
-    def _discard(self, temp: TempFile | None) -> None:
-        """Remove the temp file (harmless once FileStore.commit has moved it away)."""
-        if temp is not None:
-            self.files.discard(temp)
 
     def _read(self, body: bytes, syntax: str) -> tuple[InstanceAttrs, SeriesAttrs]:
         """Instance values, plus the series values (decoded once per series, then cached)."""
@@ -361,78 +321,33 @@ class StorageSCP:
         instance: InstanceAttrs,
         series: SeriesAttrs,
         syntax: str,
-        written: _Written,
+        temp: TempFile,
+        sha256: str,
         calling: str,
     ) -> int:
-        study_uid, series_uid, sop_uid = (
-            instance.study_instance_uid,
-            instance.series_instance_uid,
-            instance.sop_instance_uid,
-        )
+        """Store and index the instance (:meth:`.Ingest.store`); the status its outcome means."""
+        sop_uid = instance.sop_instance_uid
         try:
-            relative = self.files.instance_path(study_uid, series_uid, sop_uid, written.sha256)
-        except StorageError:
-            self.files.discard(written.temp)
-            raise
-        with self._sop_locks.hold(sop_uid):
-            # a file at this content-addressed path can only be the same bytes, already
-            # acknowledged or orphaned by a crash: never delete it on a later failure
-            ours = not self.files.absolute(relative).exists()
-            try:
-                size = self.files.commit(written.temp, relative)
-            except StorageError as exc:  # includes StorageFullError
-                log.error("refused instance %s: %s", sop_uid, exc)
-                return status.OUT_OF_RESOURCES
-            record = instance_record(
+            outcome = self.ingest.store(
+                temp,
+                sha256,
                 instance,
                 series,
                 transfer_syntax_uid=syntax,
-                path=relative,
-                size=size,
-                sha256=written.sha256,
-                received_at=self.clock(),
                 calling_ae_title=calling,
             )
-            try:
-                outcome = index_instance(
-                    self.sessions, record, late_policy=self.config.late_instance_policy
-                )
-            except StorageError as exc:
-                if ours:
-                    self.files.remove(relative)
-                log.error("refused instance %s: %s", sop_uid, exc)
-                return status.OUT_OF_RESOURCES
-            if outcome is IndexOutcome.CONFLICT:
-                if ours:
-                    self.files.remove(relative)
-                return self._answer_known(sop_uid, study_uid, series_uid, same=False)
-            self._remember(series_uid, series)
-            if outcome is IndexOutcome.DUPLICATE:
-                return self._answer_known(sop_uid, study_uid, series_uid, same=True)
-        if self.on_stored is not None:
-            self.on_stored(series_uid)
-        return status.SUCCESS
-
-    def _answer_known(self, sop_uid: str, study_uid: str, series_uid: str, *, same: bool) -> int:
-        if same:
+        except NotStored as exc:  # includes a full volume
+            log.error("refused instance %s: %s", sop_uid, exc)
+            return status.OUT_OF_RESOURCES
+        if outcome is IndexOutcome.CONFLICT:
+            log.warning(
+                "refused instance %s: SOP Instance UID stored before with other content", sop_uid
+            )
+            return status.DUPLICATE_SOP_INSTANCE
+        self._remember(instance.series_instance_uid, series)
+        if outcome is IndexOutcome.DUPLICATE:
             log.info("duplicate instance %s: already stored, nothing changed", sop_uid)
-            return status.SUCCESS
-        log.warning(
-            "refused instance %s: SOP Instance UID stored before with other content", sop_uid
-        )
-        try:
-            with self.sessions.begin() as session:
-                record_event(
-                    session,
-                    self.clock(),
-                    study_uid,
-                    "conflict",
-                    f"instance {sop_uid} re-sent with different content; first one kept",
-                    series_uid,
-                )
-        except Exception:  # the status answer matters more than the history line
-            log.exception("cannot record conflict event")
-        return status.DUPLICATE_SOP_INSTANCE
+        return status.SUCCESS
 
     def info(self) -> dict[str, Any]:
         """What the listener is (for logs and the CLI)."""

@@ -46,6 +46,7 @@ from dicom_ai_node.send.scu import Peer as StorePeer
 from dicom_ai_node.send.scu import send_datasets
 from dicom_ai_node.store.db import Database, utcnow
 from dicom_ai_node.store.files import FileStore
+from dicom_ai_node.store.ingest import Ingest
 from dicom_ai_node.store.tables import Instance
 from dicom_ai_node.testing import make_ct_series
 
@@ -388,7 +389,7 @@ class Node:
 
     @property
     def root(self) -> Path:
-        return self.server.files.root
+        return self.server.ingest.files.root
 
 
 def _first_pdu(data: bytes, close: bool = False) -> Callable[[Node], str]:
@@ -1003,7 +1004,9 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
         dimse_timeout_s=5.0,
         network_timeout_s=NETWORK_TIMEOUT_S,
     )
-    server = StorageSCP(config, FileStore(base / "storage", fsync=False), db.session, utcnow)
+    server = StorageSCP(
+        config, Ingest(FileStore(base / "storage", fsync=False), db.session, utcnow)
+    )
     server.start()
     try:
         state = Node(server, db, base, tmp_path_factory.getbasetemp())

@@ -81,7 +81,7 @@ def test_every_transfer_syntax_is_stored_byte_exact(
     assert str(dcmread(source, stop_before_pixels=True).file_meta.TransferSyntaxUID) == syntax
     # propose only the file's own syntax, so what goes over the wire is the file's data set
     meta = dcmread(source, stop_before_pixels=True).file_meta
-    spares = server.files.spares
+    spares = server.ingest.files.spares
     assert spares is not None
     spares.fill(size=source.stat().st_size)  # a spare (rounded up) for this instance
     ready = spares.count()
@@ -98,11 +98,11 @@ def test_every_transfer_syntax_is_stored_byte_exact(
         ae.shutdown()
     with db.session() as session:
         row = session.scalars(select(Instance)).one()
-    stored = server.files.absolute(row.path)
+    stored = server.ingest.files.absolute(row.path)
     assert dataset_bytes(stored) == dataset_bytes(source)
     assert spares.count() == ready - 1  # it went through a spare
     assert row.transfer_syntax_uid == syntax
-    assert not list(server.files.tmp.glob("*.part"))  # only spares are left
+    assert not list(server.ingest.files.tmp.glob("*.part"))  # only spares are left
 
 
 def test_duplicate_is_success_without_new_row_and_conflict_is_refused(
@@ -121,7 +121,7 @@ def test_duplicate_is_success_without_new_row_and_conflict_is_refused(
     [outcome] = send_datasets([changed], peer)
     assert outcome.status == status.DUPLICATE_SOP_INSTANCE and not outcome.delivered
     assert count(db, Instance) == 4
-    files = list((server.files.root / "instances").rglob("*.dcm"))
+    files = list((server.ingest.files.root / "instances").rglob("*.dcm"))
     assert len(files) == 4  # the first copy is kept, the conflicting one is not
 
 
@@ -149,7 +149,7 @@ def test_bad_uids_are_refused_and_nothing_is_written(scp: tuple[StorageSCP, Data
     del ds.StudyInstanceUID
     assert _store_raw(server.port, ds.SOPClassUID, ds) == status.CANNOT_UNDERSTAND
     assert count(db, Instance) == 0
-    assert not list(server.files.root.rglob("*.dcm"))
+    assert not list(server.ingest.files.root.rglob("*.dcm"))
 
 
 def test_storage_below_its_reserve_is_refused_with_a700(tmp_path: Path, db_url: str) -> None:

@@ -24,6 +24,7 @@ from dicom_ai_node.receive.scp import ScpConfig, StorageSCP
 from dicom_ai_node.send.scu import Peer, send_datasets
 from dicom_ai_node.store.db import Database, utcnow
 from dicom_ai_node.store.files import FileStore
+from dicom_ai_node.store.ingest import Ingest
 from dicom_ai_node.testing import make_ct_series
 
 from ..conftest import free_port, rss_mb, serving
@@ -139,9 +140,7 @@ def test_other_pynetdicom_versions_get_the_stock_reactors(
     db.migrate()
     scp = StorageSCP(
         ScpConfig(ae_title="AI_NODE", host="127.0.0.1", port=free_port()),
-        FileStore(tmp_path / "other", fsync=False),
-        db.session,
-        utcnow,
+        Ingest(FileStore(tmp_path / "other", fsync=False), db.session, utcnow),
     )
     scp.start()
     try:

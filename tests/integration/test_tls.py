@@ -31,6 +31,7 @@ from dicom_ai_node.send.scu import Peer, send_datasets
 from dicom_ai_node.settings import load_settings
 from dicom_ai_node.store.db import Database, utcnow
 from dicom_ai_node.store.files import FileStore
+from dicom_ai_node.store.ingest import Ingest
 from dicom_ai_node.testing import make_ct_series, write_series
 from dicom_ai_node.tls import TlsFiles, client_context, server_context
 
@@ -135,7 +136,9 @@ def tls_node(tmp_path: Path, pki: Pki, client_certificates: str = "required") ->
         plaintext=False,
         on_tls_failure=lambda address, reason: failures.append((address, reason)),
     )
-    scp = StorageSCP(config, FileStore(tmp_path / "storage", fsync=True), db.session, utcnow)
+    scp = StorageSCP(
+        config, Ingest(FileStore(tmp_path / "storage", fsync=True), db.session, utcnow)
+    )
     scp.start()
     try:
         yield TlsNode(scp, db, failures)

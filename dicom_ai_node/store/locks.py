@@ -1,4 +1,4 @@
-"""Receive: per-key locks so two associations storing the same SOP Instance UID take turns."""
+"""Store: per-key locks so two associations storing the same SOP Instance UID take turns."""
 
 from __future__ import annotations
 
