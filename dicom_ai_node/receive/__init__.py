@@ -1,1 +1,1 @@
-"""Stage: receive."""
+"""Receive: accept associations, answer C-ECHO and C-STORE, each instance stored before Success."""
