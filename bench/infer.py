@@ -52,21 +52,22 @@ import torch
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 
-from dicom_ai_node.cine_phantoms import cine_phantom
-from dicom_ai_node.cta_phantoms import cta_phantom
 from dicom_ai_node.encode import device_uid, encode_results
 from dicom_ai_node.infer.manifest import ModelManifest
 from dicom_ai_node.infer.registry import ModelRegistry
 from dicom_ai_node.infer.runner import Device
 from dicom_ai_node.infer.volume import load_volume
-from dicom_ai_node.liver_phantoms import liver_mr_phantom
-from dicom_ai_node.mammo_phantoms import mammogram
-from dicom_ai_node.mr_phantoms import BrainPhantom, brain_mr_phantom
-from dicom_ai_node.mr_region_phantoms import kidney_mr_phantom
-from dicom_ai_node.phantoms import ChestPhantom
-from dicom_ai_node.radiograph_phantoms import chest_radiograph, extremity_radiograph
-from dicom_ai_node.region_phantoms import kidney_ct_phantom
-from dicom_ai_node.testing import (
+from dicom_ai_node.testing.phantoms.brain_mr import BrainPhantom, brain_mr_phantom
+from dicom_ai_node.testing.phantoms.chest_ct import ChestPhantom
+from dicom_ai_node.testing.phantoms.chest_xr import chest_radiograph, extremity_radiograph
+from dicom_ai_node.testing.phantoms.cine_mr import cine_phantom
+from dicom_ai_node.testing.phantoms.head_cta import cta_phantom
+from dicom_ai_node.testing.phantoms.liver_mr import liver_mr_phantom
+from dicom_ai_node.testing.phantoms.mammography import mammogram
+from dicom_ai_node.testing.phantoms.region_ct import kidney_ct_phantom
+from dicom_ai_node.testing.phantoms.region_mr import kidney_mr_phantom
+from dicom_ai_node.testing.phantoms.ultrasound import ultrasound_image
+from dicom_ai_node.testing.series import (
     cine_to_datasets,
     make_ct_series,
     mammogram_to_dataset,
@@ -75,7 +76,6 @@ from dicom_ai_node.testing import (
     radiograph_to_dataset,
     ultrasound_to_datasets,
 )
-from dicom_ai_node.us_phantoms import ultrasound_image
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_S = 10.0

@@ -55,8 +55,8 @@ import pynetdicom
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
-from dicom_ai_node.phantoms import ChestPhantom
-from dicom_ai_node.testing import make_ct_series, phantom_to_datasets, write_series
+from dicom_ai_node.testing.phantoms.chest_ct import ChestPhantom
+from dicom_ai_node.testing.series import make_ct_series, phantom_to_datasets, write_series
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET_RATIO = 0.35

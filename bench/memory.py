@@ -89,7 +89,7 @@ def child(folder: Path, mode: str, model: str = MODEL) -> dict[str, float]:
 
 def write(folder: Path, slices: int) -> dict[str, float]:
     """Generate the series into ``folder``; its pixel data in MiB."""
-    from dicom_ai_node.testing import make_ct_series, write_series
+    from dicom_ai_node.testing.series import make_ct_series, write_series
 
     _, datasets = make_ct_series(slices, 512, 512, spacing_mm=(1.0, 0.7, 0.7), seed=5)
     write_series(datasets, folder)
@@ -100,8 +100,8 @@ def write_radiograph(folder: Path) -> dict[str, float]:
     """One 4000x3000 chest radiograph with an effusion into ``folder``; pixel data in MiB."""
     import numpy as np
 
-    from dicom_ai_node.radiograph_phantoms import ChestRadiograph, chest_radiograph
-    from dicom_ai_node.testing import radiograph_to_dataset, write_series
+    from dicom_ai_node.testing.phantoms.chest_xr import ChestRadiograph, chest_radiograph
+    from dicom_ai_node.testing.series import radiograph_to_dataset, write_series
 
     full = chest_radiograph(4000, np.random.default_rng(5), "effusion")
     cropped = ChestRadiograph(

@@ -23,7 +23,7 @@ from dicom_ai_node.receive.scp import ScpConfig, StorageSCP
 from dicom_ai_node.store.db import Database, utcnow
 from dicom_ai_node.store.files import FileStore
 from dicom_ai_node.store.ingest import Ingest
-from dicom_ai_node.testing import phi_canaries_in
+from dicom_ai_node.testing.series import phi_canaries_in
 
 if TYPE_CHECKING:
     from .orthanc import OrthancFactory, RecordingStoreSCP

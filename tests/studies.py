@@ -13,8 +13,8 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from dicom_ai_node.identity import UID_ROOT
-from dicom_ai_node.phantoms import ChestPhantom
-from dicom_ai_node.testing import make_ct_series, phantom_to_datasets
+from dicom_ai_node.testing.phantoms.chest_ct import ChestPhantom
+from dicom_ai_node.testing.series import make_ct_series, phantom_to_datasets
 
 __all__ = ["ChestCtStudy", "chest_ct_study"]
 

@@ -39,9 +39,9 @@ sys.path.insert(0, str(HERE.parents[1]))
 from net import CLASSES, INPUT_SIZE, RegionNet, count_parameters  # noqa: E402
 
 from dicom_ai_node.domain import BodyPart  # noqa: E402
-from dicom_ai_node.phantoms import chest_ct_phantom  # noqa: E402
 from dicom_ai_node.provenance import run_record  # noqa: E402
-from dicom_ai_node.region_phantoms import REGIONS, region_ct, region_slice  # noqa: E402
+from dicom_ai_node.testing.phantoms.chest_ct import chest_ct_phantom  # noqa: E402
+from dicom_ai_node.testing.phantoms.region_ct import REGIONS, region_ct, region_slice  # noqa: E402
 
 TEST_SEED_BASE = 10_000
 # acceptance thresholds stated in MODEL_CARD.md and checked by the unit test

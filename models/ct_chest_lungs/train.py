@@ -49,8 +49,8 @@ from dicom_ai_node.domain import Volume  # noqa: E402
 from dicom_ai_node.geometry import components  # noqa: E402
 from dicom_ai_node.infer.findings.lesions import segmentation_output  # noqa: E402
 from dicom_ai_node.infer.manifest import ModelManifest, load_manifest  # noqa: E402
-from dicom_ai_node.phantoms import LEFT_LUNG, NODULE, RIGHT_LUNG, chest_ct_phantom  # noqa: E402
 from dicom_ai_node.provenance import run_record  # noqa: E402
+from dicom_ai_node.testing.phantoms.chest_ct import LEFT_LUNG, NODULE, RIGHT_LUNG, chest_ct_phantom  # noqa: E402
 
 TEST_SEED_BASE = 10_000
 LUNGS = {"right": RIGHT_LUNG, "left": LEFT_LUNG}

@@ -46,13 +46,13 @@ sys.path.insert(0, str(LUNGS))
 
 from net import LungUNet  # noqa: E402  (the lung model's UNet)
 
-from dicom_ai_node.cta_phantoms import ANEURYSM, ARTERY, cta_phantom  # noqa: E402
 from dicom_ai_node.domain import Volume  # noqa: E402
 from dicom_ai_node.geometry import components  # noqa: E402
 from dicom_ai_node.infer.findings.lesions import segmentation_output  # noqa: E402
 from dicom_ai_node.infer.findings.measure import long_axis_mm  # noqa: E402
 from dicom_ai_node.infer.tasks.network import bf16_supported  # noqa: E402
 from dicom_ai_node.infer.tasks.segment import SliceStack  # noqa: E402
+from dicom_ai_node.testing.phantoms.head_cta import ANEURYSM, ARTERY, cta_phantom  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("lung_train", LUNGS / "train.py")
 assert _spec is not None and _spec.loader is not None

@@ -43,7 +43,7 @@ from net import INPUT_SIZE, AbnormalNet, count_parameters  # noqa: E402
 from dicom_ai_node.infer.tasks.radiograph import scale_radiographs  # noqa: E402
 from dicom_ai_node.infer.tasks.saliency import occlusion_saliency  # noqa: E402
 from dicom_ai_node.provenance import run_record  # noqa: E402
-from dicom_ai_node.radiograph_phantoms import FINDINGS, chest_radiograph  # noqa: E402
+from dicom_ai_node.testing.phantoms.chest_xr import FINDINGS, chest_radiograph  # noqa: E402
 
 TEST_SEED_BASE = 10_000
 THRESHOLD = 0.5

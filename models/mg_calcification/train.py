@@ -56,7 +56,7 @@ from dicom_ai_node.infer.findings.clusters import (  # noqa: E402
 from dicom_ai_node.infer.tasks.network import bf16_supported  # noqa: E402
 from dicom_ai_node.infer.tasks.segment import label_argmax, volume_percentiles  # noqa: E402
 from dicom_ai_node.infer.tasks.tiles import resample, sliding_window  # noqa: E402
-from dicom_ai_node.mammo_phantoms import CALCIFICATION, mammogram  # noqa: E402
+from dicom_ai_node.testing.phantoms.mammography import CALCIFICATION, mammogram  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("lung_train", LUNGS / "train.py")
 assert _spec is not None and _spec.loader is not None

@@ -35,10 +35,10 @@ sys.path.insert(0, str(CT))
 from net import RegionNet  # noqa: E402
 
 from dicom_ai_node.domain import BodyPart  # noqa: E402
-from dicom_ai_node.liver_phantoms import liver_mr_phantom  # noqa: E402
-from dicom_ai_node.mr_phantoms import brain_mr_phantom  # noqa: E402
-from dicom_ai_node.mr_region_phantoms import region_mr, region_mr_slice  # noqa: E402
-from dicom_ai_node.region_phantoms import REGIONS  # noqa: E402
+from dicom_ai_node.testing.phantoms.brain_mr import brain_mr_phantom  # noqa: E402
+from dicom_ai_node.testing.phantoms.liver_mr import liver_mr_phantom  # noqa: E402
+from dicom_ai_node.testing.phantoms.region_ct import REGIONS  # noqa: E402
+from dicom_ai_node.testing.phantoms.region_mr import region_mr, region_mr_slice  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("region_train", CT / "train.py")
 assert _spec is not None and _spec.loader is not None

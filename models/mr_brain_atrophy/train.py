@@ -44,7 +44,8 @@ sys.path.insert(0, str(LUNGS))
 from net import LungUNet, count_parameters  # noqa: E402  (the lung model's UNet)
 
 from dicom_ai_node.infer.tasks.segment import volume_percentiles  # noqa: E402
-from dicom_ai_node.mr_phantoms import (  # noqa: E402
+from dicom_ai_node.provenance import run_record  # noqa: E402
+from dicom_ai_node.testing.phantoms.brain_mr import (  # noqa: E402
     BRAIN,
     LEFT_HIPPOCAMPUS,
     LEFT_TEMPORAL_HORN,
@@ -56,7 +57,6 @@ from dicom_ai_node.mr_phantoms import (  # noqa: E402
     brain_mr_phantom,
     hippocampal_occupancy,
 )
-from dicom_ai_node.provenance import run_record  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("lung_train", LUNGS / "train.py")
 assert _spec is not None and _spec.loader is not None

@@ -44,10 +44,10 @@ sys.path.insert(0, str(HERE))
 
 from cine_net import CineUNet, count_parameters  # noqa: E402
 
-from dicom_ai_node.cine_phantoms import CAVITY, MYOCARDIUM, cine_phantom  # noqa: E402
 from dicom_ai_node.infer.tasks.network import bf16_supported  # noqa: E402
 from dicom_ai_node.infer.tasks.segment import volume_percentiles  # noqa: E402
 from dicom_ai_node.provenance import run_record  # noqa: E402
+from dicom_ai_node.testing.phantoms.cine_mr import CAVITY, MYOCARDIUM, cine_phantom  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("lung_train", LUNGS / "train.py")
 assert _spec is not None and _spec.loader is not None

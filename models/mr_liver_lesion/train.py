@@ -48,7 +48,7 @@ from dicom_ai_node.infer.findings.lesions import segmentation_output  # noqa: E4
 from dicom_ai_node.infer.findings.measure import long_axis_mm  # noqa: E402
 from dicom_ai_node.infer.tasks.network import bf16_supported  # noqa: E402
 from dicom_ai_node.infer.tasks.segment import volume_percentiles  # noqa: E402
-from dicom_ai_node.liver_phantoms import KINDS, LIVER, liver_mr_phantom  # noqa: E402
+from dicom_ai_node.testing.phantoms.liver_mr import KINDS, LIVER, liver_mr_phantom  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("lung_train", LUNGS / "train.py")
 assert _spec is not None and _spec.loader is not None

@@ -45,7 +45,7 @@ from net import LungUNet, count_parameters  # noqa: E402  (the lung model's UNet
 from dicom_ai_node.geometry import caliper_axes_mm, components  # noqa: E402
 from dicom_ai_node.infer.tasks.network import bf16_supported  # noqa: E402
 from dicom_ai_node.provenance import run_record  # noqa: E402
-from dicom_ai_node.us_phantoms import GLAND, NODULE, ultrasound_image  # noqa: E402
+from dicom_ai_node.testing.phantoms.ultrasound import GLAND, NODULE, ultrasound_image  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("lung_train", LUNGS / "train.py")
 assert _spec is not None and _spec.loader is not None

@@ -40,8 +40,8 @@ sys.path.insert(0, str(CT))
 from net import RegionNet  # noqa: E402
 
 from dicom_ai_node.domain import BodyPart  # noqa: E402
-from dicom_ai_node.radiograph_phantoms import extremity_radiograph  # noqa: E402
-from dicom_ai_node.xr_region_phantoms import XR_REGIONS, region_radiograph  # noqa: E402
+from dicom_ai_node.testing.phantoms.chest_xr import extremity_radiograph  # noqa: E402
+from dicom_ai_node.testing.phantoms.region_xr import XR_REGIONS, region_radiograph  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("region_train", CT / "train.py")
 assert _spec is not None and _spec.loader is not None

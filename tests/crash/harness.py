@@ -51,7 +51,7 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
-from dicom_ai_node.testing import make_ct_series, phi_canaries_in
+from dicom_ai_node.testing.series import make_ct_series, phi_canaries_in
 
 from ..conftest import NodeProcess, free_port, write_node_config
 from .checks import (

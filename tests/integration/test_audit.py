@@ -27,7 +27,7 @@ from dicom_ai_node.audit.validate import validate
 from dicom_ai_node.send.scu import Peer, send_datasets
 from dicom_ai_node.settings import load_settings
 from dicom_ai_node.store.db import utcnow
-from dicom_ai_node.testing import CANARY_PATIENT_ID, make_ct_series, phi_canaries_in
+from dicom_ai_node.testing.series import CANARY_PATIENT_ID, make_ct_series, phi_canaries_in
 
 from ..conftest import free_port, require_exe, stop_process, write_node_config
 from .test_pipeline import start_storescp, wait_until

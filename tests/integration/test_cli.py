@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dicom_ai_node.testing import make_ct_series, write_series
+from dicom_ai_node.testing.series import make_ct_series, write_series
 
 from ..conftest import REPO, write_node_config
 

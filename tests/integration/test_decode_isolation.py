@@ -22,7 +22,7 @@ from pydicom.uid import ExplicitVRLittleEndian, RLELossless, SecondaryCaptureIma
 from dicom_ai_node.errors import InferenceError
 from dicom_ai_node.infer.decode import IsolatedDecoder, decode_in_process
 from dicom_ai_node.infer.volume import load_volume
-from dicom_ai_node.testing import make_ct_series
+from dicom_ai_node.testing.series import make_ct_series
 
 from ..conftest import rss_mb
 

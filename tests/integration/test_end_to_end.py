@@ -22,10 +22,16 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from dicom_ai_node.geometry import components, largest_component, max_feret_diameter_mm
-from dicom_ai_node.phantoms import LEFT_LUNG, NODULE, RIGHT_LUNG, ChestPhantom, chest_ct_phantom
-from dicom_ai_node.region_phantoms import KIDNEY, TUMOUR, kidney_ct_phantom
 from dicom_ai_node.send.scu import Peer, send_datasets
-from dicom_ai_node.testing import make_ct_series, phantom_to_datasets, write_series
+from dicom_ai_node.testing.phantoms.chest_ct import (
+    LEFT_LUNG,
+    NODULE,
+    RIGHT_LUNG,
+    ChestPhantom,
+    chest_ct_phantom,
+)
+from dicom_ai_node.testing.phantoms.region_ct import KIDNEY, TUMOUR, kidney_ct_phantom
+from dicom_ai_node.testing.series import make_ct_series, phantom_to_datasets, write_series
 
 from ..conftest import NodeProcess, dcmtk_env, free_port, require_exe, write_node_config
 from ..tools import dciodvfy_errors, viewer_check

@@ -18,8 +18,8 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from dicom_ai_node.cine_phantoms import cine_phantom
-from dicom_ai_node.testing import cine_to_datasets, write_series
+from dicom_ai_node.testing.phantoms.cine_mr import cine_phantom
+from dicom_ai_node.testing.series import cine_to_datasets, write_series
 
 from ..conftest import dcmtk_env, free_port, require_exe, write_node_config
 from ..tools import dciodvfy_errors, viewer_check

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from pydicom.dataset import Dataset
 
-from dicom_ai_node.mr_phantoms import (
+from dicom_ai_node.send.scu import Peer, send_datasets
+from dicom_ai_node.testing.phantoms.brain_mr import (
     BRAIN,
     LEFT_HIPPOCAMPUS,
     LEFT_TEMPORAL_HORN,
@@ -23,8 +24,7 @@ from dicom_ai_node.mr_phantoms import (
     VENTRICLES,
     brain_mr_phantom,
 )
-from dicom_ai_node.send.scu import Peer, send_datasets
-from dicom_ai_node.testing import mr_to_datasets
+from dicom_ai_node.testing.series import mr_to_datasets
 
 from ..conftest import free_port, write_node_config
 from ..tools import dciodvfy_errors

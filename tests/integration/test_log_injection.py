@@ -27,7 +27,7 @@ import pytest
 
 from dicom_ai_node.audit.syslog import BOM
 from dicom_ai_node.log import CONTINUATION
-from dicom_ai_node.testing import make_ct_series
+from dicom_ai_node.testing.series import make_ct_series
 
 from ..conftest import NodeProcess, free_port, write_node_config
 from .test_hostile_input import (

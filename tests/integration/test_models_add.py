@@ -18,7 +18,7 @@ from dicom_ai_node.cli import main
 from dicom_ai_node.domain import JobState
 from dicom_ai_node.send.scu import Peer, send_datasets
 from dicom_ai_node.settings import load_settings
-from dicom_ai_node.testing import make_ct_series, write_series
+from dicom_ai_node.testing.series import make_ct_series, write_series
 
 from ..byo_models import FORMATS, THRESHOLD_HU, make_model
 from ..conftest import free_port, stop_process, write_node_config

@@ -25,7 +25,7 @@ from dicom_ai_node.store.db import utcnow
 from dicom_ai_node.store.index import index_instance
 from dicom_ai_node.store.jobs import ClaimedJob, NewResult, claim_job
 from dicom_ai_node.store.tables import Delivery, Job, Series
-from dicom_ai_node.testing import make_ct_series
+from dicom_ai_node.testing.series import make_ct_series
 
 from ..conftest import (
     dcmtk_env,

@@ -29,7 +29,7 @@ from dicom_ai_node.settings import load_settings
 from dicom_ai_node.store.db import Database
 from dicom_ai_node.store.files import FREE_SPACE_TTL_S, FileStore
 from dicom_ai_node.store.tables import Instance, Job, Series
-from dicom_ai_node.testing import make_ct_series
+from dicom_ai_node.testing.series import make_ct_series
 
 from ..conftest import free_port, serving, write_node_config
 

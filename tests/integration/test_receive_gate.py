@@ -20,7 +20,7 @@ from dicom_ai_node.receive.gate import Limits, resolve_callers
 from dicom_ai_node.receive.scp import StorageSCP
 from dicom_ai_node.send.scu import Peer, send_datasets
 from dicom_ai_node.store.files import FileStore
-from dicom_ai_node.testing import make_ct_series, write_series
+from dicom_ai_node.testing.series import make_ct_series, write_series
 
 from ..conftest import dcmtk_env, require_exe, rss_mb, serving
 

@@ -25,7 +25,7 @@ from dicom_ai_node.send.scu import Peer, send_datasets
 from dicom_ai_node.store.db import Database, utcnow
 from dicom_ai_node.store.files import FileStore
 from dicom_ai_node.store.ingest import Ingest
-from dicom_ai_node.testing import make_ct_series
+from dicom_ai_node.testing.series import make_ct_series
 
 from ..conftest import free_port, rss_mb, serving
 

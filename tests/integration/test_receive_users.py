@@ -16,7 +16,7 @@ from dicom_ai_node.receive.gate import Limits
 from dicom_ai_node.receive.scp import StorageSCP
 from dicom_ai_node.receive.users import UserCheck
 from dicom_ai_node.store.files import FileStore
-from dicom_ai_node.testing import make_ct_series, write_series
+from dicom_ai_node.testing.series import make_ct_series, write_series
 
 from ..conftest import dcmtk_env, require_exe, serving
 

@@ -56,7 +56,7 @@ from dicom_ai_node.store.db import Database, as_utc, utcnow
 from dicom_ai_node.store.files import FileStore
 from dicom_ai_node.store.jobs import NewResult, claim_job, complete_job
 from dicom_ai_node.store.tables import Delivery, Event, Job, Patient, Series, Study
-from dicom_ai_node.testing import make_ct_series
+from dicom_ai_node.testing.series import make_ct_series
 
 from ..conftest import (
     REPO,

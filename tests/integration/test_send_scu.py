@@ -30,7 +30,7 @@ from dicom_ai_node.errors import ConfigError, DeliveryError
 from dicom_ai_node.send import scu
 from dicom_ai_node.send.net import reactor_parked
 from dicom_ai_node.send.scu import Peer, send_datasets
-from dicom_ai_node.testing import make_ct_series, write_series
+from dicom_ai_node.testing.series import make_ct_series, write_series
 from tests.tools import require_tool
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]

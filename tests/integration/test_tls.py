@@ -32,7 +32,7 @@ from dicom_ai_node.settings import load_settings
 from dicom_ai_node.store.db import Database, utcnow
 from dicom_ai_node.store.files import FileStore
 from dicom_ai_node.store.ingest import Ingest
-from dicom_ai_node.testing import make_ct_series, write_series
+from dicom_ai_node.testing.series import make_ct_series, write_series
 from dicom_ai_node.tls import TlsFiles, client_context, server_context
 
 from ..conftest import (

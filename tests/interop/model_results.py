@@ -18,7 +18,7 @@ from dicom_ai_node.infer.manifest import ModelManifest
 from dicom_ai_node.infer.registry import ModelRegistry
 from dicom_ai_node.infer.runner import Device
 from dicom_ai_node.infer.volume import load_volume
-from dicom_ai_node.testing import write_series
+from dicom_ai_node.testing.series import write_series
 
 from ..tools import dciodvfy_errors, viewer_check
 

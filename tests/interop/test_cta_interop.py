@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dicom_ai_node.cta_phantoms import cta_phantom
-from dicom_ai_node.phantoms import ChestPhantom
-from dicom_ai_node.testing import phantom_to_datasets
+from dicom_ai_node.testing.phantoms.chest_ct import ChestPhantom
+from dicom_ai_node.testing.phantoms.head_cta import cta_phantom
+from dicom_ai_node.testing.series import phantom_to_datasets
 
 from .model_results import run_model, validate_and_view
 

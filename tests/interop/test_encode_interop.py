@@ -23,8 +23,8 @@ from dicom_ai_node.domain import (
 from dicom_ai_node.encode import device_uid, encode_results, tracking_uid
 from dicom_ai_node.infer.findings.measure import ML, MM3_PER_ML, VOLUME, region_measurements
 from dicom_ai_node.infer.volume import load_volume
-from dicom_ai_node.phantoms import ChestPhantom
-from dicom_ai_node.testing import make_ct_series, write_series
+from dicom_ai_node.testing.phantoms.chest_ct import ChestPhantom
+from dicom_ai_node.testing.series import make_ct_series, write_series
 
 from ..tools import dciodvfy_errors, viewer_check
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dicom_ai_node.liver_phantoms import CYST, KINDS, METASTASIS, liver_mr_phantom
-from dicom_ai_node.mr_phantoms import BrainPhantom
-from dicom_ai_node.testing import mr_to_datasets
+from dicom_ai_node.testing.phantoms.brain_mr import BrainPhantom
+from dicom_ai_node.testing.phantoms.liver_mr import CYST, KINDS, METASTASIS, liver_mr_phantom
+from dicom_ai_node.testing.series import mr_to_datasets
 
 from .model_results import run_model, validate_and_view
 

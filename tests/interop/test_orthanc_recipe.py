@@ -24,7 +24,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from dicom_ai_node.testing import make_ct_series, phi_canaries_in
+from dicom_ai_node.testing.series import make_ct_series, phi_canaries_in
 
 from ..orthanc import (
     RECIPE,

@@ -47,7 +47,7 @@ from dicom_ai_node.store.index import (
     index_instance,
 )
 from dicom_ai_node.store.tables import Delivery, Job, Result, Series
-from dicom_ai_node.testing import CANARY_PATIENT_ID
+from dicom_ai_node.testing.series import CANARY_PATIENT_ID
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
 CT = "1.2.840.10008.5.1.4.1.1.2"

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dicom_ai_node.cine_phantoms import CAVITY, MYOCARDIUM, cine_phantom, volume_curve
 from dicom_ai_node.domain import AlgorithmInfo, Code
 from dicom_ai_node.encode import encode_results
 from dicom_ai_node.infer.findings.cine import EJECTION_FRACTION, cine_output
 from dicom_ai_node.infer.manifest import load_manifest
 from dicom_ai_node.infer.volume import load_volume
-from dicom_ai_node.testing import cine_to_datasets
+from dicom_ai_node.testing.phantoms.cine_mr import CAVITY, MYOCARDIUM, cine_phantom, volume_curve
+from dicom_ai_node.testing.series import cine_to_datasets
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFEST = REPO / "models" / "mr_cine_lv" / "model.toml"

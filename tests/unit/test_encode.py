@@ -33,8 +33,8 @@ from dicom_ai_node.encode import (
 from dicom_ai_node.encode.sr import outer_contour
 from dicom_ai_node.errors import EncodeError
 from dicom_ai_node.infer.findings.measure import ML, MM3_PER_ML, VOLUME
-from dicom_ai_node.phantoms import ChestPhantom
-from dicom_ai_node.testing import make_ct_series, phantom_to_datasets
+from dicom_ai_node.testing.phantoms.chest_ct import ChestPhantom
+from dicom_ai_node.testing.series import make_ct_series, phantom_to_datasets
 
 ANATOMY = Code("123037004", "SCT", "Anatomical Structure")
 LABELS = (  # as in models/ct-chest-lungs/model.toml

@@ -15,7 +15,7 @@ from dicom_ai_node.encode import encode_results, result_series_number
 from dicom_ai_node.errors import EncodeError
 from dicom_ai_node.identity import MANUFACTURER, device_uid, made_by_node
 from dicom_ai_node.route.header import header_of
-from dicom_ai_node.testing import make_ct_series
+from dicom_ai_node.testing.series import make_ct_series
 
 ANATOMY = Code("123037004", "SCT", "Anatomical Structure")
 LUNG = OutputLabel(1, "Right lung", ANATOMY, Code("3341006", "SCT", "Right lung"), (220, 120, 80))

@@ -34,7 +34,7 @@ from dicom_ai_node.infer.findings.measure import (
 from dicom_ai_node.infer.install import Trial
 from dicom_ai_node.infer.manifest import load_manifest
 from dicom_ai_node.infer.volume import load_volume
-from dicom_ai_node.testing import make_ct_series
+from dicom_ai_node.testing.series import make_ct_series
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 PERCENT = Code("%", "UCUM", "percent")

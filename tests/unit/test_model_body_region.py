@@ -16,8 +16,8 @@ from dicom_ai_node.domain import BodyPart
 from dicom_ai_node.infer.bodyregion import BodyRegionModel, pick_slices
 from dicom_ai_node.infer.manifest import load_manifest
 from dicom_ai_node.infer.runner import Device
-from dicom_ai_node.phantoms import chest_ct_phantom
-from dicom_ai_node.region_phantoms import REGIONS, region_ct
+from dicom_ai_node.testing.phantoms.chest_ct import chest_ct_phantom
+from dicom_ai_node.testing.phantoms.region_ct import REGIONS, region_ct
 
 MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "body_region"
 GATE_SEED_BASE = 20_000  # neither training (0..) nor the card's held-out set (10 000..)

@@ -16,7 +16,7 @@ from dicom_ai_node.domain import Volume
 from dicom_ai_node.geometry import components
 from dicom_ai_node.infer.findings.lesions import segmentation_output
 from dicom_ai_node.infer.manifest import load_manifest
-from dicom_ai_node.phantoms import LEFT_LUNG, NODULE, RIGHT_LUNG, chest_ct_phantom
+from dicom_ai_node.testing.phantoms.chest_ct import LEFT_LUNG, NODULE, RIGHT_LUNG, chest_ct_phantom
 
 from ..model_gate import load_weights, segment_like_the_runner
 

@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 import torch
 
-from dicom_ai_node.cta_phantoms import ANEURYSM, ARTERY, cta_phantom
 from dicom_ai_node.domain import Volume
 from dicom_ai_node.geometry import components
 from dicom_ai_node.infer.findings.measure import long_axis_mm
 from dicom_ai_node.infer.registry import ModelRegistry
 from dicom_ai_node.infer.runner import Device
-from dicom_ai_node.phantoms import ChestPhantom
 from dicom_ai_node.route import load_rules, route_study
-from dicom_ai_node.testing import make_ct_series, phantom_to_datasets
+from dicom_ai_node.testing.phantoms.chest_ct import ChestPhantom
+from dicom_ai_node.testing.phantoms.head_cta import ANEURYSM, ARTERY, cta_phantom
+from dicom_ai_node.testing.series import make_ct_series, phantom_to_datasets
 
 from ..model_gate import load_weights, series_of
 

@@ -19,10 +19,10 @@ import torch
 from dicom_ai_node.domain import Volume
 from dicom_ai_node.infer.registry import ModelRegistry
 from dicom_ai_node.infer.runner import Device
-from dicom_ai_node.mammo_phantoms import CALCIFICATION, Mammogram, mammogram
-from dicom_ai_node.radiograph_phantoms import chest_radiograph
 from dicom_ai_node.route import load_rules, route_study
-from dicom_ai_node.testing import mammogram_to_dataset, radiograph_to_dataset
+from dicom_ai_node.testing.phantoms.chest_xr import chest_radiograph
+from dicom_ai_node.testing.phantoms.mammography import CALCIFICATION, Mammogram, mammogram
+from dicom_ai_node.testing.series import mammogram_to_dataset, radiograph_to_dataset
 
 from ..model_gate import load_weights, series_of
 

@@ -18,7 +18,8 @@ import torch
 from dicom_ai_node.domain import ModelOutput, Volume
 from dicom_ai_node.infer.registry import ModelRegistry
 from dicom_ai_node.infer.runner import Device
-from dicom_ai_node.mr_phantoms import (
+from dicom_ai_node.route import load_rules, route_study
+from dicom_ai_node.testing.phantoms.brain_mr import (
     BRAIN,
     LEFT_HIPPOCAMPUS,
     LEFT_TEMPORAL_HORN,
@@ -28,8 +29,7 @@ from dicom_ai_node.mr_phantoms import (
     brain_mr_phantom,
     hippocampal_occupancy,
 )
-from dicom_ai_node.route import load_rules, route_study
-from dicom_ai_node.testing import make_ct_series, mr_to_datasets
+from dicom_ai_node.testing.series import make_ct_series, mr_to_datasets
 
 from ..model_gate import load_weights, series_of
 

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from dicom_ai_node.cine_phantoms import CAVITY, MYOCARDIUM, cine_phantom
 from dicom_ai_node.infer.registry import ModelRegistry
 from dicom_ai_node.infer.runner import Device
 from dicom_ai_node.infer.volume import load_volume
-from dicom_ai_node.mr_phantoms import brain_mr_phantom
 from dicom_ai_node.route import load_rules, route_study
-from dicom_ai_node.testing import cine_to_datasets, mr_to_datasets
+from dicom_ai_node.testing.phantoms.brain_mr import brain_mr_phantom
+from dicom_ai_node.testing.phantoms.cine_mr import CAVITY, MYOCARDIUM, cine_phantom
+from dicom_ai_node.testing.series import cine_to_datasets, mr_to_datasets
 
 from ..model_gate import load_weights, series_of
 

@@ -23,7 +23,9 @@ from dicom_ai_node.infer.findings.measure import long_axis_mm
 from dicom_ai_node.infer.manifest import load_manifest
 from dicom_ai_node.infer.registry import ModelRegistry
 from dicom_ai_node.infer.runner import Device
-from dicom_ai_node.liver_phantoms import (
+from dicom_ai_node.route import load_rules, route_study
+from dicom_ai_node.testing.phantoms.brain_mr import BrainPhantom
+from dicom_ai_node.testing.phantoms.liver_mr import (
     CYST,
     HAEMANGIOMA,
     KINDS,
@@ -31,9 +33,7 @@ from dicom_ai_node.liver_phantoms import (
     METASTASIS,
     liver_mr_phantom,
 )
-from dicom_ai_node.mr_phantoms import BrainPhantom
-from dicom_ai_node.route import load_rules, route_study
-from dicom_ai_node.testing import mr_to_datasets
+from dicom_ai_node.testing.series import mr_to_datasets
 
 from ..model_gate import load_weights, series_of
 

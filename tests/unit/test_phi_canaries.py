@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from dicom_ai_node.testing import (
+from dicom_ai_node.testing.series import (
     CANARY_BIRTH_DATE,
     CANARY_PATIENT_ID,
     CANARY_PATIENT_NAME,

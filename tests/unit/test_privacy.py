@@ -35,7 +35,7 @@ from dicom_ai_node.privacy import (
 )
 from dicom_ai_node.settings import load_settings
 from dicom_ai_node.store.files import valid_uid
-from dicom_ai_node.testing import (
+from dicom_ai_node.testing.series import (
     CANARY_BIRTH_DATE,
     CANARY_PATIENT_ID,
     CANARY_PATIENT_NAME,
@@ -45,7 +45,7 @@ from dicom_ai_node.testing import (
 
 SECRET = bytes(range(32))
 OTHER_SECRET = bytes(range(1, 33))
-#: Made-up identifying values planted in the synthetic series (besides testing.py's).
+#: Made-up identifying values planted in the synthetic series (besides testing/series.py's).
 PLANTED = {
     "InstitutionName": "CANARY INSTITUTE QX",
     "InstitutionAddress": "CANARY STREET 9",

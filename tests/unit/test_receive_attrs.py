@@ -24,7 +24,7 @@ from dicom_ai_node.receive.attrs import (
     read_series,
 )
 from dicom_ai_node.route.header import header_of
-from dicom_ai_node.testing import CANARY_PATIENT_NAME, make_ct_series
+from dicom_ai_node.testing.series import CANARY_PATIENT_NAME, make_ct_series
 
 TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
 FILES = [

@@ -12,7 +12,7 @@ from pydicom.sequence import Sequence
 
 from dicom_ai_node.domain import Code
 from dicom_ai_node.route.header import MAX_VALUE_BYTES, header_of, series_info
-from dicom_ai_node.testing import make_ct_series
+from dicom_ai_node.testing.series import make_ct_series
 
 # Files shipped inside the pydicom wheel (no download).
 BUNDLED = [

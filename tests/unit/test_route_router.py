@@ -17,7 +17,7 @@ from dicom_ai_node.route import (
     route_study,
     series_info,
 )
-from dicom_ai_node.testing import make_ct_series
+from dicom_ai_node.testing.series import make_ct_series
 
 from ..model_gate import built_in_models
 

@@ -7,7 +7,7 @@ import random
 import numpy as np
 
 from dicom_ai_node.infer.volume import load_volume
-from dicom_ai_node.testing import make_ct_series
+from dicom_ai_node.testing.series import make_ct_series
 
 
 def test_sorted_by_position_whatever_the_arrival_order() -> None:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .radiograph_phantoms import _smooth_field
+from .chest_xr import _smooth_field
 
 __all__ = ["GLAND", "NODULE", "ORGANS", "UltrasoundImage", "UsNodule", "ultrasound_image"]
 

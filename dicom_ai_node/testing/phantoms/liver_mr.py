@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .radiograph_phantoms import _blur, _smooth_field
+from .chest_xr import _blur, _smooth_field
 
 __all__ = [
     "CYST",

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .domain import BodyPart
+from ...domain import BodyPart
 
 __all__ = [
     "KIDNEY",

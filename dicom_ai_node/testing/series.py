@@ -25,12 +25,12 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from .cine_phantoms import CinePhantom
-from .mammo_phantoms import Mammogram
-from .mr_phantoms import BrainPhantom
-from .phantoms import ChestPhantom, chest_ct_phantom
-from .radiograph_phantoms import ChestRadiograph, ExtremityRadiograph
-from .us_phantoms import UltrasoundImage
+from .phantoms.brain_mr import BrainPhantom
+from .phantoms.chest_ct import ChestPhantom, chest_ct_phantom
+from .phantoms.chest_xr import ChestRadiograph, ExtremityRadiograph
+from .phantoms.cine_mr import CinePhantom
+from .phantoms.mammography import Mammogram
+from .phantoms.ultrasound import UltrasoundImage
 
 __all__ = [
     "CANARY_BIRTH_DATE",

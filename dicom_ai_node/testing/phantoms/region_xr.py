@@ -7,7 +7,7 @@ attenuation coefficient, and the film shows ``1 - exp(-sum)`` (MONOCHROME2: bone
 air dark). Projection, size, position, rotation, densities, contrast curve, blur, noise,
 collimation and a lead marker are random, in the spirit of domain-randomised training.
 The chest comes from the chest radiograph generator of ``cxr-abnormal``
-(:mod:`dicom_ai_node.radiograph_phantoms`). The limbs are drawn as the views a fracture
+(:mod:`dicom_ai_node.testing.phantoms.chest_xr`). The limbs are drawn as the views a fracture
 clinic takes: hand and wrist, forearm, elbow and shoulder for the upper extremity; foot,
 ankle, knee and hip with femur for the lower. They are caricatures, not patients.
 """
@@ -20,8 +20,8 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-from .domain import BodyPart
-from .radiograph_phantoms import _blur, _Grid, _smooth_field, chest_radiograph
+from ...domain import BodyPart
+from .chest_xr import _blur, _Grid, _smooth_field, chest_radiograph
 
 __all__ = ["XR_REGIONS", "region_radiograph"]
 

@@ -2,7 +2,7 @@
 
 The training and test data of the built-in MR body-region model
 (``models/mr_body_region``). The anatomy is that of the CT generator
-(:func:`~dicom_ai_node.region_phantoms.region_anatomy`); each slice then gets a random MR
+(:func:`~dicom_ai_node.testing.phantoms.region_ct.region_anatomy`); each slice then gets a random MR
 contrast, in the spirit of domain-randomised training (SynthSeg): every tissue class
 (air, lung, fat, fluid, soft tissue, marrow, cortical bone) draws its own intensity, so
 that T1-like (fat bright, fluid dark), T2-like (fluid bright) and fat-suppressed looks
@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from .domain import BodyPart
-from .region_phantoms import KIDNEY, TUMOUR, KidneyPhantom, kidney_ct_phantom, region_anatomy
+from ...domain import BodyPart
+from .region_ct import KIDNEY, TUMOUR, KidneyPhantom, kidney_ct_phantom, region_anatomy
 
 __all__ = ["kidney_mr_phantom", "mr_contrast", "region_mr", "region_mr_slice"]
 
@@ -56,7 +56,7 @@ def mr_contrast(hu: _F, rng: np.random.Generator, look: int | None = None) -> _F
     ----------
     hu:
         (rows, columns) tissues in HU without scanner noise
-        (:func:`~dicom_ai_node.region_phantoms.region_anatomy`).
+        (:func:`~dicom_ai_node.testing.phantoms.region_ct.region_anatomy`).
     rng:
         The noise, and every other choice when ``look`` is ``None``.
     look:
@@ -90,7 +90,7 @@ def region_mr_slice(
 ) -> _F:
     """One axial MR slice of ``region`` at level ``z`` (0 caudal .. 1 cranial).
 
-    The parameters are those of :func:`~dicom_ai_node.region_phantoms.region_slice`.
+    The parameters are those of :func:`~dicom_ai_node.testing.phantoms.region_ct.region_slice`.
     """
     return mr_contrast(region_anatomy(region, size, z, rng, fov_mm), rng)
 
@@ -132,7 +132,7 @@ def kidney_mr_phantom(
 ) -> KidneyPhantom:
     """Axial MR slices through both kidneys, often with a renal tumour.
 
-    The anatomy and truth of :func:`~dicom_ai_node.region_phantoms.kidney_ct_phantom`
+    The anatomy and truth of :func:`~dicom_ai_node.testing.phantoms.region_ct.kidney_ct_phantom`
     (nephrographic phase), given one random MR look per series (:func:`mr_contrast`).
     The parenchyma then differs from the soft tissue of its slice by a factor of
     0.45-0.75 or its inverse (its cortex brighter than its medulla, 5 % noise), and a

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .radiograph_phantoms import _smooth_field
+from .chest_xr import _smooth_field
 
 __all__ = [
     "BRAIN",

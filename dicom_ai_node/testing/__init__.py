@@ -1,0 +1,1 @@
+"""Testing: DICOM series and phantoms for tests, benchmarks, training; never imported by a stage."""

@@ -1,0 +1,1 @@
+"""Testing: generated images and volumes with their truth, one module per body part and modality."""
