@@ -57,24 +57,27 @@ from dicom_ai_node.infer.manifest import ModelManifest
 from dicom_ai_node.infer.registry import ModelRegistry
 from dicom_ai_node.infer.runner import Device
 from dicom_ai_node.infer.volume import load_volume
+from dicom_ai_node.testing.images import (
+    mammogram_to_dataset,
+    radiograph_to_dataset,
+    ultrasound_to_datasets,
+)
 from dicom_ai_node.testing.phantoms.brain_mr import BrainPhantom, brain_mr_phantom
 from dicom_ai_node.testing.phantoms.chest_ct import ChestPhantom
-from dicom_ai_node.testing.phantoms.chest_xr import chest_radiograph, extremity_radiograph
+from dicom_ai_node.testing.phantoms.chest_xr import chest_radiograph
 from dicom_ai_node.testing.phantoms.cine_mr import cine_phantom
+from dicom_ai_node.testing.phantoms.extremity_xr import extremity_radiograph
 from dicom_ai_node.testing.phantoms.head_cta import cta_phantom
+from dicom_ai_node.testing.phantoms.kidney_ct import kidney_ct_phantom
+from dicom_ai_node.testing.phantoms.kidney_mr import kidney_mr_phantom
 from dicom_ai_node.testing.phantoms.liver_mr import liver_mr_phantom
 from dicom_ai_node.testing.phantoms.mammography import mammogram
-from dicom_ai_node.testing.phantoms.region_ct import kidney_ct_phantom
-from dicom_ai_node.testing.phantoms.region_mr import kidney_mr_phantom
 from dicom_ai_node.testing.phantoms.ultrasound import ultrasound_image
 from dicom_ai_node.testing.series import (
     cine_to_datasets,
     make_ct_series,
-    mammogram_to_dataset,
     mr_to_datasets,
     phantom_to_datasets,
-    radiograph_to_dataset,
-    ultrasound_to_datasets,
 )
 
 REPO = Path(__file__).resolve().parents[1]

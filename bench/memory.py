@@ -100,8 +100,9 @@ def write_radiograph(folder: Path) -> dict[str, float]:
     """One 4000x3000 chest radiograph with an effusion into ``folder``; pixel data in MiB."""
     import numpy as np
 
+    from dicom_ai_node.testing.images import radiograph_to_dataset
     from dicom_ai_node.testing.phantoms.chest_xr import ChestRadiograph, chest_radiograph
-    from dicom_ai_node.testing.series import radiograph_to_dataset, write_series
+    from dicom_ai_node.testing.series import write_series
 
     full = chest_radiograph(4000, np.random.default_rng(5), "effusion")
     cropped = ChestRadiograph(

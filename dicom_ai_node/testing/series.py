@@ -1,9 +1,12 @@
-"""Test data made in code: synthetic DICOM series built from generated phantoms.
+"""Testing: DICOM series of generated CT, MR and cine MR volumes, with canary patient data.
 
-Used by the test suite, the benchmarks and ``dicom-ai-node send --demo``; nothing here
-is patient data. Patient attributes hold canary values: made-up, unique strings that
-the test suite looks for in every log record and every log file of a node under test
-(none may appear there: logs carry UIDs, never patient names, IDs or birth dates).
+Used by the test suite and the benchmarks (the models' training scripts use the phantoms
+of :mod:`dicom_ai_node.testing.phantoms` alone); nothing here is patient data. Patient
+attributes hold canary values: made-up, unique strings that the test suite looks for in
+every log record and every log file of a node under test (none may appear there: logs
+carry UIDs, never patient names, IDs or birth dates). The single images (radiographs,
+ultrasound, mammograms) are built by :mod:`dicom_ai_node.testing.images` on the same
+attributes (:func:`new_instance`).
 """
 
 from __future__ import annotations
@@ -14,23 +17,12 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import (
-    UID,
-    ComputedRadiographyImageStorage,
-    CTImageStorage,
-    DigitalMammographyXRayImageStorageForPresentation,
-    ExplicitVRLittleEndian,
-    MRImageStorage,
-    UltrasoundImageStorage,
-    generate_uid,
-)
+from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
+from ..identity import UID_ROOT
 from .phantoms.brain_mr import BrainPhantom
 from .phantoms.chest_ct import ChestPhantom, chest_ct_phantom
-from .phantoms.chest_xr import ChestRadiograph, ExtremityRadiograph
 from .phantoms.cine_mr import CinePhantom
-from .phantoms.mammography import Mammogram
-from .phantoms.ultrasound import UltrasoundImage
 
 __all__ = [
     "CANARY_BIRTH_DATE",
@@ -38,17 +30,11 @@ __all__ = [
     "CANARY_PATIENT_NAME",
     "cine_to_datasets",
     "make_ct_series",
-    "mammogram_to_dataset",
     "mr_to_datasets",
     "phantom_to_datasets",
     "phi_canaries_in",
-    "radiograph_to_dataset",
-    "ultrasound_to_dataset",
-    "ultrasound_to_datasets",
     "write_series",
 ]
-
-_UID_ROOT = "1.2.826.0.1.3680043.10.1453."
 
 #: Patient's Name (0010,0010) of generated series: a canary no log may contain.
 CANARY_PATIENT_NAME = "CANARYQZ^PHIXW"
@@ -62,7 +48,7 @@ CANARY_BIRTH_DATE = "19020304"
 _WHEN = dt.datetime(2026, 1, 1, 12, 0, 0)
 
 
-def _instance(
+def new_instance(
     sop_class_uid: str,
     sop_instance_uid: str,
     modality: str,
@@ -143,15 +129,15 @@ def phantom_to_datasets(
         One dataset per slice with file meta, ready for ``save_as`` or C-STORE.
     """
     entropy = [str(seed), patient_id]
-    study_uid = study_instance_uid or generate_uid(_UID_ROOT, [*entropy, "study"])
-    series_uid = generate_uid(_UID_ROOT, [*entropy, study_uid, "series"])
-    for_uid = generate_uid(_UID_ROOT, [*entropy, study_uid, "for"])
+    study_uid = study_instance_uid or generate_uid(UID_ROOT, [*entropy, "study"])
+    series_uid = generate_uid(UID_ROOT, [*entropy, study_uid, "series"])
+    for_uid = generate_uid(UID_ROOT, [*entropy, study_uid, "for"])
     dz, dy, dx = phantom.spacing_mm
     n, rows, cols = phantom.hu.shape
     out: list[Dataset] = []
     for k in range(n):
-        sop_uid = generate_uid(_UID_ROOT, [*entropy, series_uid, str(k)])
-        ds = _instance(
+        sop_uid = generate_uid(UID_ROOT, [*entropy, series_uid, str(k)])
+        ds = new_instance(
             CTImageStorage,
             sop_uid,
             "CT",
@@ -226,71 +212,6 @@ def write_series(datasets: Sequence[Dataset], folder: Path) -> list[Path]:
     return paths
 
 
-def radiograph_to_dataset(
-    radiograph: ChestRadiograph | ExtremityRadiograph,
-    *,
-    seed: int = 0,
-    monochrome1: bool = False,
-    pixel_spacing_mm: float | None = 0.35,
-    view_position: str = "PA",
-    body_part_examined: str | None = "CHEST",
-    study_instance_uid: str | None = None,
-) -> Dataset:
-    """Turn a generated radiograph into one CR image (CR Image Storage, PS3.3 A.2).
-
-    Parameters
-    ----------
-    radiograph:
-        The image (display density 0..1); stored as 12-bit values.
-    seed:
-        Makes the UIDs reproducible.
-    monochrome1:
-        Store it inverted as MONOCHROME1 (high values dark), as many CR readers do.
-    pixel_spacing_mm:
-        Imager Pixel Spacing (and Pixel Spacing); ``None`` leaves both out.
-    """
-    entropy = [str(seed), CANARY_PATIENT_ID, "cr"]
-    study_uid = study_instance_uid or generate_uid(_UID_ROOT, [*entropy, "study"])
-    series_uid = generate_uid(_UID_ROOT, [*entropy, study_uid, "series"])
-    sop_uid = generate_uid(_UID_ROOT, [*entropy, series_uid, "image"])
-    stored = np.round(radiograph.image * 4095).astype(np.uint16)
-    if monochrome1:
-        stored = (4095 - stored).astype(np.uint16)
-    rows, cols = stored.shape
-    ds = _instance(
-        ComputedRadiographyImageStorage,
-        sop_uid,
-        "CR",
-        "ACC0002",
-        f"XR {body_part_examined or ''} {view_position}".replace("  ", " "),
-        f"{body_part_examined or ''} {view_position}".strip(),
-        body_part_examined,
-    )
-    ds.ViewPosition = view_position
-    ds.PatientOrientation = ["L", "F"]  # rows toward the patient's left, columns to the feet
-    ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = series_uid
-    ds.StudyID = "2"
-    ds.SeriesNumber = 1
-    ds.InstanceNumber = 1
-    ds.ImageType = ["ORIGINAL", "PRIMARY"]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME1" if monochrome1 else "MONOCHROME2"
-    ds.Rows = rows
-    ds.Columns = cols
-    if pixel_spacing_mm is not None:
-        ds.ImagerPixelSpacing = [f"{pixel_spacing_mm:g}", f"{pixel_spacing_mm:g}"]
-        ds.PixelSpacing = [f"{pixel_spacing_mm:g}", f"{pixel_spacing_mm:g}"]
-    ds.BitsAllocated = 16
-    ds.BitsStored = 12
-    ds.HighBit = 11
-    ds.PixelRepresentation = 0
-    ds.WindowCenter = "2048"
-    ds.WindowWidth = "4096"
-    ds.PixelData = np.ascontiguousarray(stored).astype("<u2").tobytes()
-    return ds
-
-
 def mr_to_datasets(
     phantom: BrainPhantom,
     *,
@@ -305,16 +226,16 @@ def mr_to_datasets(
     lowest ImagePositionPatient z.
     """
     entropy = [str(seed), CANARY_PATIENT_ID, "mr"]
-    study_uid = generate_uid(_UID_ROOT, [*entropy, "study"])
-    series_uid = generate_uid(_UID_ROOT, [*entropy, study_uid, "series"])
-    for_uid = generate_uid(_UID_ROOT, [*entropy, study_uid, "for"])
+    study_uid = generate_uid(UID_ROOT, [*entropy, "study"])
+    series_uid = generate_uid(UID_ROOT, [*entropy, study_uid, "series"])
+    for_uid = generate_uid(UID_ROOT, [*entropy, study_uid, "for"])
     dz, dy, dx = phantom.spacing_mm
     n, rows, cols = phantom.image.shape
     stored = np.clip(np.round(phantom.image), 0, 65535).astype("<u2")
     out: list[Dataset] = []
     for k in range(n):
-        sop_uid = generate_uid(_UID_ROOT, [*entropy, series_uid, str(k)])
-        ds = _instance(
+        sop_uid = generate_uid(UID_ROOT, [*entropy, series_uid, str(k)])
+        ds = new_instance(
             MRImageStorage,
             sop_uid,
             "MR",
@@ -359,102 +280,6 @@ def mr_to_datasets(
     return out
 
 
-def ultrasound_to_dataset(
-    image: UltrasoundImage,
-    *,
-    seed: int = 0,
-    body_part_examined: str | None = "THYROID",
-    series_description: str = "THYROID TRANSVERSE",
-    study_description: str = "US THYROID",
-    calibrated: bool = True,
-) -> Dataset:
-    """Turn a generated B-mode image into one US image (Ultrasound Image Storage, PS3.3 A.6).
-
-    Stored as 8-bit MONOCHROME2. The field of view is one calibrated region (Sequence of
-    Ultrasound Regions, PS3.3 C.8.5.5: 2-D tissue, physical units cm), which is where
-    the node reads the pixel size from; ``calibrated=False`` leaves the sequence out.
-    """
-    [ds] = ultrasound_to_datasets(
-        [image],
-        seed=seed,
-        body_part_examined=body_part_examined,
-        series_description=series_description,
-        study_description=study_description,
-        calibrated=calibrated,
-    )
-    return ds
-
-
-def ultrasound_to_datasets(
-    images: Sequence[UltrasoundImage],
-    *,
-    seed: int = 0,
-    body_part_examined: str | None = "THYROID",
-    series_description: str = "THYROID TRANSVERSE",
-    study_description: str = "US THYROID",
-    calibrated: bool = True,
-) -> list[Dataset]:
-    """Turn generated B-mode images into one series of US stills, Instance Numbers 1..n
-    (see :func:`ultrasound_to_dataset`)."""
-    entropy = [str(seed), CANARY_PATIENT_ID, "us"]
-    study_uid = generate_uid(_UID_ROOT, [*entropy, "study"])
-    series_uid = generate_uid(_UID_ROOT, [*entropy, study_uid, "series"])
-    out = []
-    for k, image in enumerate(images):
-        suffix = "image" if k == 0 else f"image{k + 1}"  # the first keeps its old UID
-        sop_uid = generate_uid(_UID_ROOT, [*entropy, series_uid, suffix])
-        ds = _instance(
-            UltrasoundImageStorage,
-            sop_uid,
-            "US",
-            "ACC0004",
-            study_description,
-            series_description,
-            body_part_examined,
-        )
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.StudyID = "4"
-        ds.SeriesNumber = 1
-        ds.InstanceNumber = k + 1
-        _ultrasound_image(ds, image, calibrated)
-        out.append(ds)
-    return out
-
-
-def _ultrasound_image(ds: Dataset, image: UltrasoundImage, calibrated: bool) -> None:
-    """The US Image and US Region Calibration modules (PS3.3 C.8.5.6, C.8.5.5)."""
-    stored = np.round(np.clip(image.image, 0.0, 1.0) * 255).astype(np.uint8)
-    rows, cols = stored.shape
-    ds.PatientOrientation = ""
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "ABDOMINAL", "0001"]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows = rows
-    ds.Columns = cols
-    ds.BitsAllocated = 8
-    ds.BitsStored = 8
-    ds.HighBit = 7
-    ds.PixelRepresentation = 0
-    ds.LossyImageCompression = "00"
-    if calibrated:
-        top, bottom, left, right = image.field
-        region = Dataset()
-        region.RegionSpatialFormat = 1  # 2-D tissue
-        region.RegionDataType = 1  # tissue
-        region.RegionFlags = 0
-        region.RegionLocationMinX0 = left
-        region.RegionLocationMinY0 = top
-        region.RegionLocationMaxX1 = right - 1
-        region.RegionLocationMaxY1 = bottom - 1
-        region.PhysicalUnitsXDirection = 3  # cm
-        region.PhysicalUnitsYDirection = 3
-        region.PhysicalDeltaX = image.pixel_mm / 10.0
-        region.PhysicalDeltaY = image.pixel_mm / 10.0
-        ds.SequenceOfUltrasoundRegions = [region]
-    ds.PixelData = np.ascontiguousarray(stored).tobytes()
-
-
 #: A short-axis plane: rows along (0.6, 0.8, 0) ... an oblique cut through the chest,
 #: ImageOrientationPatient (PS3.3 C.7.6.2.1.1), unit and orthogonal.
 _SHORT_AXIS = ((0.8, -0.6, 0.0), (0.36, 0.48, -0.8))
@@ -476,9 +301,9 @@ def cine_to_datasets(
     the plane's normal by the phantom's level distance. Stored as unsigned 16-bit values.
     """
     entropy = [str(seed), CANARY_PATIENT_ID, "cine"]
-    study_uid = generate_uid(_UID_ROOT, [*entropy, "study"])
-    series_uid = generate_uid(_UID_ROOT, [*entropy, study_uid, "series"])
-    for_uid = generate_uid(_UID_ROOT, [*entropy, study_uid, "for"])
+    study_uid = generate_uid(UID_ROOT, [*entropy, "study"])
+    series_uid = generate_uid(UID_ROOT, [*entropy, study_uid, "series"])
+    for_uid = generate_uid(UID_ROOT, [*entropy, study_uid, "for"])
     gap, dy, dx = phantom.spacing_mm
     levels, phases, rows, cols = phantom.image.shape
     row_dir, col_dir = (np.asarray(v) for v in _SHORT_AXIS)
@@ -490,8 +315,8 @@ def cine_to_datasets(
         corner = -row_dir * dx * cols / 2 - col_dir * dy * rows / 2 + normal * gap * level
         for phase in range(phases):
             k = level * phases + phase
-            sop_uid = generate_uid(_UID_ROOT, [*entropy, series_uid, str(k)])
-            ds = _instance(
+            sop_uid = generate_uid(UID_ROOT, [*entropy, series_uid, str(k)])
+            ds = new_instance(
                 MRImageStorage,
                 sop_uid,
                 "MR",
@@ -533,77 +358,3 @@ def cine_to_datasets(
             ds.PixelData = np.ascontiguousarray(stored[level, phase]).tobytes()
             out.append(ds)
     return out
-
-
-def mammogram_to_dataset(
-    mammo: Mammogram,
-    *,
-    seed: int = 0,
-    laterality: str = "R",
-    body_part_examined: str | None = "BREAST",
-    series_description: str = "",
-) -> Dataset:
-    """Turn a generated mammogram into one for-presentation digital mammogram (Digital
-    Mammography X-Ray Image Storage - For Presentation, PS3.3 A.26): 12-bit MONOCHROME2,
-    Imager Pixel Spacing from the phantom, the view (CC or MLO) coded."""
-    entropy = [str(seed), CANARY_PATIENT_ID, "mg"]
-    study_uid = generate_uid(_UID_ROOT, [*entropy, "study"])
-    series_uid = generate_uid(_UID_ROOT, [*entropy, study_uid, "series"])
-    sop_uid = generate_uid(_UID_ROOT, [*entropy, series_uid, "image"])
-    view = mammo.view
-    ds = _instance(
-        DigitalMammographyXRayImageStorageForPresentation,
-        sop_uid,
-        "MG",
-        "ACC0006",
-        "MAMMOGRAPHY",
-        series_description or f"{laterality} {view}",
-        body_part_examined,
-    )
-    ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = series_uid
-    ds.StudyID = "6"
-    ds.SeriesNumber = 1
-    ds.InstanceNumber = 1
-    ds.ImageType = ["ORIGINAL", "PRIMARY", ""]
-    ds.PresentationIntentType = "FOR PRESENTATION"
-    ds.ImageLaterality = laterality
-    ds.ViewPosition = view
-    ds.PixelIntensityRelationship = "LOG"
-    ds.PixelIntensityRelationshipSign = 1
-    ds.LossyImageCompression = "00"
-    ds.DetectorType = "DIRECT"
-    ds.PositionerType = "MAMMOGRAPHIC"
-    ds.OrganExposed = "BREAST"
-    ds.AcquisitionContextSequence = []
-    # rows toward the patient's ... chest wall on the image's left for a right breast
-    ds.PatientOrientation = ["A", "FR"] if view == "MLO" else ["A", "R"]
-    region = Dataset()
-    region.CodeValue, region.CodingSchemeDesignator = "76752008", "SCT"
-    region.CodeMeaning = "Breast"
-    ds.AnatomicRegionSequence = [region]
-    code = Dataset()
-    code.CodeValue = "399368009" if view == "MLO" else "399162004"
-    code.CodingSchemeDesignator = "SCT"
-    code.CodeMeaning = "medio-lateral oblique" if view == "MLO" else "cranio-caudal"
-    code.ViewModifierCodeSequence = []
-    ds.ViewCodeSequence = [code]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = mammo.image.shape
-    spacing = f"{mammo.pixel_mm:.5g}"
-    ds.ImagerPixelSpacing = [spacing, spacing]
-    ds.BitsAllocated = 16
-    ds.BitsStored = 12
-    ds.HighBit = 11
-    ds.PixelRepresentation = 0
-    ds.RescaleIntercept = "0"
-    ds.RescaleSlope = "1"
-    ds.RescaleType = "US"
-    ds.PresentationLUTShape = "IDENTITY"
-    ds.WindowCenter = "2048"
-    ds.WindowWidth = "4096"
-    ds.BurnedInAnnotation = "NO"
-    stored = np.round(np.clip(mammo.image, 0.0, 1.0) * 4095).astype("<u2")
-    ds.PixelData = np.ascontiguousarray(stored).tobytes()
-    return ds

@@ -22,7 +22,7 @@ sys.path.insert(0, str(HERE))
 
 from train import INPUT_SIZE, lung_train, score  # noqa: E402
 
-from dicom_ai_node.testing.phantoms.region_ct import kidney_ct_phantom  # noqa: E402
+from dicom_ai_node.testing.phantoms.kidney_ct import kidney_ct_phantom  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,7 +38,7 @@ sys.path.insert(0, str(LUNGS))
 from net import LungUNet, count_parameters  # noqa: E402  (the lung model's UNet)
 
 from dicom_ai_node.provenance import run_record  # noqa: E402
-from dicom_ai_node.testing.phantoms.region_ct import KIDNEY, TUMOUR, kidney_ct_phantom  # noqa: E402
+from dicom_ai_node.testing.phantoms.kidney_ct import KIDNEY, TUMOUR, kidney_ct_phantom  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("lung_train", LUNGS / "train.py")
 assert _spec is not None and _spec.loader is not None

@@ -35,7 +35,7 @@ sys.path.insert(0, str(LUNGS))
 from net import LungUNet  # noqa: E402  (the lung model's UNet)
 
 from dicom_ai_node.infer.tasks.segment import volume_percentiles  # noqa: E402
-from dicom_ai_node.testing.phantoms.region_mr import kidney_mr_phantom  # noqa: E402
+from dicom_ai_node.testing.phantoms.kidney_mr import kidney_mr_phantom  # noqa: E402
 
 
 def _load(name: str, path: Path) -> Any:

@@ -40,7 +40,7 @@ sys.path.insert(0, str(CT))
 from net import RegionNet  # noqa: E402
 
 from dicom_ai_node.domain import BodyPart  # noqa: E402
-from dicom_ai_node.testing.phantoms.chest_xr import extremity_radiograph  # noqa: E402
+from dicom_ai_node.testing.phantoms.extremity_xr import extremity_radiograph  # noqa: E402
 from dicom_ai_node.testing.phantoms.region_xr import XR_REGIONS, region_radiograph  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("region_train", CT / "train.py")

@@ -30,7 +30,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
 from dicom_ai_node.infer.tasks.saliency import grad_cam  # noqa: E402
-from dicom_ai_node.testing.phantoms.chest_xr import extremity_radiograph  # noqa: E402
+from dicom_ai_node.testing.phantoms.extremity_xr import extremity_radiograph  # noqa: E402
 
 
 def _chest_training() -> object:

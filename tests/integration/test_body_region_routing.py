@@ -21,15 +21,16 @@ from dicom_ai_node.domain import BodyPart, SeriesState
 from dicom_ai_node.send.scu import Peer, send_datasets
 from dicom_ai_node.settings import load_settings
 from dicom_ai_node.store.tables import Series
+from dicom_ai_node.testing.images import radiograph_to_dataset
 from dicom_ai_node.testing.phantoms.brain_mr import brain_mr_phantom
 from dicom_ai_node.testing.phantoms.chest_ct import ChestPhantom
-from dicom_ai_node.testing.phantoms.chest_xr import chest_radiograph, extremity_radiograph
+from dicom_ai_node.testing.phantoms.chest_xr import chest_radiograph
+from dicom_ai_node.testing.phantoms.extremity_xr import extremity_radiograph
 from dicom_ai_node.testing.phantoms.region_ct import region_ct
 from dicom_ai_node.testing.series import (
     make_ct_series,
     mr_to_datasets,
     phantom_to_datasets,
-    radiograph_to_dataset,
     write_series,
 )
 

@@ -30,7 +30,7 @@ from dicom_ai_node.testing.phantoms.chest_ct import (
     ChestPhantom,
     chest_ct_phantom,
 )
-from dicom_ai_node.testing.phantoms.region_ct import KIDNEY, TUMOUR, kidney_ct_phantom
+from dicom_ai_node.testing.phantoms.kidney_ct import KIDNEY, TUMOUR, kidney_ct_phantom
 from dicom_ai_node.testing.series import make_ct_series, phantom_to_datasets, write_series
 
 from ..conftest import NodeProcess, dcmtk_env, free_port, require_exe, write_node_config

@@ -18,8 +18,9 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from dicom_ai_node.geometry import components
+from dicom_ai_node.testing.images import mammogram_to_dataset
 from dicom_ai_node.testing.phantoms.mammography import CALCIFICATION, mammogram
-from dicom_ai_node.testing.series import mammogram_to_dataset, write_series
+from dicom_ai_node.testing.series import write_series
 
 from ..conftest import dcmtk_env, free_port, require_exe, write_node_config
 from ..tools import dciodvfy_errors, viewer_check

@@ -18,13 +18,10 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from dicom_ai_node.testing.phantoms.chest_xr import (
-    ChestRadiograph,
-    ExtremityRadiograph,
-    chest_radiograph,
-    extremity_radiograph,
-)
-from dicom_ai_node.testing.series import radiograph_to_dataset, write_series
+from dicom_ai_node.testing.images import radiograph_to_dataset
+from dicom_ai_node.testing.phantoms.chest_xr import ChestRadiograph, chest_radiograph
+from dicom_ai_node.testing.phantoms.extremity_xr import ExtremityRadiograph, extremity_radiograph
+from dicom_ai_node.testing.series import write_series
 
 from ..conftest import dcmtk_env, free_port, require_exe, write_node_config
 from ..tools import dciodvfy_errors, viewer_check

@@ -19,8 +19,9 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from dicom_ai_node.geometry import caliper_axes_mm, components
+from dicom_ai_node.testing.images import ultrasound_to_dataset, ultrasound_to_datasets
 from dicom_ai_node.testing.phantoms.ultrasound import NODULE, UltrasoundImage, ultrasound_image
-from dicom_ai_node.testing.series import ultrasound_to_dataset, ultrasound_to_datasets, write_series
+from dicom_ai_node.testing.series import write_series
 
 from ..conftest import dcmtk_env, free_port, require_exe, write_node_config
 from ..tools import dciodvfy_errors, viewer_check

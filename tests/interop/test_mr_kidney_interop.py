@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from dicom_ai_node.testing.phantoms.brain_mr import BrainPhantom
-from dicom_ai_node.testing.phantoms.region_ct import TUMOUR
-from dicom_ai_node.testing.phantoms.region_mr import kidney_mr_phantom
+from dicom_ai_node.testing.phantoms.kidney_ct import TUMOUR
+from dicom_ai_node.testing.phantoms.kidney_mr import kidney_mr_phantom
 from dicom_ai_node.testing.series import mr_to_datasets
 
 from .model_results import run_model, validate_and_view

@@ -19,8 +19,9 @@ from dicom_ai_node.encode import device_uid, encode_results
 from dicom_ai_node.infer.findings.measure import NO_UNITS
 from dicom_ai_node.infer.manifest import load_manifest
 from dicom_ai_node.infer.tasks.classify import PRESENT, PROBABILITY
+from dicom_ai_node.testing.images import radiograph_to_dataset
 from dicom_ai_node.testing.phantoms.chest_xr import chest_radiograph
-from dicom_ai_node.testing.series import radiograph_to_dataset, write_series
+from dicom_ai_node.testing.series import write_series
 
 from ..tools import dciodvfy_errors, viewer_check
 

@@ -22,8 +22,8 @@ from dicom_ai_node.infer.runner import Device, make_runner
 from dicom_ai_node.infer.tasks.classify import ABSENT, PRESENT, PROBABILITY, ImageClassifier
 from dicom_ai_node.infer.tasks.saliency import occlusion_saliency
 from dicom_ai_node.infer.volume import load_volume
+from dicom_ai_node.testing.images import radiograph_to_dataset
 from dicom_ai_node.testing.phantoms.chest_xr import chest_radiograph
-from dicom_ai_node.testing.series import radiograph_to_dataset
 
 MANIFEST = """
 name = "corner"

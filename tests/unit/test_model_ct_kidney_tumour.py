@@ -17,7 +17,7 @@ from dicom_ai_node.infer.registry import ModelRegistry
 from dicom_ai_node.infer.runner import Device
 from dicom_ai_node.route import load_rules, route_study
 from dicom_ai_node.testing.phantoms.chest_ct import ChestPhantom
-from dicom_ai_node.testing.phantoms.region_ct import KIDNEY, TUMOUR, kidney_ct_phantom
+from dicom_ai_node.testing.phantoms.kidney_ct import KIDNEY, TUMOUR, kidney_ct_phantom
 from dicom_ai_node.testing.series import make_ct_series, phantom_to_datasets
 
 from ..model_gate import load_weights, segment_like_the_runner, series_of

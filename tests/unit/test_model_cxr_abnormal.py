@@ -18,8 +18,9 @@ from dicom_ai_node.infer.registry import ModelRegistry
 from dicom_ai_node.infer.runner import Device
 from dicom_ai_node.infer.tasks.classify import ImageClassifier
 from dicom_ai_node.route import load_rules, route_study
+from dicom_ai_node.testing.images import radiograph_to_dataset
 from dicom_ai_node.testing.phantoms.chest_xr import FINDINGS, chest_radiograph
-from dicom_ai_node.testing.series import make_ct_series, radiograph_to_dataset
+from dicom_ai_node.testing.series import make_ct_series
 
 from ..model_gate import classifier_gate, load_weights, series_of
 

@@ -20,9 +20,9 @@ from dicom_ai_node.domain import Volume
 from dicom_ai_node.infer.registry import ModelRegistry
 from dicom_ai_node.infer.runner import Device
 from dicom_ai_node.route import load_rules, route_study
+from dicom_ai_node.testing.images import mammogram_to_dataset, radiograph_to_dataset
 from dicom_ai_node.testing.phantoms.chest_xr import chest_radiograph
 from dicom_ai_node.testing.phantoms.mammography import CALCIFICATION, Mammogram, mammogram
-from dicom_ai_node.testing.series import mammogram_to_dataset, radiograph_to_dataset
 
 from ..model_gate import load_weights, series_of
 

@@ -19,8 +19,8 @@ from dicom_ai_node.infer.runner import Device
 from dicom_ai_node.infer.tasks.segment import volume_percentiles
 from dicom_ai_node.route import load_rules, route_study
 from dicom_ai_node.testing.phantoms.brain_mr import BrainPhantom
-from dicom_ai_node.testing.phantoms.region_ct import KIDNEY, TUMOUR
-from dicom_ai_node.testing.phantoms.region_mr import kidney_mr_phantom
+from dicom_ai_node.testing.phantoms.kidney_ct import KIDNEY, TUMOUR
+from dicom_ai_node.testing.phantoms.kidney_mr import kidney_mr_phantom
 from dicom_ai_node.testing.series import mr_to_datasets
 
 from ..model_gate import load_weights, segment_like_the_runner, series_of

@@ -19,13 +19,15 @@ from dicom_ai_node.infer.bodyregion import BodyRegionModel, BodyRegionModels, pi
 from dicom_ai_node.infer.manifest import load_manifest
 from dicom_ai_node.infer.registry import ModelRegistry
 from dicom_ai_node.infer.runner import Device
+from dicom_ai_node.testing.images import radiograph_to_dataset
 from dicom_ai_node.testing.phantoms.brain_mr import brain_mr_phantom
-from dicom_ai_node.testing.phantoms.chest_xr import chest_radiograph, extremity_radiograph
+from dicom_ai_node.testing.phantoms.chest_xr import chest_radiograph
+from dicom_ai_node.testing.phantoms.extremity_xr import extremity_radiograph
 from dicom_ai_node.testing.phantoms.liver_mr import liver_mr_phantom
 from dicom_ai_node.testing.phantoms.region_ct import REGIONS
 from dicom_ai_node.testing.phantoms.region_mr import region_mr
 from dicom_ai_node.testing.phantoms.region_xr import XR_REGIONS, region_radiograph
-from dicom_ai_node.testing.series import radiograph_to_dataset, write_series
+from dicom_ai_node.testing.series import write_series
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 MR_DIR, XR_DIR = MODELS / "mr_body_region", MODELS / "xr_body_region"

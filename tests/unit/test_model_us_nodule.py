@@ -20,8 +20,9 @@ from dicom_ai_node.geometry import caliper_axes_mm, components
 from dicom_ai_node.infer.registry import ModelRegistry
 from dicom_ai_node.infer.runner import Device
 from dicom_ai_node.route import load_rules, route_study
+from dicom_ai_node.testing.images import ultrasound_to_dataset
 from dicom_ai_node.testing.phantoms.ultrasound import GLAND, NODULE, ultrasound_image
-from dicom_ai_node.testing.series import make_ct_series, ultrasound_to_dataset
+from dicom_ai_node.testing.series import make_ct_series
 
 from ..model_gate import load_weights, series_of
 

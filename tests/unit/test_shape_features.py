@@ -22,8 +22,8 @@ from dicom_ai_node.infer.findings.measure import (
 )
 from dicom_ai_node.infer.manifest import load_manifest
 from dicom_ai_node.infer.volume import load_volume, ultrasound_spacing
+from dicom_ai_node.testing.images import ultrasound_to_dataset
 from dicom_ai_node.testing.phantoms.ultrasound import GLAND, NODULE, ultrasound_image
-from dicom_ai_node.testing.series import ultrasound_to_dataset
 
 
 def _ellipse(rows: int, cols: int, half_depth: float, half_width: float) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Generated axial brain MR (T1-weighted look) with labelled brain and ventricles.
+"""Testing: axial brain MR (T1-weighted look) with labelled brain and ventricles.
 
 The training and test data of the built-in brain atrophy model (``models/mr_brain_atrophy``)
 and the studies of its tests. Nothing is downloaded: every volume is drawn from a seed.
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .chest_xr import _smooth_field
+from .fields import ellipsoid, smooth_field
 
 __all__ = [
     "BRAIN",
@@ -134,22 +134,6 @@ def hippocampal_occupancy(medial_atrophy: float) -> float:
     return h / (h + float(np.prod(horn)))
 
 
-def _ellipsoid(
-    x: npt.NDArray[np.float32],
-    y: npt.NDArray[np.float32],
-    z: npt.NDArray[np.float32],
-    centre: tuple[float, float, float],
-    axes: tuple[float, float, float],
-) -> npt.NDArray[np.float32]:
-    """The ellipsoid's level (< 1 inside)."""
-    level: npt.NDArray[np.float32] = (
-        ((x - centre[0]) / axes[0]) ** 2
-        + ((y - centre[1]) / axes[1]) ** 2
-        + ((z - centre[2]) / axes[2]) ** 2
-    ).astype(np.float32)
-    return level
-
-
 def brain_mr_phantom(
     slices: int = 28,
     size: int = 192,
@@ -187,13 +171,13 @@ def brain_mr_phantom(
     z, y, x = np.meshgrid(zs + 10.0, xs, xs, indexing="ij")  # centred 10 mm above the AC
     head = (float(rng.uniform(68, 78)), float(rng.uniform(86, 96)), float(rng.uniform(80, 90)))
     shift = (float(rng.uniform(-4, 4)), float(rng.uniform(-4, 4)), 0.0)
-    outer = _ellipsoid(x, y, z, shift, head)
-    skull = _ellipsoid(x, y, z, shift, tuple(h - 6.0 for h in head))  # type: ignore[arg-type]
+    outer = ellipsoid(x, y, z, shift, head)
+    skull = ellipsoid(x, y, z, shift, tuple(h - 6.0 for h in head))  # type: ignore[arg-type]
     gap = 2.0 + 6.0 * a  # CSF under the skull widens with atrophy
     brain_axes = tuple(h - 7.0 - gap for h in head)
-    brain_level = _ellipsoid(x, y, z, shift, brain_axes)  # type: ignore[arg-type]
+    brain_level = ellipsoid(x, y, z, shift, brain_axes)  # type: ignore[arg-type]
     # sulci: CSF clefts in the outer grey matter, deeper and wider with atrophy
-    field = np.stack([_smooth_field((size, size), 14, rng) for _ in range(slices)])
+    field = np.stack([smooth_field((size, size), 14, rng) for _ in range(slices)])
     depth = 0.80 - 0.12 * a
     sulci = (brain_level > depth) & (brain_level < 1.0) & (field > 0.55 - 0.6 * a)
     brain = (brain_level < 1.0) & ~sulci
@@ -205,8 +189,8 @@ def brain_mr_phantom(
     ventricles = np.zeros(x.shape, bool)
     for sign in (-1.0, 1.0):
         centre = (shift[0] + sign * side, shift[1] - 4.0, 12.0)
-        ventricles |= _ellipsoid(x, y, z, centre, (vx, vy, vz)) < 1.0
-    third = _ellipsoid(x, y, z, (shift[0], shift[1] + 2.0, -4.0), (1.0 + 2.0 * a, 12.0, 8.0))
+        ventricles |= ellipsoid(x, y, z, centre, (vx, vy, vz)) < 1.0
+    third = ellipsoid(x, y, z, (shift[0], shift[1] + 2.0, -4.0), (1.0 + 2.0 * a, 12.0, 8.0))
     ventricles |= third < 1.0
     ventricles &= brain_level < 0.8
     # medial temporal lobes: hippocampus in its CSF pocket, temporal horn above-lateral
@@ -219,10 +203,10 @@ def brain_mr_phantom(
         (1.0, LEFT_HIPPOCAMPUS, LEFT_TEMPORAL_HORN),
     ):
         centre = (shift[0] + sign * 27.0, shift[1] + 14.0, -12.0)
-        clefts |= _ellipsoid(x, y, z, centre, pocket_axes) < 1.0  # type: ignore[arg-type]
-        hipp = _ellipsoid(x, y, z, centre, hipp_axes) < 1.0
+        clefts |= ellipsoid(x, y, z, centre, pocket_axes) < 1.0  # type: ignore[arg-type]
+        hipp = ellipsoid(x, y, z, centre, hipp_axes) < 1.0
         horn_centre = (centre[0] + sign * horn_dx, centre[1] - 2.0, -12.0 + 0.5 * hipp_axes[2])
-        horn = _ellipsoid(x, y, z, horn_centre, horn_axes) < 1.0
+        horn = ellipsoid(x, y, z, horn_centre, horn_axes) < 1.0
         sides.append((hipp, hipp_label, horn, horn_label))
     brain &= ~clefts
     labels = np.zeros(x.shape, np.uint8)
@@ -249,7 +233,7 @@ def brain_mr_phantom(
     image[hippocampi] = gm
     image[ventricles | horns] = csf
     image *= np.float32(1.0) + np.float32(0.15) * np.stack(
-        [_smooth_field((size, size), 4, rng)] * slices
+        [smooth_field((size, size), 4, rng)] * slices
     )
     noise = float(rng.uniform(0.01, 0.04))
     image += rng.standard_normal(image.shape, dtype=np.float32) * np.float32(noise)

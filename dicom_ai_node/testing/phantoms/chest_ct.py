@@ -1,4 +1,4 @@
-"""Generated chest CT phantoms with known lung masks, for training and testing (numpy only).
+"""Testing: chest CT volumes with known lung masks, for training and testing (numpy only).
 
 Each phantom is drawn at random in the spirit of SynthSeg (domain randomisation): shapes,
 sizes, intensities, noise and blur change from seed to seed, so a model trained on many
@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+
+from .fields import upsample
 
 __all__ = ["LEFT_LUNG", "NODULE", "RIGHT_LUNG", "ChestPhantom", "chest_ct_phantom"]
 
@@ -256,7 +258,7 @@ class _Scene:
         grad = self.tissue.lung + self.tissue.lung_gradient * v / self.bv
         # smooth low-frequency texture: a coarse random grid, upsampled bilinearly
         coarse = rng.normal(0, rng.uniform(0, 30), (6, 6)).astype(np.float32)
-        self.lung_hu = (grad + _upsample(coarse, u.shape)).astype(np.float32)
+        self.lung_hu = (grad + upsample(coarse, u.shape)).astype(np.float32)
 
     def _draw_organs(self) -> None:
         rng, u, v, bu, bv = self.rng, self.u, self.v, self.bu, self.bv
@@ -565,16 +567,6 @@ def _stamp(
     _paint(window, disk, value)
     if mark is not None:
         labels[r0:r1, c0:c1][disk] = mark
-
-
-def _upsample(coarse: _F32, shape: tuple[int, ...]) -> npt.NDArray[np.float32]:
-    """Bilinear upsampling of a small grid to ``shape`` (a smooth random field)."""
-    gy, gx = coarse.shape
-    ys = np.linspace(0, gy - 1, shape[0], dtype=np.float32)
-    xs = np.linspace(0, gx - 1, shape[1], dtype=np.float32)
-    rows = np.stack([np.interp(xs, np.arange(gx), coarse[i]) for i in range(gy)])
-    out = np.stack([np.interp(ys, np.arange(gy), rows[:, j]) for j in range(shape[1])], axis=1)
-    return out.astype(np.float32)
 
 
 def _blur_noise(img: _F32, rng: np.random.Generator, sd: float, w: float) -> None:

@@ -1,4 +1,4 @@
-"""Generated cardiac cine MR (short axis, bSSFP look) with the left ventricle labelled.
+"""Testing: cardiac cine MR (short axis, bSSFP look) with the left ventricle labelled.
 
 The training and test data of the built-in cine model (``models/mr_cine_lv``) and the
 studies of its tests. Nothing is downloaded: every series is drawn from a seed.
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .chest_xr import _blur, _smooth_field
+from .fields import blur, smooth_field
 
 __all__ = ["CAVITY", "MYOCARDIUM", "CinePhantom", "cine_phantom", "volume_curve"]
 
@@ -141,7 +141,7 @@ def cine_phantom(
         "liver": float(rng.uniform(0.25, 0.4)),
     }
     scale = float(rng.uniform(400, 3000))
-    bias = 1 + 0.2 * _smooth_field((size, size), 4, rng)
+    bias = 1 + 0.2 * smooth_field((size, size), 4, rng)
     noise = float(rng.uniform(0.01, 0.05))
     body_a, body_b = float(rng.uniform(140, 180)), float(rng.uniform(100, 130))
     lung_shift = float(rng.uniform(55, 75))
@@ -189,7 +189,7 @@ def cine_phantom(
             myocardium = (dist <= outer) & ~cavity
             labels[level, phase][cavity] = CAVITY
             labels[level, phase][myocardium] = MYOCARDIUM
-            frame = _blur(frame, 0.6)
+            frame = blur(frame, 0.6)
             frame = frame * bias + noise * np.abs(
                 rng.standard_normal((size, size)) + 1j * rng.standard_normal((size, size))
             ).astype(np.float32)

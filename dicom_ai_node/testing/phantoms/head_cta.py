@@ -1,4 +1,4 @@
-"""Generated head CT angiography volumes with labelled arteries and aneurysms.
+"""Testing: head CT angiography volumes with labelled arteries and aneurysms.
 
 The training and test data of the built-in aneurysm model (``models/cta_aneurysm``) and
 the studies of its tests. Nothing is downloaded: every volume is drawn from a seed.

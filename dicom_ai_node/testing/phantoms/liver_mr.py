@@ -1,4 +1,4 @@
-"""Generated axial liver MR (T2-weighted look) with labelled lesions of three kinds.
+"""Testing: axial liver MR (T2-weighted look) with labelled lesions of three kinds.
 
 The training and test data of the built-in liver lesion model (``models/mr_liver_lesion``)
 and the studies of its tests. Nothing is downloaded: every volume is drawn from a seed.
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .chest_xr import _blur, _smooth_field
+from .fields import blur, ellipsoid, smooth_field
 
 __all__ = [
     "CYST",
@@ -82,15 +82,6 @@ class LiverPhantom:
     lesions: tuple[LiverLesion, ...]
 
 
-def _ellipsoid(
-    x: _F, y: _F, z: _F, c: tuple[float, float, float], r: tuple[float, float, float]
-) -> _F:
-    level: _F = (
-        ((x - c[0]) / r[0]) ** 2 + ((y - c[1]) / r[1]) ** 2 + ((z - c[2]) / r[2]) ** 2
-    ).astype(np.float32)
-    return level
-
-
 def liver_mr_phantom(
     seed: int,
     slices: int | None = None,
@@ -134,22 +125,22 @@ def liver_mr_phantom(
     image = np.zeros(shape, np.float32)
     labels = np.zeros(shape, np.uint8)
     a, b = float(rng.uniform(150, 175)), float(rng.uniform(105, 125))
-    body = _ellipsoid(x, y, z, (0, 5, 0), (a, b, 1e6)) <= 1
-    inner = _ellipsoid(x, y, z, (0, 5, 0), (a - 15, b - 15, 1e6)) <= 1
+    body = ellipsoid(x, y, z, (0, 5, 0), (a, b, 1e6)) <= 1
+    inner = ellipsoid(x, y, z, (0, 5, 0), (a - 15, b - 15, 1e6)) <= 1
     image[body] = gain["fat"]
-    wall = inner & (_ellipsoid(x, y, z, (0, 5, 0), (a - 25, b - 25, 1e6)) > 1)
+    wall = inner & (ellipsoid(x, y, z, (0, 5, 0), (a - 25, b - 25, 1e6)) > 1)
     image[wall] = gain["muscle"]
-    bowel = float(rng.uniform(0.35, 0.5)) * (1 + 0.3 * _smooth_field((size, size), 18, rng))
+    bowel = float(rng.uniform(0.35, 0.5)) * (1 + 0.3 * smooth_field((size, size), 18, rng))
     image[inner & ~wall] = np.broadcast_to(bowel, shape)[inner & ~wall]
     liver_c = (float(-rng.uniform(45, 60)), float(rng.uniform(-10, 5)), float(rng.uniform(-10, 25)))
     liver_r = (float(rng.uniform(70, 90)), float(rng.uniform(65, 80)), float(rng.uniform(80, 110)))
-    wobble = 0.08 * np.stack([_smooth_field((size, size), 5, rng)] * slices)
-    liver = (_ellipsoid(x, y, z, liver_c, liver_r) <= 1 + wobble) & inner & ~wall
+    wobble = 0.08 * np.stack([smooth_field((size, size), 5, rng)] * slices)
+    liver = (ellipsoid(x, y, z, liver_c, liver_r) <= 1 + wobble) & inner & ~wall
     liver &= ~(x > liver_c[0] + liver_r[0] * rng.uniform(0.55, 0.8))  # the left lobe ends
     image[liver] = gain["liver"]
     labels[liver] = LIVER
     spleen = (
-        _ellipsoid(
+        ellipsoid(
             x, y, z, (float(rng.uniform(70, 90)), 40, float(rng.uniform(10, 40))), (35, 45, 55)
         )
         <= 1
@@ -157,20 +148,19 @@ def liver_mr_phantom(
     image[spleen & inner & ~liver] = gain["spleen"]
     for side in (-1, 1):
         kidney = (
-            _ellipsoid(x, y, z, (side * 55.0, 55.0, float(rng.uniform(-60, -30))), (25, 30, 50))
-            <= 1
+            ellipsoid(x, y, z, (side * 55.0, 55.0, float(rng.uniform(-60, -30))), (25, 30, 50)) <= 1
         )
         image[kidney & inner] = gain["kidney"]
-    spine = _ellipsoid(x, y, z, (0, 70, 0), (22, 20, 1e6)) <= 1
+    spine = ellipsoid(x, y, z, (0, 70, 0), (22, 20, 1e6)) <= 1
     image[spine] = gain["bone"]
     for cx, cy, r in ((12.0, 40.0, 11.0), (-22.0, 30.0, 12.0)):  # aorta, vena cava
-        image[_ellipsoid(x, y, z, (cx, cy, 0), (r, r, 1e6)) <= 1] = 0.03
+        image[ellipsoid(x, y, z, (cx, cy, 0), (r, r, 1e6)) <= 1] = 0.03
     gallbladder = (
-        _ellipsoid(x, y, z, (liver_c[0] + 35, liver_c[1] - 40, liver_c[2] - 40), (15, 18, 35)) <= 1
+        ellipsoid(x, y, z, (liver_c[0] + 35, liver_c[1] - 40, liver_c[2] - 40), (15, 18, 35)) <= 1
     )
     image[gallbladder & inner] = gain["fluid"]
     labels[gallbladder & liver] = 0  # fluid outside the liver's parenchyma
-    stomach = _ellipsoid(x, y, z, (50.0, -30.0, 40.0), (35, 30, 40)) <= 1
+    stomach = ellipsoid(x, y, z, (50.0, -30.0, 40.0), (35, 30, 40)) <= 1
     image[stomach & inner & ~liver] = gain["fluid"] * 0.9
     drawn: list[LiverLesion] = []
     count = lesions if lesions is not None else int(rng.choice(4, p=[0.15, 0.45, 0.25, 0.15]))
@@ -182,15 +172,13 @@ def liver_mr_phantom(
             zi, yi, xi = inside[int(rng.integers(len(inside)))]
             centre = (float(x[0, 0, xi]), float(y[0, yi, 0]), float(z[zi, 0, 0]))
             radius = diameter / 2
-            level = _ellipsoid(x, y, z, centre, (radius, radius * rng.uniform(0.8, 1.2), radius))
+            level = ellipsoid(x, y, z, centre, (radius, radius * rng.uniform(0.8, 1.2), radius))
             if kind == HAEMANGIOMA:
                 level = level / (
-                    1 + 0.15 * np.stack([_smooth_field((size, size), 10, rng)] * slices)
+                    1 + 0.15 * np.stack([smooth_field((size, size), 10, rng)] * slices)
                 )
             elif kind == METASTASIS:
-                level = level / (
-                    1 + 0.1 * np.stack([_smooth_field((size, size), 14, rng)] * slices)
-                )
+                level = level / (1 + 0.1 * np.stack([smooth_field((size, size), 14, rng)] * slices))
             mask = level <= 1
             if mask.any() and liver[mask].mean() > 0.9 and not (labels[mask] > LIVER).any():
                 break
@@ -199,7 +187,7 @@ def liver_mr_phantom(
         if kind == CYST:
             image[mask] = gain["fluid"]
         elif kind == HAEMANGIOMA:
-            texture = 1 + 0.08 * np.stack([_smooth_field((size, size), 30, rng)] * slices)
+            texture = 1 + 0.08 * np.stack([smooth_field((size, size), 30, rng)] * slices)
             image[mask] = (gain["fluid"] * float(rng.uniform(0.7, 0.82)) * texture)[mask]
         else:
             core = float(rng.uniform(0.4, 0.55))
@@ -207,12 +195,12 @@ def liver_mr_phantom(
             image[mask] = np.where(level[mask] > 0.55, rim, core)
         labels[mask] = kind
         drawn.append(LiverLesion(kind, centre, diameter))
-    bias = 1 + 0.2 * _smooth_field((size, size), 4, rng)
+    bias = 1 + 0.2 * smooth_field((size, size), 4, rng)
     out = np.empty(shape, np.float32)
     scale = float(rng.uniform(300, 2500))
     noise = float(rng.uniform(0.01, 0.04))
     for k in range(slices):
-        plane = _blur(image[k], 0.6) * bias
+        plane = blur(image[k], 0.6) * bias
         out[k] = (
             np.abs(
                 plane

@@ -1,4 +1,4 @@
-"""Generated digital mammograms (MLO or CC view) with labelled microcalcifications.
+"""Testing: digital mammograms (MLO or CC view) with labelled microcalcifications.
 
 The training and test data of the built-in mammography model (``models/mg_calcification``)
 and the images of its tests. Nothing is downloaded: every image is drawn from a seed.
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .chest_xr import _blur, _smooth_field
+from .fields import blur, smooth_field
 
 __all__ = ["CALCIFICATION", "CalcCluster", "Mammogram", "mammogram"]
 
@@ -71,7 +71,7 @@ def _texture(shape: tuple[int, int], rng: np.random.Generator) -> _F:
     """Fibroglandular texture: smooth fields at several scales, about 0..1."""
     out = np.zeros(shape, np.float32)
     for cells, weight in ((4, 0.5), (10, 0.3), (28, 0.15), (70, 0.08)):
-        out += weight * _smooth_field(shape, cells, rng)
+        out += weight * smooth_field(shape, cells, rng)
     scaled: _F = ((out - out.min()) / max(float(np.ptp(out)), 1e-6)).astype(np.float32)
     return scaled
 
@@ -91,7 +91,7 @@ def _lines(shape: tuple[int, int], count: int, width: float, rng: np.random.Gene
             angle += float(rng.normal(0, 0.03))
             r += np.sin(angle)
             c += np.cos(angle)
-    return _blur(out.clip(0, 1), width)
+    return blur(out.clip(0, 1), width)
 
 
 def _speck(
@@ -152,7 +152,7 @@ def mammogram(
     image[skin] += 0.1
     if view == "MLO":
         muscle = (xx / (cols * rng.uniform(0.25, 0.4)) + yy / (rows * rng.uniform(0.3, 0.5))) < 1
-        image[muscle & breast] = 0.75 + 0.05 * _smooth_field(shape, 6, rng)[muscle & breast]
+        image[muscle & breast] = 0.75 + 0.05 * smooth_field(shape, 6, rng)[muscle & breast]
     labels = np.zeros(shape, np.uint8)
     # benign: coarse calcifications (large, not labelled) and a vascular one (a dotted line)
     for _ in range(int(rng.integers(0, 4))):
@@ -170,7 +170,7 @@ def mammogram(
             rr, cc = r + np.sin(angle) * k * 0.6 / pixel, c + np.cos(angle) * k * 0.6 / pixel
             band = np.hypot(yy - rr, xx - cc) <= 0.35 / pixel
             image[band & breast] = np.maximum(image[band & breast], 0.9)
-    image = _blur(image, 0.6)
+    image = blur(image, 0.6)
     # microcalcifications: clusters and a few scattered specks
     drawn: list[CalcCluster] = []
     count = clusters if clusters is not None else int(rng.choice(3, p=[0.3, 0.5, 0.2]))

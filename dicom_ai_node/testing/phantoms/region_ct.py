@@ -1,4 +1,4 @@
-"""Generated axial CT slices of the head, neck, chest, abdomen and pelvis.
+"""Testing: axial CT slices of the head, neck, chest, abdomen and pelvis.
 
 The training and test data of the built-in body-region model (``models/body_region``):
 each slice is drawn in millimetres from randomised ellipses (body outline, fat, bones,
@@ -12,19 +12,17 @@ the pelvis.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import numpy.typing as npt
 
 from ...domain import BodyPart
+from .fields import box_blur
 
 __all__ = [
-    "KIDNEY",
     "REGIONS",
-    "TUMOUR",
-    "KidneyPhantom",
-    "kidney_ct_phantom",
+    "Canvas",
+    "draw_abdomen",
+    "draw_table",
     "region_anatomy",
     "region_ct",
     "region_slice",
@@ -37,7 +35,7 @@ _F = npt.NDArray[np.float32]
 _B = npt.NDArray[np.bool_]
 
 
-class _Canvas:
+class Canvas:
     """An image in HU with a millimetre grid centred on the body."""
 
     def __init__(self, size: int, pixel_mm: float, rng: np.random.Generator) -> None:
@@ -55,18 +53,21 @@ class _Canvas:
         self.hu: _F = np.full((size, size), -1000.0, np.float32)
 
     def ellipse(self, cx: float, cy: float, ax: float, ay: float) -> _B:
+        """Pixels inside the ellipse (centre and half axes in mm)."""
         inside: _B = ((self.x - cx) / ax) ** 2 + ((self.y - cy) / ay) ** 2 < 1.0
         return inside
 
     def paint(self, mask: _B, hu: float, sd: float = 0.0) -> None:
+        """Set ``mask`` to ``hu``, with Gaussian texture of ``sd`` HU."""
         noise = self.rng.normal(0.0, sd, mask.sum()).astype(np.float32) if sd else 0.0
         self.hu[mask] = hu + noise
 
     def u(self, low: float, high: float) -> float:
+        """A uniform draw from the canvas's generator."""
         return float(self.rng.uniform(low, high))
 
 
-def _body(c: _Canvas, ax: float, ay: float, fat_mm: float) -> tuple[_B, _B]:
+def _body(c: Canvas, ax: float, ay: float, fat_mm: float) -> tuple[_B, _B]:
     """Skin and subcutaneous fat, then muscle inside; returns (body, inside) masks."""
     body = c.ellipse(0, 0, ax, ay)
     c.paint(body, c.u(-120, -80), 8)
@@ -75,19 +76,20 @@ def _body(c: _Canvas, ax: float, ay: float, fat_mm: float) -> tuple[_B, _B]:
     return body, inside
 
 
-def _spine(c: _Canvas, cy: float, r: float) -> None:
+def _spine(c: Canvas, cy: float, r: float) -> None:
     c.paint(c.ellipse(0, cy, r, r * c.u(0.8, 1.0)), c.u(250, 600), 60)
     c.paint(c.ellipse(0, cy + r * 1.5, r * 0.45, r * 0.4), c.u(20, 40), 5)  # canal
     c.paint(c.ellipse(0, cy + r * 2.1, r * 0.5, r * 0.35), c.u(300, 700), 60)  # lamina
 
 
-def _table(c: _Canvas, y: float) -> None:
+def draw_table(c: Canvas, y: float) -> None:
+    """The patient table below ``y`` mm (seven times in ten)."""
     if c.rng.random() < 0.7:
         band = (c.y > y) & (c.y < y + c.u(3, 8)) & (np.abs(c.x) < c.u(150, 220))
         c.paint(band, c.u(-200, 300), 20)
 
 
-def _head(c: _Canvas, z: float) -> float:
+def _head(c: Canvas, z: float) -> float:
     ax, ay = c.u(65, 82), c.u(82, 100)
     scale = 0.55 + 0.45 * np.sqrt(max(0.05, 1 - (2 * z - 1.2) ** 2)) if z > 0.6 else 1.0
     ax, ay = ax * scale, ay * scale
@@ -112,7 +114,7 @@ def _head(c: _Canvas, z: float) -> float:
     return ay
 
 
-def _neck(c: _Canvas, z: float) -> float:
+def _neck(c: Canvas, z: float) -> float:
     ax, ay = c.u(50, 72), c.u(45, 62)
     if z < 0.3 and c.rng.random() < 0.7:  # base of the neck: shoulders
         for side in (-1, 1):
@@ -143,7 +145,7 @@ def _neck(c: _Canvas, z: float) -> float:
     return ay
 
 
-def _chest(c: _Canvas, z: float) -> float:
+def _chest(c: Canvas, z: float) -> float:
     ax, ay = c.u(135, 180), c.u(95, 130)
     _, inside = _body(c, ax, ay, c.u(8, 30))
     lung_ay = ay * c.u(0.55, 0.75) * (0.6 + 0.4 * np.sin(np.pi * (0.15 + 0.85 * z)))
@@ -181,7 +183,8 @@ def _chest(c: _Canvas, z: float) -> float:
     return ay
 
 
-def _abdomen(c: _Canvas, z: float, kidneys: bool = True) -> float:
+def draw_abdomen(c: Canvas, z: float, kidneys: bool = True) -> float:
+    """An abdomen at level ``z``, with or without kidneys; returns its posterior extent (mm)."""
     ax, ay = c.u(135, 190), c.u(100, 140)
     _, inside = _body(c, ax, ay, c.u(10, 45))
     if z > 0.45:  # upper abdomen: liver (patient's right = image left), spleen, stomach
@@ -228,7 +231,7 @@ def _abdomen(c: _Canvas, z: float, kidneys: bool = True) -> float:
     return ay
 
 
-def _pelvis(c: _Canvas, z: float) -> float:
+def _pelvis(c: Canvas, z: float) -> float:
     ax, ay = c.u(150, 200), c.u(95, 130)
     _, inside = _body(c, ax, ay, c.u(10, 40))
     if z > 0.5:  # iliac wings
@@ -273,7 +276,7 @@ _DRAW = {
     BodyPart.HEAD: _head,
     BodyPart.NECK: _neck,
     BodyPart.CHEST: _chest,
-    BodyPart.ABDOMEN: _abdomen,
+    BodyPart.ABDOMEN: draw_abdomen,
     BodyPart.PELVIS: _pelvis,
 }
 #: Typical field of view (mm) of each region's scans.
@@ -286,17 +289,6 @@ _FOV = {
 }
 
 
-def _blur(hu: _F, rng: np.random.Generator) -> _F:
-    """A 3x3 box blur of random strength (reconstruction kernels differ)."""
-    w = float(rng.uniform(0.0, 0.6))
-    padded = np.pad(hu, 1, mode="edge")
-    box = (
-        sum(padded[i : i + hu.shape[0], j : j + hu.shape[1]] for i in range(3) for j in range(3))
-        / 9
-    )
-    return ((1 - w) * hu + w * box).astype(np.float32)
-
-
 def region_anatomy(
     region: BodyPart, size: int, z: float, rng: np.random.Generator, fov_mm: float | None = None
 ) -> _F:
@@ -307,9 +299,9 @@ def region_anatomy(
     """
     low, high = _FOV[region]
     fov = fov_mm if fov_mm is not None else float(rng.uniform(low, high))
-    canvas = _Canvas(size, fov / size, rng)
+    canvas = Canvas(size, fov / size, rng)
     bottom = _DRAW[region](canvas, z)
-    _table(canvas, bottom + canvas.u(5, 30))
+    draw_table(canvas, bottom + canvas.u(5, 30))
     return canvas.hu
 
 
@@ -331,7 +323,7 @@ def region_slice(
     fov_mm:
         Field of view; random within the region's typical range when ``None``.
     """
-    hu = _blur(region_anatomy(region, size, z, rng, fov_mm), rng)
+    hu = box_blur(region_anatomy(region, size, z, rng, fov_mm), rng)
     hu += rng.normal(0.0, rng.uniform(3, 30), hu.shape).astype(np.float32)
     out: _F = np.clip(hu + rng.uniform(-15, 15), -1024, 3071).astype(np.float32)
     return out
@@ -353,116 +345,3 @@ def region_ct(
     for k, z in enumerate(levels):
         out[k] = np.rint(region_slice(region, size, float(z), rng, fov))
     return out
-
-
-#: Labels of :func:`kidney_ct_phantom`.
-KIDNEY, TUMOUR = 1, 2
-
-
-@dataclass(frozen=True)
-class KidneyPhantom:
-    """An abdominal CT volume through both kidneys with its truth.
-
-    ``hu`` (slices, rows, columns) int16; ``labels`` uint8: 0 background, 1 kidney
-    (cortex, medulla and sinus inside its outline), 2 tumour; ``spacing_mm`` (slice, row,
-    column).
-    """
-
-    hu: npt.NDArray[np.int16]
-    labels: npt.NDArray[np.uint8]
-    spacing_mm: tuple[float, float, float]
-
-    def volume_ml(self, label: int) -> float:
-        """True volume of one label in millilitres."""
-        return (
-            float(np.count_nonzero(self.labels == label)) * float(np.prod(self.spacing_mm)) / 1000
-        )
-
-
-def kidney_ct_phantom(
-    slices: int,
-    size: int,
-    spacing_mm: tuple[float, float, float],
-    seed: int,
-    *,
-    tumour: bool | None = None,
-    contrast: bool | None = None,
-) -> KidneyPhantom:
-    """Axial CT slices through both kidneys, often with a renal tumour.
-
-    The kidneys are ellipsoids (in mm, so consistent from slice to slice) on either side
-    of the spine, each with a brighter cortex and a fat-density sinus at the hilum; in
-    the nephrographic phase (80 %) the cortex enhances to 140-260 HU, otherwise 28-45
-    HU (``contrast`` forces one or the other). A tumour (a sphere of 8-32 mm radius, 70 %
-    of phantoms unless ``tumour`` says)
-    sits on a kidney's surface, partly outside it, heterogeneous and darker than the
-    enhancing cortex (35-110 HU; 20-50 HU unenhanced). Around them the abdomen of
-    :func:`region_slice` is drawn anew on each slice (liver, spleen, bowel, aorta,
-    spine, fat), so the outline moves a little between slices; one field of view,
-    position and rotation per phantom.
-    """
-    rng = np.random.default_rng([seed, 31])
-    dz, dy, dx = spacing_mm
-    shape_seed = int(rng.integers(2**31))
-    enhanced = rng.random() < 0.8  # drawn either way, so the anatomy stays the same
-    contrast = enhanced if contrast is None else contrast
-    kidneys = []
-    for side in (-1, 1):
-        kidneys.append(
-            {
-                "x": side * rng.uniform(45, 75),
-                "y": rng.uniform(25, 55),
-                "z": rng.uniform(-12, 12) + (8 if side < 0 else 0),  # the right sits lower
-                "ax": rng.uniform(22, 32),
-                "ay": rng.uniform(16, 24),
-                "az": rng.uniform(45, 62),
-                "cortex": rng.uniform(140, 260) if contrast else rng.uniform(28, 45),
-                "medulla": rng.uniform(60, 140) if contrast else rng.uniform(25, 40),
-            }
-        )
-    has_tumour = (rng.random() < 0.7) if tumour is None else tumour
-    lesion = None
-    if has_tumour:
-        k = kidneys[int(rng.integers(2))]
-        theta, phi = rng.uniform(0, 2 * np.pi), rng.uniform(-1.2, 1.2)
-        depth = rng.uniform(0.55, 1.0)  # centre inside the kidney, near its surface
-        lesion = {
-            "x": k["x"] + depth * k["ax"] * np.cos(theta) * np.cos(phi),
-            "y": k["y"] + depth * k["ay"] * np.sin(theta) * np.cos(phi),
-            "z": k["z"] + depth * k["az"] * np.sin(phi),
-            "r": rng.uniform(8, 32),
-            "hu": rng.uniform(35, 110) if contrast else rng.uniform(20, 50),
-        }
-    half = slices * dz / 2
-    hu = np.empty((slices, size, size), np.int16)
-    labels = np.zeros((slices, size, size), np.uint8)
-    for index in range(slices):
-        zmm = -half + (index + 0.5) * dz
-        canvas = _Canvas(size, dx, np.random.default_rng(shape_seed))  # one pose
-        canvas.rng = rng
-        bottom = _abdomen(canvas, float(np.clip(0.5 + zmm / 200, 0.25, 0.75)), kidneys=False)
-        _table(canvas, bottom + canvas.u(5, 30))
-        label = labels[index]
-        for k in kidneys:
-            t = 1 - ((zmm - k["z"]) / k["az"]) ** 2
-            if t <= 0:
-                continue
-            scale = float(np.sqrt(t))
-            outline = canvas.ellipse(k["x"], k["y"], k["ax"] * scale, k["ay"] * scale)
-            canvas.paint(outline, k["cortex"], 12)
-            inner = canvas.ellipse(k["x"], k["y"], k["ax"] * scale * 0.7, k["ay"] * scale * 0.7)
-            canvas.paint(inner, k["medulla"], 12)
-            if scale > 0.5:  # renal sinus fat at the hilum, facing the spine
-                hilum = canvas.ellipse(k["x"] * 0.8, k["y"], k["ax"] * scale * 0.3, k["ay"] * 0.35)
-                canvas.paint(hilum & outline, rng.uniform(-90, -30), 10)
-            label[outline] = KIDNEY
-        if lesion is not None:
-            t = lesion["r"] ** 2 - (zmm - lesion["z"]) ** 2
-            if t > 0:
-                mask = canvas.ellipse(lesion["x"], lesion["y"], np.sqrt(t), np.sqrt(t))
-                texture = rng.normal(0, 15, mask.sum())
-                canvas.hu[mask] = lesion["hu"] + texture
-                label[mask] = TUMOUR
-        img = _blur(canvas.hu, rng) + rng.normal(0.0, rng.uniform(3, 25), (size, size))
-        hu[index] = np.rint(np.clip(img, -1024, 3071))
-    return KidneyPhantom(hu, labels, (float(dz), float(dy), float(dx)))

@@ -1,4 +1,4 @@
-"""Generated axial MR slices of the head, neck, chest, abdomen and pelvis.
+"""Testing: axial MR slices of the head, neck, chest, abdomen and pelvis.
 
 The training and test data of the built-in MR body-region model
 (``models/mr_body_region``). The anatomy is that of the CT generator
@@ -9,7 +9,8 @@ that T1-like (fat bright, fluid dark), T2-like (fluid bright) and fat-suppressed
 all occur, followed by a smooth coil-sensitivity field, Rician noise and an arbitrary
 scanner gain. Air, lung and cortical bone stay dark, as they are on every MR sequence.
 The kidneys of the kidney model's phantom get the same treatment
-(:func:`kidney_mr_phantom`), the training data of ``models/mr_kidney_tumour``.
+(:func:`~dicom_ai_node.testing.phantoms.kidney_mr.kidney_mr_phantom`), the training data
+of ``models/mr_kidney_tumour``.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import numpy as np
 import numpy.typing as npt
 
 from ...domain import BodyPart
-from .region_ct import KIDNEY, TUMOUR, KidneyPhantom, kidney_ct_phantom, region_anatomy
+from .fields import upsample
+from .region_ct import region_anatomy
 
-__all__ = ["kidney_mr_phantom", "mr_contrast", "region_mr", "region_mr_slice"]
+__all__ = ["mr_contrast", "region_mr", "region_mr_slice"]
 
 _F = npt.NDArray[np.float32]
 
@@ -41,12 +43,7 @@ _ANCHORS: tuple[tuple[float, float, float], ...] = (
 
 def _smooth(shape: tuple[int, int], rng: np.random.Generator) -> _F:
     """A smooth field of about 1 (coil sensitivity), from a 4x4 grid of random values."""
-    coarse = rng.uniform(0.65, 1.35, (4, 4)).astype(np.float32)
-    rows = np.linspace(0, 3, shape[0], dtype=np.float32)
-    cols = np.linspace(0, 3, shape[1], dtype=np.float32)
-    across = np.stack([np.interp(cols, np.arange(4), row) for row in coarse])
-    field = np.stack([np.interp(rows, np.arange(4), across[:, j]) for j in range(shape[1])], 1)
-    return field.astype(np.float32)
+    return upsample(rng.uniform(0.65, 1.35, (4, 4)).astype(np.float32), shape)
 
 
 def mr_contrast(hu: _F, rng: np.random.Generator, look: int | None = None) -> _F:
@@ -120,56 +117,3 @@ _FOV_MR = {
     BodyPart.ABDOMEN: (320.0, 450.0),
     BodyPart.PELVIS: (320.0, 450.0),
 }
-
-
-def kidney_mr_phantom(
-    slices: int,
-    size: int,
-    spacing_mm: tuple[float, float, float],
-    seed: int,
-    *,
-    tumour: bool | None = None,
-) -> KidneyPhantom:
-    """Axial MR slices through both kidneys, often with a renal tumour.
-
-    The anatomy and truth of :func:`~dicom_ai_node.testing.phantoms.region_ct.kidney_ct_phantom`
-    (nephrographic phase), given one random MR look per series (:func:`mr_contrast`).
-    The parenchyma then differs from the soft tissue of its slice by a factor of
-    0.45-0.75 or its inverse (its cortex brighter than its medulla, 5 % noise), and a
-    tumour from the parenchyma by 0.35-0.7 or its inverse (renal tumours are darker or
-    brighter than the cortex on T2 and after gadolinium), with 12 % texture; without
-    that, random tissue signals could make them one.
-
-    Returns
-    -------
-    KidneyPhantom
-        ``hu`` holds the MR signal (uint16 values in an int16 array: 0 .. 32767).
-    """
-    ct = kidney_ct_phantom(slices, size, spacing_mm, seed, tumour=tumour, contrast=True)
-    rng = np.random.default_rng([seed, 73])
-    look = int(rng.integers(2**31))
-
-    def darker_or_brighter(low: float, high: float) -> float:
-        return float(
-            rng.uniform(low, high) if rng.random() < 0.5 else rng.uniform(1 / high, 1 / low)
-        )
-
-    organ = darker_or_brighter(0.45, 0.75)  # parenchyma against the soft tissue around
-    factor = darker_or_brighter(0.35, 0.7)  # tumour against parenchyma
-    out = np.empty(ct.hu.shape, np.int16)
-    for index in range(slices):
-        hu = ct.hu[index].astype(np.float32)
-        signal = mr_contrast(hu, rng, look)
-        soft = (hu > 20) & (hu < 80) & (ct.labels[index] == 0)
-        level = float(np.median(signal[soft])) if soft.any() else float(np.median(signal))
-        kidney = (ct.labels[index] == KIDNEY) & (hu > -20)  # not the sinus fat
-        if kidney.any():  # keep the cortex brighter than the medulla, as after contrast
-            shade = hu[kidney] / max(1.0, float(hu[kidney].mean()))
-            noise = 1 + 0.05 * rng.standard_normal(int(kidney.sum()))
-            signal[kidney] = level * organ * shade * noise
-        mass = ct.labels[index] == TUMOUR
-        if mass.any():
-            texture = 1 + 0.12 * rng.standard_normal(int(mass.sum()))
-            signal[mass] = level * organ * factor * texture
-        out[index] = np.clip(np.rint(signal), 0, 32767)
-    return KidneyPhantom(out, ct.labels, ct.spacing_mm)

@@ -1,4 +1,4 @@
-"""Generated radiographs of the head, chest, abdomen, pelvis and the limbs.
+"""Testing: radiographs of the head, chest, abdomen, pelvis and the limbs.
 
 The training and test data of the built-in radiograph body-region model
 (``models/xr_body_region``). Each film is a projection: ellipsoids of soft tissue, gas
@@ -21,7 +21,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ...domain import BodyPart
-from .chest_xr import _blur, _Grid, _smooth_field, chest_radiograph
+from .chest_xr import chest_radiograph
+from .fields import Grid, blur, smooth_field
 
 __all__ = ["XR_REGIONS", "region_radiograph"]
 
@@ -42,7 +43,7 @@ class _Film:
     """Path lengths times attenuation, accumulated in the grid's coordinates."""
 
     def __init__(self, size: int, rng: np.random.Generator) -> None:
-        self.g = _Grid(size, rng)
+        self.g = Grid(size, rng)
         self.rng = rng
         self.mu: _F = np.zeros((size, size), np.float32)
 
@@ -281,8 +282,8 @@ def region_radiograph(region: BodyPart, size: int, rng: np.random.Generator) -> 
     _DRAW[region](f)
     mu = np.clip(f.mu, 0, None) * f.u(0.6, 1.4)
     img = 1.0 - np.exp(-mu)
-    img *= 1.0 + 0.08 * _smooth_field(img.shape, 5, rng)
-    img = _blur(img.astype(np.float32), f.u(0.3, 1.5) * size / 256)
+    img *= 1.0 + 0.08 * smooth_field(img.shape, 5, rng)
+    img = blur(img.astype(np.float32), f.u(0.3, 1.5) * size / 256)
     img = np.clip(img, 0.0, 1.0) ** f.u(0.6, 1.5)
     img = img * f.u(0.8, 1.0) + f.u(0.0, 0.08)
     img += rng.standard_normal(img.shape).astype(np.float32) * f.u(0.005, 0.03)

@@ -1,4 +1,4 @@
-"""Generated B-mode ultrasound images of the thyroid and the breast with labelled nodules.
+"""Testing: B-mode ultrasound images of the thyroid and the breast with labelled nodules.
 
 The training and test data of the built-in ultrasound nodule model (``models/us_nodule``)
 and the images of its tests. Nothing is downloaded: every image is drawn from a seed.
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .chest_xr import _smooth_field
+from .fields import blur_axes, smooth_field
 
 __all__ = ["GLAND", "NODULE", "ORGANS", "UltrasoundImage", "UsNodule", "ultrasound_image"]
 
@@ -95,26 +95,6 @@ class UltrasoundImage:
     field: tuple[int, int, int, int]
 
 
-def _blur2(img: _F, sigma_rows: float, sigma_cols: float) -> _F:
-    """Separable Gaussian blur with its own sigma per axis (pixels), edges replicated."""
-    out = img
-    for axis, sigma in ((0, sigma_rows), (1, sigma_cols)):
-        if sigma < 0.3:
-            continue
-        radius = max(1, int(3 * sigma))
-        t = np.arange(-radius, radius + 1, dtype=np.float32)
-        kernel = np.exp(-0.5 * (t / sigma) ** 2)
-        kernel /= kernel.sum()
-        pad = [(radius, radius) if a == axis else (0, 0) for a in (0, 1)]
-        padded = np.pad(out, pad, "edge")
-        acc = np.zeros_like(out)
-        n = out.shape[axis]
-        for k, w in enumerate(kernel):
-            acc += w * (padded[k : k + n] if axis == 0 else padded[:, k : k + n])
-        out = acc
-    return out.astype(np.float32)
-
-
 class _Field:
     """Millimetre coordinates of the field of view: x across the probe, y depth."""
 
@@ -165,7 +145,7 @@ def _streaks(f: _Field, rng: np.random.Generator, scale_mm: float) -> _F:
     """Horizontal fibrillar texture (muscle), about -1..1."""
     rows, cols = f.x.shape
     noise = rng.standard_normal((rows, cols)).astype(np.float32)
-    smooth = _blur2(noise, 0.4 / f.pixel_mm, scale_mm / f.pixel_mm)
+    smooth = blur_axes(noise, 0.4 / f.pixel_mm, scale_mm / f.pixel_mm)
     out: _F = smooth / max(float(smooth.std()), 1e-6)
     return out
 
@@ -201,7 +181,7 @@ def _nodule(
     rough = {"irregular": 0.35}.get(kind, float(rng.uniform(0.0, 0.12)))
     level = f.blob(*centre, width / 2, depth / 2, rng, rough, float(rng.uniform(-0.25, 0.25)))
     mask = level < 1.0
-    texture = 1 + 0.15 * _smooth_field(echo.shape, 24, rng)
+    texture = 1 + 0.15 * smooth_field(echo.shape, 24, rng)
     echo[mask] = (_interior(kind, background, rng) * texture)[mask]
     if kind == "mixed":
         echo[mask & (level > 0.93)] = background * 1.4
@@ -283,7 +263,7 @@ _Organ = tuple[_F, _B | None, _F, _F, float]
 
 def _thyroid(f: _Field, rng: np.random.Generator) -> _Organ:
     """A transverse view of one thyroid lobe with the isthmus; nodules go in the lobe."""
-    echo = np.full(f.x.shape, 0.55, np.float32) * (1 + 0.15 * _smooth_field(f.x.shape, 6, rng))
+    echo = np.full(f.x.shape, 0.55, np.float32) * (1 + 0.15 * smooth_field(f.x.shape, 6, rng))
     effects = np.ones(f.x.shape, np.float32)
     skin = float(rng.uniform(1.0, 2.0))
     strap = (f.y > skin + rng.uniform(0.5, 1.5)) & (f.y < skin + rng.uniform(4.0, 6.5))
@@ -308,7 +288,7 @@ def _thyroid(f: _Field, rng: np.random.Generator) -> _Organ:
     )
     gland = lobe | isthmus
     gland_echo = float(rng.uniform(0.8, 1.05))
-    echo[gland] = (gland_echo * (1 + 0.08 * _smooth_field(f.x.shape, 30, rng)))[gland]
+    echo[gland] = (gland_echo * (1 + 0.08 * smooth_field(f.x.shape, 30, rng)))[gland]
     trachea_r = float(rng.uniform(7.0, 10.0))
     top = isthmus_y + float(rng.uniform(2.0, 3.5))
     tr = np.hypot(f.x - trachea_x, f.y - (top + trachea_r))
@@ -332,15 +312,15 @@ def _thyroid(f: _Field, rng: np.random.Generator) -> _Organ:
 def _breast(f: _Field, rng: np.random.Generator) -> _Organ:
     """A breast view; nodules go in the fibroglandular tissue (not labelled)."""
     skin = float(rng.uniform(1.5, 2.5))
-    fat_to = skin + float(rng.uniform(3.0, 9.0)) + 2.0 * _smooth_field(f.x.shape, 4, rng)
-    glandular_to = fat_to + float(rng.uniform(9.0, 18.0)) + 3.0 * _smooth_field(f.x.shape, 4, rng)
+    fat_to = skin + float(rng.uniform(3.0, 9.0)) + 2.0 * smooth_field(f.x.shape, 4, rng)
+    glandular_to = fat_to + float(rng.uniform(9.0, 18.0)) + 3.0 * smooth_field(f.x.shape, 4, rng)
     muscle_from = glandular_to + float(rng.uniform(2.0, 5.0))
-    echo = np.full(f.x.shape, 0.3, np.float32) * (1 + 0.25 * _smooth_field(f.x.shape, 14, rng))
-    ligaments = np.abs(np.sin(f.x / rng.uniform(3.0, 6.0) + 2.0 * _smooth_field(f.x.shape, 5, rng)))
+    echo = np.full(f.x.shape, 0.3, np.float32) * (1 + 0.25 * smooth_field(f.x.shape, 14, rng))
+    ligaments = np.abs(np.sin(f.x / rng.uniform(3.0, 6.0) + 2.0 * smooth_field(f.x.shape, 5, rng)))
     echo[(f.y < fat_to) & (ligaments < 0.08)] = 0.9
     glandular = (f.y >= fat_to) & (f.y < glandular_to)
     gland_echo = float(rng.uniform(0.75, 1.05))
-    echo[glandular] = (gland_echo * (1 + 0.25 * _smooth_field(f.x.shape, 20, rng)))[glandular]
+    echo[glandular] = (gland_echo * (1 + 0.25 * smooth_field(f.x.shape, 20, rng)))[glandular]
     muscle = f.y >= muscle_from
     echo[muscle] = (0.35 * (1 + 0.35 * _streaks(f, rng, 5.0)))[muscle]
     effects = np.ones(f.x.shape, np.float32)
@@ -358,14 +338,14 @@ def _image(f: _Field, echo: _F, effects: _F, rng: np.random.Generator) -> _F:
     """B-mode display values 0..1 of a reflectivity map (speckle, gain, compression)."""
     sigma_axial = float(rng.uniform(0.12, 0.25)) / f.pixel_mm
     sigma_lateral = float(rng.uniform(0.25, 0.55)) / f.pixel_mm
-    re = _blur2(rng.standard_normal(echo.shape).astype(np.float32), sigma_axial, sigma_lateral)
-    im = _blur2(rng.standard_normal(echo.shape).astype(np.float32), sigma_axial, sigma_lateral)
+    re = blur_axes(rng.standard_normal(echo.shape).astype(np.float32), sigma_axial, sigma_lateral)
+    im = blur_axes(rng.standard_normal(echo.shape).astype(np.float32), sigma_axial, sigma_lateral)
     speckle = np.hypot(re, im)
     speckle /= max(float(speckle.mean()), 1e-6)
-    tissue = _blur2(np.maximum(echo * effects, 0.005), 0.5 * sigma_axial, 0.5 * sigma_lateral)
+    tissue = blur_axes(np.maximum(echo * effects, 0.005), 0.5 * sigma_axial, 0.5 * sigma_lateral)
     attenuation = np.exp(-float(rng.uniform(0.01, 0.04)) * f.y)
     tgc = np.exp(float(rng.uniform(0.005, 0.04)) * f.y) * (
-        1 + 0.1 * _smooth_field(f.x.shape, 3, rng)
+        1 + 0.1 * smooth_field(f.x.shape, 3, rng)
     )
     focus = 1 + float(rng.uniform(0.0, 0.3)) * np.exp(
         -(((f.y - rng.uniform(0.3, 0.7) * f.depth) / (0.15 * f.depth)) ** 2)
