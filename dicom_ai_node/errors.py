@@ -1,4 +1,4 @@
-"""The node's small error hierarchy; each edge turns these into a DIMSE status or exit code once."""
+"""Core: the error hierarchy; each edge turns these into a DIMSE status or exit code once."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ __all__ = [
     "InferenceError",
     "NodeError",
     "PrivacyError",
-    "QualityCheckError",
-    "RetryLater",
     "StorageError",
     "StorageFullError",
 ]
@@ -36,10 +34,6 @@ class InferenceError(NodeError):
     """A model failed to load or run."""
 
 
-class QualityCheckError(InferenceError):
-    """The input series failed a blocking quality check; no inference was run."""
-
-
 class EncodeError(NodeError):
     """A result object could not be built or failed validation."""
 
@@ -54,11 +48,3 @@ class DeliveryError(NodeError):
 
 class PrivacyError(NodeError):
     """An instance cannot be de-identified, or a result cannot be mapped back to its study."""
-
-
-class RetryLater(NodeError):
-    """Ask the caller to try again after ``delay`` seconds (like arq's ``Retry``)."""
-
-    def __init__(self, delay: float, message: str = "") -> None:
-        super().__init__(message or f"retry in {delay:.1f} s")
-        self.delay = delay

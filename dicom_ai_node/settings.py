@@ -56,7 +56,6 @@ class KnownAE:
     ae_title: str = _f("", "AE title of the peer (PS3.5 AE, at most 16 characters).")
     host: str = _f("", "Host name or IP address of the peer.")
     port: int = _f(104, "TCP port of the peer's Storage SCP.")
-    results: tuple[str, ...] = _f(("SEG", "SR"), "Which result kinds to send it: SEG, SR.")
     send_results: bool = _f(True, "Send results to this AE when it sent the study.")
     tls: bool = _f(False, "Send to this AE over DICOM TLS (the [tls] section's identity).")
 
@@ -553,7 +552,6 @@ def render_config(settings: NodeSettings | None = None) -> str:
         '# ae_title = "PACS"',
         '# host = "10.0.0.5"',
         "# port = 104",
-        '# results = ["SEG", "SR"]',
         "",
         "# Users for dicom.user_identity (hash: dicom-ai-node hash-password).",
         "# [[users]]",
