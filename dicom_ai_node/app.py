@@ -14,17 +14,19 @@ import logging
 import threading
 from collections.abc import Callable
 
+from .assemble.sweep import Assembler
 from .audit.node import NodeAudit
 from .domain import Scope, SeriesSelection
 from .errors import ConfigError
 from .infer.decode import IsolatedDecoder
 from .infer.registry import ModelRegistry, choose_device
-from .pipeline import Pipeline
+from .pipeline import Pipeline, StoredSeriesRegions
 from .receive.gate import Limits, resolve_callers
 from .receive.scp import ScpConfig, StorageSCP
 from .receive.users import UserCheck
 from .route.load import load_rules
 from .route.rules import RuleSet
+from .send.deliver import Deliverer
 from .send.senders import DELIVER_INTERVAL_S, DestinationSenders
 from .settings import NodeSettings
 from .store.db import Database, utcnow
@@ -128,17 +130,30 @@ class Node:
             if infer.isolate_decoding
             else None
         )
-        self.pipeline = Pipeline(
+        decode = self.decoder.decode if self.decoder is not None else None
+        #: The image-based body-region models, which the assembler asks (None without any).
+        self.body_region = body_region = self.registry.body_region_model()
+        assemble = settings.assemble
+        self.assembler = Assembler(
+            self.db,
+            self.rules,
+            self.registry.specs,
+            {m.name: m.version for m in self.registry},
+            assemble.quiet_period_s,
+            assemble.study_quiet_period_s,
+            assemble.late_instance_policy,
+            StoredSeriesRegions(body_region, self.db, self.files, decode)
+            if body_region is not None
+            else None,
+        )
+        self.pipeline = Pipeline(settings, self.db, self.files, self.registry, clock, decode=decode)
+        self.deliverer = Deliverer(
             settings,
             self.db,
             self.files,
-            self.registry,
-            self.rules,
             clock,
-            on_delivered=self.audit.delivered,
             tls_client=client_context(tls_files) if tls_files else None,
-            decode=self.decoder.decode if self.decoder is not None else None,
-            body_region=self.registry.body_region_model(),
+            on_delivered=self.audit.delivered,
         )
         tls_server = server_context(tls_files) if tls_files and settings.tls.enabled else None
         cfg = settings.dicom
@@ -176,9 +191,8 @@ class Node:
             ),
         )
         self._stop = threading.Event()
-        self._work = threading.Event()  # set when a job may be waiting
         self._threads: list[threading.Thread] = []
-        self._senders = DestinationSenders(self.pipeline.deliver)
+        self._senders = DestinationSenders(self.deliverer.deliver)
 
     # -- loops ------------------------------------------------------------------------------
     def _loop(self, name: str, step: Callable[[], bool], idle_s: float) -> None:
@@ -193,7 +207,7 @@ class Node:
                 self._stop.wait(idle_s)
 
     def _assemble_step(self) -> bool:
-        self.pipeline.assemble()
+        self.assembler.sweep(self.clock())
         self.audit.received()  # studies whose series are complete (PS3.15 A.5.3.7)
         return False
 

@@ -21,16 +21,21 @@ __all__ = [
     "Code",
     "DeliveryState",
     "InputSpec",
+    "JobInput",
     "JobState",
     "Measurement",
     "ModelOutput",
     "OutputLabel",
+    "PlannedJob",
+    "PriorJob",
     "QualityIssue",
     "Scope",
     "SeriesInfo",
     "SeriesSelection",
     "SeriesState",
+    "Step",
     "Volume",
+    "expected_count_reached",
     "parse_enum",
 ]
 
@@ -78,6 +83,16 @@ class SeriesState(enum.StrEnum):
     NOT_ROUTED = "not_routed"  # no rule wants it, or another series won; the reason says
 
 
+def expected_count_reached(instance_count: int, expected_count: int | None) -> bool:
+    """Whether a series holds the instances its sender announced.
+
+    The announced count is NumberOfSeriesRelatedInstances (0020,1209; PS3.3 C.7.3.1,
+    PS3.4 C.3.3). Not announced, or announced as 0, it never decides. The one rule both
+    the index (at the instance that reaches it) and the completion sweep apply.
+    """
+    return expected_count is not None and expected_count > 0 and instance_count >= expected_count
+
+
 class JobState(enum.StrEnum):
     """Life of one inference job (one model on one series or study)."""
 
@@ -92,6 +107,63 @@ class JobState(enum.StrEnum):
     def terminal(self) -> bool:
         """Whether the job will not change state again."""
         return self not in (JobState.QUEUED, JobState.RUNNING)
+
+
+class Step(enum.StrEnum):
+    """What the assembler decided for one model and subject (``assemble.revision``)."""
+
+    NEW = "new"  # no job yet: revision 0
+    KEEP = "keep"  # the latest job has this input already
+    REPLACE = "replace"  # the latest job is still queued: it takes the new input
+    REVISE = "revise"  # results exist: a new revision supersedes them (rerun)
+    RECORD = "record"  # results exist: recorded, nothing run (record)
+
+
+@dataclass(frozen=True)
+class JobInput:
+    """What routing wants one model to run on, for one subject.
+
+    Attributes
+    ----------
+    model:
+        The model's name.
+    subject:
+        ``study/<Study Instance UID>`` (one job per study) or ``series/<Series Instance
+        UID>`` (rules that ``select: each``).
+    series_instance_uids:
+        The chosen series, the first one the job's series.
+    input_key:
+        The chosen series with their generations (``assemble.revision.input_key``).
+    explanation:
+        Why: the routing lines, the candidates and why the chosen one won.
+    """
+
+    model: str
+    subject: str
+    series_instance_uids: tuple[str, ...]
+    input_key: str
+    explanation: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PriorJob:
+    """The latest job of one model on one subject."""
+
+    pk: int
+    revision: int
+    state: JobState
+    input_key: str
+
+
+@dataclass(frozen=True)
+class PlannedJob:
+    """The decision for one model and subject, and the revision a new job gets."""
+
+    step: Step
+    input: JobInput
+    prior: PriorJob | None
+    revision: int
+    reason: str
 
 
 class DeliveryState(enum.StrEnum):

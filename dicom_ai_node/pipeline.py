@@ -1,8 +1,10 @@
-"""The pipeline steps that join the stages: complete -> route -> infer -> encode -> outbox -> send.
+"""Wiring of a job: claim -> load -> run the model -> encode -> store results -> complete.
 
-Each step is one short function over the database that a loop in :mod:`.app` (or a
-Celery task in a scaled-out deployment) calls with the current time. Nothing is kept in
-memory between steps, so a restart resumes from the database.
+:class:`Pipeline` is what a worker runs, here in a thread of :mod:`.app`; it holds no
+SQL (the store's functions do) and sends nothing (the outbox rows it leaves are the send
+stage's work, :mod:`.send.deliver`). Nothing is kept in memory between jobs, so a
+restart resumes from the database. :class:`StoredSeriesRegions` is the body-region
+hook of the assembler: the image classifier run on a stored series' files.
 """
 
 from __future__ import annotations
@@ -11,129 +13,114 @@ import dataclasses
 import datetime as dt
 import io
 import logging
-import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import SegmentationStorage
 
-from .assemble.sweep import Assembler
 from .domain import BodyPart, JobState, ModelOutput, SeriesInfo
 from .encode import device_uid, encode_results
-from .errors import ConfigError, DeliveryError, EncodeError, InferenceError, StorageError
+from .errors import EncodeError, InferenceError, StorageError
+from .infer.bodyregion import BodyRegionModels
 from .infer.lease import JOB_HEARTBEAT_S, JOB_LEASE_S, LeaseKeeper
 from .infer.registry import ModelRegistry
 from .infer.volume import Decode, load_volume, read_images
-from .route.bodypart import BodyRegionClassifier
-from .route.rules import RuleSet
-from .send.retry import RetryPolicy
-from .send.scu import Peer, send_datasets
+from .send.deliver import destinations_for
 from .settings import NodeSettings
 from .store.db import Database
 from .store.files import FileStore
 from .store.jobs import (
     ClaimedJob,
-    DueDelivery,
     NewResult,
     claim_job,
     complete_job,
-    due_deliveries,
     fail_job,
-    finish_delivery_attempt,
     instance_paths,
     renew_lease,
     replaced_reports,
 )
 from .store.routing import series_pk_of
 
-if TYPE_CHECKING:
-    from .infer.bodyregion import BodyRegionModels
-
-__all__ = ["Pipeline"]
+__all__ = ["Pipeline", "StoredSeriesRegions"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
+class StoredSeriesRegions:
+    """The body region of a stored series from its pixels: the assembler's classifier hook.
+
+    Remembered per series and instance count (the model is deterministic), so a study's
+    other series are not read again each time one of its series completes.
+
+    Parameters
+    ----------
+    model:
+        The image-based body-region models.
+    db, files:
+        Where the series' instances are indexed and stored.
+    decode:
+        Decodes compressed images (in a separate process); None decodes in this one.
+    """
+
+    model: BodyRegionModels
+    db: Database
+    files: FileStore
+    decode: Decode | None = None
+    _answers: dict[tuple[str, int], tuple[BodyPart, float] | None] = field(
+        default_factory=dict, init=False, repr=False
+    )
+
+    def __call__(self, info: SeriesInfo) -> tuple[BodyPart, float] | None:
+        """The region and confidence, or None when the model does not take the modality."""
+        if not self.model.accepts(info.modality):
+            return None
+        key = (info.series_instance_uid, info.number_of_instances)
+        if key not in self._answers:
+            if len(self._answers) >= 1024:
+                self._answers.clear()
+            self._answers[key] = self._classify(info)
+        return self._answers[key]
+
+    def _classify(self, info: SeriesInfo) -> tuple[BodyPart, float] | None:
+        series_pk = series_pk_of(self.db.session, info.series_instance_uid)
+        if series_pk is None:
+            return None
+        paths = [self.files.absolute(p) for p in instance_paths(self.db.session, series_pk)]
+        return self.model.classify_files(paths, self.decode)
+
+
+@dataclass
 class Pipeline:
-    """Everything the steps need, wired once by the composition root."""
+    """A job worker's step, wired once by the composition root.
+
+    Parameters
+    ----------
+    settings:
+        The ``infer`` limits and, for the outbox rows of each result, the ``send``
+        section and the AE table (:func:`~dicom_ai_node.send.deliver.destinations_for`).
+    db, files:
+        The index (jobs, results, outbox) and the stored files.
+    registry:
+        The installed models.
+    clock:
+        Current UTC time.
+    """
 
     settings: NodeSettings
     db: Database
     files: FileStore
     registry: ModelRegistry
-    rules: RuleSet
     clock: Callable[[], dt.datetime]
-    classifier: BodyRegionClassifier | None = None
-    #: Told the destination and delivery keys of each attempt's deliveries (the audit trail).
-    on_delivered: Callable[[str, list[int]], None] | None = None
     #: Lease of a claimed job, and how often its worker renews it while it runs.
     job_lease_s: float = JOB_LEASE_S
     job_heartbeat_s: float = JOB_HEARTBEAT_S
-    #: The client context for destinations marked ``tls`` in the AE table.
-    tls_client: ssl.SSLContext | None = None
     #: Decodes compressed images (in a separate process); None decodes in this one.
     decode: Decode | None = None
-    #: The image-based body-region model, asked (as ``classifier``) when the headers do
-    #: not name a region; ignored when ``classifier`` is given.
-    body_region: BodyRegionModels | None = None
 
-    #: Answers of the body-region model by (series, instance count): routing a study
-    #: asks about every series of it each time one of them completes.
-    _regions: dict[tuple[str, int], tuple[BodyPart, float] | None] = field(
-        default_factory=dict, init=False, repr=False
-    )
-
-    def __post_init__(self) -> None:
-        if self.classifier is None and self.body_region is not None:
-            self.classifier = self.classify_region
-        cfg = self.settings.assemble
-        self.assembler = Assembler(
-            self.db,
-            self.rules,
-            self.registry.specs,
-            {m.name: m.version for m in self.registry},
-            cfg.quiet_period_s,
-            cfg.study_quiet_period_s,
-            cfg.late_instance_policy,
-            self.classifier,
-        )
-
-    def classify_region(self, info: SeriesInfo) -> tuple[BodyPart, float] | None:
-        """The body region of a stored series from its pixels (the router's hook).
-
-        Remembered per series and instance count (the model is deterministic), so a
-        study's other series are not read again each time one of its series completes.
-        """
-        model = self.body_region
-        if model is None or not model.accepts(info.modality):
-            return None
-        key = (info.series_instance_uid, info.number_of_instances)
-        if key not in self._regions:
-            if len(self._regions) >= 1024:
-                self._regions.clear()
-            self._regions[key] = self._classify_stored(model, info)
-        return self._regions[key]
-
-    def _classify_stored(
-        self, model: BodyRegionModels, info: SeriesInfo
-    ) -> tuple[BodyPart, float] | None:
-        series_pk = series_pk_of(self.db.session, info.series_instance_uid)
-        if series_pk is None:
-            return None
-        paths = [self.files.absolute(p) for p in instance_paths(self.db.session, series_pk)]
-        return model.classify_files(paths, self.decode)
-
-    # -- assemble + route ---------------------------------------------------------------
-    def assemble(self) -> list[str]:
-        """Complete series and studies whose time has come and make their jobs (one sweep)."""
-        return self.assembler.sweep(self.clock())
-
-    # -- infer + encode -------------------------------------------------------------------
     def run_one_job(self) -> bool:
         """Claim and run one job, renewing its lease while it runs; returns whether there was one.
 
@@ -170,7 +157,7 @@ class Pipeline:
                         state,
                         reason,
                         results,
-                        self.destinations(job.calling_ae_title),
+                        destinations_for(self.settings, job.calling_ae_title),
                         self.settings.send.retry_window_s,
                         time.monotonic() - started,
                     )
@@ -245,92 +232,3 @@ class Pipeline:
             series_instance_uid=str(ds.SeriesInstanceUID),
             path=relative,
         )
-
-    def destinations(self, calling_ae_title: str) -> list[str]:
-        """Where a study's results go: its sender (if in the AE table) plus configured extras."""
-        out = []
-        known = self.settings.known_ae(calling_ae_title)
-        if self.settings.send.default_to_sender and known is not None and known.send_results:
-            out.append(f"{known.ae_title}@{known.host}:{known.port}")
-        out += [d for d in self.settings.send.destinations if d not in out]
-        return out
-
-    # -- send ------------------------------------------------------------------------------
-    def deliver(self, destination: str | None = None) -> int:
-        """Send every due delivery (of one destination, or all); returns how many were tried.
-
-        Each destination gets one association attempt for its due results (PS3.4 Annex
-        B); the node calls this once per destination in a thread of its own
-        (:class:`~dicom_ai_node.send.senders.DestinationSenders`), so a destination that
-        hangs until the timeout delays nobody else.
-        """
-        now = self.clock()
-        due = due_deliveries(self.db.session, now, destination)
-        by_dest: dict[str, list[DueDelivery]] = {}
-        for d in due:
-            by_dest.setdefault(d.destination, []).append(d)
-        for dest, items in by_dest.items():
-            self._deliver_to(dest, items)
-        return len(due)
-
-    def _wants_tls(self, peer: Peer) -> bool:
-        """Whether the AE table marks this destination (title, host and port) for TLS."""
-        return any(
-            e.tls and (e.ae_title, e.host, e.port) == (peer.ae_title, peer.host, peer.port)
-            for e in self.settings.ae_table
-        )
-
-    def _deliver_to(self, dest: str, items: list[DueDelivery]) -> None:
-        """One attempt for one destination; each row ends delivered, retried later or failed."""
-        cfg = self.settings.send
-        policy = RetryPolicy(cfg.retry_initial_s, cfg.retry_max_s)
-        try:
-            peer = Peer.parse(dest)
-            outcomes = send_datasets(
-                [self.files.absolute(d.path) for d in items],
-                peer,
-                calling_ae_title=cfg.calling_ae_title or self.settings.dicom.ae_title,
-                timeout_s=cfg.timeout_s,
-                tls=self.tls_client if self._wants_tls(peer) else None,
-            )
-            error = ""
-        except (DeliveryError, ConfigError) as exc:  # the association failed: every item waits
-            outcomes, error = [], str(exc)
-        except Exception as exc:  # recorded on each row, so the window still ends it
-            log.exception("delivery to %s failed unexpectedly", dest)
-            outcomes, error = [], f"internal error: {type(exc).__name__}: {exc}"
-        by_uid = {o.sop_instance_uid: o for o in outcomes}
-        now = self.clock()
-        failed: list[tuple[str, dt.datetime | None]] = []
-        for d in items:
-            o = by_uid.get(d.sop_instance_uid)
-            delivered = bool(o and o.delivered)
-            message = "" if delivered else (o.message if o else error or "not sent")
-            retry_at = (
-                None if delivered else policy.next_attempt(d.attempts + 1, now, d.deadline_at)
-            )
-            finish_delivery_attempt(
-                self.db.session,
-                d,
-                now,
-                delivered=delivered,
-                status=o.status if o else None,
-                error=message,
-                next_attempt_at=retry_at,
-            )
-            if not delivered:
-                failed.append((message, retry_at))
-        done = [d.pk for d in items if (o := by_uid.get(d.sop_instance_uid)) and o.delivered]
-        if done and self.on_delivered is not None:
-            self.on_delivered(dest, done)
-        if failed:
-            message, retry_at = failed[0]
-            when = f"next attempt {retry_at:%H:%M:%S} UTC" if retry_at else "retry window over"
-            log.warning(
-                "%d of %d result(s) not delivered to %s (%s): %s",
-                len(failed),
-                len(items),
-                dest,
-                when,
-                message,
-            )

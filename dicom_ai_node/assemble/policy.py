@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+from ..domain import expected_count_reached
+
 __all__ = ["completion_reason", "study_completion_reason"]
 
 
@@ -29,7 +31,7 @@ def completion_reason(
         Instances stored, and how many the sender announced (NumberOfSeriesRelatedInstances,
         PS3.3 C.7.3.1), if it did.
     """
-    if expected_count is not None and expected_count > 0 and instance_count >= expected_count:
+    if expected_count_reached(instance_count, expected_count):
         return f"expected instance count {expected_count} reached"
     if (now - last_received_at).total_seconds() >= quiet_period_s:
         return f"quiet for {quiet_period_s:g} s after the last instance"

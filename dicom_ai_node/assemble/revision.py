@@ -19,13 +19,11 @@ So a (study, model) never gets two unrelated result sets.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
 
-from ..domain import JobState
+from ..domain import JobInput, JobState, PlannedJob, PriorJob, Step
 
-__all__ = ["JobInput", "LatePolicy", "PlannedJob", "PriorJob", "Step", "input_key", "plan_job"]
+__all__ = ["LatePolicy", "input_key", "plan_job"]
 
 
 class LatePolicy(enum.StrEnum):
@@ -35,16 +33,6 @@ class LatePolicy(enum.StrEnum):
     RECORD = "record"
 
 
-class Step(enum.StrEnum):
-    """What :func:`plan_job` decided for one model and subject."""
-
-    NEW = "new"  # no job yet: revision 0
-    KEEP = "keep"  # the latest job has this input already
-    REPLACE = "replace"  # the latest job is still queued: it takes the new input
-    REVISE = "revise"  # results exist: a new revision supersedes them (rerun)
-    RECORD = "record"  # results exist: recorded, nothing run (record)
-
-
 def input_key(series: Sequence[tuple[str, int]]) -> str:
     """The input of a job as text: each chosen series with its generation, sorted.
 
@@ -52,53 +40,6 @@ def input_key(series: Sequence[tuple[str, int]]) -> str:
     more instances of the chosen series change the key as a better series does.
     """
     return ",".join(f"{uid}@g{generation}" for uid, generation in sorted(series))
-
-
-@dataclass(frozen=True)
-class JobInput:
-    """What routing wants one model to run on, for one subject.
-
-    Attributes
-    ----------
-    model:
-        The model's name.
-    subject:
-        ``study/<Study Instance UID>`` (one job per study) or ``series/<Series Instance
-        UID>`` (rules that ``select: each``).
-    series_instance_uids:
-        The chosen series, the first one the job's series.
-    input_key:
-        :func:`input_key` of the chosen series.
-    explanation:
-        Why: the routing lines, the candidates and why the chosen one won.
-    """
-
-    model: str
-    subject: str
-    series_instance_uids: tuple[str, ...]
-    input_key: str
-    explanation: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class PriorJob:
-    """The latest job of one model on one subject."""
-
-    pk: int
-    revision: int
-    state: JobState
-    input_key: str
-
-
-@dataclass(frozen=True)
-class PlannedJob:
-    """The decision for one model and subject, and the revision a new job gets."""
-
-    step: Step
-    input: JobInput
-    prior: PriorJob | None
-    revision: int
-    reason: str
 
 
 def plan_job(wanted: JobInput, prior: PriorJob | None, policy: LatePolicy | str) -> PlannedJob:

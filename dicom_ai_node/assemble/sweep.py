@@ -26,14 +26,24 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from ..domain import InputSpec, Scope, SeriesInfo, SeriesSelection, SeriesState
+from ..domain import (
+    InputSpec,
+    JobInput,
+    PlannedJob,
+    PriorJob,
+    Scope,
+    SeriesInfo,
+    SeriesSelection,
+    SeriesState,
+    Step,
+)
 from ..identity import made_by_node
-from ..route.bodypart import BodyRegionClassifier
+from ..route.bodypart import BodyRegionClassifier, RegionAnswers, needs_image_answer
 from ..route.header import series_info
 from ..route.router import Assignment, StudyRouting, route_series, route_study
 from ..route.rules import RuleSet
-from ..store.db import Database
-from ..store.index import complete_due_series
+from ..store.db import Database, Sessions
+from ..store.index import ReceivingSeries, complete_series
 from ..store.routing import (
     SeriesDecision,
     StoredSeries,
@@ -45,10 +55,10 @@ from ..store.routing import (
     stored_study,
     studies_waiting,
 )
-from .policy import study_completion_reason
-from .revision import JobInput, LatePolicy, PlannedJob, PriorJob, Step, input_key, plan_job
+from .policy import completion_reason, study_completion_reason
+from .revision import LatePolicy, input_key, plan_job
 
-__all__ = ["Assembler", "info_of"]
+__all__ = ["Assembler", "complete_due_series", "info_of"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +79,36 @@ def info_of(series: StoredSeries) -> SeriesInfo:
         study_instance_uid=series.study_instance_uid,
         series_instance_uid=series.series_instance_uid,
     )
+
+
+def complete_due_series(sessions: Sessions, now: dt.datetime, quiet_period_s: float) -> list[str]:
+    """Complete the receiving series whose time has come (:func:`.policy.completion_reason`).
+
+    Parameters
+    ----------
+    sessions:
+        The store's session factory.
+    now:
+        The current time.
+    quiet_period_s:
+        Seconds without a new instance after which a series is complete.
+
+    Returns
+    -------
+    list[str]
+        The Series Instance UIDs completed.
+    """
+
+    def reason_of(series: ReceivingSeries) -> str | None:
+        return completion_reason(
+            now=now,
+            last_received_at=series.last_received_at,
+            quiet_period_s=quiet_period_s,
+            instance_count=series.instance_count,
+            expected_count=series.expected_count,
+        )
+
+    return complete_series(sessions, now, now - dt.timedelta(seconds=quiet_period_s), reason_of)
 
 
 def _study_count(members: Iterable[StoredSeries], keyword: str) -> int | None:
@@ -118,7 +158,9 @@ class Assembler:
     late_policy:
         ``assemble.late_instance_policy``.
     classifier:
-        The body-region hook of routing (reads pixels when headers name no region).
+        The image-based body-region model, run here on the series whose headers leave
+        the region open (:func:`~dicom_ai_node.route.bodypart.needs_image_answer`);
+        routing gets its answers and reads no pixels.
     """
 
     db: Database
@@ -171,7 +213,8 @@ class Assembler:
         seen = stored_series(self.db.session, series_pk)
         if seen is None or seen.state is not SeriesState.COMPLETE:
             return
-        decision = route_series(info_of(seen), self.rules, self.specs, self.classifier)
+        info = info_of(seen)
+        decision = route_series(info, self.rules, self.specs, self._answers([info]))
         if decision.made_by:
             mine = SeriesDecision(seen, SeriesState.NOT_ROUTED, decision.reason)
             record_routing(self.db.session, now, [], [mine], self.versions)
@@ -184,6 +227,13 @@ class Assembler:
             reason = f"routed to {', '.join(each)} (each matching series); " + reason
         waiting = SeriesDecision(seen, SeriesState.WAITING, reason)
         record_routing(self.db.session, now, plans, [waiting], self.versions)
+
+    def _answers(self, infos: Iterable[SeriesInfo]) -> RegionAnswers | None:
+        """The classifier's answers for the series routing would ask it about."""
+        if self.classifier is None:
+            return None
+        asked = [i for i in infos if made_by_node(i.header) is None and needs_image_answer(i)]
+        return RegionAnswers({i.series_instance_uid: self.classifier(i) for i in asked})
 
     def _per_series(self, model: str) -> bool:
         spec = self.specs.get(model, InputSpec())
@@ -228,9 +278,8 @@ class Assembler:
             return
         members = _members(study)
         by_uid = {s.series_instance_uid: s for s in members}
-        routing = route_study(
-            [info_of(s) for s in members], self.rules, self.specs, self.classifier
-        )
+        infos = [info_of(s) for s in members]
+        routing = route_study(infos, self.rules, self.specs, self._answers(infos))
         plans = [
             self._plan(self._study_input(a, routing, by_uid, study), study.jobs)
             for a in routing.assignments

@@ -24,11 +24,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from sqlalchemy.orm import Session, sessionmaker
-
 from ..errors import ConfigError
 from ..settings import NodeSettings
 from ..store.audit import StudyTransfer, delivered_studies, last_instance_pk, received_after
+from ..store.db import Sessions
 from .codes import NODE_AUTHENTICATION, ActionCode, Outcome
 from .forward import SyslogForwarder
 from .messages import (
@@ -125,7 +124,7 @@ class NodeAudit:
     def __init__(
         self,
         settings: NodeSettings,
-        sessions: sessionmaker[Session],
+        sessions: Sessions,
         clock: Callable[[], dt.datetime],
     ) -> None:
         cfg = settings.audit

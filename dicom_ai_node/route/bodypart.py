@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -21,8 +21,10 @@ __all__ = [
     "SOURCES",
     "BodyPartDecision",
     "BodyRegionClassifier",
+    "RegionAnswers",
     "body_part_from_code",
     "body_part_from_term",
+    "needs_image_answer",
     "normalise_body_part",
     "regions_in_text",
 ]
@@ -50,6 +52,21 @@ class BodyRegionClassifier(Protocol):
     """
 
     def __call__(self, info: SeriesInfo) -> tuple[BodyPart, float] | None: ...
+
+
+@dataclass(frozen=True)
+class RegionAnswers:
+    """The image classifier's answers, given to routing by whoever ran it.
+
+    Routing reads no pixels: the caller runs the classifier on the series for which
+    :func:`needs_image_answer` is true and passes the answers as this
+    :class:`BodyRegionClassifier`. A series without an answer counts as undecided.
+    """
+
+    answers: Mapping[str, tuple[BodyPart, float] | None]
+
+    def __call__(self, info: SeriesInfo) -> tuple[BodyPart, float] | None:
+        return self.answers.get(info.series_instance_uid)
 
 
 @dataclass(frozen=True)
@@ -342,6 +359,22 @@ def _names(parts: Iterable[BodyPart]) -> str:
     return "+".join(p.value for p in parts)
 
 
+def _conflicts(named: list[_Finding]) -> list[_Finding]:
+    """The findings that name none of the regions of the first (most trusted) one."""
+    regions = frozenset(named[0].regions)
+    return [f for f in named if not regions.intersection(f.regions)]
+
+
+def needs_image_answer(info: SeriesInfo) -> bool:
+    """Whether :func:`normalise_body_part` would ask the image classifier about a series.
+
+    It asks when no header names a region, or when the headers name regions that
+    contradict each other.
+    """
+    named = [f for f in _findings(info) if f.regions]
+    return not named or bool(_conflicts(named))
+
+
 def normalise_body_part(
     info: SeriesInfo,
     classifier: BodyRegionClassifier | None = None,
@@ -383,7 +416,7 @@ def normalise_body_part(
         return BodyPartDecision(BodyPart.UNKNOWN, "none", f"UNKNOWN (no source): {why}")
     first = named[0]
     regions = frozenset(first.regions)
-    conflicts = [f for f in named if not regions.intersection(f.regions)]
+    conflicts = _conflicts(named)
     text = f"{_names(first.regions)} from {first.source} {first.detail}"
     if not conflicts:
         return BodyPartDecision(first.regions[0], first.source, text, regions)

@@ -15,7 +15,10 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["Database", "utcnow"]
+__all__ = ["Database", "Sessions", "utcnow"]
+
+#: The session factory of a :class:`Database`, as the store's functions take it.
+Sessions = sessionmaker[Session]
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"

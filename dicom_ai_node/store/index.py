@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -15,8 +16,7 @@ from sqlalchemy import Connection, Engine, Table, bindparam, insert, select, upd
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..assemble.policy import completion_reason
-from ..domain import SeriesState
+from ..domain import SeriesState, expected_count_reached
 from ..errors import StorageError
 from .db import as_utc
 from .tables import Event, Instance, Patient, Series, Study
@@ -24,8 +24,9 @@ from .tables import Event, Instance, Patient, Series, Study
 __all__ = [
     "IndexOutcome",
     "InstanceRecord",
+    "ReceivingSeries",
     "SeriesAttrs",
-    "complete_due_series",
+    "complete_series",
     "find_instance",
     "index_instance",
     "known_instance_hash",
@@ -212,7 +213,7 @@ def _count(conn: Connection, rec: InstanceRecord, late_policy: str) -> tuple[int
                 completed_at=None,
             )
             state = SeriesState.RECEIVING.value
-    if state == SeriesState.RECEIVING.value and expected is not None and count >= expected:
+    if state == SeriesState.RECEIVING.value and expected_count_reached(count, expected):
         values.update(
             state=SeriesState.COMPLETE.value,
             completed_at=rec.received_at,
@@ -314,29 +315,55 @@ def index_instance(
     raise StorageError(f"cannot index instance: {type(last).__name__}") from last
 
 
-def complete_due_series(
-    sessions: sessionmaker[Session], now: dt.datetime, quiet_period_s: float
-) -> list[str]:
-    """Mark series whose quiet period is over as complete; return their UIDs.
+@dataclass(frozen=True)
+class ReceivingSeries:
+    """A series still receiving instances, as the completion policy reads it."""
 
-    The quiet period counts from ``last_received_at`` in the database, so a restart
-    resumes where it was (no in-memory timers).
+    series_instance_uid: str
+    instance_count: int
+    expected_count: int | None
+    last_received_at: dt.datetime
+
+
+def complete_series(
+    sessions: sessionmaker[Session],
+    now: dt.datetime,
+    quiet_since: dt.datetime,
+    reason_of: Callable[[ReceivingSeries], str | None],
+) -> list[str]:
+    """Mark receiving series complete, for the reason the policy gives; return their UIDs.
+
+    Completion counts from ``last_received_at`` in the database, so a restart resumes
+    where it was (no in-memory timers). A series is not marked when an instance arrived
+    between this read and the write.
+
+    Parameters
+    ----------
+    sessions:
+        The session factory.
+    now:
+        The time recorded as ``completed_at``.
+    quiet_since:
+        Only series whose last instance came at or before this are read.
+    reason_of:
+        The completion policy: why a series is complete, or None while it is not.
     """
-    cutoff = now - dt.timedelta(seconds=quiet_period_s)
     with sessions.begin() as session:
         rows = session.scalars(
             select(Series).where(
-                Series.state == SeriesState.RECEIVING.value, Series.last_received_at <= cutoff
+                Series.state == SeriesState.RECEIVING.value,
+                Series.last_received_at <= quiet_since,
             )
         ).all()
         done = []
         for series in rows:
-            reason = completion_reason(
-                now=now,
-                last_received_at=as_utc(series.last_received_at),
-                quiet_period_s=quiet_period_s,
-                instance_count=series.instance_count,
-                expected_count=series.expected_count,
+            reason = reason_of(
+                ReceivingSeries(
+                    series.series_instance_uid,
+                    series.instance_count,
+                    series.expected_count,
+                    as_utc(series.last_received_at),
+                )
             )
             if reason is None:
                 continue
@@ -346,7 +373,7 @@ def complete_due_series(
                     Series.pk == series.pk,
                     Series.state == SeriesState.RECEIVING.value,
                     Series.instance_count == series.instance_count,
-                    Series.last_received_at <= cutoff,
+                    Series.last_received_at <= quiet_since,
                 )
                 .values(state=SeriesState.COMPLETE.value, completed_at=now, reason=reason)
                 .execution_options(synchronize_session=False)

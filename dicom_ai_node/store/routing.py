@@ -20,8 +20,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..assemble.revision import PlannedJob, PriorJob, Step
-from ..domain import JobState, SeriesState
+from ..domain import JobState, PlannedJob, PriorJob, SeriesState, Step
 from .db import as_utc
 from .index import record_event
 from .tables import Instance, Job, Series, Study

@@ -119,7 +119,7 @@ def test_each_series_of_a_study_is_classified_once(tmp_path: Path) -> None:
     port = free_port()
     config = write_node_config(tmp_path, f"sqlite:///{tmp_path / 'n.db'}", port, [], 0.3)
     node = Node(load_settings(config))
-    model = node.pipeline.body_region
+    model = node.body_region
     assert model is not None
     read: list[int] = []
     classify_files = model.classify_files

@@ -7,7 +7,7 @@ Real sockets and databases only: dcmtk storescp with its fault options (``--refu
 pynetdicom SCP answering 0xA700 (Refused: Out of Resources, PS3.4 B.2.3). The finished
 job whose SEG + SR wait in the outbox is recorded through the store's own functions
 (``claim_job``, ``complete_job``), exactly as ``Pipeline.run_one_job`` leaves it, so no
-model runs. Tests that check the retry schedule drive ``Pipeline.deliver`` with a clock
+model runs. Tests that check the retry schedule drive ``Deliverer.deliver`` with a clock
 of their own; the others run a whole :class:`~dicom_ai_node.app.Node` in real time.
 """
 
@@ -45,10 +45,7 @@ from dicom_ai_node.domain import (
 from dicom_ai_node.encode import device_uid, encode_results
 from dicom_ai_node.infer.findings.measure import ML, MM3_PER_ML, VOLUME
 from dicom_ai_node.infer.manifest import load_manifest
-from dicom_ai_node.infer.registry import ModelRegistry
-from dicom_ai_node.infer.runner import Device
-from dicom_ai_node.pipeline import Pipeline
-from dicom_ai_node.route.load import load_rules
+from dicom_ai_node.send.deliver import Deliverer
 from dicom_ai_node.send.net import enable_tcp_nodelay
 from dicom_ai_node.send.senders import DELIVER_INTERVAL_S
 from dicom_ai_node.settings import NodeSettings, SendSettings, load_settings
@@ -271,18 +268,16 @@ class Clock:
 
 
 @pytest.fixture
-def pipeline(tmp_path: Path, db_url: str) -> Iterator[Pipeline]:
-    """A pipeline over a fresh index and storage, with small retry settings and its own clock."""
+def deliverer(tmp_path: Path, db_url: str) -> Iterator[Deliverer]:
+    """A deliverer over a fresh index and storage, with small retry settings and its own clock."""
     settings = dataclasses.replace(
         NodeSettings(),
         send=SendSettings(timeout_s=1.0, retry_initial_s=1.0, retry_max_s=4.0, retry_window_s=60),
     )
     db = Database(db_url)
     db.migrate()
-    registry = ModelRegistry(REPO / "models", Device())
-    rules = load_rules(REPO / "models" / "rules.yaml", list(registry.manifests))
     try:
-        yield Pipeline(settings, db, FileStore(tmp_path / "storage"), registry, rules, Clock())
+        yield Deliverer(settings, db, FileStore(tmp_path / "storage"), Clock())
     finally:
         db.dispose()
 
@@ -305,7 +300,7 @@ FAULTS = {
 
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_a_failing_destination_keeps_results_pending_with_capped_exponential_backoff(
-    fault: str, pipeline: Pipeline, request: pytest.FixtureRequest
+    fault: str, deliverer: Deliverer, request: pytest.FixtureRequest
 ) -> None:
     """(c) Each failure leaves both results pending, with the reason and status recorded,
     due again 1, 2, 4, 4, 4 s after each failed attempt (retry_initial_s 1, retry_max_s 4)."""
@@ -317,38 +312,38 @@ def test_a_failing_destination_keeps_results_pending_with_capped_exponential_bac
         dest, offered = request.getfixturevalue("out_of_resources_scp")
     else:
         dest = f"PACS@127.0.0.1:{free_port()}"
-    clock = pipeline.clock
+    clock = deliverer.clock
     assert isinstance(clock, Clock)
-    uids = finish_job(pipeline.db, pipeline.files, clock.now, [dest], window_s=60)
+    uids = finish_job(deliverer.db, deliverer.files, clock.now, [dest], window_s=60)
 
     delays = []
     for attempt in range(1, 6):
-        assert pipeline.deliver() == 2, f"attempt {attempt}: both results due"
-        rows = deliveries(pipeline.db, dest)
+        assert deliverer.deliver() == 2, f"attempt {attempt}: both results due"
+        rows = deliveries(deliverer.db, dest)
         for row in rows:
             assert row.state == DeliveryState.PENDING.value and row.delivered_at is None
             assert row.attempts == attempt
             assert re.search(reason, row.last_error), row.last_error
         [next_at] = {as_utc(row.next_attempt_at) for row in rows}
         delays.append((next_at - clock.now).total_seconds())
-        assert pipeline.deliver() == 0, "retried before its time"
+        assert deliverer.deliver() == 0, "retried before its time"
         clock.now = next_at
     assert delays == [1.0, 2.0, 4.0, 4.0, 4.0]  # doubling from retry_initial_s to retry_max_s
     if kind == "a700":
-        assert {r.last_status for r in deliveries(pipeline.db, dest)} == {STATUS_OUT_OF_RESOURCES}
+        assert {r.last_status for r in deliveries(deliverer.db, dest)} == {STATUS_OUT_OF_RESOURCES}
         assert sorted(offered) == sorted(uids * 5)  # offered on every attempt, never taken
 
 
 def test_a_delivery_past_its_window_fails_with_the_reason_the_operator_reads(
-    pipeline: Pipeline, tmp_path: Path, db_url: str, capsys: pytest.CaptureFixture[str]
+    deliverer: Deliverer, tmp_path: Path, db_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     dest = f"PACS@127.0.0.1:{free_port()}"  # closed all along
     """(d) retry_window_s 10 s: attempts at 0, 1, 3, 7 and 10 s, then failed for good, with
     the last error in ``dicom-ai-node jobs`` (per destination and in the history)."""
-    clock = pipeline.clock
+    clock = deliverer.clock
     assert isinstance(clock, Clock)
     start = clock.now
-    finish_job(pipeline.db, pipeline.files, start, [dest], window_s=10.0)
+    finish_job(deliverer.db, deliverer.files, start, [dest], window_s=10.0)
     config = tmp_path / "jobs.toml"
     config.write_text(f'[storage]\nroot = "{tmp_path / "storage"}"\ndatabase_url = "{db_url}"\n')
 
@@ -356,24 +351,24 @@ def test_a_delivery_past_its_window_fails_with_the_reason_the_operator_reads(
         assert cli.main(["-c", str(config), "jobs"]) == 0
         return capsys.readouterr().out
 
-    assert pipeline.deliver() == 2
+    assert deliverer.deliver() == 2
     assert re.search(
         rf"2 result\(s\) to {re.escape(dest)}: pending, 1 attempt\(s\), next \S+ \S+ UTC"
         r" - cannot connect to",
         jobs_output(),
     )
     attempts_at = [0.0]
-    while deliveries(pipeline.db, dest)[0].state == DeliveryState.PENDING.value:
+    while deliveries(deliverer.db, dest)[0].state == DeliveryState.PENDING.value:
         assert len(attempts_at) < 10, attempts_at
-        clock.now = as_utc(deliveries(pipeline.db, dest)[0].next_attempt_at)
+        clock.now = as_utc(deliveries(deliverer.db, dest)[0].next_attempt_at)
         attempts_at.append((clock.now - start).total_seconds())
-        assert pipeline.deliver() == 2
+        assert deliverer.deliver() == 2
     assert attempts_at == [0.0, 1.0, 3.0, 7.0, 10.0]  # the last at the end of the window
-    rows = deliveries(pipeline.db, dest)
+    rows = deliveries(deliverer.db, dest)
     assert {r.state for r in rows} == {DeliveryState.FAILED.value}
     assert all(r.attempts == 5 and "cannot connect to" in r.last_error for r in rows)
     clock.now += dt.timedelta(hours=1)
-    assert pipeline.deliver() == 0  # never tried again
+    assert deliverer.deliver() == 0  # never tried again
     out = jobs_output()
     assert re.search(
         rf"2 result\(s\) to {re.escape(dest)}: failed after 5 attempt\(s\), retry window over"
@@ -381,7 +376,7 @@ def test_a_delivery_past_its_window_fails_with_the_reason_the_operator_reads(
         out,
     ), out
     assert out.count(f"to {dest}: failed for good: cannot connect to") == 2  # the history
-    with pipeline.db.session() as session:
+    with deliverer.db.session() as session:
         kinds = [e.kind for e in session.scalars(select(Event))]
     assert kinds.count("delivery") == 2
 

@@ -12,17 +12,16 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from dicom_ai_node.assemble.sweep import Assembler
+from dicom_ai_node.assemble import sweep as assemble_sweep
+from dicom_ai_node.assemble.sweep import Assembler, complete_due_series
 from dicom_ai_node.domain import BodyPart, InputSpec, JobState, SeriesInfo, SeriesState
 from dicom_ai_node.identity import MANUFACTURER, device_uid
 from dicom_ai_node.route.load import load_rules
-from dicom_ai_node.store import index
 from dicom_ai_node.store.db import Database
 from dicom_ai_node.store.index import (
     IndexOutcome,
     InstanceRecord,
     SeriesAttrs,
-    complete_due_series,
     index_instance,
 )
 from dicom_ai_node.store.jobs import NewResult, claim_job, complete_job, fail_job, replaced_reports
@@ -373,13 +372,13 @@ def test_a_series_is_not_completed_by_a_sweep_an_instance_overtook(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     send(db, "1.3", 40, 0.0, **THIN)
-    real = index.completion_reason
+    real = assemble_sweep.completion_reason
 
     def meanwhile(**kwargs: Any) -> str | None:  # between the sweep's read and its write
         send(db, "1.3", 1, 10.0, first=40)
         return real(**kwargs)
 
-    monkeypatch.setattr(index, "completion_reason", meanwhile)
+    monkeypatch.setattr(assemble_sweep, "completion_reason", meanwhile)
     assert complete_due_series(db.session, at(10.0), 10.0) == []
     assert states(db)["1.3"][0] == SeriesState.RECEIVING
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from dicom_ai_node.assemble.sweep import complete_due_series
 from dicom_ai_node.audit import codes
 from dicom_ai_node.audit.codes import ActionCode, Outcome
 from dicom_ai_node.audit.forward import SyslogForwarder
@@ -43,7 +44,6 @@ from dicom_ai_node.store.db import Database
 from dicom_ai_node.store.index import (
     InstanceRecord,
     SeriesAttrs,
-    complete_due_series,
     index_instance,
 )
 from dicom_ai_node.store.tables import Delivery, Job, Result, Series

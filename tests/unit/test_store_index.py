@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from dicom_ai_node.assemble.sweep import complete_due_series
 from dicom_ai_node.domain import SeriesState
 from dicom_ai_node.errors import StorageError
 from dicom_ai_node.store.db import Database
@@ -16,7 +17,6 @@ from dicom_ai_node.store.index import (
     IndexOutcome,
     InstanceRecord,
     SeriesAttrs,
-    complete_due_series,
     index_instance,
 )
 from dicom_ai_node.store.tables import Event, Series

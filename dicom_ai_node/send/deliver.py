@@ -1,0 +1,163 @@
+"""Send: the delivery loop's step: due results to their destination, each outcome recorded.
+
+A job's results wait in the outbox (one delivery row per result and destination, written
+by :func:`~dicom_ai_node.store.jobs.complete_job`). Each call of
+:meth:`Deliverer.deliver` makes one association attempt per destination for what is due
+(PS3.4 Annex B), and every row ends delivered, due again later (capped exponential
+backoff, :mod:`.retry`) or failed once its retry window is over.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import ConfigError, DeliveryError
+from ..settings import NodeSettings
+from ..store.db import Database
+from ..store.files import FileStore
+from ..store.jobs import DueDelivery, due_deliveries, finish_delivery_attempt
+from .retry import RetryPolicy
+from .scu import Peer, StoreOutcome, send_datasets
+
+__all__ = ["Deliverer", "destinations_for"]
+
+log = logging.getLogger(__name__)
+
+
+def destinations_for(settings: NodeSettings, calling_ae_title: str) -> list[str]:
+    """Where a study's results go: its sender (if in the AE table) plus configured extras.
+
+    Parameters
+    ----------
+    settings:
+        The node's settings (``send`` section and the AE table).
+    calling_ae_title:
+        The Calling AE Title that sent the study (PS3.8 9.3.2).
+
+    Returns
+    -------
+    list[str]
+        Destinations as ``AE@host:port``, the sender first, without repeats.
+    """
+    out = []
+    known = settings.known_ae(calling_ae_title)
+    if settings.send.default_to_sender and known is not None and known.send_results:
+        out.append(f"{known.ae_title}@{known.host}:{known.port}")
+    out += [d for d in settings.send.destinations if d not in out]
+    return out
+
+
+@dataclass
+class Deliverer:
+    """Sends due deliveries and records each outcome in the outbox.
+
+    Parameters
+    ----------
+    settings:
+        The ``send`` section (timeouts, retry schedule, calling AE title) and the AE
+        table (which destinations want TLS).
+    db, files:
+        The index with the outbox, and the stored result files.
+    clock:
+        Current UTC time.
+    tls_client:
+        The client context for destinations marked ``tls`` in the AE table.
+    on_delivered:
+        Told the destination and delivery keys of each attempt's deliveries (the audit
+        trail).
+    """
+
+    settings: NodeSettings
+    db: Database
+    files: FileStore
+    clock: Callable[[], dt.datetime]
+    tls_client: ssl.SSLContext | None = None
+    on_delivered: Callable[[str, list[int]], None] | None = None
+
+    def deliver(self, destination: str | None = None) -> int:
+        """Send every due delivery (of one destination, or all); returns how many were tried.
+
+        Each destination gets one association attempt for its due results (PS3.4 Annex
+        B); the node calls this once per destination in a thread of its own
+        (:class:`~dicom_ai_node.send.senders.DestinationSenders`), so a destination that
+        hangs until the timeout delays nobody else.
+        """
+        due = due_deliveries(self.db.session, self.clock(), destination)
+        by_dest: dict[str, list[DueDelivery]] = {}
+        for d in due:
+            by_dest.setdefault(d.destination, []).append(d)
+        for dest, items in by_dest.items():
+            self._deliver_to(dest, items)
+        return len(due)
+
+    def _wants_tls(self, peer: Peer) -> bool:
+        """Whether the AE table marks this destination (title, host and port) for TLS."""
+        return any(
+            e.tls and (e.ae_title, e.host, e.port) == (peer.ae_title, peer.host, peer.port)
+            for e in self.settings.ae_table
+        )
+
+    def _attempt(self, dest: str, items: list[DueDelivery]) -> tuple[list[StoreOutcome], str]:
+        """One association to ``dest`` for ``items``: the per-instance outcomes, or none
+        and the reason the association failed."""
+        cfg = self.settings.send
+        try:
+            peer = Peer.parse(dest)
+            outcomes = send_datasets(
+                [self.files.absolute(d.path) for d in items],
+                peer,
+                calling_ae_title=cfg.calling_ae_title or self.settings.dicom.ae_title,
+                timeout_s=cfg.timeout_s,
+                tls=self.tls_client if self._wants_tls(peer) else None,
+            )
+        except (DeliveryError, ConfigError) as exc:  # the association failed: every item waits
+            return [], str(exc)
+        except Exception as exc:  # recorded on each row, so the window still ends it
+            log.exception("delivery to %s failed unexpectedly", dest)
+            return [], f"internal error: {type(exc).__name__}: {exc}"
+        return outcomes, ""
+
+    def _deliver_to(self, dest: str, items: list[DueDelivery]) -> None:
+        """One attempt for one destination; each row ends delivered, retried later or failed."""
+        cfg = self.settings.send
+        policy = RetryPolicy(cfg.retry_initial_s, cfg.retry_max_s)
+        outcomes, error = self._attempt(dest, items)
+        by_uid = {o.sop_instance_uid: o for o in outcomes}
+        now = self.clock()
+        failed: list[tuple[str, dt.datetime | None]] = []
+        for d in items:
+            o = by_uid.get(d.sop_instance_uid)
+            delivered = bool(o and o.delivered)
+            message = "" if delivered else (o.message if o else error or "not sent")
+            retry_at = (
+                None if delivered else policy.next_attempt(d.attempts + 1, now, d.deadline_at)
+            )
+            finish_delivery_attempt(
+                self.db.session,
+                d,
+                now,
+                delivered=delivered,
+                status=o.status if o else None,
+                error=message,
+                next_attempt_at=retry_at,
+            )
+            if not delivered:
+                failed.append((message, retry_at))
+        done = [d.pk for d in items if (o := by_uid.get(d.sop_instance_uid)) and o.delivered]
+        if done and self.on_delivered is not None:
+            self.on_delivered(dest, done)
+        if failed:
+            message, retry_at = failed[0]
+            when = f"next attempt {retry_at:%H:%M:%S} UTC" if retry_at else "retry window over"
+            log.warning(
+                "%d of %d result(s) not delivered to %s (%s): %s",
+                len(failed),
+                len(items),
+                dest,
+                when,
+                message,
+            )
