@@ -37,7 +37,7 @@ def test_mr_kidney_results_validate_and_load_in_the_viewer(tmp_path: Path) -> No
     names = [label.name for label in output.labels]
     assert names[0] == "Kidney" and any(n.startswith("Renal tumour") for n in names), names
     # the tumour found lies on the drawn one; how well it is outlined is the quality
-    # gate's business (tests/unit/test_model_mr_kidney_tumour.py): this phantom's volume
+    # gate's business (tests/models/test_model_mr_kidney_tumour.py): this phantom's volume
     # comes out about half the truth, with kernels that differ by CPU (MODEL_CARD.md)
     assert output.label_map is not None
     truth = ph.labels == TUMOUR

@@ -1,0 +1,1 @@
+"""Model gates: each built-in model's weights measured against its card's thresholds on held-out phantoms."""
