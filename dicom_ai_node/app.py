@@ -1,4 +1,4 @@
-"""The composition root: builds every stage from the settings and runs the loops.
+"""Wiring: the composition root; builds every stage from the settings and runs the loops.
 
     receive (SCP threads) -> store -> assemble loop -> route -> job workers (infer, encode)
     -> outbox -> delivery loop (one thread per destination) -> send

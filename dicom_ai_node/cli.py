@@ -1,4 +1,4 @@
-"""Command line: serve | init | models list/add | route explain PATH | send PATH --to | jobs."""
+"""Wiring: the command line (serve, init, models, route explain, send, jobs, hash-password)."""
 
 from __future__ import annotations
 

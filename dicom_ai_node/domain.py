@@ -1,4 +1,4 @@
-"""Domain values shared by every stage: enums, series summaries, model specs and results.
+"""Core: the values every stage shares: enums, series summaries, model specs and results.
 
 Nothing here does I/O or imports pynetdicom, highdicom or torch, so every stage can
 depend on it. Names follow DICOM keywords (PS3.6) in snake_case.

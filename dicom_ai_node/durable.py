@@ -1,4 +1,4 @@
-"""fsync of a file or a folder by path: what makes a write or a new name durable.
+"""Core: fsync of a file or a folder by path: what makes a write or a new name durable.
 
 On Linux a file's bytes are durable after ``fsync`` of the file, and a new, renamed or
 removed name after ``fsync`` of the folder holding it (fsync(2)); every stage that

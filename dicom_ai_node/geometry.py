@@ -1,4 +1,4 @@
-"""Geometry of label masks, pure numpy: shared by infer (measurements) and encode (SCOORDs).
+"""Core: geometry of label masks, pure numpy: shared by infer (measurements) and encode (SCOORDs).
 
 No I/O and no heavy imports, like :mod:`.domain`.
 """

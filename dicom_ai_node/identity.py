@@ -1,4 +1,4 @@
-"""The node's identity in the objects it makes, and recognising those objects when they return.
+"""Core: the node's identity in the objects it makes, and knowing those objects when they return.
 
 Every result object names the model that made it in its General Equipment module (PS3.3
 C.7.5.1): Manufacturer is :data:`MANUFACTURER`, Manufacturer's Model Name the model's

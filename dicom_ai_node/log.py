@@ -1,4 +1,4 @@
-"""Logging, configured once: one line per record with the structured ids appended.
+"""Core: logging, configured once: one line per record with the structured ids appended.
 
 Messages carry UIDs and reasons only; patient names and IDs never go into a log record.
 

@@ -1,4 +1,4 @@
-"""Wiring of a job: claim -> load -> run the model -> encode -> store results -> complete.
+"""Wiring: a job's step: claim -> load -> run the model -> encode -> store results -> complete.
 
 :class:`Pipeline` is what a worker runs, here in a thread of :mod:`.app`; it holds no
 SQL (the store's functions do) and sends nothing (the outbox rows it leaves are the send

@@ -1,4 +1,4 @@
-"""Where a built-in model's weights came from: the run record its ``metrics.json`` starts with.
+"""Core: where a built-in model's weights came from: the run record opening its ``metrics.json``.
 
 Every ``models/*/train.py`` writes one, so a model card's figures can be traced to the
 command, library versions and settings that produced them. No heavy imports: the

@@ -1,4 +1,4 @@
-"""Settings: one frozen tree read from a TOML file plus ``DICOM_AI_NODE_<SECTION>_<KEY>`` overrides.
+"""Core: the settings, one frozen tree from a TOML file and ``DICOM_AI_NODE_<SECTION>_<KEY>``.
 
 Every field carries help text in its metadata; ``dicom-ai-node init`` writes it out as a
 commented configuration file and a test checks that no field lacks it.

@@ -1,4 +1,4 @@
-"""TLS contexts for DICOM over TLS, as the node's SCP and SCU use them.
+"""Core: TLS contexts for DICOM over TLS, as the node's SCP and SCU use them.
 
 PS3.15 B.9 (BCP 195 TLS Secure Transport Connection Profile) and B.10 (the
 non-downgrading variant) take their rules from BCP 195 (RFC 9325): TLS 1.2 or 1.3

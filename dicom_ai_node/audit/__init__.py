@@ -1,4 +1,4 @@
-"""Stage: audit -- IHE ATNA audit messages (DICOM PS3.15 A.5), a local log and syslog.
+"""Audit: IHE ATNA audit messages (DICOM PS3.15 A.5), a local log and syslog.
 
 ``messages`` builds the XML, ``validate`` checks it against the vendored schema,
 ``trail`` writes it durably and hands it to ``forward`` (syslog over TLS or UDP, with a

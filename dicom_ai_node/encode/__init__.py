@@ -1,4 +1,4 @@
-"""Stage encode: model results -> DICOM SEG and TID 1500 SR, built only with highdicom.
+"""Encode: model results -> DICOM SEG and TID 1500 SR, built only with highdicom.
 
 The objects follow the IHE AI Results (AIR) profile: new series in the source study
 (same Study Instance UID, patient and study modules copied from the source), the model

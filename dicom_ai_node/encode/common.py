@@ -1,4 +1,4 @@
-"""Encode stage: what SEG and SR share: the job context, codes, equipment and algorithm ids.
+"""Encode: what SEG and SR share: the job context, codes, equipment and algorithm ids.
 
 The result objects identify the model three ways, as the IHE AI Results profile asks:
 the General Equipment module (PS3.3 C.7.5.1: Manufacturer, Manufacturer's Model Name =

@@ -1,4 +1,4 @@
-"""Encode stage: a model's label map -> one binary DICOM Segmentation (PS3.3 A.51), or
+"""Encode: a model's label map -> one binary DICOM Segmentation (PS3.3 A.51), or
 its saliency maps -> one FRACTIONAL Segmentation.
 
 One segment per label that has voxels, numbered 1..n in label order; empty frames are

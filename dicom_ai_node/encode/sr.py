@@ -1,4 +1,4 @@
-"""Encode stage: measurements and findings -> TID 1500 Comprehensive 3D SR (PS3.3 A.35.13).
+"""Encode: measurements and findings -> TID 1500 Comprehensive 3D SR (PS3.3 A.35.13).
 
 Two documents, because one measurement group without geometry stops OHIF 3.13 from
 showing any group of its SR (docs/architecture.md, FACTS):

@@ -1,4 +1,4 @@
-"""Encode stage: deterministic UIDs for result objects, model devices and tracked findings.
+"""Encode: deterministic UIDs for result objects, model devices and tracked findings.
 
 Every UID the encoders write is derived from the job key (or the model name and version)
 with pydicom's ``generate_uid`` under :data:`UID_ROOT` (PS3.5 9.1 and B.2: a hash of the

@@ -1,4 +1,4 @@
-"""Encode stage: prove a result object survives encoding to bytes before anyone sends it."""
+"""Encode: prove a result object survives encoding to bytes before anyone sends it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Privacy stage: de-identify studies for models that run elsewhere, re-identify results.
+"""Privacy: de-identify studies for models that run elsewhere, re-identify results.
 
 The Basic Application Level Confidentiality Profile of DICOM PS3.15 Annex E (Table
 E.1-1) with the Retain UIDs (E.3.9) and Retain Device Identity (E.3.8) Options

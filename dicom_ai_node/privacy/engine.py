@@ -1,4 +1,4 @@
-"""Privacy stage: the Basic Application Level Confidentiality Profile applied to one instance.
+"""Privacy: the Basic Application Level Confidentiality Profile applied to one instance.
 
 PS3.15 E.1.1 with the Retain UIDs (E.3.9) and Retain Device Identity (E.3.8) Options;
 the actions come from Table E.1-1 (:mod:`.table`). How each action is carried out:

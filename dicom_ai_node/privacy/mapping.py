@@ -1,4 +1,4 @@
-"""Privacy stage: the record of one study's original and pseudonymous identifiers.
+"""Privacy: the record of one study's original and pseudonymous identifiers.
 
 :func:`~dicom_ai_node.privacy.deidentify` fills a :class:`StudyMapping` as it goes;
 :func:`~dicom_ai_node.privacy.reidentify` reads it to put a result made elsewhere back

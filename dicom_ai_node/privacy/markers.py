@@ -1,4 +1,4 @@
-"""Privacy stage: the attributes that mark de-identification and those kept to undo it.
+"""Privacy: the attributes that mark de-identification and those kept to undo it.
 
 What PS3.15 E.1.1 asks a de-identified instance to say about itself (Patient Identity
 Removed, De-identification Method and its CID 7050 codes, Longitudinal Temporal

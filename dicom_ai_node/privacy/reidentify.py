@@ -1,4 +1,4 @@
-"""Privacy stage: a result made elsewhere from de-identified data, put back into its study.
+"""Privacy: a result made elsewhere from de-identified data, put back into its study.
 
 A model that ran on a de-identified study returns objects (SEG, SR, ...) that reference
 the pseudonymous study, series, instances and frame of reference and carry the

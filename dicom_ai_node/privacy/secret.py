@@ -1,4 +1,4 @@
-"""Privacy stage: the node's de-identification secret and the pseudonyms keyed with it.
+"""Privacy: the node's de-identification secret and the pseudonyms keyed with it.
 
 Replacement UIDs and pseudonymous patient identifiers are HMAC-SHA256 digests of the
 original value under one per-node secret: the same original always gives the same

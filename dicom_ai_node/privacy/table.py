@@ -1,4 +1,4 @@
-"""Privacy stage: the action table of the Basic Application Level Confidentiality Profile.
+"""Privacy: the action table of the Basic Application Level Confidentiality Profile.
 
 ``profile.csv`` beside this module holds PS3.15 Table E.1-1 (tag, keyword, name, the
 Basic Profile action, the action under the Retain UIDs Option, E.3.9, and under the

@@ -1,4 +1,4 @@
-"""Stage route: declarative rules and a pure matcher that explains its decision.
+"""Route: declarative rules and a pure matcher that explains its decision.
 
 Flow: :func:`header_of` -> :func:`series_info` -> :func:`normalise_body_part` ->
 rules (:func:`load_rules`) -> :func:`route_series` / :func:`route_study` (with

@@ -1,4 +1,4 @@
-"""Stage route: decide which body region a series shows, and say from which attribute.
+"""Route: decide which body region a series shows, and say from which attribute.
 
 Sources, most trusted first: Body Part Examined (0018,0015) with the defined terms of
 PS3.16 Annex L; the Anatomic Region Sequence (0008,2218) with SNOMED CT codes of CID 4031

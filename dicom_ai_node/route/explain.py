@@ -1,4 +1,4 @@
-"""Stage route: render a study's routing as the text ``dicom-ai-node route explain PATH`` prints.
+"""Route: render a study's routing as the text ``dicom-ai-node route explain PATH`` prints.
 
 Pure formatting: the CLI reads the folder, builds each SeriesInfo with
 :func:`~.header.header_of` and :func:`~.header.series_info`, routes with

@@ -1,4 +1,4 @@
-"""Stage route: turn one dataset's top-level attributes into a plain header and a SeriesInfo.
+"""Route: turn one dataset's top-level attributes into a plain header and a SeriesInfo.
 
 The header is what rules match on (keyword -> value), so it holds only small, JSON-ready
 values: no pixel data, no bulk data and no sequences (except the Anatomic Region

@@ -1,4 +1,4 @@
-"""Stage route: decide which models a series (and each series of a study) goes to, and why.
+"""Route: decide which models a series (and each series of a study) goes to, and why.
 
 Pure and deterministic: the same headers, rules and input specs give the same decision
 and the same explanation, line for line. A series goes to a model when a rule for that

@@ -1,4 +1,4 @@
-"""Stage route: check a series against a model's declared input, and pick a study's best series.
+"""Route: check a series against a model's declared input, and pick a study's best series.
 
 A study often holds several reconstructions of one acquisition (thin and thick slices,
 lung and soft-tissue kernels, MPRs) plus localizers. A model runs once per study on the

@@ -1,9 +1,9 @@
-"""Stage route: a routing rule drawn from a model's declared input, as YAML text.
+"""Route: a routing rule drawn from a model's declared input, as YAML text.
 
 ``dicom-ai-node models add PATH --add-rule`` appends it to the rules file, so a model
 added by an administrator routes at once; the text says where it came from, and is
 meant to be read and narrowed (a site rule for one sender, a description pattern).
-Pure: the caller writes the file and validates the result with :func:`.rules.load_rules`.
+Pure: the caller writes the file and validates the result with :func:`.load.load_rules`.
 """
 
 from __future__ import annotations

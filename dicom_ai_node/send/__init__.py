@@ -1,1 +1,1 @@
-"""Stage: send."""
+"""Send: results delivered to their destinations by C-STORE, retried until a window ends."""

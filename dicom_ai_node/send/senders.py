@@ -1,4 +1,4 @@
-"""Stage: send. One sender thread per destination, so a dead destination holds only itself.
+"""Send: One sender thread per destination, so a dead destination holds only itself.
 
 An attempt against a destination that hangs lasts up to the send timeout (connection,
 association and DIMSE timeouts, PS3.8 9.1.5 and PS3.7 9.1.1); the destinations with
@@ -33,7 +33,7 @@ class DestinationSenders:
     Parameters
     ----------
     send:
-        Sends what is due for one destination (``Pipeline.deliver``); it records every
+        Sends what is due for one destination (``Deliverer.deliver``); it records every
         outcome itself. An exception it raises is logged here, where it is finally
         handled, and the destination is tried again at the next :meth:`start_due`.
     """

@@ -1,1 +1,1 @@
-"""Stage: store."""
+"""Store: durable files, the index database and every query the node runs."""

@@ -1,0 +1,1 @@
+"""Store: the schema migrations (Alembic), run by ``Database.migrate``."""

@@ -1,4 +1,4 @@
-"""Alembic environment: migrations run on the node's own engine (see store/db.py)."""
+"""Store: the Alembic environment; migrations run on the node's own engine (see store/db.py)."""
 
 from __future__ import annotations
 
