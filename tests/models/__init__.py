@@ -1,1 +1,1 @@
-"""Model gates: each built-in model's weights measured against its card's thresholds on held-out phantoms."""
+"""Model gates: each built-in model's weights against its card's thresholds on phantoms."""
