@@ -40,8 +40,6 @@ import argparse
 import os
 import platform
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -52,6 +50,7 @@ from pathlib import Path
 
 import pydicom
 import pynetdicom
+from processes import dcmtk_env, free_port, stop, wait_for_port
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
@@ -63,27 +62,6 @@ TARGET_RATIO = 0.35
 MAX_PDU = 131072  # the node's default dicom.max_pdu; storescp is given the same
 SENDER_AE = "STORESCU"
 NODE_AE = "AI_NODE"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
-    """Wait (bounded) until 127.0.0.1:port accepts connections; fail if ``proc`` exits."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode} before listening")
-        with socket.socket() as s:
-            s.settimeout(0.2)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on port {port} after {timeout_s} s")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -112,11 +90,6 @@ def wait_idle(
     return None
 
 
-def dcmtk_env() -> dict[str, str]:
-    """dcmtk (Debian build) leaves Nagle's algorithm on unless told: ~40 ms per message."""
-    return {**os.environ, "TCP_NODELAY": "1"}
-
-
 class Children:
     """Child processes, each in its own process group; all stopped by :meth:`stop_all`."""
 
@@ -136,21 +109,7 @@ class Children:
 
     def stop_all(self) -> None:
         for proc in self.procs:
-            _stop(proc)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    for sig, wait_s in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 10.0)):
-        if proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait_s)
-        except subprocess.TimeoutExpired:
-            continue
+            stop(proc)
 
 
 def weights_missing() -> list[Path]:

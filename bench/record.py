@@ -45,13 +45,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib
 import io
 import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -60,13 +58,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from processes import dcmtk_env, free_port, stop, wait_for_port
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = REPO / ".venv" / "bin" / "python"
 NODE_AE, SENDER_AE = "AI_NODE", "STORESCU"
-DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}  # dcmtk leaves Nagle's algorithm on otherwise
+DCMTK_ENV = dcmtk_env()
 #: The fixed value each date/time VR is normalised to.
 FIXED = {"DA": "20000101", "TM": "000000", "DT": "20000101000000"}
 #: Dates and times the results copy from their source study: fixed inputs, kept as they are.
@@ -84,52 +83,51 @@ BOOT = (
 )
 
 
-def _generators(*names: str) -> list[Any]:
-    """Each of ``names`` from the generator modules, old layout (``*phantoms.py``,
-    ``testing.py``) or new (the ``testing`` package); a name two modules define differently
-    is an error."""
-    import dicom_ai_node
-
-    root = Path(str(dicom_ai_node.__file__)).parent
-    paths = sorted(
-        [*root.glob("*phantoms.py"), *root.glob("testing.py"), *root.glob("testing/**/*.py")]
-    )
-    found: dict[str, Any] = {}
-    for path in paths:
-        parts = path.relative_to(root).with_suffix("").parts
-        module = importlib.import_module(
-            ".".join(("dicom_ai_node", *parts[: len(parts) - (parts[-1] == "__init__")]))
-        )
-        for name in (n for n in names if hasattr(module, n)):
-            if found.setdefault(name, getattr(module, name)) is not getattr(module, name):
-                raise ImportError(f"{name} is defined in {module.__name__} and elsewhere")
-    missing = [n for n in names if n not in found]
-    if missing:
-        raise ImportError(f"generators not found: {missing}")
-    return [found[n] for n in names]
-
-
 def make_inputs(folder: Path) -> None:
     """Write the studies: the end-to-end tests' sizes and held-out seeds, fixed UIDs."""
     import numpy as np
 
+    from dicom_ai_node.testing.images import (
+        mammogram_to_dataset as to_mg,
+    )
+    from dicom_ai_node.testing.images import (
+        radiograph_to_dataset as to_xr,
+    )
+    from dicom_ai_node.testing.images import (
+        ultrasound_to_datasets as to_us,
+    )
+    from dicom_ai_node.testing.phantoms.brain_mr import BrainPhantom as mr_volume
+    from dicom_ai_node.testing.phantoms.brain_mr import brain_mr_phantom as brain
+    from dicom_ai_node.testing.phantoms.chest_ct import ChestPhantom as ct_volume
+    from dicom_ai_node.testing.phantoms.chest_xr import chest_radiograph as chest_xr
+    from dicom_ai_node.testing.phantoms.cine_mr import cine_phantom as cine
+    from dicom_ai_node.testing.phantoms.extremity_xr import extremity_radiograph as limb_xr
+    from dicom_ai_node.testing.phantoms.head_cta import cta_phantom as cta
+    from dicom_ai_node.testing.phantoms.kidney_ct import kidney_ct_phantom as kidney_ct
+    from dicom_ai_node.testing.phantoms.kidney_mr import kidney_mr_phantom as kidney_mr
+    from dicom_ai_node.testing.phantoms.liver_mr import CYST as cyst
+    from dicom_ai_node.testing.phantoms.liver_mr import METASTASIS as metastasis
+    from dicom_ai_node.testing.phantoms.liver_mr import liver_mr_phantom as liver
+    from dicom_ai_node.testing.phantoms.mammography import mammogram
+    from dicom_ai_node.testing.phantoms.ultrasound import ultrasound_image as us_image
+    from dicom_ai_node.testing.series import (
+        cine_to_datasets as to_cine,
+    )
+    from dicom_ai_node.testing.series import (
+        make_ct_series as ct_series,
+    )
+    from dicom_ai_node.testing.series import (
+        mr_to_datasets as to_mr,
+    )
+    from dicom_ai_node.testing.series import (
+        phantom_to_datasets as to_ct,
+    )
+    from dicom_ai_node.testing.series import (
+        write_series as write,
+    )
     from tests.studies import chest_ct_study
 
-    to_ct, to_mr, to_xr, to_us, to_mg, to_cine, ct_series, write = _generators(
-        "phantom_to_datasets", "mr_to_datasets", "radiograph_to_dataset",
-        "ultrasound_to_datasets", "mammogram_to_dataset", "cine_to_datasets",
-        "make_ct_series", "write_series",
-    )  # fmt: skip
-    ct_volume, mr_volume, chest_xr, limb_xr, us_image, mammogram = _generators(
-        "ChestPhantom", "BrainPhantom", "chest_radiograph", "extremity_radiograph",
-        "ultrasound_image", "mammogram",
-    )  # fmt: skip
-    brain, liver, kidney_mr, kidney_ct, cta, cine, cyst, metastasis = _generators(
-        "brain_mr_phantom", "liver_mr_phantom", "kidney_mr_phantom", "kidney_ct_phantom",
-        "cta_phantom", "cine_phantom", "CYST", "METASTASIS",
-    )  # fmt: skip
     rng = np.random.default_rng
-    print(f"# generators from {Path(str(to_ct.__code__.co_filename)).parent}", file=sys.stderr)
     chest = chest_ct_study(101)  # topogram, 5 mm and 2.5 mm series: routing takes the thin one
     xr_rng = rng(20_300)
     effusion, normal = chest_xr(1536, xr_rng, "effusion"), chest_xr(1536, xr_rng)
@@ -181,37 +179,6 @@ def make_inputs(folder: Path) -> None:
     }  # fmt: skip
     for name, datasets in studies.items():
         write(datasets, folder / name)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode} before listening")
-        with socket.socket() as s:
-            s.settimeout(0.2)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"nothing listening on port {port} after {timeout_s} s")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the process group, then SIGKILL, each wait bounded."""
-    for sig, wait_s in ((signal.SIGTERM, 30.0), (signal.SIGKILL, 10.0)):
-        if proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(wait_s)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            continue
 
 
 def node_config(work: Path, code: Path, port: int, pacs_port: int) -> Path:
@@ -443,8 +410,8 @@ def main() -> int:
     if args.command == "inputs":
         if args.dir.exists() and any(args.dir.iterdir()):
             raise SystemExit(f"{args.dir} is not empty")
-        if args.code:  # its generators, not the editable install's
-            sys.path.insert(0, str(args.code.resolve()))
+        # the checkout's generators (not the editable install's) and its tests/studies.py
+        sys.path.insert(0, str((args.code or REPO).resolve()))
         make_inputs(args.dir)
         return 0
     if args.command == "compare":
@@ -460,7 +427,7 @@ def main() -> int:
         return record(args, work, procs)
     finally:
         for proc in reversed(procs):
-            stop(proc)
+            stop(proc, 30.0)
         if args.keep:
             print(f"# kept {work}", file=sys.stderr)
         else:
