@@ -1,0 +1,1 @@
+"""The built-in models, one folder each, and the kit their training scripts share."""

@@ -1,0 +1,1 @@
+"""Training: the kit the built-in models' training scripts share."""

@@ -1,0 +1,1 @@
+"""The built-in model body-region (retrain: ``python -m models.body_region.train``)."""

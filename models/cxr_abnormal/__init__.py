@@ -1,0 +1,1 @@
+"""The built-in model cxr-abnormal (retrain: ``python -m models.cxr_abnormal.train``)."""

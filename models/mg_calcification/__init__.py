@@ -1,0 +1,1 @@
+"""The built-in model mg-calcification (retrain: ``python -m models.mg_calcification.train``)."""

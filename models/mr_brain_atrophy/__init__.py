@@ -1,0 +1,1 @@
+"""The built-in model mr-brain-atrophy (retrain: ``python -m models.mr_brain_atrophy.train``)."""

@@ -1,0 +1,1 @@
+"""The built-in model xr-body-region (retrain: ``python -m models.xr_body_region.train``)."""

@@ -1,0 +1,1 @@
+"""The built-in model xr-fracture (retrain: ``python -m models.xr_fracture.train``)."""
