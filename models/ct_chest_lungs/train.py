@@ -1,20 +1,22 @@
 """Train the built-in CT chest lung and nodule model on generated phantoms (TorchScript).
 
-The training data are randomised chest CT phantoms (``dicom_ai_node.phantoms``), made here
-from seeds with nodules labelled, so the run needs no download and is reproducible.
-Slices go through exactly the node's TorchScript runner preprocessing: each axial slice
-resized to 160x160 with
+The training data are randomised chest CT phantoms
+(``dicom_ai_node.testing.phantoms.chest_ct``), made here from seeds with nodules
+labelled, so the run needs no download and is reproducible. The network is the shared
+2-D UNet (``net.py``, ``models/_training/blocks.py``), trained with the shared loop, loss
+and schedule (``models/_training/loop.py``). Slices go through exactly the node's
+TorchScript runner preprocessing: each axial slice resized to 160x160 with
 ``interpolate(mode="area")``; the loss uses the area-resized one-hot truth (soft targets,
 which teach partial-volume fractions and keep the volumes right after the runner
 upsamples the logits bilinearly). Scoring runs the runner's whole path on held-out
 phantoms at full resolution, including the node's nodule post-processing
-(:func:`dicom_ai_node.infer.instances.segmentation_output` with this folder's manifest):
-each true nodule counts as found when a reported nodule overlaps it.
+(:func:`dicom_ai_node.infer.findings.lesions.segmentation_output` with this folder's
+manifest): each true nodule counts as found when a reported nodule overlaps it.
 
-Usage::
+Usage (from the repository's root)::
 
-    python models/ct_chest_lungs/train.py --out models/ct_chest_lungs   # full run
-    python models/ct_chest_lungs/train.py --smoke --out /tmp/lungs      # < 60 s check
+    python -m models.ct_chest_lungs.train --out models/ct_chest_lungs   # full run
+    python -m models.ct_chest_lungs.train --smoke --out /tmp/lungs      # < 60 s check
 
 Train seeds are ``0 .. N-1``; held-out test seeds start at 10 000 and are never trained on.
 """
@@ -26,8 +28,6 @@ import concurrent.futures
 import datetime as dt
 import json
 import math
-import os
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -36,22 +36,21 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from dicom_ai_node.domain import Volume
+from dicom_ai_node.geometry import components
+from dicom_ai_node.infer.findings.lesions import segmentation_output
+from dicom_ai_node.infer.manifest import ModelManifest, load_manifest
+from dicom_ai_node.provenance import run_record
+from dicom_ai_node.testing.phantoms.chest_ct import LEFT_LUNG, NODULE, RIGHT_LUNG, chest_ct_phantom
+from models._training.blocks import UNet, count_parameters
+from models._training.loop import fit, resize_input, slice_batch, soft_targets
+from models._training.record import export_frozen, write_metrics
+from models._training.scoring import dice, segment, volume_scores
+from models.ct_chest_lungs.net import INPUT_SIZE, NUM_CLASSES, lung_unet
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parents[1]))
-
-from net import INPUT_SIZE, NUM_CLASSES, LungUNet, count_parameters  # noqa: E402
-
-from dicom_ai_node.domain import Volume  # noqa: E402
-from dicom_ai_node.geometry import components  # noqa: E402
-from dicom_ai_node.infer.findings.lesions import segmentation_output  # noqa: E402
-from dicom_ai_node.infer.manifest import ModelManifest, load_manifest  # noqa: E402
-from dicom_ai_node.provenance import run_record  # noqa: E402
-from dicom_ai_node.testing.phantoms.chest_ct import LEFT_LUNG, NODULE, RIGHT_LUNG, chest_ct_phantom  # noqa: E402
-
 TEST_SEED_BASE = 10_000
 LUNGS = {"right": RIGHT_LUNG, "left": LEFT_LUNG}
 # acceptance thresholds stated in MODEL_CARD.md and checked by the unit test
@@ -129,20 +128,6 @@ def eval_geometry(seed: int, cfg: Config) -> tuple[int, int, tuple[float, float,
     return slices, cfg.eval_rows, (float(rng.uniform(*cfg.eval_slice_mm)), pixel, pixel)
 
 
-def resize_input(hu: np.ndarray | Tensor, size: int = INPUT_SIZE) -> Tensor:
-    """(Z, Y, X) HU -> (Z, 1, size, size) float32, as the node's runner does (area)."""
-    x = torch.as_tensor(hu).to(torch.float32).unsqueeze(1)
-    return F.interpolate(x, size=(size, size), mode="area")
-
-
-def soft_targets(labels: np.ndarray, classes: int = NUM_CLASSES, size: int = INPUT_SIZE) -> Tensor:
-    """(Z, Y, X) labels -> (Z, classes, size, size) uint8 class fractions (x255), area resize."""
-    lab = torch.from_numpy(labels.astype(np.int64))
-    onehot = F.one_hot(lab, classes).permute(0, 3, 1, 2).to(torch.float32)
-    frac = F.interpolate(onehot, size=(size, size), mode="area")
-    return (frac * 255).round().to(torch.uint8)
-
-
 def _make_training_phantom(args: tuple[int, int]) -> tuple[Tensor, Tensor]:
     seed, slices = args
     torch.set_num_threads(1)
@@ -150,7 +135,7 @@ def _make_training_phantom(args: tuple[int, int]) -> tuple[Tensor, Tensor]:
     ph = chest_ct_phantom(
         n, size, size, spacing, seed=seed, nodules_per_lung=NODULES_PER_LUNG, label_nodules=True
     )
-    return resize_input(ph.hu), soft_targets(ph.labels)
+    return resize_input(ph.hu, INPUT_SIZE), soft_targets(ph.labels, NUM_CLASSES, INPUT_SIZE)
 
 
 def make_training_set(cfg: Config) -> tuple[Tensor, Tensor]:
@@ -172,91 +157,20 @@ def class_weights() -> Tensor:
     return weight
 
 
-def loss_fn(logits: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
-    """Soft cross-entropy (classes weighted by ``weight``) plus soft Dice over the labels."""
-    logp = F.log_softmax(logits, dim=1)
-    w = torch.ones(logits.shape[1]) if weight is None else weight
-    ce = -(target * logp * w.view(1, -1, 1, 1)).sum(dim=1).mean()
-    p = logp.exp()[:, 1:]
-    t = target[:, 1:]
-    inter = (p * t).sum(dim=(0, 2, 3))
-    dice = (2 * inter + 1.0) / (p.sum(dim=(0, 2, 3)) + t.sum(dim=(0, 2, 3)) + 1.0)
-    return ce + (1 - dice).mean()
-
-
-def lr_at(step: int, cfg: Config) -> float:
-    """Linear warm-up for 5% of the steps, then cosine decay to zero."""
-    warm = max(1, cfg.steps // 20)
-    if step < warm:
-        return cfg.lr * (step + 1) / warm
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, cfg.steps - warm)))
-
-
-def train(cfg: Config, x: Tensor, y: Tensor, log: bool = True) -> LungUNet:
+def train(cfg: Config, x: Tensor, y: Tensor, log: bool = True) -> UNet:
     """Train a fresh network on slices ``x`` (HU) with soft targets ``y`` (uint8)."""
-    torch.manual_seed(cfg.seed)
-    model = LungUNet(classes=NUM_CLASSES).to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    model.train()
-    t0 = time.perf_counter()
-    for step in range(cfg.steps):
-        idx = torch.randint(0, x.shape[0], (cfg.batch_size,), generator=gen)
+
+    def batch(generator: torch.Generator) -> tuple[Tensor, Tensor]:
         # small calibration jitter: HU offset +-15, gain 0.97..1.03
-        gain = 1 + 0.03 * (2 * torch.rand(cfg.batch_size, 1, 1, 1, generator=gen) - 1)
-        shift = 15 * (2 * torch.rand(cfg.batch_size, 1, 1, 1, generator=gen) - 1)
-        xb = (x[idx] * gain + shift).contiguous(memory_format=torch.channels_last)
-        yb = y[idx].to(torch.float32) / 255
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        loss = loss_fn(model(xb), yb, class_weights())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if log and (step % 100 == 0 or step == cfg.steps - 1):
-            print(f"step {step:5d} loss {loss.item():.4f} {time.perf_counter() - t0:7.1f}s")
-    return model.eval()
+        return slice_batch(generator, x, y, cfg.batch_size, gain=0.03, shift=15.0)
 
-
-def export(model: LungUNet, path: Path) -> None:
-    """Write TorchScript (scripted, then frozen: batch norm folded into the convolutions)."""
-    model = model.eval().to(memory_format=torch.contiguous_format)
-    scripted = torch.jit.freeze(torch.jit.script(model))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.jit.save(scripted, str(tmp))
-    os.replace(tmp, path)
+    return fit(lung_unet, cfg, batch, weight=class_weights(), log=log)
 
 
 # ---------------------------------------------------------------- scoring
-@torch.inference_mode()
-def segment(
-    module: torch.nn.Module, hu: np.ndarray, batch_size: int = 16, size: int = INPUT_SIZE
-) -> np.ndarray:
-    """The node's TorchScript runner path: area resize, logits, bilinear upsample, argmax."""
-    rows, cols = hu.shape[1:]
-    out = np.empty(hu.shape, np.uint8)
-    for k in range(0, hu.shape[0], batch_size):
-        logits = module(resize_input(hu[k : k + batch_size], size))
-        up = F.interpolate(logits, size=(rows, cols), mode="bilinear", align_corners=False)
-        out[k : k + batch_size] = up.argmax(dim=1).to(torch.uint8).numpy()
-    return out
-
-
 def score(pred: np.ndarray, truth: np.ndarray, voxel_ml: float) -> dict[str, dict[str, float]]:
     """Dice and volumes per lung (nodule voxels are neither, in truth and prediction)."""
-    result = {}
-    for name, value in LUNGS.items():
-        p, t = pred == value, truth == value
-        n_p, n_t = int(p.sum()), int(t.sum())
-        inter = int(np.logical_and(p, t).sum())
-        result[name] = {
-            "dice": 2 * inter / max(1, n_p + n_t),
-            "volume_ml": n_p * voxel_ml,
-            "true_volume_ml": n_t * voxel_ml,
-            "volume_error_pct": 100 * (n_p - n_t) / max(1, n_t),
-        }
-    return result
+    return {name: volume_scores(pred, truth, value, voxel_ml) for name, value in LUNGS.items()}
 
 
 def score_nodules(
@@ -289,7 +203,8 @@ def score_nodules(
             t = np.zeros(truth.shape, bool)
             t[box] = mask
             n_p = int(pred.sum())
-            entry["dice"] = round(2 * float(np.logical_and(pred, t).sum()) / (n_p + mask.sum()), 4)
+            # rounded as numpy rounds a numpy float, as recorded so far
+            entry["dice"] = round(np.float64(dice(pred, t)), 4)
             entry["volume_error_pct"] = round(100 * (n_p - int(mask.sum())) / int(mask.sum()), 2)
         nodules.append(entry)
     return {"nodules": nodules, "false_positives": len(reported - hits)}
@@ -308,7 +223,7 @@ def evaluate(module: torch.nn.Module, cfg: Config) -> dict[str, Any]:
             n, size, size, spacing, seed=seed, nodules_per_lung=NODULES_PER_LUNG, label_nodules=True
         )
         t0 = time.perf_counter()
-        pred = segment(module, ph.hu)
+        pred = segment(module, ph.hu, INPUT_SIZE)
         seconds += time.perf_counter() - t0
         n_slices += n
         voxel_ml = float(np.prod(spacing)) / 1000
@@ -385,7 +300,7 @@ def evaluate_only(out: Path | None, smoke: bool, seed: int) -> int:
     metrics["held_out"] = evaluate(torch.jit.load(str(out / "model.pt")), cfg)
     metrics["acceptance"] = acceptance()
     metrics["evaluated_utc"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_metrics(out, metrics)
     print(json.dumps(metrics["held_out"]["summary"], indent=2))
     return 0
 
@@ -423,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"training set: {x.shape[0]} slices in {t_data:.1f}s")
     model = train(cfg, x, y, log=not args.smoke)
     t_train = time.perf_counter() - t_start - t_data
-    export(model, args.out / "model.pt")
+    export_frozen(model, args.out / "model.pt")
     module = torch.jit.load(str(args.out / "model.pt"))
     held_out = evaluate(module, cfg)
     metrics = {
@@ -445,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         "acceptance": acceptance(),
         "held_out": held_out,
     }
-    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_metrics(args.out, metrics)
     print(json.dumps(held_out["summary"], indent=2))
     print(f"wrote {args.out / 'model.pt'} and metrics.json in {metrics['seconds']['total']}s")
     return 0
@@ -453,59 +368,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-
-def run_scored(
-    argv: list[str] | None,
-    *,
-    doc: str,
-    folder: Path,
-    config: Any,
-    make_training_set: Any,
-    train: Any,
-    evaluate: Any,
-    acceptance: dict[str, float],
-    unit: str = "slices",
-) -> int:
-    """The ``main`` of a model whose scoring uses the node's own post-processing: train,
-    export, score what ships with the folder's ``model.toml``, write ``metrics.json``.
-
-    ``config`` is the model's ``Config`` class (with ``smoke(seed)``); ``evaluate`` is
-    called as ``evaluate(module, manifest, cfg)``. Shared by the CTA, mammography and
-    liver models, whose scripts differ only in data, network and scoring.
-    """
-    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--smoke", action="store_true", help="tiny run (< 60 s) for CI")
-    args = parser.parse_args(argv)
-    cfg = config.smoke(args.seed) if args.smoke else config(seed=args.seed)
-    args.out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    x, y = make_training_set(cfg)
-    print(f"training set: {len(x)} {unit} in {time.perf_counter() - started:.1f} s", flush=True)
-    model = train(cfg, x, y)
-    export(model, args.out / "model.pt")
-    if args.out.resolve() != folder:
-        shutil.copy(folder / "model.toml", args.out / "model.toml")
-    manifest = load_manifest(args.out / "model.toml")  # the node's post-processing rules
-    module = torch.jit.load(str(args.out / "model.pt"))  # score what ships
-    metrics = evaluate(module, manifest, cfg)
-    elapsed = time.perf_counter() - started
-    record = {
-        **run_record(
-            manifest.name,
-            f"models/{folder.name}/train.py",
-            argv or sys.argv[1:],
-            smoke=args.smoke,
-            config=asdict(cfg),
-        ),
-        "parameters": count_parameters(model),
-        "training_seconds": round(elapsed, 1),
-        "held_out": metrics,
-        "acceptance": acceptance,
-    }
-    (args.out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps(metrics["summary"], indent=2))
-    print(f"done in {elapsed:.1f} s", flush=True)
-    return 0

@@ -2,9 +2,9 @@
 
 ``train.py`` scores its held-out set as generated (80 % contrast-enhanced); this prints
 the same scores with the contrast phase forced, so the card can say how the model does
-on each. Usage::
+on each. Usage (from the repository's root)::
 
-    python models/ct_kidney_tumour/evaluate.py [--phantoms 6] [--first-seed 20000]
+    python -m models.ct_kidney_tumour.evaluate [--phantoms 6] [--first-seed 20000]
 """
 
 from __future__ import annotations
@@ -17,12 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dicom_ai_node.testing.phantoms.kidney_ct import kidney_ct_phantom
+from models._training.scoring import segment
+from models.ct_kidney_tumour.train import INPUT_SIZE, score
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from train import INPUT_SIZE, lung_train, score  # noqa: E402
-
-from dicom_ai_node.testing.phantoms.kidney_ct import kidney_ct_phantom  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
             spacing = (3.0, 1.4, 1.4)
             ph = kidney_ct_phantom(40, 256, spacing, seed, tumour=True, contrast=contrast)
             result = score(
-                lung_train.segment(module, ph.hu, size=INPUT_SIZE),
+                segment(module, ph.hu, INPUT_SIZE),
                 ph.labels,
                 np.prod(spacing) / 1000,
             )

@@ -1,54 +1,39 @@
 """Train the built-in CT kidney and kidney-tumour model on generated phantoms.
 
-The network is the lung model's 2-D UNet (``models/ct_chest_lungs/net.py``, three
-classes: background, kidney, tumour) with the CT window set to -200..400 HU, trained
-with the lung model's loss (soft cross-entropy plus soft Dice), schedule and export
-(``models/ct_chest_lungs/train.py``), on slices of ``dicom_ai_node.region_phantoms.
-kidney_ct_phantom`` made here from seeds: no download, reproducible. Slices go through
-the node's runner preprocessing (area resize to 128x128); scoring runs the runner's
-whole path on held-out phantoms (seeds from 10 000) at full resolution.
+The network is the shared 2-D UNet (``models/_training/blocks.py``, three classes:
+background, kidney, tumour) with the CT window set to -200..400 HU, trained with the
+shared loss (soft cross-entropy plus soft Dice), schedule and export
+(``models/_training/``), on slices of
+``dicom_ai_node.testing.phantoms.kidney_ct.kidney_ct_phantom`` made here from seeds: no
+download, reproducible. Slices go through the node's runner preprocessing (area resize
+to 128x128); scoring runs the runner's whole path on held-out phantoms (seeds from
+10 000) at full resolution.
 
-Usage::
+Usage (from the repository's root)::
 
-    python models/ct_kidney_tumour/train.py --out models/ct_kidney_tumour   # full run
-    python models/ct_kidney_tumour/train.py --smoke --out /tmp/kidney       # < 60 s check
+    python -m models.ct_kidney_tumour.train --out models/ct_kidney_tumour   # full run
+    python -m models.ct_kidney_tumour.train --smoke --out /tmp/kidney       # < 60 s check
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
-import json
 import sys
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-HERE = Path(__file__).resolve().parent
-LUNGS = HERE.parent / "ct_chest_lungs"
-sys.path.insert(0, str(HERE.parents[1]))
-sys.path.insert(0, str(LUNGS))
-
-from net import LungUNet, count_parameters  # noqa: E402  (the lung model's UNet)
-
-from dicom_ai_node.provenance import run_record  # noqa: E402
-from dicom_ai_node.testing.phantoms.kidney_ct import KIDNEY, TUMOUR, kidney_ct_phantom  # noqa: E402
-
-_spec = importlib.util.spec_from_file_location("lung_train", LUNGS / "train.py")
-assert _spec is not None and _spec.loader is not None
-lung_train = importlib.util.module_from_spec(_spec)
-sys.modules["lung_train"] = lung_train  # dataclasses look their module up there
-_spec.loader.exec_module(lung_train)
+from dicom_ai_node.testing.phantoms.kidney_ct import KIDNEY, TUMOUR, kidney_ct_phantom
+from models._training import record
+from models._training.blocks import UNet
+from models._training.loop import fit, resize_input, slice_batch, soft_targets
+from models._training.scoring import segment, volume_scores
 
 TEST_SEED_BASE = 10_000
-#: the network's input size and classes (background, kidney, tumour): the lung model's
-#: network, at the size and class count of this model
+#: the network's input size and classes (background, kidney, tumour)
 INPUT_SIZE = 128
 CLASSES = 3
 HU_MIN, HU_MAX = -200.0, 400.0
@@ -57,6 +42,11 @@ LABELS = {"kidney": KIDNEY, "tumour": TUMOUR}
 KIDNEY_DICE_MIN = 0.85
 TUMOUR_DICE_MIN = 0.6
 TUMOUR_VOLUME_ERROR_MAX_PCT = 35.0
+ACCEPTANCE = {
+    "kidney_dice_min": KIDNEY_DICE_MIN,
+    "tumour_dice_min": TUMOUR_DICE_MIN,
+    "tumour_volume_error_max_abs_pct": TUMOUR_VOLUME_ERROR_MAX_PCT,
+}
 
 
 @dataclass(frozen=True)
@@ -93,57 +83,31 @@ def make_training_set(cfg: Config) -> tuple[Tensor, Tensor]:
         ph = kidney_ct_phantom(cfg.slices_per_phantom, size, spacing, seed)
         keep = ph.labels.reshape(len(ph.labels), -1).any(axis=1)  # slices through a kidney
         keep |= np.random.default_rng(seed).random(len(keep)) < 0.15  # and some without
-        xs.append(lung_train.resize_input(ph.hu[keep], INPUT_SIZE))
-        ys.append(lung_train.soft_targets(ph.labels[keep], CLASSES, INPUT_SIZE))
+        xs.append(resize_input(ph.hu[keep], INPUT_SIZE))
+        ys.append(soft_targets(ph.labels[keep], CLASSES, INPUT_SIZE))
     return torch.cat(xs), torch.cat(ys)
 
 
-def train(cfg: Config, x: Tensor, y: Tensor) -> LungUNet:
-    torch.manual_seed(cfg.seed)
-    model = LungUNet(classes=CLASSES)
-    model.hu_min, model.hu_max = HU_MIN, HU_MAX
-    model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    model.train()
-    started = time.perf_counter()
-    for step in range(cfg.steps):
-        idx = torch.randint(0, x.shape[0], (cfg.batch_size,), generator=gen)
-        gain = 1 + 0.03 * (2 * torch.rand(cfg.batch_size, 1, 1, 1, generator=gen) - 1)
-        shift = 15 * (2 * torch.rand(cfg.batch_size, 1, 1, 1, generator=gen) - 1)
-        xb, yb = x[idx] * gain + shift, y[idx].to(torch.float32) / 255
-        if torch.rand((), generator=gen) < 0.5:  # either kidney may hold the tumour
-            xb, yb = torch.flip(xb, dims=(3,)), torch.flip(yb, dims=(3,))
-        for group in opt.param_groups:
-            group["lr"] = lung_train.lr_at(step, cfg)
-        loss = lung_train.loss_fn(model(xb.contiguous(memory_format=torch.channels_last)), yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % 100 == 0 or step == cfg.steps - 1:
-            print(
-                f"step {step:5d} loss {loss.item():.4f} {time.perf_counter() - started:7.1f}s",
-                flush=True,
-            )
-    return model.eval()
+def train(cfg: Config, data: tuple[Tensor, Tensor]) -> UNet:
+    x, y = data
+
+    def batch(generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        # HU offset +-15, gain 0.97..1.03; mirrored half the time: either kidney may hold
+        # the tumour
+        return slice_batch(generator, x, y, cfg.batch_size, gain=0.03, shift=15.0, flip=3)
+
+    return fit(lambda: UNet(CLASSES, window=(HU_MIN, HU_MAX)), cfg, batch)
 
 
 def score(pred: np.ndarray, truth: np.ndarray, voxel_ml: float) -> dict[str, dict[str, float]]:
-    out = {}
+    """Dice and volumes of the kidneys and the tumour; a label absent from the truth gets
+    the volume wrongly given it instead."""
+    out: dict[str, dict[str, float]] = {}
     for name, value in LABELS.items():
-        p, t = pred == value, truth == value
-        n_p, n_t = int(p.sum()), int(t.sum())
-        if n_t == 0:
-            out[name] = {"present": 0.0, "false_positive_ml": n_p * voxel_ml}
-            continue
-        inter = int(np.logical_and(p, t).sum())
-        out[name] = {
-            "present": 1.0,
-            "dice": 2 * inter / max(1, n_p + n_t),
-            "volume_ml": n_p * voxel_ml,
-            "true_volume_ml": n_t * voxel_ml,
-            "volume_error_pct": 100 * (n_p - n_t) / n_t,
-        }
+        if not (truth == value).any():
+            out[name] = {"present": 0.0, "false_positive_ml": int((pred == value).sum()) * voxel_ml}
+        else:
+            out[name] = {"present": 1.0, **volume_scores(pred, truth, value, voxel_ml)}
     return out
 
 
@@ -167,7 +131,7 @@ def evaluate(
             image, truth = ph.hu, ph.labels
         else:
             image, truth = draw(seed, size, spacing, i % 5 != 4)
-        pred = lung_train.segment(module, image, size=INPUT_SIZE)
+        pred = segment(module, image, INPUT_SIZE)
         case: dict[str, Any] = {"seed": seed, "size": size, "spacing_mm": list(spacing)}
         case.update(score(pred, truth, float(np.prod(spacing)) / 1000))
         cases.append(case)
@@ -192,42 +156,7 @@ def evaluate(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--smoke", action="store_true", help="tiny run (< 60 s) for CI")
-    args = parser.parse_args(argv)
-    cfg = Config.smoke(args.seed) if args.smoke else Config(seed=args.seed)
-    args.out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    x, y = make_training_set(cfg)
-    print(f"training set: {len(x)} slices in {time.perf_counter() - started:.1f} s", flush=True)
-    model = train(cfg, x, y)
-    lung_train.export(model, args.out / "model.pt")
-    module = torch.jit.load(str(args.out / "model.pt"))  # score what ships
-    metrics = evaluate(module, cfg)
-    elapsed = time.perf_counter() - started
-    record = {
-        **run_record(
-            "ct-kidney-tumour",
-            "models/ct_kidney_tumour/train.py",
-            argv or sys.argv[1:],
-            smoke=args.smoke,
-            config=asdict(cfg),
-        ),
-        "parameters": count_parameters(model),
-        "training_seconds": round(elapsed, 1),
-        "held_out": metrics,
-        "acceptance": {
-            "kidney_dice_min": KIDNEY_DICE_MIN,
-            "tumour_dice_min": TUMOUR_DICE_MIN,
-            "tumour_volume_error_max_abs_pct": TUMOUR_VOLUME_ERROR_MAX_PCT,
-        },
-    }
-    (args.out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps(metrics["summary"], indent=2))
-    print(f"done in {elapsed:.1f} s", flush=True)
-    return 0
+    return record.main(argv, sys.modules[__name__])
 
 
 if __name__ == "__main__":

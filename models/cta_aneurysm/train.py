@@ -1,13 +1,13 @@
 """Train the built-in head CTA model: intracranial arteries and aneurysm candidates.
 
-The network is the lung model's 2-D UNet (``models/ct_chest_lungs/net.py``, three
-classes: background, artery, aneurysm) with its CT window set to -100..1200 HU (bone
-stays brighter than contrast) and three input channels: it is 2.5-D, each axial slice
-with the slices 3 mm below and above it (``preprocess.context_mm``, gathered as the
-node's runner does, ``infer/slices.py SliceStack``), so that a small round sac, which
-ends within a few mm, differs from a vessel crossing the slice, which goes on. Trained
-with the lung model's loss (aneurysm voxels weighted more), schedule and export
-(``models/ct_chest_lungs/train.py``) on slices of ``dicom_ai_node.cta_phantoms.cta_phantom``
+The network is the shared 2-D UNet (``models/_training/blocks.py``, three classes:
+background, artery, aneurysm) with its CT window set to -100..1200 HU (bone stays
+brighter than contrast) and three input channels: it is 2.5-D, each axial slice with the
+slices 3 mm below and above it (``preprocess.context_mm``, gathered as the node's runner
+does, ``dicom_ai_node.infer.tasks.segment.SliceStack``), so that a small round sac,
+which ends within a few mm, differs from a vessel crossing the slice, which goes on.
+Trained with the shared loss (aneurysm voxels weighted more), schedule and export
+(``models/_training/``) on slices of ``dicom_ai_node.testing.phantoms.head_cta.cta_phantom``
 made here from seeds (a quarter of each batch from slices through an aneurysm): no
 download, reproducible. Slices go through the node's runner preprocessing (area resize
 to 160x160).
@@ -19,46 +19,33 @@ Dice, aneurysm sensitivity (aneurysms of ``COUNTED_MM`` or more; smaller ones ar
 apart),
 false positives per scan, and the long-axis error of the aneurysms found.
 
-Usage::
+Usage (from the repository's root)::
 
-    python models/cta_aneurysm/train.py --out models/cta_aneurysm    # full run
-    python models/cta_aneurysm/train.py --smoke --out /tmp/cta       # < 60 s check
+    python -m models.cta_aneurysm.train --out models/cta_aneurysm    # full run
+    python -m models.cta_aneurysm.train --smoke --out /tmp/cta       # < 60 s check
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import importlib.util
 import sys
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-HERE = Path(__file__).resolve().parent
-LUNGS = HERE.parent / "ct_chest_lungs"
-sys.path.insert(0, str(HERE.parents[1]))
-sys.path.insert(0, str(LUNGS))
-
-from net import LungUNet  # noqa: E402  (the lung model's UNet)
-
-from dicom_ai_node.domain import Volume  # noqa: E402
-from dicom_ai_node.geometry import components  # noqa: E402
-from dicom_ai_node.infer.findings.lesions import segmentation_output  # noqa: E402
-from dicom_ai_node.infer.findings.measure import long_axis_mm  # noqa: E402
-from dicom_ai_node.infer.tasks.network import bf16_supported  # noqa: E402
-from dicom_ai_node.infer.tasks.segment import SliceStack  # noqa: E402
-from dicom_ai_node.testing.phantoms.head_cta import ANEURYSM, ARTERY, cta_phantom  # noqa: E402
-
-_spec = importlib.util.spec_from_file_location("lung_train", LUNGS / "train.py")
-assert _spec is not None and _spec.loader is not None
-lung_train = importlib.util.module_from_spec(_spec)
-sys.modules["lung_train"] = lung_train  # dataclasses look their module up there
-_spec.loader.exec_module(lung_train)
+from dicom_ai_node.domain import Volume
+from dicom_ai_node.geometry import components
+from dicom_ai_node.infer.findings.lesions import segmentation_output
+from dicom_ai_node.infer.findings.measure import long_axis_mm
+from dicom_ai_node.infer.tasks.segment import SliceStack
+from dicom_ai_node.testing.phantoms.head_cta import ANEURYSM, ARTERY, cta_phantom
+from models._training import record
+from models._training.blocks import UNet
+from models._training.loop import fit, resize_input, showing, slice_batch, soft_targets
+from models._training.scoring import dice
 
 TEST_SEED_BASE = 10_000
 INPUT_SIZE = 160
@@ -78,6 +65,12 @@ ARTERY_DICE_MIN = 0.7
 SENSITIVITY_MIN = 0.75
 FALSE_POSITIVES_MAX = 1.0
 LONG_AXIS_ERROR_MAX_PCT = 30.0
+ACCEPTANCE = {
+    "artery_dice_min": ARTERY_DICE_MIN,
+    "sensitivity_min": SENSITIVITY_MIN,
+    "false_positives_per_scan_max": FALSE_POSITIVES_MAX,
+    "long_axis_error_max_pct": LONG_AXIS_ERROR_MAX_PCT,
+}
 
 
 @dataclass(frozen=True)
@@ -117,9 +110,9 @@ def _make(seed: int) -> tuple[Tensor, Tensor]:
     # every slice that shows an artery, and a few that do not
     shows = ph.labels.reshape(len(ph.labels), -1).any(axis=1)
     keep = np.flatnonzero(shows | (np.arange(len(shows)) % 6 == 0))
-    stack = SliceStack(lung_train.resize_input(ph.hu, INPUT_SIZE), context_offset(ph.spacing_mm[0]))
+    stack = SliceStack(resize_input(ph.hu, INPUT_SIZE), context_offset(ph.spacing_mm[0]))
     x = torch.cat([stack.batch(int(k), int(k) + 1) for k in keep])
-    return x, lung_train.soft_targets(ph.labels[keep], CLASSES, INPUT_SIZE)
+    return x, soft_targets(ph.labels[keep], CLASSES, INPUT_SIZE)
 
 
 def make_training_set(cfg: Config) -> tuple[Tensor, Tensor]:
@@ -136,50 +129,23 @@ def make_training_set(cfg: Config) -> tuple[Tensor, Tensor]:
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
-def train(cfg: Config, x: Tensor, y: Tensor) -> LungUNet:
-    torch.manual_seed(cfg.seed)
-    model = LungUNet(classes=CLASSES, in_channels=3)
-    model.hu_min, model.hu_max = HU_MIN, HU_MAX
-    model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    weight = torch.tensor([1.0, 1.0, ANEURYSM_WEIGHT])
-    sacs = torch.nonzero(y[:, ANEURYSM].flatten(1).amax(dim=1) > 0).flatten()
-    if len(sacs) == 0:
-        sacs = torch.arange(x.shape[0])
-    quarter = cfg.batch_size // 4
-    model.train()
-    started = time.perf_counter()
-    for step in range(cfg.steps):
-        idx = torch.cat(
-            [
-                torch.randint(0, x.shape[0], (cfg.batch_size - quarter,), generator=gen),
-                sacs[torch.randint(0, len(sacs), (quarter,), generator=gen)],
-            ]
+def train(cfg: Config, data: tuple[Tensor, Tensor]) -> UNet:
+    x, y = data
+    sacs = showing(y, ANEURYSM)  # a quarter of each batch: slices through an aneurysm
+
+    def batch(generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        quarter = cfg.batch_size // 4
+        return slice_batch(
+            generator, x, y, cfg.batch_size, favoured=sacs, share=quarter, shift=20.0, flip=3
         )
-        shift = 20 * (2 * torch.rand(cfg.batch_size, 1, 1, 1, generator=gen) - 1)
-        xb, yb = x[idx] + shift, y[idx].to(torch.float32) / 255
-        if torch.rand((), generator=gen) < 0.5:
-            xb, yb = torch.flip(xb, dims=(3,)), torch.flip(yb, dims=(3,))
-        for group in opt.param_groups:
-            group["lr"] = lung_train.lr_at(step, cfg)
-        # bf16: 2.4x faster steps on CPUs with native bf16, 10x slower without it
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_supported()):
-            logits = model(xb.contiguous(memory_format=torch.channels_last))
-        loss = lung_train.loss_fn(logits.float(), yb, weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % 100 == 0 or step == cfg.steps - 1:
-            print(
-                f"step {step:5d} loss {loss.item():.4f} {time.perf_counter() - started:7.1f}s",
-                flush=True,
-            )
-    return model.eval()
 
-
-def _dice(p: np.ndarray, t: np.ndarray) -> float:
-    return float(2 * np.logical_and(p, t).sum() / max(1, p.sum() + t.sum()))
+    return fit(
+        lambda: UNet(CLASSES, in_channels=3, window=(HU_MIN, HU_MAX)),
+        cfg,
+        batch,
+        weight=torch.tensor([1.0, 1.0, ANEURYSM_WEIGHT]),
+        bf16=True,
+    )
 
 
 def score_scan(
@@ -211,7 +177,7 @@ def score_scan(
             row["long_axis_error_pct"] = 100 * (long_axis[best] - true_long) / true_long
         rows.append(row)
     return {
-        "artery_dice": _dice(output.label_map == ARTERY, truth == ARTERY),
+        "artery_dice": dice(output.label_map == ARTERY, truth == ARTERY),
         "aneurysms": rows,
         "false_positives": len(set(reported) - used),
     }
@@ -269,24 +235,7 @@ def summary(cases: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return int(
-        lung_train.run_scored(
-            argv,
-            doc=__doc__,
-            folder=HERE,
-            config=Config,
-            make_training_set=make_training_set,
-            train=train,
-            evaluate=evaluate,
-            acceptance={
-                "artery_dice_min": ARTERY_DICE_MIN,
-                "sensitivity_min": SENSITIVITY_MIN,
-                "false_positives_per_scan_max": FALSE_POSITIVES_MAX,
-                "long_axis_error_max_pct": LONG_AXIS_ERROR_MAX_PCT,
-            },
-            unit="slices",
-        )
-    )
+    return record.main(argv, sys.modules[__name__], postprocess=True)
 
 
 if __name__ == "__main__":

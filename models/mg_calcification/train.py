@@ -1,37 +1,34 @@
 """Train the built-in mammography model: microcalcifications, grouped into clusters.
 
-The network is the lung model's 2-D UNet (``models/ct_chest_lungs/net.py``, two
-classes: background, calcification) with its input window 0..1, trained on 128x128
-tiles at 0.1 mm pixels cut from ``dicom_ai_node.mammo_phantoms.mammogram`` images drawn
-here from seeds (no download, reproducible): 6-9 cm details and (version 1.1) whole
-30 cm mammograms, whose tissue texture is coarser at the same pixel size. Each image is
-scaled as the node scales it (its 1st..99th percentile to 0..1) and resampled as the
-node resamples it (``dicom_ai_node.infer.tiles.resample``); half the tiles are centred
-on calcifications, half anywhere in the breast. Loss (calcifications weighted more),
-schedule and export are the lung model's (``models/ct_chest_lungs/train.py``).
+The network is the shared 2-D UNet (``models/_training/blocks.py``, two classes:
+background, calcification) with its input window 0..2, trained on 128x128 tiles at
+0.1 mm pixels cut from ``dicom_ai_node.testing.phantoms.mammography.mammogram`` images
+drawn here from seeds (no download, reproducible): 6-9 cm details and (version 1.1)
+whole 30 cm mammograms, whose tissue texture is coarser at the same pixel size. Each
+image is scaled as the node scales it (its 1st..99th percentile to 0..1) and resampled
+as the node resamples it (``dicom_ai_node.infer.tasks.tiles.resample``); half the tiles
+are centred on calcifications, half anywhere in the breast. Loss (calcifications
+weighted more), schedule and export are the shared ones (``models/_training/``).
 
 Scoring runs the node's path on held-out details and whole mammograms (seeds from
 10 000): the same tiling
 (``sliding_window``), argmax, and the node's clustering with this model's ``model.toml``
-(``dicom_ai_node.infer.clusters``): calcification sensitivity (a true speck with a
+(``dicom_ai_node.infer.findings.clusters``): calcification sensitivity (a true speck with a
 found one within 0.3 mm) and false specks per image, cluster sensitivity (a true cluster
 of 3 or more connected specks inside a reported cluster's outline) and false clusters
 per image, and the error of each found cluster's count.
 
-Usage::
+Usage (from the repository's root)::
 
-    python models/mg_calcification/train.py --out models/mg_calcification   # full run
-    python models/mg_calcification/train.py --smoke --out /tmp/mg           # < 60 s check
+    python -m models.mg_calcification.train --out models/mg_calcification   # full run
+    python -m models.mg_calcification.train --smoke --out /tmp/mg           # < 60 s check
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import importlib.util
 import sys
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,30 +36,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-HERE = Path(__file__).resolve().parent
-LUNGS = HERE.parent / "ct_chest_lungs"
-sys.path.insert(0, str(HERE.parents[1]))
-sys.path.insert(0, str(LUNGS))
-
-from net import LungUNet  # noqa: E402  (the lung model's UNet)
-
-from dicom_ai_node.domain import Volume  # noqa: E402
-from dicom_ai_node.geometry import components  # noqa: E402
-from dicom_ai_node.infer.findings.clusters import (  # noqa: E402
+from dicom_ai_node.domain import Volume
+from dicom_ai_node.geometry import components
+from dicom_ai_node.infer.findings.clusters import (
     CALCIFICATION_COUNT,
     ClusterRules,
     cluster_output,
 )
-from dicom_ai_node.infer.tasks.network import bf16_supported  # noqa: E402
-from dicom_ai_node.infer.tasks.segment import label_argmax, volume_percentiles  # noqa: E402
-from dicom_ai_node.infer.tasks.tiles import resample, sliding_window  # noqa: E402
-from dicom_ai_node.testing.phantoms.mammography import CALCIFICATION, mammogram  # noqa: E402
-
-_spec = importlib.util.spec_from_file_location("lung_train", LUNGS / "train.py")
-assert _spec is not None and _spec.loader is not None
-lung_train = importlib.util.module_from_spec(_spec)
-sys.modules["lung_train"] = lung_train  # dataclasses look their module up there
-_spec.loader.exec_module(lung_train)
+from dicom_ai_node.infer.tasks.segment import label_argmax
+from dicom_ai_node.infer.tasks.tiles import resample, sliding_window
+from dicom_ai_node.testing.phantoms.mammography import CALCIFICATION, mammogram
+from models._training import record
+from models._training.blocks import UNet
+from models._training.loop import fit, percentile_scaled, slice_batch
 
 TEST_SEED_BASE = 10_000
 #: whole mammograms: their training seeds, and their height
@@ -82,6 +68,12 @@ CLUSTER_SENSITIVITY_MIN = 0.8
 FALSE_CLUSTERS_MAX = 0.3
 SPECK_SENSITIVITY_MIN = 0.6
 WHOLE_CLUSTER_SENSITIVITY_MIN = 0.75  # on whole 30 cm mammograms
+ACCEPTANCE = {
+    "cluster_sensitivity_min": CLUSTER_SENSITIVITY_MIN,
+    "false_clusters_per_image_max": FALSE_CLUSTERS_MAX,
+    "speck_sensitivity_min": SPECK_SENSITIVITY_MIN,
+    "whole_cluster_sensitivity_min": WHOLE_CLUSTER_SENSITIVITY_MIN,
+}
 
 
 @dataclass(frozen=True)
@@ -120,9 +112,7 @@ class Config:
 def prepared(image: np.ndarray, pixel_mm: float) -> Tensor:
     """An image as the node prepares it: percentile-scaled (1st..99th to 0..1, clipped at
     the ceiling), resampled to 0.1 mm."""
-    low, high = volume_percentiles(image)
-    scaled = np.clip((image - low) / max(high - low, 1e-6), 0, CEILING)
-    x = torch.from_numpy(scaled.astype(np.float32))
+    x = torch.from_numpy(percentile_scaled(image, CEILING))
     return resample(x[None, None], (pixel_mm, pixel_mm), PIXEL_MM)
 
 
@@ -163,37 +153,19 @@ def make_training_set(cfg: Config) -> tuple[Tensor, Tensor]:
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
-def train(cfg: Config, x: Tensor, y: Tensor) -> LungUNet:
-    torch.manual_seed(cfg.seed)
-    model = LungUNet(classes=CLASSES)
-    model.hu_min, model.hu_max = 0.0, CEILING
-    model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    weight = torch.tensor([1.0, CALC_WEIGHT])
-    model.train()
-    started = time.perf_counter()
-    for step in range(cfg.steps):
-        idx = torch.randint(0, x.shape[0], (cfg.batch_size,), generator=gen)
-        gain = 1 + 0.1 * (2 * torch.rand(cfg.batch_size, 1, 1, 1, generator=gen) - 1)
-        xb, yb = (x[idx] * gain).clamp(0.0, 1.0), y[idx].to(torch.float32) / 255
-        if torch.rand((), generator=gen) < 0.5:
-            xb, yb = torch.flip(xb, dims=(2,)), torch.flip(yb, dims=(2,))
-        for group in opt.param_groups:
-            group["lr"] = lung_train.lr_at(step, cfg)
-        # bf16: 2.4x faster steps on CPUs with native bf16, 10x slower without it
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_supported()):
-            logits = model(xb.contiguous(memory_format=torch.channels_last))
-        loss = lung_train.loss_fn(logits.float(), yb, weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % 100 == 0 or step == cfg.steps - 1:
-            print(
-                f"step {step:5d} loss {loss.item():.4f} {time.perf_counter() - started:7.1f}s",
-                flush=True,
-            )
-    return model.eval()
+def train(cfg: Config, data: tuple[Tensor, Tensor]) -> UNet:
+    x, y = data
+
+    def batch(generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        return slice_batch(generator, x, y, cfg.batch_size, gain=0.1, clamp=True, flip=2)
+
+    return fit(
+        lambda: UNet(CLASSES, window=(0.0, CEILING)),
+        cfg,
+        batch,
+        weight=torch.tensor([1.0, CALC_WEIGHT]),
+        bf16=True,
+    )
 
 
 @torch.inference_mode()
@@ -316,24 +288,7 @@ def summarise(cases: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return int(
-        lung_train.run_scored(
-            argv,
-            doc=__doc__,
-            folder=HERE,
-            config=Config,
-            make_training_set=make_training_set,
-            train=train,
-            evaluate=evaluate,
-            acceptance={
-                "cluster_sensitivity_min": CLUSTER_SENSITIVITY_MIN,
-                "false_clusters_per_image_max": FALSE_CLUSTERS_MAX,
-                "speck_sensitivity_min": SPECK_SENSITIVITY_MIN,
-                "whole_cluster_sensitivity_min": WHOLE_CLUSTER_SENSITIVITY_MIN,
-            },
-            unit="tiles",
-        )
-    )
+    return record.main(argv, sys.modules[__name__], unit="tiles", postprocess=True)
 
 
 if __name__ == "__main__":

@@ -1,51 +1,37 @@
 """Train the built-in brain MR model (brain, ventricles, hippocampi and temporal horns,
 for a global and a medial temporal atrophy index).
 
-The network is the lung model's 2-D UNet (``models/ct_chest_lungs/net.py``, seven
-classes: background, brain parenchyma, ventricles, right and left hippocampus, right and
-left temporal horn) with its input window set to 0..1:
-MR has no calibrated unit, so the node scales each series between its 1st and 99th
-percentile (``preprocess.intensity = "percentile"``, ``infer/slices.py``) and so does
-this script. Loss, schedule and export are the lung model's
-(``models/ct_chest_lungs/train.py``); the images are axial slices of
-``dicom_ai_node.mr_phantoms.brain_mr_phantom`` made here from seeds: no download,
-reproducible. Left-right mirroring swaps the sides' labels. Half of each batch comes from
-slices through the hippocampi (a few of each series). Scoring runs the runner's path on
-held-out phantoms (seeds from 10 000): Dice of each label, the error of the
-ventricle-to-brain ratio (VBR), and per side the hippocampal occupancy (HOC) and its
-MTA-style grade (the bands of ``model.toml``) against the phantom's drawn grade.
+The network is the shared 2-D UNet (``models/_training/blocks.py``, seven classes:
+background, brain parenchyma, ventricles, right and left hippocampus, right and left
+temporal horn) with its input window set to 0..1: MR has no calibrated unit, so the node
+scales each series between its 1st and 99th percentile (``preprocess.intensity =
+"percentile"``, ``dicom_ai_node.infer.tasks.segment``) and so does this script. Loss,
+schedule and export are the shared ones (``models/_training/``); the images are axial
+slices of ``dicom_ai_node.testing.phantoms.brain_mr.brain_mr_phantom`` made here from
+seeds: no download, reproducible. Left-right mirroring swaps the sides' labels. Half of
+each batch comes from slices through the hippocampi (a few of each series). Scoring runs
+the runner's path on held-out phantoms (seeds from 10 000): Dice of each label, the
+error of the ventricle-to-brain ratio (VBR), and per side the hippocampal occupancy
+(HOC) and its MTA-style grade (the bands of ``model.toml``) against the phantom's drawn
+grade.
 
-Usage::
+Usage (from the repository's root)::
 
-    python models/mr_brain_atrophy/train.py --out models/mr_brain_atrophy   # full run
-    python models/mr_brain_atrophy/train.py --smoke --out /tmp/brain        # < 60 s check
+    python -m models.mr_brain_atrophy.train --out models/mr_brain_atrophy   # full run
+    python -m models.mr_brain_atrophy.train --smoke --out /tmp/brain        # < 60 s check
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
-import json
 import sys
-import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-HERE = Path(__file__).resolve().parent
-LUNGS = HERE.parent / "ct_chest_lungs"
-sys.path.insert(0, str(HERE.parents[1]))
-sys.path.insert(0, str(LUNGS))
-
-from net import LungUNet, count_parameters  # noqa: E402  (the lung model's UNet)
-
-from dicom_ai_node.infer.tasks.segment import volume_percentiles  # noqa: E402
-from dicom_ai_node.provenance import run_record  # noqa: E402
-from dicom_ai_node.testing.phantoms.brain_mr import (  # noqa: E402
+from dicom_ai_node.testing.phantoms.brain_mr import (
     BRAIN,
     LEFT_HIPPOCAMPUS,
     LEFT_TEMPORAL_HORN,
@@ -57,12 +43,9 @@ from dicom_ai_node.testing.phantoms.brain_mr import (  # noqa: E402
     brain_mr_phantom,
     hippocampal_occupancy,
 )
-
-_spec = importlib.util.spec_from_file_location("lung_train", LUNGS / "train.py")
-assert _spec is not None and _spec.loader is not None
-lung_train = importlib.util.module_from_spec(_spec)
-sys.modules["lung_train"] = lung_train  # dataclasses look their module up there
-_spec.loader.exec_module(lung_train)
+from models._training import loop, record
+from models._training.blocks import UNet
+from models._training.scoring import dice, segment
 
 TEST_SEED_BASE = 10_000
 INPUT_SIZE = 160
@@ -103,6 +86,14 @@ VBR_ERROR_MAX_PCT = 20.0
 HIPPOCAMPUS_DICE_MIN = 0.6
 HOC_ERROR_MAX = 0.15
 GRADE_WITHIN_ONE_MIN = 0.9
+ACCEPTANCE = {
+    "brain_dice_min": BRAIN_DICE_MIN,
+    "ventricle_dice_min": VENTRICLE_DICE_MIN,
+    "vbr_error_max_abs_pct": VBR_ERROR_MAX_PCT,
+    "hippocampus_dice_min": HIPPOCAMPUS_DICE_MIN,
+    "hoc_error_max_abs": HOC_ERROR_MAX,
+    "grade_within_one_min": GRADE_WITHIN_ONE_MIN,
+}
 
 
 @dataclass(frozen=True)
@@ -128,66 +119,38 @@ def grade(occupancy: float) -> int:
     return sum(occupancy < edge for edge in GRADE_EDGES)
 
 
-def scaled(image: np.ndarray) -> np.ndarray:
-    """The series scaled as the node scales it: 1st..99th percentile -> 0..1."""
-    low, high = volume_percentiles(image)
-    return np.clip((image - low) / max(high - low, 1e-6), 0.0, 1.0).astype(np.float32)
-
-
 def make_training_set(cfg: Config) -> tuple[Tensor, Tensor]:
     xs, ys = [], []
     for seed in range(cfg.train_phantoms):
         # matrices of 192-256 at 0.9-1.25 mm: the head fills more or less of the input
         size = int(np.random.default_rng([cfg.seed, seed]).choice(TRAIN_SIZES))
         ph = brain_mr_phantom(cfg.slices_per_phantom, size, seed)
-        xs.append(lung_train.resize_input(scaled(ph.image), INPUT_SIZE))
-        ys.append(lung_train.soft_targets(ph.labels, CLASSES, INPUT_SIZE))
+        xs.append(loop.resize_input(loop.percentile_scaled(ph.image), INPUT_SIZE))
+        ys.append(loop.soft_targets(ph.labels, CLASSES, INPUT_SIZE))
     return torch.cat(xs), torch.cat(ys)
 
 
-def train(cfg: Config, x: Tensor, y: Tensor) -> LungUNet:
-    torch.manual_seed(cfg.seed)
-    # slices through the hippocampi: half of every batch
-    medial = torch.nonzero(y[:, RIGHT_HIPPOCAMPUS:].flatten(1).amax(dim=1) > 0).flatten()
-    if len(medial) == 0:
-        medial = torch.arange(x.shape[0])
-    weight = torch.tensor(CLASS_WEIGHTS)
-    model = LungUNet(classes=CLASSES)
-    model.hu_min, model.hu_max = 0.0, 1.0
-    model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    model.train()
-    started = time.perf_counter()
-    for step in range(cfg.steps):
+def train(cfg: Config, data: tuple[Tensor, Tensor]) -> UNet:
+    x, y = data
+    medial = loop.showing(y, RIGHT_HIPPOCAMPUS)  # through the hippocampi: half of every batch
+
+    def batch(generator: torch.Generator) -> tuple[Tensor, Tensor]:
         half = cfg.batch_size // 2
-        idx = torch.cat(
-            [
-                torch.randint(0, x.shape[0], (cfg.batch_size - half,), generator=gen),
-                medial[torch.randint(0, len(medial), (half,), generator=gen)],
-            ]
+        return loop.slice_batch(
+            generator,
+            x,
+            y,
+            cfg.batch_size,
+            favoured=medial,
+            share=half,
+            gain=0.1,
+            clamp=True,
+            flip=3,
+            swap=MIRRORED,  # mirrored: the sides swap
         )
-        gain = 1 + 0.1 * (2 * torch.rand(cfg.batch_size, 1, 1, 1, generator=gen) - 1)
-        xb, yb = (x[idx] * gain).clamp(0.0, 1.0), y[idx].to(torch.float32) / 255
-        if torch.rand((), generator=gen) < 0.5:  # mirrored: the sides swap
-            xb, yb = torch.flip(xb, dims=(3,)), torch.flip(yb, dims=(3,))[:, MIRRORED]
-        for group in opt.param_groups:
-            group["lr"] = lung_train.lr_at(step, cfg)
-        logits = model(xb.contiguous(memory_format=torch.channels_last))
-        loss = lung_train.loss_fn(logits, yb, weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % 100 == 0 or step == cfg.steps - 1:
-            print(
-                f"step {step:5d} loss {loss.item():.4f} {time.perf_counter() - started:7.1f}s",
-                flush=True,
-            )
-    return model.eval()
 
-
-def _dice(p: np.ndarray, t: np.ndarray) -> float:
-    return float(2 * np.logical_and(p, t).sum() / max(1, p.sum() + t.sum()))
+    weight = torch.tensor(CLASS_WEIGHTS)
+    return loop.fit(lambda: UNet(CLASSES, window=(0.0, 1.0)), cfg, batch, weight=weight)
 
 
 def _occupancy(pred: np.ndarray, hippocampus: int, horn: int) -> float:
@@ -200,7 +163,7 @@ def evaluate(module: torch.nn.Module, cfg: Config) -> dict[str, Any]:
     for i in range(cfg.eval_phantoms):
         seed = TEST_SEED_BASE + i
         ph = brain_mr_phantom(28, int(np.random.default_rng(seed).choice([192, 256])), seed)
-        pred = lung_train.segment(module, scaled(ph.image), size=INPUT_SIZE)
+        pred = segment(module, loop.percentile_scaled(ph.image), INPUT_SIZE)
         vbr = float(
             np.count_nonzero(np.isin(pred, VENTRICULAR))
             / max(1, np.count_nonzero(np.isin(pred, PARENCHYMA)))
@@ -210,7 +173,7 @@ def evaluate(module: torch.nn.Module, cfg: Config) -> dict[str, Any]:
             "atrophy": round(ph.atrophy, 3),
             "medial_atrophy": round(ph.medial_atrophy, 3),
             "true_grade": ph.mta_grade,
-            **{f"{name}_dice": _dice(pred == v, ph.labels == v) for name, v in LABELS.items()},
+            **{f"{name}_dice": dice(pred == v, ph.labels == v) for name, v in LABELS.items()},
             "vbr": vbr,
             "true_vbr": ph.ventricle_to_brain_ratio,
             "vbr_error_pct": 100
@@ -251,45 +214,7 @@ def evaluate(module: torch.nn.Module, cfg: Config) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--smoke", action="store_true", help="tiny run (< 60 s) for CI")
-    args = parser.parse_args(argv)
-    cfg = Config.smoke(args.seed) if args.smoke else Config(seed=args.seed)
-    args.out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    x, y = make_training_set(cfg)
-    print(f"training set: {len(x)} slices in {time.perf_counter() - started:.1f} s", flush=True)
-    model = train(cfg, x, y)
-    lung_train.export(model, args.out / "model.pt")
-    module = torch.jit.load(str(args.out / "model.pt"))  # score what ships
-    metrics = evaluate(module, cfg)
-    elapsed = time.perf_counter() - started
-    record = {
-        **run_record(
-            "mr-brain-atrophy",
-            "models/mr_brain_atrophy/train.py",
-            argv or sys.argv[1:],
-            smoke=args.smoke,
-            config=asdict(cfg),
-        ),
-        "parameters": count_parameters(model),
-        "training_seconds": round(elapsed, 1),
-        "held_out": metrics,
-        "acceptance": {
-            "brain_dice_min": BRAIN_DICE_MIN,
-            "ventricle_dice_min": VENTRICLE_DICE_MIN,
-            "vbr_error_max_abs_pct": VBR_ERROR_MAX_PCT,
-            "hippocampus_dice_min": HIPPOCAMPUS_DICE_MIN,
-            "hoc_error_max_abs": HOC_ERROR_MAX,
-            "grade_within_one_min": GRADE_WITHIN_ONE_MIN,
-        },
-    }
-    (args.out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps(metrics["summary"], indent=2))
-    print(f"done in {elapsed:.1f} s", flush=True)
-    return 0
+    return record.main(argv, sys.modules[__name__])
 
 
 if __name__ == "__main__":

@@ -18,17 +18,12 @@ the encoder's skip connections.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import torch
 from torch import Tensor, nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ct_chest_lungs"))
+from models._training.blocks import UNet
 
-from net import LungUNet, count_parameters  # the lung model's UNet
-
-__all__ = ["CineUNet", "ConvGRUCell", "count_parameters"]
+__all__ = ["CineUNet", "ConvGRUCell"]
 
 
 class ConvGRUCell(nn.Module):
@@ -45,12 +40,11 @@ class ConvGRUCell(nn.Module):
         return (1 - update) * h + update * fresh
 
 
-class CineUNet(LungUNet):
-    """The lung model's UNet with a bidirectional ConvGRU over time at the bottleneck."""
+class CineUNet(UNet):
+    """The shared UNet with a bidirectional ConvGRU over time at the bottleneck."""
 
     def __init__(self, channels: tuple[int, ...] = (16, 32, 48, 64, 96), classes: int = 3) -> None:
-        super().__init__(channels, classes)
-        self.hu_min, self.hu_max = 0.0, 1.0
+        super().__init__(classes, channels, window=(0.0, 1.0))
         width = channels[-1]
         memory = width // 2  # the GRUs' state: half the bottleneck's channels
         self.squeeze = nn.Conv2d(width, memory, 1)
@@ -58,7 +52,7 @@ class CineUNet(LungUNet):
         self.backwards = ConvGRUCell(memory)
         self.merge = nn.Conv2d(width + 2 * memory, width, 1)
 
-    def _across_time(self, x: Tensor) -> Tensor:
+    def bottleneck(self, x: Tensor) -> Tensor:
         """x: (T, C, h, w) bottleneck features in time order -> the same, with context."""
         steps = x.shape[0]
         small = self.squeeze(x)
@@ -75,18 +69,3 @@ class CineUNet(LungUNet):
         behind.reverse()
         both = torch.cat([x, torch.cat(ahead, dim=0), torch.cat(behind, dim=0)], dim=1)
         return x + self.merge(both)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = x.float().clamp(self.hu_min, self.hu_max)
-        x = (x - (self.hu_max + self.hu_min) / 2) / ((self.hu_max - self.hu_min) / 2)
-        skips: list[Tensor] = []
-        for i, down in enumerate(self.downs):
-            if i > 0:
-                x = nn.functional.max_pool2d(x, 2)
-            x = down(x)
-            skips.append(x)
-        skips.pop()
-        x = self._across_time(x)
-        for up in self.ups:
-            x = up(x, skips.pop())
-        return self.head(x).float()

@@ -1,6 +1,6 @@
 """Network of the built-in liver lesion model: a residual UNet (the ResNet family).
 
-The lung model's UNet (``models/ct_chest_lungs/net.py``) with each convolution block made
+The shared 2-D UNet (``models/_training/blocks.py``) with each convolution block made
 a residual block (He et al. 2016: two 3x3 convolutions with batch norm, added to a 1x1
 projection of the block's input), so that the encoder is a small ResNet. Its input window
 is 0..1 (MR is scaled by the node from the series' percentiles).
@@ -17,18 +17,12 @@ The TorchScript contract, the node's 2-D segmentation contract:
 from __future__ import annotations
 
 import itertools
-import sys
-from pathlib import Path
 
 from torch import Tensor, nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ct_chest_lungs"))
+from models._training.blocks import UNet
 
-import net  # the lung model's UNet
-
-__all__ = ["ResUNet", "ResidualBlock", "count_parameters"]
-
-count_parameters = net.count_parameters
+__all__ = ["ResUNet", "ResidualBlock"]
 
 
 class ResidualBlock(nn.Module):
@@ -50,12 +44,11 @@ class ResidualBlock(nn.Module):
         return self.relu(self.body(x) + self.skip(x))
 
 
-class ResUNet(net.LungUNet):
-    """The lung model's UNet with residual blocks in the encoder and the decoder."""
+class ResUNet(UNet):
+    """The shared UNet with residual blocks in the encoder and the decoder."""
 
     def __init__(self, channels: tuple[int, ...] = (16, 32, 48, 64, 96), classes: int = 5) -> None:
-        super().__init__(channels, classes)
-        self.hu_min, self.hu_max = 0.0, 1.0
+        super().__init__(classes, channels, window=(0.0, 1.0))
         self.downs = nn.ModuleList(
             [ResidualBlock(1, channels[0])]
             + [ResidualBlock(a, b) for a, b in itertools.pairwise(channels)]

@@ -1,13 +1,13 @@
 """Train the built-in liver MR model: liver and lesions classified as cyst, haemangioma
 or metastasis.
 
-The network is ``resunet.ResUNet``, the lung model's UNet with residual blocks (the
+The network is ``resunet.ResUNet``, the shared UNet with residual blocks (the
 ResNet family), five classes (background, liver, cyst, haemangioma, metastasis); each
 lesion is segmented as its class, so segmenting is detecting and classifying. Slices of
-``dicom_ai_node.liver_phantoms.liver_mr_phantom`` drawn here from seeds (no download,
+``dicom_ai_node.testing.phantoms.liver_mr.liver_mr_phantom`` drawn here from seeds (no download,
 reproducible) are scaled as the node scales a series (its 1st..99th percentile to
 0..1) and resized to 160x160 (area); loss (lesion classes weighted more), schedule and
-export are the lung model's (``models/ct_chest_lungs/train.py``).
+export are the shared ones (``models/_training/``).
 
 Scoring runs the node's path on held-out series (seeds from 10 000): the runner's
 resize and argmax, then the node's own post-processing with this model's ``model.toml``
@@ -15,46 +15,31 @@ resize and argmax, then the node's own post-processing with this model's ``model
 sensitivity (lesions of 10 mm or more), false positives per series, the share of found
 lesions given the right class, and the long-axis error.
 
-Usage::
+Usage (from the repository's root)::
 
-    python models/mr_liver_lesion/train.py --out models/mr_liver_lesion    # full run
-    python models/mr_liver_lesion/train.py --smoke --out /tmp/liver         # < 60 s check
+    python -m models.mr_liver_lesion.train --out models/mr_liver_lesion    # full run
+    python -m models.mr_liver_lesion.train --smoke --out /tmp/liver         # < 60 s check
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import importlib.util
 import sys
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-HERE = Path(__file__).resolve().parent
-LUNGS = HERE.parent / "ct_chest_lungs"
-sys.path.insert(0, str(HERE.parents[1]))
-sys.path.insert(0, str(HERE))
-
-from resunet import ResUNet  # noqa: E402
-
-from dicom_ai_node.domain import Volume  # noqa: E402
-from dicom_ai_node.geometry import components  # noqa: E402
-from dicom_ai_node.infer.findings.lesions import segmentation_output  # noqa: E402
-from dicom_ai_node.infer.findings.measure import long_axis_mm  # noqa: E402
-from dicom_ai_node.infer.tasks.network import bf16_supported  # noqa: E402
-from dicom_ai_node.infer.tasks.segment import volume_percentiles  # noqa: E402
-from dicom_ai_node.testing.phantoms.liver_mr import KINDS, LIVER, liver_mr_phantom  # noqa: E402
-
-_spec = importlib.util.spec_from_file_location("lung_train", LUNGS / "train.py")
-assert _spec is not None and _spec.loader is not None
-lung_train = importlib.util.module_from_spec(_spec)
-sys.modules["lung_train"] = lung_train  # dataclasses look their module up there
-_spec.loader.exec_module(lung_train)
+from dicom_ai_node.domain import Volume
+from dicom_ai_node.geometry import components
+from dicom_ai_node.infer.findings.lesions import segmentation_output
+from dicom_ai_node.infer.findings.measure import long_axis_mm
+from dicom_ai_node.testing.phantoms.liver_mr import KINDS, LIVER, liver_mr_phantom
+from models._training import loop, record
+from models._training.scoring import dice, segment
+from models.mr_liver_lesion.resunet import ResUNet
 
 TEST_SEED_BASE = 10_000
 INPUT_SIZE = 160
@@ -66,6 +51,12 @@ LIVER_DICE_MIN = 0.85
 SENSITIVITY_MIN = 0.8
 FALSE_POSITIVES_MAX = 0.5
 CLASS_ACCURACY_MIN = 0.8
+ACCEPTANCE = {
+    "liver_dice_min": LIVER_DICE_MIN,
+    "sensitivity_min": SENSITIVITY_MIN,
+    "false_positives_per_series_max": FALSE_POSITIVES_MAX,
+    "class_accuracy_min": CLASS_ACCURACY_MIN,
+}
 
 
 @dataclass(frozen=True)
@@ -86,20 +77,14 @@ class Config:
         return Config(seed=seed, train_phantoms=3, steps=20, eval_phantoms=1, workers=1)
 
 
-def scaled(image: np.ndarray) -> np.ndarray:
-    """A series scaled as the node scales it: 1st..99th percentile -> 0..1."""
-    low, high = volume_percentiles(image)
-    return np.clip((image - low) / max(high - low, 1e-6), 0.0, 1.0).astype(np.float32)
-
-
 def _make(seed: int) -> tuple[Tensor, Tensor]:
     torch.set_num_threads(1)
     ph = liver_mr_phantom(seed)
     shows = ph.labels.reshape(len(ph.labels), -1).any(axis=1)
     keep = np.flatnonzero(shows | (np.arange(len(shows)) % 4 == 0))
     return (
-        lung_train.resize_input(scaled(ph.image)[keep], INPUT_SIZE),
-        lung_train.soft_targets(ph.labels[keep], CLASSES, INPUT_SIZE),
+        loop.resize_input(loop.percentile_scaled(ph.image)[keep], INPUT_SIZE),
+        loop.soft_targets(ph.labels[keep], CLASSES, INPUT_SIZE),
     )
 
 
@@ -119,46 +104,18 @@ def make_training_set(cfg: Config) -> tuple[Tensor, Tensor]:
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
-def train(cfg: Config, x: Tensor, y: Tensor) -> ResUNet:
-    torch.manual_seed(cfg.seed)
-    model = ResUNet(classes=CLASSES).to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    weight = torch.tensor([1.0, 1.0, LESION_WEIGHT, LESION_WEIGHT, LESION_WEIGHT])
-    with_lesion = torch.nonzero(y[:, 2:].flatten(1).amax(dim=1) > 0).flatten()
-    if len(with_lesion) == 0:  # a smoke run may have none
-        with_lesion = torch.arange(x.shape[0])
-    model.train()
-    started = time.perf_counter()
-    half = cfg.batch_size // 2
-    for step in range(cfg.steps):
-        idx = torch.cat(
-            [
-                torch.randint(0, x.shape[0], (cfg.batch_size - half,), generator=gen),
-                with_lesion[torch.randint(0, len(with_lesion), (half,), generator=gen)],
-            ]
+def train(cfg: Config, data: tuple[Tensor, Tensor]) -> ResUNet:
+    x, y = data
+    with_lesion = loop.showing(y, 2)  # half of each batch: slices through a lesion
+
+    def batch(generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        half = cfg.batch_size // 2
+        return loop.slice_batch(
+            generator, x, y, cfg.batch_size, favoured=with_lesion, share=half, gain=0.1, clamp=True
         )
-        gain = 1 + 0.1 * (2 * torch.rand(cfg.batch_size, 1, 1, 1, generator=gen) - 1)
-        xb, yb = (x[idx] * gain).clamp(0.0, 1.0), y[idx].to(torch.float32) / 255
-        for group in opt.param_groups:
-            group["lr"] = lung_train.lr_at(step, cfg)
-        # bf16: 2.4x faster steps on CPUs with native bf16, 10x slower without it
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_supported()):
-            logits = model(xb.contiguous(memory_format=torch.channels_last))
-        loss = lung_train.loss_fn(logits.float(), yb, weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % 100 == 0 or step == cfg.steps - 1:
-            print(
-                f"step {step:5d} loss {loss.item():.4f} {time.perf_counter() - started:7.1f}s",
-                flush=True,
-            )
-    return model.eval()
 
-
-def _dice(p: np.ndarray, t: np.ndarray) -> float:
-    return float(2 * np.logical_and(p, t).sum() / max(1, p.sum() + t.sum()))
+    weight = torch.tensor([1.0, 1.0, LESION_WEIGHT, LESION_WEIGHT, LESION_WEIGHT])
+    return loop.fit(lambda: ResUNet(classes=CLASSES), cfg, batch, weight=weight, bf16=True)
 
 
 def score_series(manifest: Any, pred: np.ndarray, ph: Any) -> dict[str, Any]:
@@ -189,7 +146,7 @@ def score_series(manifest: Any, pred: np.ndarray, ph: Any) -> dict[str, Any]:
             row["long_axis_error_pct"] = 100 * (long_axis[best] - true_long) / true_long
         rows.append(row)
     return {
-        "liver_dice": _dice(output.label_map == LIVER, ph.labels == LIVER),
+        "liver_dice": dice(output.label_map == LIVER, ph.labels == LIVER),
         "lesions": rows,
         "false_positives": len(set(reported) - used),
     }
@@ -200,7 +157,7 @@ def evaluate(module: torch.nn.Module, manifest: Any, cfg: Config) -> dict[str, A
     for i in range(cfg.eval_phantoms):
         seed = TEST_SEED_BASE + i
         ph = liver_mr_phantom(seed)
-        pred = lung_train.segment(module, scaled(ph.image), size=INPUT_SIZE)
+        pred = segment(module, loop.percentile_scaled(ph.image), INPUT_SIZE)
         cases.append({"seed": seed, **score_series(manifest, pred, ph)})
     return {"cases": cases, "summary": summary(cases)}
 
@@ -229,24 +186,7 @@ def summary(cases: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return int(
-        lung_train.run_scored(
-            argv,
-            doc=__doc__,
-            folder=HERE,
-            config=Config,
-            make_training_set=make_training_set,
-            train=train,
-            evaluate=evaluate,
-            acceptance={
-                "liver_dice_min": LIVER_DICE_MIN,
-                "sensitivity_min": SENSITIVITY_MIN,
-                "false_positives_per_series_max": FALSE_POSITIVES_MAX,
-                "class_accuracy_min": CLASS_ACCURACY_MIN,
-            },
-            unit="slices",
-        )
-    )
+    return record.main(argv, sys.modules[__name__], postprocess=True)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
 """Train the built-in ultrasound nodule model (thyroid and breast nodules on B-mode).
 
-The network is the lung model's 2-D UNet (``models/ct_chest_lungs/net.py``) with three
-classes: background, thyroid gland, nodule. Its input is the stored 8-bit display value
-scaled to 0..1 (``preprocess.intensity_range = [0, 255]`` in ``model.toml``), at 160x160
-as the node's runner resizes it (area), whatever the image's own size and frame.
-Loss, schedule and export are the lung model's (``models/ct_chest_lungs/train.py``); the
-images are ``dicom_ai_node.us_phantoms.ultrasound_image`` drawn here from seeds: no
+The network is the shared 2-D UNet (``models/_training/blocks.py``) with three classes:
+background, thyroid gland, nodule. Its input is the stored 8-bit display value scaled to
+0..1 (``preprocess.intensity_range = [0, 255]`` in ``model.toml``), at 160x160 as the
+node's runner resizes it (area), whatever the image's own size and frame. Loss, schedule
+and export are the shared ones (``models/_training/``); the images are
+``dicom_ai_node.testing.phantoms.ultrasound.ultrasound_image`` drawn here from seeds: no
 download, reproducible.
 
 Scoring runs the runner's path on held-out images (seeds from 10 000) and the node's
@@ -13,45 +13,29 @@ post-processing rules: thyroid Dice, nodule sensitivity (long axis 5 mm or more)
 positives per image, and for found nodules the error of the long and short axis and
 whether "taller than wide" agrees with the truth.
 
-Usage::
+Usage (from the repository's root)::
 
-    python models/us_nodule/train.py --out models/us_nodule            # full run
-    python models/us_nodule/train.py --smoke --out /tmp/us              # < 60 s check
+    python -m models.us_nodule.train --out models/us_nodule            # full run
+    python -m models.us_nodule.train --smoke --out /tmp/us              # < 60 s check
 """
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
-import importlib.util
-import json
 import sys
-import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-HERE = Path(__file__).resolve().parent
-LUNGS = HERE.parent / "ct_chest_lungs"
-sys.path.insert(0, str(HERE.parents[1]))
-sys.path.insert(0, str(LUNGS))
-
-from net import LungUNet, count_parameters  # noqa: E402  (the lung model's UNet)
-
-from dicom_ai_node.geometry import caliper_axes_mm, components  # noqa: E402
-from dicom_ai_node.infer.tasks.network import bf16_supported  # noqa: E402
-from dicom_ai_node.provenance import run_record  # noqa: E402
-from dicom_ai_node.testing.phantoms.ultrasound import GLAND, NODULE, ultrasound_image  # noqa: E402
-
-_spec = importlib.util.spec_from_file_location("lung_train", LUNGS / "train.py")
-assert _spec is not None and _spec.loader is not None
-lung_train = importlib.util.module_from_spec(_spec)
-sys.modules["lung_train"] = lung_train  # dataclasses look their module up there
-_spec.loader.exec_module(lung_train)
+from dicom_ai_node.geometry import caliper_axes_mm, components
+from dicom_ai_node.testing.phantoms.ultrasound import GLAND, NODULE, ultrasound_image
+from models._training import record
+from models._training.blocks import UNet
+from models._training.loop import fit, resize_input, slice_batch, soft_targets
+from models._training.scoring import dice, segment
 
 TEST_SEED_BASE = 10_000
 INPUT_SIZE = 160
@@ -68,6 +52,14 @@ GLAND_DICE_FLOOR = 0.6
 SENSITIVITY_MIN = 0.8
 FALSE_POSITIVES_MAX = 0.5
 LONG_AXIS_ERROR_MAX_PCT = 20.0
+ACCEPTANCE = {
+    "gland_dice_mean_min": GLAND_DICE_MEAN_MIN,
+    "gland_dice_floor": GLAND_DICE_FLOOR,
+    "sensitivity_min": SENSITIVITY_MIN,
+    "false_positives_per_image_max": FALSE_POSITIVES_MAX,
+    "long_axis_error_max_pct": LONG_AXIS_ERROR_MAX_PCT,
+    "min_instance_mm2": MIN_AREA_MM2,
+}
 
 
 @dataclass(frozen=True)
@@ -96,8 +88,8 @@ def stored(image: np.ndarray) -> np.ndarray:
 def _make(seed: int) -> tuple[Tensor, Tensor]:
     torch.set_num_threads(1)
     us = ultrasound_image(np.random.default_rng(seed))
-    x = lung_train.resize_input(stored(us.image)[None], INPUT_SIZE)
-    y = lung_train.soft_targets(us.labels[None], CLASSES, INPUT_SIZE)
+    x = resize_input(stored(us.image)[None], INPUT_SIZE)
+    y = soft_targets(us.labels[None], CLASSES, INPUT_SIZE)
     return x, y
 
 
@@ -112,42 +104,21 @@ def make_training_set(cfg: Config) -> tuple[Tensor, Tensor]:
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
-def train(cfg: Config, x: Tensor, y: Tensor) -> LungUNet:
-    torch.manual_seed(cfg.seed)
-    model = LungUNet(classes=CLASSES)
-    model.hu_min, model.hu_max = 0.0, 1.0
-    model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    weight = torch.tensor([1.0, 1.0, NODULE_WEIGHT])
-    model.train()
-    started = time.perf_counter()
-    for step in range(cfg.steps):
-        idx = torch.randint(0, x.shape[0], (cfg.batch_size,), generator=gen)
-        gain = 1 + 0.15 * (2 * torch.rand(cfg.batch_size, 1, 1, 1, generator=gen) - 1)
-        xb, yb = (x[idx] * gain).clamp(0.0, 1.0), y[idx].to(torch.float32) / 255
-        if torch.rand((), generator=gen) < 0.5:  # either side of the neck, either probe way
-            xb, yb = torch.flip(xb, dims=(3,)), torch.flip(yb, dims=(3,))
-        for group in opt.param_groups:
-            group["lr"] = lung_train.lr_at(step, cfg)
-        # bf16 autocast where the CPU has it natively (2.4x faster steps; 10x slower when
-        # emulated), and the node runs the model so
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_supported()):
-            logits = model(xb.contiguous(memory_format=torch.channels_last))
-        loss = lung_train.loss_fn(logits.float(), yb, weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % 100 == 0 or step == cfg.steps - 1:
-            print(
-                f"step {step:5d} loss {loss.item():.4f} {time.perf_counter() - started:7.1f}s",
-                flush=True,
-            )
-    return model.eval()
+def train(cfg: Config, data: tuple[Tensor, Tensor]) -> UNet:
+    x, y = data
 
+    def batch(generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        # mirrored half the time: either side of the neck, either probe way
+        return slice_batch(generator, x, y, cfg.batch_size, gain=0.15, clamp=True, flip=3)
 
-def _dice(p: np.ndarray, t: np.ndarray) -> float:
-    return float(2 * np.logical_and(p, t).sum() / max(1, p.sum() + t.sum()))
+    # bf16 autocast where the CPU has it natively, as the node runs the model
+    return fit(
+        lambda: UNet(CLASSES, window=(0.0, 1.0)),
+        cfg,
+        batch,
+        weight=torch.tensor([1.0, 1.0, NODULE_WEIGHT]),
+        bf16=True,
+    )
 
 
 def _regions(mask: np.ndarray, pixel_mm: float, min_mm2: float) -> list[np.ndarray]:
@@ -174,7 +145,7 @@ def score_nodules(pred: np.ndarray, truth: np.ndarray, pixel_mm: float) -> dict[
     nodules = []
     for true in _regions(truth == NODULE, pixel_mm, 0.0):
         long, short = caliper_axes_mm(true, pixel_mm, pixel_mm)
-        dices = [_dice(p, true) for p in found]
+        dices = [dice(p, true) for p in found]
         best = int(np.argmax(dices)) if dices else -1
         row: dict[str, Any] = {"long_axis_mm": long, "short_axis_mm": short, "found": False}
         if best >= 0 and dices[best] >= 0.4:
@@ -196,10 +167,10 @@ def evaluate(module: torch.nn.Module, cfg: Config) -> dict[str, Any]:
     for i in range(cfg.eval_images):
         seed = TEST_SEED_BASE + i
         us = ultrasound_image(np.random.default_rng(seed))
-        pred = lung_train.segment(module, stored(us.image)[None], size=INPUT_SIZE)[0]
+        pred = segment(module, stored(us.image)[None], INPUT_SIZE)[0]
         case: dict[str, Any] = {"seed": seed, "organ": us.organ}
         if us.organ == "thyroid":
-            case["gland_dice"] = _dice(pred == GLAND, us.labels == GLAND)
+            case["gland_dice"] = dice(pred == GLAND, us.labels == GLAND)
         case |= score_nodules(pred, us.labels, us.pixel_mm)
         cases.append(case)
     return {"cases": cases, "summary": summary(cases)}
@@ -233,45 +204,7 @@ def summary(cases: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--smoke", action="store_true", help="tiny run (< 60 s) for CI")
-    args = parser.parse_args(argv)
-    cfg = Config.smoke(args.seed) if args.smoke else Config(seed=args.seed)
-    args.out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    x, y = make_training_set(cfg)
-    print(f"training set: {len(x)} images in {time.perf_counter() - started:.1f} s", flush=True)
-    model = train(cfg, x, y)
-    lung_train.export(model, args.out / "model.pt")
-    module = torch.jit.load(str(args.out / "model.pt"))  # score what ships
-    metrics = evaluate(module, cfg)
-    elapsed = time.perf_counter() - started
-    record = {
-        **run_record(
-            "us-nodule",
-            "models/us_nodule/train.py",
-            argv or sys.argv[1:],
-            smoke=args.smoke,
-            config=asdict(cfg),
-        ),
-        "parameters": count_parameters(model),
-        "training_seconds": round(elapsed, 1),
-        "held_out": metrics,
-        "acceptance": {
-            "gland_dice_mean_min": GLAND_DICE_MEAN_MIN,
-            "gland_dice_floor": GLAND_DICE_FLOOR,
-            "sensitivity_min": SENSITIVITY_MIN,
-            "false_positives_per_image_max": FALSE_POSITIVES_MAX,
-            "long_axis_error_max_pct": LONG_AXIS_ERROR_MAX_PCT,
-            "min_instance_mm2": MIN_AREA_MM2,
-        },
-    }
-    (args.out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps(metrics["summary"], indent=2))
-    print(f"done in {elapsed:.1f} s", flush=True)
-    return 0
+    return record.main(argv, sys.modules[__name__], unit="images")
 
 
 if __name__ == "__main__":

@@ -122,7 +122,8 @@ def test_short_axis_cine_routes_to_it_and_other_cardiac_series_do_not() -> None:
 def test_smoke_training_writes_loadable_torchscript(tmp_path: Path) -> None:
     out = tmp_path / "cine"
     subprocess.run(
-        [sys.executable, str(MODEL_DIR / "train.py"), "--smoke", "--out", str(out)],
+        [sys.executable, "-m", f"models.{MODEL_DIR.name}.train", "--smoke", "--out", str(out)],
+        cwd=MODEL_DIR.parents[1],
         check=True,
         capture_output=True,
         timeout=180,

@@ -111,7 +111,8 @@ def test_abdominal_t2_and_post_contrast_mr_route_to_it_and_others_do_not() -> No
 def test_smoke_training_writes_loadable_torchscript(tmp_path: Path) -> None:
     out = tmp_path / "kidney"
     subprocess.run(
-        [sys.executable, str(MODEL_DIR / "train.py"), "--smoke", "--out", str(out)],
+        [sys.executable, "-m", f"models.{MODEL_DIR.name}.train", "--smoke", "--out", str(out)],
+        cwd=MODEL_DIR.parents[1],
         check=True,
         capture_output=True,
         timeout=180,

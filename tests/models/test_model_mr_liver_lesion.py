@@ -161,7 +161,8 @@ def test_an_abdominal_t2_mr_routes_to_it_and_other_series_do_not() -> None:
 def test_smoke_training_writes_loadable_torchscript(tmp_path: Path) -> None:
     out = tmp_path / "liver"
     subprocess.run(
-        [sys.executable, str(MODEL_DIR / "train.py"), "--smoke", "--out", str(out)],
+        [sys.executable, "-m", f"models.{MODEL_DIR.name}.train", "--smoke", "--out", str(out)],
+        cwd=MODEL_DIR.parents[1],
         check=True,
         capture_output=True,
         timeout=180,

@@ -182,7 +182,8 @@ def test_thyroid_and_breast_ultrasound_route_to_it_and_other_ultrasound_does_not
 def test_smoke_training_writes_loadable_torchscript(tmp_path: Path) -> None:
     out = tmp_path / "us"
     subprocess.run(
-        [sys.executable, str(MODEL_DIR / "train.py"), "--smoke", "--out", str(out)],
+        [sys.executable, "-m", f"models.{MODEL_DIR.name}.train", "--smoke", "--out", str(out)],
+        cwd=MODEL_DIR.parents[1],
         check=True,
         capture_output=True,
         timeout=180,
