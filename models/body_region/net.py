@@ -53,8 +53,3 @@ class RegionNet(nn.Module):
             x = torch.clamp(x, -1000.0, 1500.0) / 1000.0
         x = self.features(x)
         return self.head(x.mean(dim=(2, 3)))
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)

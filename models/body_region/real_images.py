@@ -4,9 +4,9 @@ Prints one line per image: file, the region its headers give (if any), the answe
 the body-region model of its modality (as the node reads the file: Modality LUT,
 MONOCHROME1 inverted) and its confidence. The truth columns of the model cards
 (``models/body_region``, ``models/mr_body_region``, ``models/xr_body_region``) come from
-looking at each image. Usage::
+looking at each image. Usage (from the repository's root)::
 
-    python models/body_region/real_images.py [--models models]
+    python -m models.body_region.real_images [--models models]
 """
 
 from __future__ import annotations
@@ -19,11 +19,10 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1]))
+from dicom_ai_node.infer.registry import ModelRegistry
+from dicom_ai_node.infer.runner import Device
 
-from dicom_ai_node.infer.registry import ModelRegistry  # noqa: E402
-from dicom_ai_node.infer.runner import Device  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 FILES = (
     "693_UNCI.dcm",

@@ -1,52 +1,47 @@
 """Train the built-in body-region classifier on generated CT slices; write TorchScript weights.
 
 Training data: axial slices of the head, neck, chest, abdomen and pelvis from
-``dicom_ai_node.region_phantoms`` (randomised ellipse anatomy, field of view, position,
-rotation, noise, blur) plus slices of the chest phantoms of the lung model
-(``dicom_ai_node.phantoms``), all made here from seeds: no download, reproducible.
-Each slice is drawn at 96 to 192 pixels and area-resized to 64x64, as the node does.
+``dicom_ai_node.testing.phantoms.region_ct`` (randomised ellipse anatomy, field of view,
+position, rotation, noise, blur) plus slices of the chest phantoms of the lung model
+(``dicom_ai_node.testing.phantoms.chest_ct``), all made here from seeds: no download,
+reproducible. Each slice is drawn at 96 to 192 pixels and area-resized to 64x64, as the
+node does. The MR and radiograph body-region models (``models/mr_body_region``,
+``models/xr_body_region``) train the same network the same way (:func:`train`) and score
+it by the same rule (:func:`classify_series`).
 
 Scoring (held-out seeds from 10 000 on, never trained on) is per series, as the node
 uses the model: three slices at 25, 50 and 75 % of a series, softmax averaged.
 
-Usage::
+Usage (from the repository's root)::
 
-    python models/body_region/train.py --out models/body_region          # full run
-    python models/body_region/train.py --smoke --out /tmp/body-region    # < 60 s check
+    python -m models.body_region.train --out models/body_region          # full run
+    python -m models.body_region.train --smoke --out /tmp/body-region    # < 60 s check
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import time
-import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parents[1]))
-
-from net import CLASSES, INPUT_SIZE, RegionNet, count_parameters  # noqa: E402
-
-from dicom_ai_node.domain import BodyPart  # noqa: E402
-from dicom_ai_node.provenance import run_record  # noqa: E402
-from dicom_ai_node.testing.phantoms.chest_ct import chest_ct_phantom  # noqa: E402
-from dicom_ai_node.testing.phantoms.region_ct import REGIONS, region_ct, region_slice  # noqa: E402
+from dicom_ai_node.domain import BodyPart
+from dicom_ai_node.testing.phantoms.chest_ct import chest_ct_phantom
+from dicom_ai_node.testing.phantoms.region_ct import REGIONS, region_ct, region_slice
+from models._training import record
+from models._training.loop import fit_classifier
+from models.body_region.net import CLASSES, INPUT_SIZE, RegionNet
 
 TEST_SEED_BASE = 10_000
 # acceptance thresholds stated in MODEL_CARD.md and checked by the unit test
 SERIES_ACCURACY_MIN = 0.95
 assert tuple(r.value for r in REGIONS) == CLASSES
+ACCEPTANCE = {"series_accuracy_min": SERIES_ACCURACY_MIN}
 
 
 @dataclass(frozen=True)
@@ -98,42 +93,27 @@ def make_training_set(cfg: Config) -> tuple[Tensor, Tensor]:
 
 
 def train(
-    cfg: Any, x: Tensor, y: Tensor, log: bool = True, make: Callable[[], RegionNet] = RegionNet
+    cfg: Any, data: tuple[Tensor, Tensor], make: Callable[[], RegionNet] = RegionNet
 ) -> RegionNet:
-    """Train ``make()`` on (x, y); ``cfg`` gives seed, steps, batch_size and lr."""
-    torch.manual_seed(cfg.seed)
-    model = make()
-    optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    model.train()
-    for step in range(cfg.steps):
-        lr = cfg.lr * 0.5 * (1 + np.cos(np.pi * step / cfg.steps))
-        for group in optimiser.param_groups:
-            group["lr"] = lr
+    """Train ``make()`` on (slices, region indices); ``cfg`` gives seed, steps, batch_size
+    and lr. Each batch is mirrored, turned upside down (prone) or zoomed at random."""
+    x, y = data
+
+    def batch(generator: torch.Generator) -> tuple[Tensor, Tensor]:
         pick = torch.randint(0, len(x), (cfg.batch_size,), generator=generator)
-        batch = x[pick]
+        images = x[pick]
         if torch.rand((), generator=generator) < 0.5:
-            batch = torch.flip(batch, dims=(3,))  # left-right mirror: regions are symmetric
+            images = torch.flip(images, dims=(3,))  # left-right mirror: regions are symmetric
         if torch.rand((), generator=generator) < 0.25:
-            batch = torch.flip(batch, dims=(2,))  # prone patients: anterior at the bottom
+            images = torch.flip(images, dims=(2,))  # prone patients: anterior at the bottom
         if torch.rand((), generator=generator) < 0.3:  # a zoomed reconstruction
             keep = int(INPUT_SIZE * (0.5 + 0.5 * float(torch.rand((), generator=generator))))
             start = (INPUT_SIZE - keep) // 2
-            crop = batch[:, :, start : start + keep, start : start + keep]
-            batch = F.interpolate(crop, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear")
-        loss = F.cross_entropy(model(batch), y[pick])
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        if log and (step % 100 == 0 or step == cfg.steps - 1):
-            print(f"step {step:5d}  loss {loss.item():.4f}  lr {lr:.5f}", flush=True)
-    return model.eval()
+            crop = images[:, :, start : start + keep, start : start + keep]
+            images = F.interpolate(crop, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear")
+        return images, y[pick]
 
-
-def export(model: RegionNet, path: Path) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # TorchScript's deprecation notice
-        torch.jit.save(torch.jit.script(model), str(path))
+    return fit_classifier(make, cfg, batch, F.cross_entropy)
 
 
 def classify_series(module: torch.nn.Module, hu: np.ndarray) -> tuple[int, float]:
@@ -175,66 +155,8 @@ def evaluate(module: torch.nn.Module, cfg: Config) -> dict[str, Any]:
     return {"series_accuracy": right / total, "series": total, "per_region": per_region}
 
 
-def run(
-    argv: list[str] | None,
-    *,
-    doc: str,
-    name: str,
-    config: Any,
-    make_training_set: Callable[[Any], tuple[Tensor, Tensor]],
-    train: Callable[[Any, Tensor, Tensor], nn.Module],
-    evaluate: Callable[[torch.nn.Module, Any], dict[str, Any]],
-    acceptance: dict[str, float],
-) -> int:
-    """A body-region training script's command line: train, export, score what ships,
-    write ``metrics.json``; shared by the CT, MR and radiograph scripts."""
-    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--smoke", action="store_true", help="tiny run (< 60 s) for CI")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    cfg = config.smoke(args.seed) if args.smoke else config(seed=args.seed)
-    args.out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    x, y = make_training_set(cfg)
-    print(f"training set: {len(x)} slices in {time.perf_counter() - started:.1f} s", flush=True)
-    model = train(cfg, x, y)
-    export(model, args.out / "model.pt")
-    module = torch.jit.load(str(args.out / "model.pt"))  # score what ships
-    metrics = evaluate(module, cfg)
-    elapsed = time.perf_counter() - started
-    folder = name.replace("-", "_")
-    record = {
-        **run_record(
-            name,
-            f"models/{folder}/train.py",
-            argv or sys.argv[1:],
-            smoke=args.smoke,
-            config=asdict(cfg),
-        ),
-        "parameters": count_parameters(model),
-        "training_seconds": round(elapsed, 1),
-        "held_out": metrics,
-        "acceptance": acceptance,
-    }
-    (args.out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
-    print(json.dumps(metrics, indent=2))
-    print(f"done in {elapsed:.1f} s", flush=True)
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
-    return run(
-        argv,
-        doc=__doc__ or "",
-        name="body-region",
-        config=Config,
-        make_training_set=make_training_set,
-        train=train,
-        evaluate=evaluate,
-        acceptance={"series_accuracy_min": SERIES_ACCURACY_MIN},
-    )
+    return record.main(argv, sys.modules[__name__], export=record.export_scripted)
 
 
 if __name__ == "__main__":

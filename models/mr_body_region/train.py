@@ -1,54 +1,44 @@
 """Train the built-in MR body-region classifier on generated MR slices; write TorchScript weights.
 
 Training data: axial slices of the head, neck, chest, abdomen and pelvis from
-``dicom_ai_node.mr_region_phantoms`` (the CT body-region anatomy given a random MR
-contrast per slice: T1-, T2- and fat-suppressed looks, coil field, Rician noise, gain),
-plus slices of the brain phantoms of the atrophy model (``dicom_ai_node.mr_phantoms``)
-and of the liver phantoms of the liver model (``dicom_ai_node.liver_phantoms``), all
-made here from seeds: no download, reproducible. The network, the training loop and the
-node's three-slice rule are the CT body-region model's (``models/body_region``); the
-network normalises each slice by its own 1st and 99th percentile, since MR has no units.
+``dicom_ai_node.testing.phantoms.region_mr`` (the CT body-region anatomy given a random
+MR contrast per slice: T1-, T2- and fat-suppressed looks, coil field, Rician noise,
+gain), plus slices of the brain phantoms of the atrophy model
+(``dicom_ai_node.testing.phantoms.brain_mr``) and of the liver phantoms of the liver
+model (``dicom_ai_node.testing.phantoms.liver_mr``), all made here from seeds: no
+download, reproducible. The network, the training loop and the node's three-slice rule
+are the CT body-region model's (``models/body_region``); the network normalises each
+slice by its own 1st and 99th percentile, since MR has no units.
 
-Usage::
+Usage (from the repository's root)::
 
-    python models/mr_body_region/train.py --out models/mr_body_region          # full run
-    python models/mr_body_region/train.py --smoke --out /tmp/mr-body-region    # < 60 s
+    python -m models.mr_body_region.train --out models/mr_body_region          # full run
+    python -m models.mr_body_region.train --smoke --out /tmp/mr-body-region    # < 60 s
 """
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-HERE = Path(__file__).resolve().parent
-CT = HERE.parent / "body_region"
-sys.path.insert(0, str(HERE.parents[1]))
-sys.path.insert(0, str(CT))
-
-from net import RegionNet  # noqa: E402
-
-from dicom_ai_node.domain import BodyPart  # noqa: E402
-from dicom_ai_node.testing.phantoms.brain_mr import brain_mr_phantom  # noqa: E402
-from dicom_ai_node.testing.phantoms.liver_mr import liver_mr_phantom  # noqa: E402
-from dicom_ai_node.testing.phantoms.region_ct import REGIONS  # noqa: E402
-from dicom_ai_node.testing.phantoms.region_mr import region_mr, region_mr_slice  # noqa: E402
-
-_spec = importlib.util.spec_from_file_location("region_train", CT / "train.py")
-assert _spec is not None and _spec.loader is not None
-region_train = importlib.util.module_from_spec(_spec)
-sys.modules["region_train"] = region_train
-_spec.loader.exec_module(region_train)
+from dicom_ai_node.domain import BodyPart
+from dicom_ai_node.testing.phantoms.brain_mr import brain_mr_phantom
+from dicom_ai_node.testing.phantoms.liver_mr import liver_mr_phantom
+from dicom_ai_node.testing.phantoms.region_ct import REGIONS
+from dicom_ai_node.testing.phantoms.region_mr import region_mr, region_mr_slice
+from models._training import record
+from models.body_region import train as ct_region
+from models.body_region.net import RegionNet
 
 TEST_SEED_BASE = 10_000
 SERIES_ACCURACY_MIN = 0.95
 HEAD, ABDOMEN = REGIONS.index(BodyPart.HEAD), REGIONS.index(BodyPart.ABDOMEN)
+ACCEPTANCE = {"series_accuracy_min": SERIES_ACCURACY_MIN}
 
 
 @dataclass(frozen=True)
@@ -83,6 +73,11 @@ def make_net() -> RegionNet:
     return RegionNet(len(REGIONS), percentile=True)
 
 
+def train(cfg: Config, data: tuple[Tensor, Tensor]) -> RegionNet:
+    """The CT body-region model's training of :func:`make_net`."""
+    return ct_region.train(cfg, data, make=make_net)
+
+
 def make_training_set(cfg: Config) -> tuple[Tensor, Tensor]:
     rng = np.random.default_rng(cfg.seed)
     images: list[Tensor] = []
@@ -91,15 +86,15 @@ def make_training_set(cfg: Config) -> tuple[Tensor, Tensor]:
         for _ in range(cfg.slices_per_region):
             size = int(rng.choice([96, 128, 160, 192, 256]))
             slice_ = region_mr_slice(region, size, float(rng.uniform()), rng)
-            images.append(region_train.resize(slice_[None]))
+            images.append(ct_region.resize(slice_[None]))
             labels.append(index)
     for k in range(cfg.brain_phantoms):
         brain = brain_mr_phantom(int(rng.integers(12, 28)), 192, seed=cfg.seed * 1000 + k)
-        images.append(region_train.resize(brain.image))
+        images.append(ct_region.resize(brain.image))
         labels += [HEAD] * brain.image.shape[0]
     for k in range(cfg.liver_phantoms):
         liver = liver_mr_phantom(seed=cfg.seed * 1000 + k, size=192)
-        images.append(region_train.resize(liver.image))
+        images.append(ct_region.resize(liver.image))
         labels += [ABDOMEN] * liver.image.shape[0]
     return torch.cat(images), torch.tensor(labels)
 
@@ -121,10 +116,10 @@ def evaluate(module: torch.nn.Module, cfg: Config) -> dict[str, Any]:
             image = region_mr(
                 region, int(rng.integers(12, 40)), size, seed=TEST_SEED_BASE + 100 * index + k
             )
-            hits += region_train.classify_series(module, image)[0] == index
+            hits += ct_region.classify_series(module, image)[0] == index
         score(region.value, hits, cfg.eval_series_per_region)
     hits = sum(
-        region_train.classify_series(
+        ct_region.classify_series(
             module, brain_mr_phantom(24, 256, seed=TEST_SEED_BASE + 5000 + k).image
         )[0]
         == HEAD
@@ -132,9 +127,7 @@ def evaluate(module: torch.nn.Module, cfg: Config) -> dict[str, Any]:
     )
     score("HEAD (atrophy-model brain phantoms)", hits, cfg.eval_phantoms)
     hits = sum(
-        region_train.classify_series(
-            module, liver_mr_phantom(seed=TEST_SEED_BASE + 6000 + k).image
-        )[0]
+        ct_region.classify_series(module, liver_mr_phantom(seed=TEST_SEED_BASE + 6000 + k).image)[0]
         == ABDOMEN
         for k in range(cfg.eval_phantoms)
     )
@@ -143,18 +136,7 @@ def evaluate(module: torch.nn.Module, cfg: Config) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return int(
-        region_train.run(
-            argv,
-            doc=__doc__ or "",
-            name="mr-body-region",
-            config=Config,
-            make_training_set=make_training_set,
-            train=lambda cfg, x, y: region_train.train(cfg, x, y, make=make_net),
-            evaluate=evaluate,
-            acceptance={"series_accuracy_min": SERIES_ACCURACY_MIN},
-        )
-    )
+    return record.main(argv, sys.modules[__name__], export=record.export_scripted)
 
 
 if __name__ == "__main__":

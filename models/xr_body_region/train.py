@@ -1,8 +1,8 @@
 """Train the built-in radiograph body-region classifier on generated films; write weights.
 
 Training data: radiographs of the head, chest, abdomen, pelvis, upper and lower
-extremity from ``dicom_ai_node.xr_region_phantoms`` (projected ellipsoids and bone
-tubes; the chest films of the ``cxr-abnormal`` generator; hand, forearm, elbow and
+extremity from ``dicom_ai_node.testing.phantoms.region_xr`` (projected ellipsoids and
+bone tubes; the chest films of the ``cxr-abnormal`` generator; hand, forearm, elbow and
 shoulder views for the arm, foot, ankle, knee and lower-leg views for the leg), each
 cropped to a random aspect ratio and area-resized to 64x64 as the node squeezes a film,
 all made here from seeds: no download, reproducible. The network and training loop are
@@ -11,47 +11,37 @@ normalisation (radiographs have no units).
 
 Scoring: held-out films (seeds from 10 000 on), one per "series" as a radiograph series
 usually is, plus the fracture model's forearm and lower-leg films
-(``dicom_ai_node.radiograph_phantoms.extremity_radiograph``), right when called either
-extremity (both route to the fracture model; the generator does not say which limb).
+(``dicom_ai_node.testing.phantoms.extremity_xr.extremity_radiograph``), right when called
+either extremity (both route to the fracture model; the generator does not say which
+limb).
 
-Usage::
+Usage (from the repository's root)::
 
-    python models/xr_body_region/train.py --out models/xr_body_region          # full run
-    python models/xr_body_region/train.py --smoke --out /tmp/xr-body-region    # < 60 s
+    python -m models.xr_body_region.train --out models/xr_body_region          # full run
+    python -m models.xr_body_region.train --smoke --out /tmp/xr-body-region    # < 60 s
 """
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-HERE = Path(__file__).resolve().parent
-CT = HERE.parent / "body_region"
-sys.path.insert(0, str(HERE.parents[1]))
-sys.path.insert(0, str(CT))
-
-from net import RegionNet  # noqa: E402
-
-from dicom_ai_node.domain import BodyPart  # noqa: E402
-from dicom_ai_node.testing.phantoms.extremity_xr import extremity_radiograph  # noqa: E402
-from dicom_ai_node.testing.phantoms.region_xr import XR_REGIONS, region_radiograph  # noqa: E402
-
-_spec = importlib.util.spec_from_file_location("region_train", CT / "train.py")
-assert _spec is not None and _spec.loader is not None
-region_train = importlib.util.module_from_spec(_spec)
-sys.modules["region_train"] = region_train
-_spec.loader.exec_module(region_train)
+from dicom_ai_node.domain import BodyPart
+from dicom_ai_node.testing.phantoms.extremity_xr import extremity_radiograph
+from dicom_ai_node.testing.phantoms.region_xr import XR_REGIONS, region_radiograph
+from models._training import record
+from models.body_region import train as ct_region
+from models.body_region.net import RegionNet
 
 TEST_SEED_BASE = 10_000
 SERIES_ACCURACY_MIN = 0.95
 LIMBS = {XR_REGIONS.index(BodyPart.UPPER_EXTREMITY), XR_REGIONS.index(BodyPart.LOWER_EXTREMITY)}
+ACCEPTANCE = {"series_accuracy_min": SERIES_ACCURACY_MIN}
 
 
 @dataclass(frozen=True)
@@ -89,6 +79,11 @@ def crop(film: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return film[start : start + keep] if rng.random() < 0.5 else film[:, start : start + keep]
 
 
+def train(cfg: Config, data: tuple[Tensor, Tensor]) -> RegionNet:
+    """The CT body-region model's training of :func:`make_net`."""
+    return ct_region.train(cfg, data, make=make_net)
+
+
 def make_training_set(cfg: Config) -> tuple[Tensor, Tensor]:
     rng = np.random.default_rng(cfg.seed)
     images: list[Tensor] = []
@@ -97,7 +92,7 @@ def make_training_set(cfg: Config) -> tuple[Tensor, Tensor]:
         for _ in range(cfg.films_per_region):
             size = int(rng.choice([128, 160, 192, 256]))
             film = crop(region_radiograph(region, size, rng), rng)
-            images.append(region_train.resize(film[None]))
+            images.append(ct_region.resize(film[None]))
             labels.append(index)
     return torch.cat(images), torch.tensor(labels)
 
@@ -116,30 +111,19 @@ def evaluate(module: torch.nn.Module, cfg: Config) -> dict[str, Any]:
         hits = 0
         for _ in range(cfg.eval_films_per_region):
             film = crop(region_radiograph(region, int(rng.choice([256, 512])), rng), rng)
-            hits += region_train.classify_series(module, film[None])[0] == index
+            hits += ct_region.classify_series(module, film[None])[0] == index
         score(region.value, hits, cfg.eval_films_per_region)
     hits = 0
     for k in range(cfg.eval_fracture_films):
         seed = np.random.default_rng(TEST_SEED_BASE + 5000 + k)
         film = extremity_radiograph(256, seed, fracture=k % 2 == 1)
-        hits += region_train.classify_series(module, film.image[None])[0] in LIMBS
+        hits += ct_region.classify_series(module, film.image[None])[0] in LIMBS
     score("UPPER or LOWER_EXTREMITY (fracture-model films)", hits, cfg.eval_fracture_films)
     return {"series_accuracy": right / total, "series": total, "per_region": per_region}
 
 
 def main(argv: list[str] | None = None) -> int:
-    return int(
-        region_train.run(
-            argv,
-            doc=__doc__ or "",
-            name="xr-body-region",
-            config=Config,
-            make_training_set=make_training_set,
-            train=lambda cfg, x, y: region_train.train(cfg, x, y, make=make_net),
-            evaluate=evaluate,
-            acceptance={"series_accuracy_min": SERIES_ACCURACY_MIN},
-        )
-    )
+    return record.main(argv, sys.modules[__name__], export=record.export_scripted)
 
 
 if __name__ == "__main__":

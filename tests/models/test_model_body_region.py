@@ -85,7 +85,8 @@ def test_the_model_reads_ct_only_and_says_how_sure_it_is() -> None:
 def test_smoke_training_writes_a_model_the_node_loads(tmp_path: Path) -> None:
     out = tmp_path / "body_region"
     subprocess.run(
-        [sys.executable, str(MODEL_DIR / "train.py"), "--smoke", "--out", str(out)],
+        [sys.executable, "-m", f"models.{MODEL_DIR.name}.train", "--smoke", "--out", str(out)],
+        cwd=MODEL_DIR.parents[1],
         check=True,
         capture_output=True,
         timeout=120,

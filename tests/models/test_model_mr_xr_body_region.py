@@ -163,7 +163,8 @@ def test_smoke_training_writes_a_model_the_node_loads(
 ) -> None:
     out = tmp_path / folder.name
     subprocess.run(
-        [sys.executable, str(folder / "train.py"), "--smoke", "--out", str(out)],
+        [sys.executable, "-m", f"models.{folder.name}.train", "--smoke", "--out", str(out)],
+        cwd=folder.parents[1],
         check=True,
         capture_output=True,
         timeout=120,
