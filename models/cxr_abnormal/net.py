@@ -1,6 +1,6 @@
 """The chest radiograph classifier: a small residual CNN over one PA image.
 
-Contract (the node's ``infer/classify.py``): ``forward`` takes float32 (N, 1, 192, 192),
+Contract (the node's ``infer/tasks/classify.py``): ``forward`` takes float32 (N, 1, 192, 192),
 each image scaled to 0..1 between its 1st and 99th percentile with MONOCHROME1 inverted
 (dense = bright), and returns logits (N, 1): abnormal versus normal.
 """
@@ -54,8 +54,3 @@ class AbnormalNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.features(x)
         return self.head(x.mean(dim=(2, 3)))
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,32 +1,30 @@
 """Train the built-in chest radiograph classifier (normal / abnormal); write TorchScript.
 
-Training data: PA chest radiographs from ``dicom_ai_node.radiograph_phantoms``, half
-normal, half with one finding (nodule, consolidation, pleural effusion or cardiomegaly),
-drawn at 192 to 320 pixels and scaled as the node scales them
-(``dicom_ai_node.infer.radiograph.scale_radiographs``): no download, reproducible.
+Training data: PA chest radiographs from ``dicom_ai_node.testing.phantoms.chest_xr``,
+half normal, half with one finding (nodule, consolidation, pleural effusion or
+cardiomegaly), drawn at 192 to 320 pixels and scaled as the node scales them
+(``dicom_ai_node.infer.tasks.radiograph.scale_radiographs``): no download, reproducible.
+The fracture model (``models/xr_fracture``) is trained and scored by this script's
+recipe (:func:`train`, :func:`evaluate`, :func:`main`) on other images.
 
 Scoring (held-out seeds from 10 000 on, never trained on): AUC, sensitivity and
 specificity at the shipped threshold, sensitivity per finding, and the "pointing game"
-of the node's saliency map (occlusion sensitivity, ``dicom_ai_node.infer.saliency``):
-how often its maximum lies on the finding.
+of the node's saliency map (occlusion sensitivity,
+``dicom_ai_node.infer.tasks.saliency``): how often its maximum lies on the finding.
 
-Usage::
+Usage (from the repository's root)::
 
-    python models/cxr_abnormal/train.py --out models/cxr_abnormal           # full run
-    python models/cxr_abnormal/train.py --smoke --out /tmp/cxr-abnormal     # < 60 s check
-    python models/cxr_abnormal/train.py --evaluate-only --out models/cxr_abnormal  # re-score
+    python -m models.cxr_abnormal.train --out models/cxr_abnormal           # full run
+    python -m models.cxr_abnormal.train --smoke --out /tmp/cxr-abnormal     # < 60 s check
+    python -m models.cxr_abnormal.train --evaluate-only --out models/cxr_abnormal  # re-score
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import time
-import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -34,16 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parents[1]))
-
-from net import INPUT_SIZE, AbnormalNet, count_parameters  # noqa: E402
-
-from dicom_ai_node.infer.tasks.radiograph import scale_radiographs  # noqa: E402
-from dicom_ai_node.infer.tasks.saliency import occlusion_saliency  # noqa: E402
-from dicom_ai_node.provenance import run_record  # noqa: E402
-from dicom_ai_node.testing.phantoms.chest_xr import FINDINGS, chest_radiograph  # noqa: E402
+from dicom_ai_node.infer.tasks.radiograph import scale_radiographs
+from dicom_ai_node.infer.tasks.saliency import occlusion_saliency
+from dicom_ai_node.testing.phantoms.chest_xr import FINDINGS, chest_radiograph
+from models._training import record
+from models._training.loop import fit_classifier
+from models._training.scoring import auc
+from models.cxr_abnormal.net import INPUT_SIZE, AbnormalNet
 
 TEST_SEED_BASE = 10_000
 THRESHOLD = 0.5
@@ -101,43 +96,26 @@ def draw(
     return torch.cat(images), torch.tensor(labels), findings, masks
 
 
-def train(cfg: Config, x: Tensor, y: Tensor, log: bool = True) -> AbnormalNet:
-    torch.manual_seed(cfg.seed)
-    model = AbnormalNet()
-    optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    model.train()
-    for step in range(cfg.steps):
-        lr = cfg.lr * 0.5 * (1 + np.cos(np.pi * step / cfg.steps))
-        for group in optimiser.param_groups:
-            group["lr"] = lr
+def make_training_set(cfg: Config, sample: Sampler = sample_chest) -> tuple[Tensor, Tensor]:
+    """``cfg.train_images`` examples of ``sample`` drawn from ``cfg.seed``: images, labels."""
+    x, y, _, _ = draw(cfg.train_images, cfg.seed, sample)
+    return x, y
+
+
+def train(cfg: Config, data: tuple[Tensor, Tensor]) -> AbnormalNet:
+    x, y = data
+
+    def batch(generator: torch.Generator) -> tuple[Tensor, Tensor]:
         pick = torch.randint(0, len(x), (cfg.batch_size,), generator=generator)
-        batch = x[pick].float()
+        images = x[pick].float()
         # contrast jitter on top of the generator's: the percentile scaling is not exact
         gain = 0.85 + 0.3 * torch.rand((len(pick), 1, 1, 1), generator=generator)
-        batch = (batch * gain).clamp(0.0, 1.0)
-        loss = F.binary_cross_entropy_with_logits(model(batch)[:, 0], y[pick])
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        if log and (step % 100 == 0 or step == cfg.steps - 1):
-            print(f"step {step:5d}  loss {loss.item():.4f}  lr {lr:.5f}", flush=True)
-    return model.eval()
+        return (images * gain).clamp(0.0, 1.0), y[pick]
 
+    def loss(logits: Tensor, abnormal: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(logits[:, 0], abnormal)
 
-def export(model: AbnormalNet, path: Path) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # TorchScript's deprecation notice
-        torch.jit.save(torch.jit.script(model), str(path))
-
-
-def auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U, ties counted half)."""
-    pos, neg = scores[labels == 1], scores[labels == 0]
-    if not len(pos) or not len(neg):
-        return float("nan")
-    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-    return float(greater / (len(pos) * len(neg)))
+    return fit_classifier(AbnormalNet, cfg, batch, loss)
 
 
 def probabilities_of(module: torch.nn.Module) -> Callable[[Tensor], Tensor]:
@@ -153,7 +131,7 @@ Saliency = Callable[[torch.nn.Module, Tensor], Tensor]
 
 
 def occlusion(module: torch.nn.Module, image: Tensor) -> Tensor:
-    """``saliency = true`` (occlusion), as ``infer/classify.py`` makes it."""
+    """``saliency = true`` (occlusion), as ``infer/tasks/classify.py`` makes it."""
     return occlusion_saliency(probabilities_of(module), image.float(), 0)
 
 
@@ -198,69 +176,17 @@ def evaluate(
     }
 
 
-@dataclass(frozen=True)
-class Task:
-    """What a classifier's training script trains: its name, script, data and thresholds."""
-
-    model: str
-    script: str
-    description: str
-    sample: Sampler
-    acceptance: dict[str, float]
-    saliency: Saliency = occlusion
-
-
-CHEST = Task(
-    model="cxr-abnormal",
-    script="models/cxr_abnormal/train.py",
-    description=__doc__.split("\n\n")[0],
-    sample=sample_chest,
-    acceptance=ACCEPTANCE,
-)
-
-
-def main(argv: list[str] | None = None, task: Task = CHEST) -> int:
-    parser = argparse.ArgumentParser(description=task.description)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--smoke", action="store_true", help="tiny run (< 60 s) for CI")
-    parser.add_argument("--evaluate-only", action="store_true", help="score --out/model.pt")
-    args = parser.parse_args(argv)
-    cfg = Config.smoke(args.seed) if args.smoke else Config(seed=args.seed)
-    args.out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    parameters = None
-    if not args.evaluate_only:
-        x, y, _, _ = draw(cfg.train_images, cfg.seed, task.sample)
-        print(f"training set: {len(x)} images in {time.perf_counter() - started:.1f} s", flush=True)
-        model = train(cfg, x, y)
-        del x
-        export(model, args.out / "model.pt")
-        parameters = count_parameters(model)
-    module = torch.jit.load(str(args.out / "model.pt"))  # score what ships
-    metrics = evaluate(module, cfg, task.sample, task.saliency)
-    elapsed = time.perf_counter() - started
-    run = run_record(
-        task.model, task.script, argv or sys.argv[1:], smoke=args.smoke, config=asdict(cfg)
+def main(argv: list[str] | None = None, script: ModuleType | None = None) -> int:
+    """The command line of this script, or of ``script``, a classifier trained by this
+    recipe on other images (its own ``Config``, ``make_training_set``, ``train``,
+    ``evaluate`` and ``ACCEPTANCE``, as :func:`models._training.record.main` reads them)."""
+    return record.main(
+        argv,
+        script or sys.modules[__name__],
+        unit="images",
+        export=record.export_scripted,
+        evaluate_only=True,
     )
-    print(json.dumps(metrics, indent=2))
-    path = args.out / "metrics.json"
-    if args.evaluate_only:  # re-score what ships; the run record stays as trained
-        if path.exists():
-            record = json.loads(path.read_text())
-            record.update(held_out=metrics, acceptance=task.acceptance, evaluated=run)
-            path.write_text(json.dumps(record, indent=2) + "\n")
-        return 0
-    record = {
-        **run,
-        "parameters": parameters,
-        "training_seconds": round(elapsed, 1),
-        "held_out": metrics,
-        "acceptance": task.acceptance,
-    }
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"done in {elapsed:.1f} s", flush=True)
-    return 0
 
 
 if __name__ == "__main__":

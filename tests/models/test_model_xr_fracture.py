@@ -99,7 +99,8 @@ def test_a_forearm_or_leg_radiograph_routes_to_it_and_nothing_else() -> None:
 def test_smoke_training_writes_loadable_torchscript(tmp_path: Path) -> None:
     out = tmp_path / "fracture"
     subprocess.run(
-        [sys.executable, str(MODEL_DIR / "train.py"), "--smoke", "--out", str(out)],
+        [sys.executable, "-m", f"models.{MODEL_DIR.name}.train", "--smoke", "--out", str(out)],
+        cwd=MODEL_DIR.parents[1],
         check=True,
         capture_output=True,
         timeout=180,
