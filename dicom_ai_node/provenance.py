@@ -17,7 +17,7 @@ __all__ = ["run_record"]
 
 
 def run_record(
-    model: str, script: str, argv: Sequence[str], *, smoke: bool, config: Any
+    model: str, module: str, argv: Sequence[str], *, smoke: bool, config: Any
 ) -> dict[str, Any]:
     """The first keys of a training run's ``metrics.json``.
 
@@ -25,8 +25,8 @@ def run_record(
     ----------
     model:
         The model's name, as in its ``model.toml``.
-    script:
-        The training script, relative to the repository (``models/<dir>/train.py``).
+    module:
+        The training script as a module, run from the repository (``models.<dir>.train``).
     argv:
         Its arguments, to record the command that reruns it.
     smoke:
@@ -40,7 +40,7 @@ def run_record(
         "torch": importlib.metadata.version("torch"),
         "numpy": importlib.metadata.version("numpy"),
         "python": platform.python_version(),
-        "command": " ".join(["python", script, *argv]),
+        "command": " ".join(["python", "-m", module, *argv]),
         "smoke": bool(smoke),
         "config": config,
     }

@@ -113,7 +113,7 @@ def main(
     elapsed = time.perf_counter() - started
     run = run_record(
         name,
-        f"models/{folder.name}/train.py",
+        f"models.{folder.name}.train",
         argv or sys.argv[1:],
         smoke=args.smoke,
         config=asdict(cfg),

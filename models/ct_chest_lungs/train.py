@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = {
         **run_record(
             "ct-chest-lungs",
-            "models/ct_chest_lungs/train.py",
+            "models.ct_chest_lungs.train",
             argv if argv is not None else sys.argv[1:],
             smoke=args.smoke,
             config=asdict(cfg),
