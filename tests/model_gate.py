@@ -4,6 +4,8 @@ through the node's own runner (its scaling, threshold and saliency)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tomllib
 import warnings
 from collections.abc import Callable
@@ -124,3 +126,15 @@ def built_in_models() -> set[str]:
         if manifest["task"] != "body-region":
             names.add(str(manifest["name"]))
     return names
+
+
+def train_smoke(model_dir: Path, out: Path, timeout_s: float = 120) -> None:
+    """Run a model's training script as its card says (``python -m models.<dir>.train``,
+    from the repository), in its quick ``--smoke`` mode, writing into ``out``."""
+    subprocess.run(
+        [sys.executable, "-m", f"models.{model_dir.name}.train", "--smoke", "--out", str(out)],
+        cwd=model_dir.parents[1],
+        check=True,
+        capture_output=True,
+        timeout=timeout_s,
+    )

@@ -4,8 +4,6 @@ manifest and card, its TorchScript contract, and the smoke run of its training s
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -18,6 +16,8 @@ from dicom_ai_node.infer.manifest import load_manifest
 from dicom_ai_node.infer.runner import Device
 from dicom_ai_node.testing.phantoms.chest_ct import chest_ct_phantom
 from dicom_ai_node.testing.phantoms.region_ct import REGIONS, region_ct
+
+from ..model_gate import train_smoke
 
 MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "body_region"
 GATE_SEED_BASE = 20_000  # neither training (0..) nor the card's held-out set (10 000..)
@@ -84,13 +84,7 @@ def test_the_model_reads_ct_only_and_says_how_sure_it_is() -> None:
 @pytest.mark.slow
 def test_smoke_training_writes_a_model_the_node_loads(tmp_path: Path) -> None:
     out = tmp_path / "body_region"
-    subprocess.run(
-        [sys.executable, "-m", f"models.{MODEL_DIR.name}.train", "--smoke", "--out", str(out)],
-        cwd=MODEL_DIR.parents[1],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    train_smoke(MODEL_DIR, out)
     (out / "model.toml").write_text((MODEL_DIR / "model.toml").read_text())
     region, confidence = _classify(_model(out), region_ct(BodyPart.CHEST, 12, 128, seed=7))
     assert region in REGIONS and 0.0 < confidence <= 1.0

@@ -4,8 +4,6 @@ training, phantoms."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from dicom_ai_node.infer.findings.lesions import segmentation_output
 from dicom_ai_node.infer.manifest import load_manifest
 from dicom_ai_node.testing.phantoms.chest_ct import LEFT_LUNG, NODULE, RIGHT_LUNG, chest_ct_phantom
 
-from ..model_gate import load_weights, segment_like_the_runner
+from ..model_gate import load_weights, segment_like_the_runner, train_smoke
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -137,13 +135,7 @@ def test_manifest_matches_weights_and_card() -> None:
 @pytest.mark.slow
 def test_smoke_training_writes_loadable_torchscript(tmp_path: Path) -> None:
     out = tmp_path / "lungs"
-    subprocess.run(
-        [sys.executable, "-m", f"models.{MODEL_DIR.name}.train", "--smoke", "--out", str(out)],
-        cwd=MODEL_DIR.parents[1],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    train_smoke(MODEL_DIR, out)
     module = _jit_load(out / "model.pt")
     with torch.inference_mode():
         y = module(torch.full((2, 1, INPUT, INPUT), -1000.0))

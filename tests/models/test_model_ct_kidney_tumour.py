@@ -4,8 +4,6 @@ card, routing of an abdominal CT to it and to nothing else, smoke training."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from dicom_ai_node.testing.phantoms.chest_ct import ChestPhantom
 from dicom_ai_node.testing.phantoms.kidney_ct import KIDNEY, TUMOUR, kidney_ct_phantom
 from dicom_ai_node.testing.series import make_ct_series, phantom_to_datasets
 
-from ..model_gate import load_weights, segment_like_the_runner, series_of
+from ..model_gate import load_weights, segment_like_the_runner, series_of, train_smoke
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_DIR = REPO / "models" / "ct_kidney_tumour"
@@ -101,13 +99,7 @@ def test_an_abdominal_ct_routes_to_it_and_a_chest_ct_does_not() -> None:
 @pytest.mark.slow
 def test_smoke_training_writes_loadable_torchscript(tmp_path: Path) -> None:
     out = tmp_path / "kidney"
-    subprocess.run(
-        [sys.executable, "-m", f"models.{MODEL_DIR.name}.train", "--smoke", "--out", str(out)],
-        cwd=MODEL_DIR.parents[1],
-        check=True,
-        capture_output=True,
-        timeout=180,
-    )
+    train_smoke(MODEL_DIR, out, timeout_s=180)
     with torch.inference_mode():
         y = _load(out / "model.pt")(torch.full((2, 1, 128, 128), -100.0))
     assert y.shape == (2, 3, 128, 128) and y.dtype == torch.float32

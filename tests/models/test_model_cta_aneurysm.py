@@ -6,8 +6,6 @@ to it and of a plain head CT or a chest CTA to nothing else, smoke training."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -25,7 +23,7 @@ from dicom_ai_node.testing.phantoms.chest_ct import ChestPhantom
 from dicom_ai_node.testing.phantoms.head_cta import ANEURYSM, ARTERY, cta_phantom
 from dicom_ai_node.testing.series import make_ct_series, phantom_to_datasets
 
-from ..model_gate import load_weights, series_of
+from ..model_gate import load_weights, series_of, train_smoke
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_DIR = REPO / "models" / "cta_aneurysm"
@@ -142,13 +140,7 @@ def test_a_head_cta_routes_to_it_and_a_plain_head_ct_or_chest_cta_do_not() -> No
 @pytest.mark.slow
 def test_smoke_training_writes_loadable_torchscript(tmp_path: Path) -> None:
     out = tmp_path / "cta"
-    subprocess.run(
-        [sys.executable, "-m", f"models.{MODEL_DIR.name}.train", "--smoke", "--out", str(out)],
-        cwd=MODEL_DIR.parents[1],
-        check=True,
-        capture_output=True,
-        timeout=180,
-    )
+    train_smoke(MODEL_DIR, out, timeout_s=180)
     with torch.inference_mode():
         y = load_weights(out / "model.pt")(torch.rand((2, 3, 160, 160)) * 500)  # 2.5-D
     assert y.shape == (2, 3, 160, 160) and y.dtype == torch.float32

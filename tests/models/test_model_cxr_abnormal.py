@@ -5,8 +5,6 @@ nothing else, smoke training."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from dicom_ai_node.testing.images import radiograph_to_dataset
 from dicom_ai_node.testing.phantoms.chest_xr import FINDINGS, chest_radiograph
 from dicom_ai_node.testing.series import make_ct_series
 
-from ..model_gate import classifier_gate, load_weights, series_of
+from ..model_gate import classifier_gate, load_weights, series_of, train_smoke
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_DIR = REPO / "models" / "cxr_abnormal"
@@ -96,13 +94,7 @@ def test_a_frontal_chest_radiograph_routes_to_it_and_nothing_else() -> None:
 @pytest.mark.slow
 def test_smoke_training_writes_loadable_torchscript(tmp_path: Path) -> None:
     out = tmp_path / "cxr"
-    subprocess.run(
-        [sys.executable, "-m", f"models.{MODEL_DIR.name}.train", "--smoke", "--out", str(out)],
-        cwd=MODEL_DIR.parents[1],
-        check=True,
-        capture_output=True,
-        timeout=180,
-    )
+    train_smoke(MODEL_DIR, out, timeout_s=180)
     with torch.inference_mode():
         y = load_weights(out / "model.pt")(torch.rand((2, 1, 192, 192)))
     assert y.shape == (2, 1) and y.dtype == torch.float32

@@ -6,8 +6,6 @@ for-presentation mammogram to it and of other images to nothing else, smoke trai
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ from dicom_ai_node.testing.images import mammogram_to_dataset, radiograph_to_dat
 from dicom_ai_node.testing.phantoms.chest_xr import chest_radiograph
 from dicom_ai_node.testing.phantoms.mammography import CALCIFICATION, Mammogram, mammogram
 
-from ..model_gate import load_weights, series_of
+from ..model_gate import load_weights, series_of, train_smoke
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_DIR = REPO / "models" / "mg_calcification"
@@ -158,13 +156,7 @@ def test_a_mammogram_routes_to_it_and_other_images_do_not() -> None:
 @pytest.mark.slow
 def test_smoke_training_writes_loadable_torchscript(tmp_path: Path) -> None:
     out = tmp_path / "mg"
-    subprocess.run(
-        [sys.executable, "-m", f"models.{MODEL_DIR.name}.train", "--smoke", "--out", str(out)],
-        cwd=MODEL_DIR.parents[1],
-        check=True,
-        capture_output=True,
-        timeout=180,
-    )
+    train_smoke(MODEL_DIR, out, timeout_s=180)
     with torch.inference_mode():
         y = load_weights(out / "model.pt")(torch.rand((2, 1, 128, 128)))
     assert y.shape == (2, 2, 128, 128) and y.dtype == torch.float32

@@ -6,8 +6,6 @@ else, smoke training."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -31,7 +29,7 @@ from dicom_ai_node.testing.phantoms.brain_mr import (
 )
 from dicom_ai_node.testing.series import make_ct_series, mr_to_datasets
 
-from ..model_gate import load_weights, series_of
+from ..model_gate import load_weights, series_of, train_smoke
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_DIR = REPO / "models" / "mr_brain_atrophy"
@@ -164,13 +162,7 @@ def test_a_t1_brain_mr_routes_to_it_and_flair_or_ct_do_not() -> None:
 @pytest.mark.slow
 def test_smoke_training_writes_loadable_torchscript(tmp_path: Path) -> None:
     out = tmp_path / "brain"
-    subprocess.run(
-        [sys.executable, "-m", f"models.{MODEL_DIR.name}.train", "--smoke", "--out", str(out)],
-        cwd=MODEL_DIR.parents[1],
-        check=True,
-        capture_output=True,
-        timeout=180,
-    )
+    train_smoke(MODEL_DIR, out, timeout_s=180)
     with torch.inference_mode():
         y = load_weights(out / "model.pt")(torch.rand((2, 1, 160, 160)))
     assert y.shape == (2, 7, 160, 160) and y.dtype == torch.float32

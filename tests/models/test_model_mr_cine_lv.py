@@ -6,8 +6,6 @@ routing of short-axis cine to it and of other cardiac series to nothing, smoke t
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from dicom_ai_node.testing.phantoms.brain_mr import brain_mr_phantom
 from dicom_ai_node.testing.phantoms.cine_mr import CAVITY, MYOCARDIUM, cine_phantom
 from dicom_ai_node.testing.series import cine_to_datasets, mr_to_datasets
 
-from ..model_gate import load_weights, series_of
+from ..model_gate import load_weights, series_of, train_smoke
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_DIR = REPO / "models" / "mr_cine_lv"
@@ -121,13 +119,7 @@ def test_short_axis_cine_routes_to_it_and_other_cardiac_series_do_not() -> None:
 @pytest.mark.slow
 def test_smoke_training_writes_loadable_torchscript(tmp_path: Path) -> None:
     out = tmp_path / "cine"
-    subprocess.run(
-        [sys.executable, "-m", f"models.{MODEL_DIR.name}.train", "--smoke", "--out", str(out)],
-        cwd=MODEL_DIR.parents[1],
-        check=True,
-        capture_output=True,
-        timeout=180,
-    )
+    train_smoke(MODEL_DIR, out, timeout_s=180)
     with torch.inference_mode():
         y = load_weights(out / "model.pt")(torch.rand((20, 1, 128, 128)))
     assert y.shape == (20, 3, 128, 128) and y.dtype == torch.float32

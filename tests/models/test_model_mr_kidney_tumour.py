@@ -5,8 +5,6 @@ it and of other series to nothing of it, smoke training."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from dicom_ai_node.testing.phantoms.kidney_ct import KIDNEY, TUMOUR
 from dicom_ai_node.testing.phantoms.kidney_mr import kidney_mr_phantom
 from dicom_ai_node.testing.series import mr_to_datasets
 
-from ..model_gate import load_weights, segment_like_the_runner, series_of
+from ..model_gate import load_weights, segment_like_the_runner, series_of, train_smoke
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_DIR = REPO / "models" / "mr_kidney_tumour"
@@ -110,13 +108,7 @@ def test_abdominal_t2_and_post_contrast_mr_route_to_it_and_others_do_not() -> No
 @pytest.mark.slow
 def test_smoke_training_writes_loadable_torchscript(tmp_path: Path) -> None:
     out = tmp_path / "kidney"
-    subprocess.run(
-        [sys.executable, "-m", f"models.{MODEL_DIR.name}.train", "--smoke", "--out", str(out)],
-        cwd=MODEL_DIR.parents[1],
-        check=True,
-        capture_output=True,
-        timeout=180,
-    )
+    train_smoke(MODEL_DIR, out, timeout_s=180)
     with torch.inference_mode():
         y = load_weights(out / "model.pt")(torch.rand((2, 1, 128, 128)))
     assert y.shape == (2, 3, 128, 128) and y.dtype == torch.float32

@@ -7,8 +7,6 @@ training, and the class vote itself."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -35,7 +33,7 @@ from dicom_ai_node.testing.phantoms.liver_mr import (
 )
 from dicom_ai_node.testing.series import mr_to_datasets
 
-from ..model_gate import load_weights, series_of
+from ..model_gate import load_weights, series_of, train_smoke
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_DIR = REPO / "models" / "mr_liver_lesion"
@@ -160,13 +158,7 @@ def test_an_abdominal_t2_mr_routes_to_it_and_other_series_do_not() -> None:
 @pytest.mark.slow
 def test_smoke_training_writes_loadable_torchscript(tmp_path: Path) -> None:
     out = tmp_path / "liver"
-    subprocess.run(
-        [sys.executable, "-m", f"models.{MODEL_DIR.name}.train", "--smoke", "--out", str(out)],
-        cwd=MODEL_DIR.parents[1],
-        check=True,
-        capture_output=True,
-        timeout=180,
-    )
+    train_smoke(MODEL_DIR, out, timeout_s=180)
     with torch.inference_mode():
         y = load_weights(out / "model.pt")(torch.rand((2, 1, 160, 160)))
     assert y.shape == (2, 5, 160, 160) and y.dtype == torch.float32

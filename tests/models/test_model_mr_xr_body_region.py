@@ -5,8 +5,6 @@ node picks one body-region model per modality."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -28,6 +26,8 @@ from dicom_ai_node.testing.phantoms.region_ct import REGIONS
 from dicom_ai_node.testing.phantoms.region_mr import region_mr
 from dicom_ai_node.testing.phantoms.region_xr import XR_REGIONS, region_radiograph
 from dicom_ai_node.testing.series import write_series
+
+from ..model_gate import train_smoke
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 MR_DIR, XR_DIR = MODELS / "mr_body_region", MODELS / "xr_body_region"
@@ -162,13 +162,7 @@ def test_smoke_training_writes_a_model_the_node_loads(
     tmp_path: Path, folder: Path, regions: tuple[BodyPart, ...]
 ) -> None:
     out = tmp_path / folder.name
-    subprocess.run(
-        [sys.executable, "-m", f"models.{folder.name}.train", "--smoke", "--out", str(out)],
-        cwd=folder.parents[1],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    train_smoke(folder, out)
     (out / "model.toml").write_text((folder / "model.toml").read_text())
     model = _model(out)
     image = np.random.default_rng(3).uniform(0, 1000, (2, 96, 80)).astype(np.float32)

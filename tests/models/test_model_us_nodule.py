@@ -6,8 +6,6 @@ other ultrasound to nothing, smoke training."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from dicom_ai_node.testing.images import ultrasound_to_dataset
 from dicom_ai_node.testing.phantoms.ultrasound import GLAND, NODULE, ultrasound_image
 from dicom_ai_node.testing.series import make_ct_series
 
-from ..model_gate import load_weights, series_of
+from ..model_gate import load_weights, series_of, train_smoke
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_DIR = REPO / "models" / "us_nodule"
@@ -181,13 +179,7 @@ def test_thyroid_and_breast_ultrasound_route_to_it_and_other_ultrasound_does_not
 @pytest.mark.slow
 def test_smoke_training_writes_loadable_torchscript(tmp_path: Path) -> None:
     out = tmp_path / "us"
-    subprocess.run(
-        [sys.executable, "-m", f"models.{MODEL_DIR.name}.train", "--smoke", "--out", str(out)],
-        cwd=MODEL_DIR.parents[1],
-        check=True,
-        capture_output=True,
-        timeout=180,
-    )
+    train_smoke(MODEL_DIR, out, timeout_s=180)
     with torch.inference_mode():
         y = load_weights(out / "model.pt")(torch.rand((2, 1, 160, 160)))
     assert y.shape == (2, 3, 160, 160) and y.dtype == torch.float32
