@@ -13,14 +13,17 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .assemble.sweep import Assembler
 from .audit.node import NodeAudit
-from .domain import Scope, SeriesSelection
+from .domain import BodyPart, Scope, SeriesInfo, SeriesSelection
 from .errors import ConfigError
 from .infer.decode import IsolatedDecoder
 from .infer.registry import ModelRegistry, choose_device
-from .pipeline import Pipeline, StoredSeriesRegions
+from .infer.volume import Decode
+from .pipeline import Pipeline
 from .receive.gate import Limits, resolve_callers
 from .receive.scp import ScpConfig, StorageSCP
 from .receive.users import UserCheck
@@ -32,10 +35,14 @@ from .settings import NodeSettings
 from .store.db import Database, utcnow
 from .store.files import FileStore
 from .store.ingest import Ingest
-from .store.jobs import due_destinations, requeue_running_jobs
+from .store.jobs import due_destinations, instance_paths, requeue_running_jobs
+from .store.routing import series_pk_of
 from .tls import TlsFiles, client_context, server_context
 
-__all__ = ["Node"]
+if TYPE_CHECKING:  # torch is imported once a body-region model is loaded, not before
+    from .infer.bodyregion import BodyRegionModels
+
+__all__ = ["Node", "StoredSeriesRegions"]
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +92,50 @@ def _tls_files(settings: NodeSettings) -> TlsFiles | None:
         settings.path(tls.ca_file),
         tls.client_certificates,
     )
+
+
+@dataclass
+class StoredSeriesRegions:
+    """The body region of a stored series from its pixels: the assembler's classifier hook.
+
+    Remembered per series and instance count (the model is deterministic), so a study's
+    other series are not read again each time one of its series completes.
+
+    Parameters
+    ----------
+    model:
+        The image-based body-region models.
+    db, files:
+        Where the series' instances are indexed and stored.
+    decode:
+        Decodes compressed images (in a separate process); None decodes in this one.
+    """
+
+    model: BodyRegionModels
+    db: Database
+    files: FileStore
+    decode: Decode | None = None
+    _answers: dict[tuple[str, int], tuple[BodyPart, float] | None] = field(
+        default_factory=dict, init=False, repr=False
+    )
+
+    def __call__(self, info: SeriesInfo) -> tuple[BodyPart, float] | None:
+        """The region and confidence, or None when the model does not take the modality."""
+        if not self.model.accepts(info.modality):
+            return None
+        key = (info.series_instance_uid, info.number_of_instances)
+        if key not in self._answers:
+            if len(self._answers) >= 1024:
+                self._answers.clear()
+            self._answers[key] = self._classify(info)
+        return self._answers[key]
+
+    def _classify(self, info: SeriesInfo) -> tuple[BodyPart, float] | None:
+        series_pk = series_pk_of(self.db.session, info.series_instance_uid)
+        if series_pk is None:
+            return None
+        paths = [self.files.absolute(p) for p in instance_paths(self.db.session, series_pk)]
+        return self.model.classify_files(paths, self.decode)
 
 
 class Node:

@@ -3,8 +3,7 @@
 :class:`Pipeline` is what a worker runs, here in a thread of :mod:`.app`; it holds no
 SQL (the store's functions do) and sends nothing (the outbox rows it leaves are the send
 stage's work, :mod:`.send.deliver`). Nothing is kept in memory between jobs, so a
-restart resumes from the database. :class:`StoredSeriesRegions` is the body-region
-hook of the assembler: the image classifier run on a stored series' files.
+restart resumes from the database.
 """
 
 from __future__ import annotations
@@ -15,16 +14,15 @@ import io
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import SegmentationStorage
 
-from .domain import BodyPart, JobState, ModelOutput, SeriesInfo
+from .domain import JobState, ModelOutput
 from .encode import device_uid, encode_results
 from .errors import EncodeError, InferenceError, StorageError
-from .infer.bodyregion import BodyRegionModels
 from .infer.lease import JOB_HEARTBEAT_S, JOB_LEASE_S, LeaseKeeper
 from .infer.registry import ModelRegistry
 from .infer.volume import Decode, load_volume, read_images
@@ -42,55 +40,10 @@ from .store.jobs import (
     renew_lease,
     replaced_reports,
 )
-from .store.routing import series_pk_of
 
-__all__ = ["Pipeline", "StoredSeriesRegions"]
+__all__ = ["Pipeline"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class StoredSeriesRegions:
-    """The body region of a stored series from its pixels: the assembler's classifier hook.
-
-    Remembered per series and instance count (the model is deterministic), so a study's
-    other series are not read again each time one of its series completes.
-
-    Parameters
-    ----------
-    model:
-        The image-based body-region models.
-    db, files:
-        Where the series' instances are indexed and stored.
-    decode:
-        Decodes compressed images (in a separate process); None decodes in this one.
-    """
-
-    model: BodyRegionModels
-    db: Database
-    files: FileStore
-    decode: Decode | None = None
-    _answers: dict[tuple[str, int], tuple[BodyPart, float] | None] = field(
-        default_factory=dict, init=False, repr=False
-    )
-
-    def __call__(self, info: SeriesInfo) -> tuple[BodyPart, float] | None:
-        """The region and confidence, or None when the model does not take the modality."""
-        if not self.model.accepts(info.modality):
-            return None
-        key = (info.series_instance_uid, info.number_of_instances)
-        if key not in self._answers:
-            if len(self._answers) >= 1024:
-                self._answers.clear()
-            self._answers[key] = self._classify(info)
-        return self._answers[key]
-
-    def _classify(self, info: SeriesInfo) -> tuple[BodyPart, float] | None:
-        series_pk = series_pk_of(self.db.session, info.series_instance_uid)
-        if series_pk is None:
-            return None
-        paths = [self.files.absolute(p) for p in instance_paths(self.db.session, series_pk)]
-        return self.model.classify_files(paths, self.decode)
 
 
 @dataclass
