@@ -87,10 +87,10 @@ def expected_count_reached(instance_count: int, expected_count: int | None) -> b
     """Whether a series holds the instances its sender announced.
 
     The announced count is NumberOfSeriesRelatedInstances (0020,1209; PS3.3 C.7.3.1,
-    PS3.4 C.3.3). Not announced, or announced as 0, it never decides. The one rule both
-    the index (at the instance that reaches it) and the completion sweep apply.
+    PS3.4 C.3.3); not announced, it never decides. The one rule both the index (at the
+    instance that reaches it) and the completion sweep apply.
     """
-    return expected_count is not None and expected_count > 0 and instance_count >= expected_count
+    return expected_count is not None and instance_count >= expected_count
 
 
 class JobState(enum.StrEnum):
