@@ -16,8 +16,9 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
 from . import __version__
-from .domain import BodyPart, InputSpec, SeriesInfo
+from .domain import InputSpec, SeriesInfo
 from .errors import ConfigError, DeliveryError
+from .identity import made_by_node
 from .log import configure_logging
 from .settings import NodeSettings, load_settings, render_config
 
@@ -121,15 +122,24 @@ def _explain(
     With ``body_region``, series whose headers name no region are classified from their
     pixels, as the node does.
     """
+    from .route.bodypart import RegionAnswers, needs_image_answer
     from .route.explain import format_study_routing
     from .route.header import header_of, series_info
     from .route.router import route_study
 
     groups = _scan(path)
 
-    def classify(info: SeriesInfo) -> tuple[BodyPart, float] | None:
-        assert body_region is not None
-        return body_region.classify_files(groups.get(info.series_instance_uid, []))
+    def answers(infos: list[SeriesInfo]) -> RegionAnswers | None:
+        """The image classifier's answers where the headers leave the region open."""
+        if body_region is None:
+            return None
+        return RegionAnswers(
+            {
+                i.series_instance_uid: body_region.classify_files(groups[i.series_instance_uid])
+                for i in infos
+                if made_by_node(i.header) is None and needs_image_answer(i)
+            }
+        )
 
     by_study: dict[str, list[SeriesInfo]] = defaultdict(list)
     for _uid, paths in groups.items():
@@ -148,9 +158,8 @@ def _explain(
     if not by_study:
         print(f"no DICOM series under {path}")
         return 1
-    hook = classify if body_region is not None else None
     for infos in by_study.values():
-        print(format_study_routing(route_study(infos, rules, specs, hook)))
+        print(format_study_routing(route_study(infos, rules, specs, answers(infos))))
     return 0
 
 
