@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import warnings
 from pathlib import Path
@@ -14,7 +15,7 @@ import torch
 from dicom_ai_node.errors import ConfigError, InferenceError
 from dicom_ai_node.infer.install import trial_volume, try_model
 from dicom_ai_node.infer.manifest import load_manifest
-from dicom_ai_node.infer.runner import Device, make_runner
+from dicom_ai_node.infer.runner import BUILTIN_RUNNERS, Device, make_runner
 
 from ..byo_models import conv, make_model
 
@@ -34,6 +35,16 @@ def _expected(folder: Path, windowed: bool = False) -> np.ndarray:
     logits = torch.cat([torch.zeros_like(x), label], dim=1)
     up = torch.nn.functional.interpolate(logits, size=volume.voxels.shape[1:], mode="bilinear")
     return up.argmax(dim=1).to(torch.uint8).numpy()
+
+
+def test_each_built_in_runner_of_the_name_table_imports() -> None:
+    """The table names its runners as text (imported when a manifest names one): each
+    entry must still point at a factory in the infer stage."""
+    assert set(BUILTIN_RUNNERS) == {"torchscript", "onnx", "monai-bundle", "python"}
+    for entry in BUILTIN_RUNNERS.values():
+        module, _, attribute = entry.partition(":")
+        assert module.startswith("dicom_ai_node.infer.runners."), entry
+        assert callable(getattr(importlib.import_module(module), attribute)), entry
 
 
 def test_an_onnx_graph_with_a_fixed_batch_runs_padded_batches(tmp_path: Path) -> None:
