@@ -18,7 +18,7 @@ from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 
-from .dul import TIMER_CHECK_S, EventDrivenDUL, _NotifyingQueue
+from .dul import TIMER_CHECK_S, EventDrivenDUL, NotifyingQueue
 from .response import StoreResponseDIMSE
 from .status import CANNOT_UNDERSTAND, UNRECOGNIZED_OPERATION
 
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 _SERVED = (C_ECHO, C_STORE)
 
 
-class _Requests(_NotifyingQueue):
+class _Requests(NotifyingQueue):
     """The DIMSE message queue; C-STORE requests are served as they arrive instead.
 
     pynetdicom's DUL thread puts each complete message here for the association thread

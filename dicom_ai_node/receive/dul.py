@@ -39,14 +39,14 @@ from .pdu import (
     A_ABORT_TYPE,
     P_DATA_TF_TYPE,
     PDU_NAMES,
+    PData,
     PduTooLong,
-    _PData,
     check_abort,
     pdu_limit,
     split_pdvs,
 )
 
-__all__ = ["TIMER_CHECK_S", "EventDrivenDUL", "MessageTooLarge"]
+__all__ = ["TIMER_CHECK_S", "EventDrivenDUL", "MessageTooLarge", "NotifyingQueue"]
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 TIMER_CHECK_S = 0.05
 
 
-class _NotifyingQueue(queue.Queue[Any]):
+class NotifyingQueue(queue.Queue[Any]):
     """A queue that calls ``notify`` after every ``put``."""
 
     def __init__(self, notify: Any) -> None:
@@ -113,8 +113,8 @@ class EventDrivenDUL(DULServiceProvider):
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self.to_provider_queue = _NotifyingQueue(self.wake)
-        self.to_user_queue = _NotifyingQueue(self._notify_user)
+        self.to_provider_queue = NotifyingQueue(self.wake)
+        self.to_user_queue = NotifyingQueue(self._notify_user)
         #: Largest command set or data set received into memory (PS3.7 9.3.1, E.1).
         self.max_message_bytes = MAX_MESSAGE_BYTES
         self._message_bytes = 0  # of the command or data set being received
@@ -205,7 +205,7 @@ class EventDrivenDUL(DULServiceProvider):
             return
         self._count_fragments(pdvs)
         self.event_queue.put("Evt10")
-        self._recv_pdu.put(cast(Any, _PData(pdvs)))  # DT-2 calls only to_primitive()
+        self._recv_pdu.put(cast(Any, PData(pdvs)))  # DT-2 calls only to_primitive()
 
     def _decode(self, head: bytes, body: bytearray) -> None:
         """Decode a PDU with pynetdicom and queue it with its event; Evt19 when it fails.

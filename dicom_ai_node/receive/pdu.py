@@ -19,6 +19,7 @@ __all__ = [
     "PDU_NAMES",
     "PROVIDER_REASONS",
     "P_DATA_TF_TYPE",
+    "PData",
     "PduTooLong",
     "check_abort",
     "pdu_limit",
@@ -56,7 +57,7 @@ def pdu_limit(pdu_type: int, max_pdu: int) -> int:
     return MAX_PDU_READ
 
 
-class _PData:
+class PData:
     """A received P-DATA-TF PDU as the state machine's DT-2 action uses it.
 
     Its PDVs are ``[presentation context ID, message control header + fragment]``,

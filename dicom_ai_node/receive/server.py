@@ -70,7 +70,7 @@ from .gate import (
     read_association_request,
     rejection_pdu,
 )
-from .transport import _Socket
+from .transport import PduSocket
 
 __all__ = ["VALIDATED_PYNETDICOM", "is_supported", "start_server"]
 
@@ -240,7 +240,7 @@ class _RequestHandler(RequestHandler):
         assoc = EventDrivenAssociation(self.ae, "acceptor")
         assoc._server = self.server
         assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
-        wrapped = _Socket(assoc, client_socket=self.request)
+        wrapped = PduSocket(assoc, client_socket=self.request)
         wrapped.pending = bytearray(self._request)
         # pynetdicom leaves an acceptor's socket blocking without a timeout: a peer that
         # stops within a PDU, or never reads, would hold the DUL thread for good

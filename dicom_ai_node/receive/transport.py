@@ -13,7 +13,7 @@ from typing import Any, cast
 
 from pynetdicom.transport import AssociationSocket
 
-__all__ = ["RECV_STEP", "PduTimeout"]
+__all__ = ["RECV_STEP", "PduSocket", "PduTimeout"]
 
 #: A receive buffer grows by at most this much before the bytes for it have arrived.
 RECV_STEP = 1024 * 1024
@@ -27,7 +27,7 @@ class PduTimeout(Exception):
     """
 
 
-class _Socket(AssociationSocket):
+class PduSocket(AssociationSocket):
     """An AssociationSocket reading each PDU into one buffer (not 4 KiB pieces).
 
     The buffer grows as the bytes arrive (at most :data:`RECV_STEP` ahead), so a length

@@ -9,8 +9,8 @@ from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
 from dicom_ai_node.receive.gate import MAX_PDU_READ
-from dicom_ai_node.receive.pdu import _PData, pdu_limit, split_pdvs
-from dicom_ai_node.receive.transport import RECV_STEP, _Socket
+from dicom_ai_node.receive.pdu import PData, pdu_limit, split_pdvs
+from dicom_ai_node.receive.transport import RECV_STEP, PduSocket
 
 
 def encoded_body(pdvs: list[tuple[int, bytes]]) -> bytes:
@@ -37,7 +37,7 @@ def test_pdvs_match_pynetdicom_and_are_views_of_the_buffer() -> None:
 
 def test_the_primitive_carries_the_views() -> None:
     body = bytearray(encoded_body([(7, b"\x02data")]))
-    primitive = _PData(split_pdvs(memoryview(body))).to_primitive()
+    primitive = PData(split_pdvs(memoryview(body))).to_primitive()
     [(cid, data)] = primitive.presentation_data_value_list
     assert cid == 7 and data[0] == 2 and bytes(data[1:]) == b"data"
 
@@ -64,7 +64,7 @@ def test_pdu_limits() -> None:
 def test_the_receive_buffer_grows_only_as_bytes_arrive() -> None:
     left, right = socket.socketpair()
     try:
-        wrapped = _Socket.__new__(_Socket)  # no association needed for recv
+        wrapped = PduSocket.__new__(PduSocket)  # no association needed for recv
         wrapped.socket = left
         wrapped.pending = bytearray(b"RQ")  # read by the gate before the association
         right.sendall(b"x" * 10)

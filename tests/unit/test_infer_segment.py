@@ -38,7 +38,7 @@ def _manifest_with(measurements: list[str]) -> object:
     manifest = load_manifest(repo / "models" / "ct_kidney_tumour" / "model.toml")
     assert manifest.postprocess["measurements"] == measurements
     # the tumour as one label (the shipped manifest reports each tumour on its own,
-    # tests/unit/test_infer_instances.py)
+    # tests/unit/test_infer_lesions.py)
     tumour = dataclasses.replace(
         manifest.labels[1], instances=False, measurements=("volume", "long_axis")
     )
