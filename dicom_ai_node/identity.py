@@ -19,7 +19,7 @@ from pydicom.uid import generate_uid
 
 __all__ = ["MANUFACTURER", "UID_ROOT", "device_uid", "hashed_uid", "made_by_node"]
 
-#: Root of every UID this node creates (the same root ``dicom_ai_node.testing`` uses).
+#: Root of every UID this node creates (and the series builders of ``dicom_ai_node.testing``).
 UID_ROOT = "1.2.826.0.1.3680043.10.1453."
 
 #: Manufacturer (0008,0070) of every object the node makes.

@@ -1,1 +1,1 @@
-"""The built-in models, one folder each, and the kit their training scripts share."""
+"""Models: the built-in models, one folder each, and the kit their training scripts share."""

@@ -36,7 +36,7 @@ PG_ADMIN_URL = os.environ.get(
 
 
 class _CanaryWatch(logging.Handler):
-    """Collects log records that contain a patient canary (dicom_ai_node.testing)."""
+    """Collects log records that contain a patient canary (dicom_ai_node.testing.series)."""
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)

@@ -119,7 +119,7 @@ def classifier_gate(
 
 def built_in_models() -> set[str]:
     """Names of the routed built-in models: every ``models/*/model.toml`` but the
-    body-region classifier, which routing asks and no rule names."""
+    body-region classifiers, whose answers routing gets and no rule names."""
     names = set()
     for path in sorted((Path(__file__).resolve().parents[1] / "models").glob("*/model.toml")):
         manifest = tomllib.loads(path.read_text("utf-8"))

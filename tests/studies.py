@@ -1,7 +1,8 @@
 """Multi-series studies as a modality makes them: a topogram, a thick and a thin reconstruction.
 
-Generated from one chest CT phantom (``dicom_ai_node.testing``), so the thick series is the
-thin one's every other slice at 5 mm; the node's routing should always pick the thin one.
+Generated from one chest CT phantom (``dicom_ai_node.testing.phantoms.chest_ct``), so the
+thick series is the thin one's every other slice at 5 mm; the node's routing should always
+pick the thin one.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Infer: the body-region classifier that routing asks when the headers do not tell.
+"""Infer: the body-region classifier, run for routing when the headers do not tell.
 
 The router (``route/bodypart.py``) decides a series' region from its headers first:
 BodyPartExamined, the Anatomic Region Sequence, then words of the descriptions. When

@@ -78,7 +78,7 @@ class ModelRegistry:
         self.device = device
         self.manifests: dict[str, ModelManifest] = {}
         #: The body-region classifiers' manifests (``task = "body-region"``), one per
-        #: modality; asked by the router, not routed to.
+        #: modality; asked by the assembler for routing, not routed to.
         self.body_regions: list[ModelManifest] = []
         self._runners: dict[str, Runner] = {}
         self._lock = threading.Lock()
@@ -86,7 +86,7 @@ class ModelRegistry:
             if path.parent.name.startswith("."):  # a model being added (infer/install.py)
                 continue
             manifest = load_manifest(path)
-            if manifest.task == "body-region":  # infer/bodyregion.py: asked by the router
+            if manifest.task == "body-region":  # infer/bodyregion.py, for routing
                 for other in self.body_regions:
                     both = sorted(manifest.input.modalities & other.input.modalities)
                     if both:

@@ -1,4 +1,4 @@
-"""Send: Network plumbing for the SCU: peer addresses, TCP_NODELAY and file streaming.
+"""Send: network plumbing for the SCU: peer addresses, TCP_NODELAY and file streaming.
 
 Everything here that touches pynetdicom internals lives in this module so a pynetdicom
 upgrade has one place to check.

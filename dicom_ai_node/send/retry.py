@@ -1,4 +1,4 @@
-"""Send: When to try a failed delivery again: capped exponential backoff up to a deadline.
+"""Send: when to try a failed delivery again: capped exponential backoff up to a deadline.
 
 Pure (no I/O, time passed in), so the schedule is the same in the embedded node, in a
 scaled-out worker and in unit tests.

@@ -1,4 +1,4 @@
-"""Send: The Storage SCU: send data sets or DICOM files to a peer with C-STORE.
+"""Send: the Storage SCU: send data sets or DICOM files to a peer with C-STORE.
 
 Implements the SCU side of the Storage Service Class (PS3.4 Annex B) over DIMSE
 C-STORE (PS3.7 9.1.1) and the upper layer protocol (PS3.8). Presentation contexts are

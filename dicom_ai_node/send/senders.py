@@ -1,4 +1,4 @@
-"""Send: One sender thread per destination, so a dead destination holds only itself.
+"""Send: one sender thread per destination, so a dead destination holds only itself.
 
 An attempt against a destination that hangs lasts up to the send timeout (connection,
 association and DIMSE timeouts, PS3.8 9.1.5 and PS3.7 9.1.1); the destinations with
