@@ -35,7 +35,8 @@ from .settings import NodeSettings
 from .store.db import Database, utcnow
 from .store.files import FileStore
 from .store.ingest import Ingest
-from .store.jobs import due_destinations, instance_paths, requeue_running_jobs
+from .store.jobs import instance_paths, requeue_running_jobs
+from .store.outbox import due_destinations
 from .store.routing import series_pk_of
 from .tls import TlsFiles, client_context, server_context
 

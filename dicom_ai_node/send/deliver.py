@@ -19,7 +19,7 @@ from ..errors import ConfigError, DeliveryError
 from ..settings import NodeSettings
 from ..store.db import Database
 from ..store.files import FileStore
-from ..store.jobs import DueDelivery, due_deliveries, finish_delivery_attempt
+from ..store.outbox import DueDelivery, due_deliveries, finish_delivery_attempt
 from .retry import RetryPolicy
 from .scu import Peer, StoreOutcome, send_datasets
 

@@ -1,4 +1,4 @@
-"""Store: jobs, results and the delivery outbox (the only SQL for those tables).
+"""Store: jobs and their results (the only SQL for those tables; the outbox is ``outbox``).
 
 Jobs are claimed with a lease (``lease_until``) that the worker renews while the job
 runs (:func:`renew_lease`, its heartbeat); a job whose lease ran out is claimed again,
@@ -6,7 +6,7 @@ so a crashed or frozen worker's job is not lost, up to :data:`MAX_JOB_ATTEMPTS` 
 so that a job that takes the node down each time it runs ends as failed instead of
 looping. Each claim counts an attempt, and the attempt number fences the claim: a
 worker whose job was taken over (or re-queued by a restart) can neither renew, complete
-nor fail it any more. Deliveries are rows with a due time.
+nor fail it any more. Completing a job writes its outbox rows in the same transaction.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import ColumnElement, exists, or_, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
@@ -26,14 +25,10 @@ from .tables import Delivery, Instance, Job, Result, Series, Study
 
 __all__ = [
     "ClaimedJob",
-    "DueDelivery",
     "NewResult",
     "claim_job",
     "complete_job",
-    "due_deliveries",
-    "due_destinations",
     "fail_job",
-    "finish_delivery_attempt",
     "instance_paths",
     "renew_lease",
     "replaced_reports",
@@ -69,19 +64,6 @@ class NewResult:
     sop_class_uid: str
     series_instance_uid: str
     path: str
-
-
-@dataclass(frozen=True)
-class DueDelivery:
-    """One result due to be sent to one destination."""
-
-    pk: int
-    destination: str
-    path: str
-    sop_instance_uid: str
-    attempts: int
-    deadline_at: dt.datetime
-    study_instance_uid: str
 
 
 #: Times a job is started before it is failed (each start that did not finish means the
@@ -380,99 +362,3 @@ def requeue_running_jobs(sessions: sessionmaker[Session], now: dt.datetime) -> i
             .values(state=JobState.QUEUED.value, lease_until=None, updated_at=now)
         )
         return int(result.rowcount)  # type: ignore[attr-defined]
-
-
-def due_deliveries(
-    sessions: sessionmaker[Session],
-    now: dt.datetime,
-    destination: str | None = None,
-    limit: int = 500,
-) -> list[DueDelivery]:
-    """Pending deliveries whose next attempt is due, oldest first.
-
-    Parameters
-    ----------
-    sessions:
-        The session factory.
-    now:
-        The current time.
-    destination:
-        Only this destination's (``AE@HOST:PORT``); ``None`` for every destination.
-        Filtering here, not after the limit, keeps a large backlog for one dead
-        destination from hiding another destination's due work.
-    limit:
-        At most this many rows.
-    """
-    query = (
-        select(Delivery, Result.path, Result.sop_instance_uid, Study.study_instance_uid)
-        .join(Result, Delivery.result_fk == Result.pk)
-        .join(Job, Result.job_fk == Job.pk)
-        .join(Study, Job.study_fk == Study.pk)
-        .where(Delivery.state == DeliveryState.PENDING.value, Delivery.next_attempt_at <= now)
-    )
-    if destination is not None:
-        query = query.where(Delivery.destination == destination)
-    with sessions() as session:
-        rows = session.execute(query.order_by(Delivery.pk).limit(limit)).all()
-        return [
-            DueDelivery(
-                pk=d.pk,
-                destination=d.destination,
-                path=path,
-                sop_instance_uid=uid,
-                attempts=d.attempts,
-                deadline_at=as_utc(d.deadline_at),
-                study_instance_uid=study,
-            )
-            for d, path, uid, study in rows
-        ]
-
-
-def due_destinations(sessions: sessionmaker[Session], now: dt.datetime) -> list[str]:
-    """Every destination with at least one pending delivery due now, whatever its backlog."""
-    with sessions() as session:
-        return sorted(
-            session.scalars(
-                select(Delivery.destination)
-                .where(
-                    Delivery.state == DeliveryState.PENDING.value,
-                    Delivery.next_attempt_at <= now,
-                )
-                .distinct()
-            )
-        )
-
-
-def finish_delivery_attempt(
-    sessions: sessionmaker[Session],
-    delivery: DueDelivery,
-    now: dt.datetime,
-    *,
-    delivered: bool,
-    status: int | None,
-    error: str,
-    next_attempt_at: dt.datetime | None,
-) -> None:
-    """Record one attempt: delivered, retried later, or failed for good (window over)."""
-    values: dict[str, Any] = {
-        "attempts": delivery.attempts + 1,
-        "last_status": status,
-        "last_error": error,
-    }
-    if delivered:
-        values.update(state=DeliveryState.DELIVERED.value, delivered_at=now)
-    elif next_attempt_at is None:
-        values.update(state=DeliveryState.FAILED.value)
-    else:
-        values.update(next_attempt_at=next_attempt_at)
-    with sessions.begin() as session:
-        session.execute(update(Delivery).where(Delivery.pk == delivery.pk).values(**values))
-        if delivered or next_attempt_at is None:
-            what = "delivered" if delivered else f"failed for good: {error}"
-            record_event(
-                session,
-                now,
-                delivery.study_instance_uid,
-                "delivery",
-                f"{delivery.sop_instance_uid} to {delivery.destination}: {what}",
-            )

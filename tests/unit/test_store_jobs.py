@@ -19,12 +19,11 @@ from dicom_ai_node.store.jobs import (
     NewResult,
     claim_job,
     complete_job,
-    due_deliveries,
-    due_destinations,
     fail_job,
     renew_lease,
     requeue_running_jobs,
 )
+from dicom_ai_node.store.outbox import due_deliveries, due_destinations
 from dicom_ai_node.store.tables import Delivery, Event, Job, Result, Series
 
 from .test_store_index import T0, rec

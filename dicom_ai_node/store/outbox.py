@@ -1,0 +1,132 @@
+"""Store: the delivery outbox: what is due to which destination, and each attempt's outcome.
+
+A job's completion (:func:`~.jobs.complete_job`) writes one row per result and
+destination in its own transaction; from then on the rows are the send stage's work:
+due rows are read here, and each attempt ends a row delivered, due again later, or
+failed once its retry window is over (the study's history says which).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..domain import DeliveryState
+from .db import as_utc
+from .index import record_event
+from .tables import Delivery, Job, Result, Study
+
+__all__ = ["DueDelivery", "due_deliveries", "due_destinations", "finish_delivery_attempt"]
+
+
+@dataclass(frozen=True)
+class DueDelivery:
+    """One result due to be sent to one destination."""
+
+    pk: int
+    destination: str
+    path: str
+    sop_instance_uid: str
+    attempts: int
+    deadline_at: dt.datetime
+    study_instance_uid: str
+
+
+def due_deliveries(
+    sessions: sessionmaker[Session],
+    now: dt.datetime,
+    destination: str | None = None,
+    limit: int = 500,
+) -> list[DueDelivery]:
+    """Pending deliveries whose next attempt is due, oldest first.
+
+    Parameters
+    ----------
+    sessions:
+        The session factory.
+    now:
+        The current time.
+    destination:
+        Only this destination's (``AE@HOST:PORT``); ``None`` for every destination.
+        Filtering here, not after the limit, keeps a large backlog for one dead
+        destination from hiding another destination's due work.
+    limit:
+        At most this many rows.
+    """
+    query = (
+        select(Delivery, Result.path, Result.sop_instance_uid, Study.study_instance_uid)
+        .join(Result, Delivery.result_fk == Result.pk)
+        .join(Job, Result.job_fk == Job.pk)
+        .join(Study, Job.study_fk == Study.pk)
+        .where(Delivery.state == DeliveryState.PENDING.value, Delivery.next_attempt_at <= now)
+    )
+    if destination is not None:
+        query = query.where(Delivery.destination == destination)
+    with sessions() as session:
+        rows = session.execute(query.order_by(Delivery.pk).limit(limit)).all()
+        return [
+            DueDelivery(
+                pk=d.pk,
+                destination=d.destination,
+                path=path,
+                sop_instance_uid=uid,
+                attempts=d.attempts,
+                deadline_at=as_utc(d.deadline_at),
+                study_instance_uid=study,
+            )
+            for d, path, uid, study in rows
+        ]
+
+
+def due_destinations(sessions: sessionmaker[Session], now: dt.datetime) -> list[str]:
+    """Every destination with at least one pending delivery due now, whatever its backlog."""
+    with sessions() as session:
+        return sorted(
+            session.scalars(
+                select(Delivery.destination)
+                .where(
+                    Delivery.state == DeliveryState.PENDING.value,
+                    Delivery.next_attempt_at <= now,
+                )
+                .distinct()
+            )
+        )
+
+
+def finish_delivery_attempt(
+    sessions: sessionmaker[Session],
+    delivery: DueDelivery,
+    now: dt.datetime,
+    *,
+    delivered: bool,
+    status: int | None,
+    error: str,
+    next_attempt_at: dt.datetime | None,
+) -> None:
+    """Record one attempt: delivered, retried later, or failed for good (window over)."""
+    values: dict[str, Any] = {
+        "attempts": delivery.attempts + 1,
+        "last_status": status,
+        "last_error": error,
+    }
+    if delivered:
+        values.update(state=DeliveryState.DELIVERED.value, delivered_at=now)
+    elif next_attempt_at is None:
+        values.update(state=DeliveryState.FAILED.value)
+    else:
+        values.update(next_attempt_at=next_attempt_at)
+    with sessions.begin() as session:
+        session.execute(update(Delivery).where(Delivery.pk == delivery.pk).values(**values))
+        if delivered or next_attempt_at is None:
+            what = "delivered" if delivered else f"failed for good: {error}"
+            record_event(
+                session,
+                now,
+                delivery.study_instance_uid,
+                "delivery",
+                f"{delivery.sop_instance_uid} to {delivery.destination}: {what}",
+            )
