@@ -102,6 +102,7 @@ class JobState(enum.StrEnum):
     QUALITY_FAILED = "quality_failed"  # input checks failed; reason recorded, no inference
     FAILED = "failed"  # an error; reason recorded
     SUPERSEDED = "superseded"  # a later run on more instances replaced it
+    CANCELLED = "cancelled"  # an operator stopped it; never claimed, its worker's write fenced
 
     @property
     def terminal(self) -> bool:

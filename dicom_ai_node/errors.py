@@ -4,10 +4,12 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "Conflict",
     "DeliveryError",
     "EncodeError",
     "InferenceError",
     "NodeError",
+    "NotFound",
     "PrivacyError",
     "StorageError",
     "StorageFullError",
@@ -44,6 +46,14 @@ class DeliveryError(NodeError):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class NotFound(NodeError):
+    """What an operator's request names does not exist (the web answers 404)."""
+
+
+class Conflict(NodeError):
+    """An operator's action does not apply to the object in its present state (the web: 409)."""
 
 
 class PrivacyError(NodeError):

@@ -3,7 +3,12 @@
 patient -> study -> series -> instance follow the DICOM information model. ``job`` is one
 model run on one series (or study), ``result`` one DICOM object a job produced, and
 ``delivery`` one result to one destination (the durable outbox). ``event`` is the history
-an operator reads with ``dicom-ai-node jobs``: what happened to each study and why.
+an operator reads with ``dicom-ai-node jobs`` and the web timeline: what happened to each
+study and why, operators' actions included.
+
+The operator's window adds its accounts (``web_user``, ``api_token``, ``web_session``:
+secrets only as hashes), the history of associations (``association``) and what an
+operator paused (``pause``).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -25,7 +31,22 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-__all__ = ["Base", "Delivery", "Event", "Instance", "Job", "Patient", "Result", "Series", "Study"]
+__all__ = [
+    "ApiToken",
+    "Association",
+    "Base",
+    "Delivery",
+    "Event",
+    "Instance",
+    "Job",
+    "Patient",
+    "Pause",
+    "Result",
+    "Series",
+    "Study",
+    "WebSession",
+    "WebUser",
+]
 
 UID = String(64)  # PS3.5 UI: at most 64 characters
 
@@ -55,6 +76,7 @@ class Study(Base):
     """A study (PS3.3 C.7.2.1)."""
 
     __tablename__ = "study"
+    __table_args__ = (Index("ix_study_accession_number", "accession_number"),)
 
     pk: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
@@ -71,7 +93,10 @@ class Series(Base):
     """A series and its completion state (see docs/architecture.md)."""
 
     __tablename__ = "series"
-    __table_args__ = (Index("ix_series_state_last", "state", "last_received_at"),)
+    __table_args__ = (
+        Index("ix_series_state_last", "state", "last_received_at"),
+        Index("ix_series_calling_ae_title", "calling_ae_title"),
+    )
 
     pk: Mapped[int] = mapped_column(Integer, primary_key=True)
     series_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
@@ -126,6 +151,9 @@ class Job(Base):
         UniqueConstraint("job_key"),
         Index("ix_job_state", "state", "lease_until"),
         Index("ix_job_subject", "subject", "model_name"),
+        # the operator's job lists: newest first, by state or by model (keyset on pk)
+        Index("ix_job_state_pk", "state", "pk"),
+        Index("ix_job_model_pk", "model_name", "pk"),
     )
 
     pk: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -171,6 +199,7 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("result_fk", "destination"),
         Index("ix_delivery_due", "state", "next_attempt_at"),
+        Index("ix_delivery_destination_attempt", "destination", "last_attempt_at"),
     )
 
     pk: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -183,6 +212,7 @@ class Delivery(Base):
     last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
     last_error: Mapped[str] = mapped_column(Text, default="")
     delivered_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    last_attempt_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
 
 
 class Event(Base):
@@ -196,3 +226,75 @@ class Event(Base):
     series_instance_uid: Mapped[str] = mapped_column(UID, default="")
     kind: Mapped[str] = mapped_column(String(32))
     message: Mapped[str] = mapped_column(Text)
+
+
+class WebUser(Base):
+    """A local account of the web service; ``password_hash`` as :mod:`dicom_ai_node.passwords`."""
+
+    __tablename__ = "web_user"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))  # viewer, operator or admin
+    created_at: Mapped[dt.datetime]
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ApiToken(Base):
+    """A bearer token: only the SHA-256 (hex) of its text is kept; shown once when made."""
+
+    __tablename__ = "api_token"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    username: Mapped[str] = mapped_column(String(64), default="")  # "" when made from a shell
+    created_at: Mapped[dt.datetime]
+    expires_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+
+
+class WebSession(Base):
+    """A signed-in browser: the SHA-256 (hex) of its cookie, its role and its CSRF token."""
+
+    __tablename__ = "web_session"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    username: Mapped[str] = mapped_column(String(64), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime]
+    expires_at: Mapped[dt.datetime] = mapped_column(index=True)
+
+
+class Association(Base):
+    """One association a sender opened (or tried to): who, from where, how it ended."""
+
+    __tablename__ = "association"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    started_at: Mapped[dt.datetime]
+    ended_at: Mapped[dt.datetime]
+    calling_ae_title: Mapped[str] = mapped_column(String(16), default="")
+    called_ae_title: Mapped[str] = mapped_column(String(16), default="")
+    address: Mapped[str] = mapped_column(String(64), default="")
+    instances: Mapped[int] = mapped_column(Integer, default=0)
+    outcome: Mapped[str] = mapped_column(String(16))  # completed, aborted, rejected, refused
+    reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class Pause(Base):
+    """A model (its jobs are not claimed) or a destination (nothing is sent) an operator paused."""
+
+    __tablename__ = "pause"
+    __table_args__ = (UniqueConstraint("kind", "name"),)
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # model or destination
+    name: Mapped[str] = mapped_column(String(300))  # model name, or AE@HOST:PORT
+    paused_at: Mapped[dt.datetime]
+    username: Mapped[str] = mapped_column(String(64), default="")
