@@ -6,6 +6,7 @@ depend on it. Names follow DICOM keywords (PS3.6) in snake_case.
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import math
 from collections.abc import Mapping
@@ -17,6 +18,8 @@ import numpy.typing as npt
 
 __all__ = [
     "AlgorithmInfo",
+    "AssociationOutcome",
+    "AssociationSummary",
     "BodyPart",
     "Code",
     "DeliveryState",
@@ -173,6 +176,34 @@ class DeliveryState(enum.StrEnum):
     PENDING = "pending"
     DELIVERED = "delivered"
     FAILED = "failed"  # retry window exhausted
+
+
+class AssociationOutcome(enum.StrEnum):
+    """How an association with the listener ended (or why it never began)."""
+
+    COMPLETED = "completed"  # released by the peer (PS3.8 7.2)
+    ABORTED = "aborted"  # A-ABORT, A-P-ABORT, a timeout or the connection lost
+    REJECTED = "rejected"  # A-ASSOCIATE-RJ: unknown caller, wrong called AE, no room, ...
+    REFUSED = "refused"  # closed before an association: no valid request, TLS failed, full
+
+
+@dataclass(frozen=True)
+class AssociationSummary:
+    """One association as it ended, or a connection refused before it became one.
+
+    Titles are empty when the connection sent no A-ASSOCIATE-RQ; ``instances`` counts
+    the C-STOREs answered Success; ``reason`` says why it was rejected, refused or
+    aborted (empty when completed). No patient data: titles, address and counts only.
+    """
+
+    calling_ae_title: str
+    called_ae_title: str
+    address: str
+    instances: int
+    outcome: AssociationOutcome
+    reason: str
+    started_at: dt.datetime
+    ended_at: dt.datetime
 
 
 class Scope(enum.StrEnum):
