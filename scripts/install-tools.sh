@@ -4,6 +4,7 @@
 #   scripts/install-tools.sh [VENV]     VENV defaults to $VENV, then .venv
 #
 # - dcmtk (storescp, storescu, ...) from Debian via apt-get;
+# - chromium and chromium-driver (Debian), the browser of tests/browser;
 # - Orthanc and its DICOMweb plugin (Debian orthanc, orthanc-dicomweb), the PACS of the
 #   interop tests, which start their own; a system service the install starts or enables
 #   is stopped and disabled again, so none is left running;
@@ -51,6 +52,20 @@ else
     apt_install dcmtk
     path="$(command -v storescu)" || die "dcmtk installed but storescu is still not on PATH"
     say dcmtk "installed $path"
+fi
+
+# Chromium and its WebDriver: the browser tests (tests/browser) drive Debian's own build
+# through Selenium; nothing downloads a browser.
+chromium_exe=/usr/bin/chromium
+chromedriver_exe=/usr/bin/chromedriver
+if [ -x "$chromium_exe" ] && [ -x "$chromedriver_exe" ]; then
+    say chromium "found $chromium_exe and $chromedriver_exe"
+else
+    say chromium "missing; installing Debian packages chromium chromium-driver"
+    apt_install chromium chromium-driver
+    [ -x "$chromium_exe" ] || die "chromium installed but $chromium_exe is missing"
+    [ -x "$chromedriver_exe" ] || die "chromium-driver installed but $chromedriver_exe is missing"
+    say chromium "installed $chromium_exe and $chromedriver_exe"
 fi
 
 # Orthanc and its DICOMweb plugin: the real PACS of the interop tests (tests/orthanc.py).
