@@ -1,4 +1,4 @@
-"""Wiring: the command line (serve, init, models, route explain, send, jobs, hash-password)."""
+"""Wiring: the command line (serve, init, models, route explain, send, jobs, users, tokens)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 import signal
 import sys
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -16,8 +16,9 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
 from . import __version__
+from .cli_accounts import add_account_commands
 from .domain import InputSpec, SeriesInfo
-from .errors import ConfigError, DeliveryError
+from .errors import ConfigError, DeliveryError, NodeError
 from .identity import made_by_node
 from .log import configure_logging
 from .settings import NodeSettings, load_settings, render_config
@@ -57,6 +58,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"models: {models}",
         flush=True,
     )
+    if node.settings.web.enabled:
+        url, first = node.start_web()
+        print(f"operator window at {url}ui/ (API {url}api/v1/, metrics {url}metrics)", flush=True)
+        if first is not None:
+            print(f"first start: user 'admin' made; its password is in {first}", flush=True)
     node.wait()
     node.stop()
     return 0
@@ -366,7 +372,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_jobs)
     p = sub.add_parser("hash-password", help="hash a passcode (stdin) for [[users]] password_hash")
     p.set_defaults(func=cmd_hash_password)
+    add_account_commands(sub, _with_settings)
     return parser
+
+
+def _with_settings(
+    handler: Callable[[argparse.Namespace, NodeSettings], int],
+) -> Callable[[argparse.Namespace], int]:
+    """A command that gets the settings; a refused value is an error message, exit 1."""
+
+    def run(args: argparse.Namespace) -> int:
+        settings = _settings(args)
+        try:
+            return handler(args, settings)
+        except (ValueError, NodeError) as exc:
+            if isinstance(exc, ConfigError):
+                raise
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+
+    return run
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,6 +7,7 @@ commented configuration file and a test checks that no field lacks it.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -18,6 +19,7 @@ from .errors import ConfigError
 from .passwords import USER_IDENTITY_MODES, check_hash
 
 __all__ = [
+    "WEB_ROLES",
     "AssembleSettings",
     "AuditSettings",
     "DicomSettings",
@@ -30,6 +32,7 @@ __all__ = [
     "SendSettings",
     "StorageSettings",
     "TlsSettings",
+    "WebSettings",
     "load_settings",
     "render_config",
 ]
@@ -294,6 +297,51 @@ class TlsSettings:
             raise ConfigError("tls.plaintext = false needs tls.enabled = true (no listener left)")
 
 
+#: Roles of the web service's users and tokens, from least to most allowed.
+WEB_ROLES = ("viewer", "operator", "admin")
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """The HTTP service: operator screens, the REST API under /api/v1 and /metrics."""
+
+    enabled: bool = _f(True, "Start the HTTP service with 'serve'.")
+    host: str = _f("127.0.0.1", "Address to bind; 0.0.0.0 listens on every interface.")
+    port: int = _f(8080, "TCP port of the HTTP service (HTTPS when [tls] enabled is true).")
+    session_minutes: int = _f(480, "Minutes a login lasts before the user signs in again.")
+    metrics_networks: tuple[str, ...] = _f(
+        ("127.0.0.0/8", "::1/128"),
+        "Networks (CIDR) whose clients may scrape /metrics without credentials.",
+    )
+    login_attempts_per_minute: int = _f(
+        5, "Failed logins allowed per client address and per username each minute."
+    )
+    max_body_kb: int = _f(64, "Largest request body accepted, in KiB (413 above).")
+    page_size_max: int = _f(500, "Largest page a list endpoint returns.")
+    oidc_issuer: str = _f("", "OpenID Connect issuer (iss) whose tokens are accepted; empty: off.")
+    oidc_audience: str = _f("", "Audience (aud) the OIDC tokens must name.")
+    oidc_jwks_file: str = _f("", "The issuer's signing keys (a JWKS JSON file).")
+    oidc_jwks_url: str = _f("", "Where to fetch the issuer's JWKS when no file is given.")
+    oidc_role_claim: str = _f("roles", "Claim that holds the user's roles (a string or a list).")
+    oidc_username_claim: str = _f("preferred_username", "Claim that names the user.")
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"web.port {self.port} out of range")
+        for name in ("session_minutes", "login_attempts_per_minute", "max_body_kb"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"web.{name} must be at least 1, not {getattr(self, name)!r}")
+        if self.page_size_max < 10:
+            raise ConfigError(f"web.page_size_max must be at least 10, not {self.page_size_max}")
+        if self.oidc_issuer and not (self.oidc_jwks_file or self.oidc_jwks_url):
+            raise ConfigError("web.oidc_issuer needs web.oidc_jwks_file or web.oidc_jwks_url")
+        for network in self.metrics_networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise ConfigError(f"web.metrics_networks: {network!r} is not a network") from exc
+
+
 @dataclass(frozen=True)
 class InferSettings:
     """Models and the in-process inference worker."""
@@ -389,6 +437,9 @@ class NodeSettings:
         default_factory=AuditSettings, metadata={"help": "Audit trail (IHE ATNA)."}
     )
     tls: TlsSettings = field(default_factory=TlsSettings, metadata={"help": "DICOM over TLS."})
+    web: WebSettings = field(
+        default_factory=WebSettings, metadata={"help": "HTTP service: screens, API, metrics."}
+    )
     privacy: PrivacySettings = field(
         default_factory=PrivacySettings, metadata={"help": "De-identification."}
     )

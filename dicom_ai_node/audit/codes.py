@@ -23,6 +23,7 @@ __all__ = [
     "NODE_ID",
     "PATIENT_NUMBER",
     "SECURITY_ALERT",
+    "SOFTWARE_CONFIGURATION",
     "SOURCE",
     "STUDY_INSTANCE_UID",
     "USER_AUTHENTICATION",
@@ -54,6 +55,7 @@ APPLICATION_STOP = Code("110121", "DCM", "Application Stop")
 LOGIN = Code("110122", "DCM", "Login")
 LOGOUT = Code("110123", "DCM", "Logout")
 NODE_AUTHENTICATION = Code("110126", "DCM", "Node Authentication")
+SOFTWARE_CONFIGURATION = Code("110131", "DCM", "Software Configuration")
 USE_OF_RESTRICTED_FUNCTION = Code("110132", "DCM", "Use of Restricted Function")
 
 # Audit Active Participant Role ID Code, CID 402

@@ -12,10 +12,11 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["Database", "Sessions", "utcnow"]
+__all__ = ["Database", "Sessions", "index_answers", "utcnow"]
 
 #: The session factory of a :class:`Database`, as the store's functions take it.
 Sessions = sessionmaker[Session]
@@ -90,3 +91,13 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+def index_answers(sessions: Sessions) -> bool:
+    """Whether the index answers a trivial query (the readiness check)."""
+    try:
+        with sessions() as session:
+            session.execute(text("SELECT 1"))
+    except SQLAlchemyError:
+        return False
+    return True

@@ -37,6 +37,7 @@ __all__ = [
     "stored_series",
     "stored_study",
     "studies_waiting",
+    "study_pk_of",
 ]
 
 
@@ -140,6 +141,14 @@ def series_pk_of(sessions: sessionmaker[Session], series_instance_uid: str) -> i
     with sessions() as session:
         return session.scalars(
             select(Series.pk).where(Series.series_instance_uid == series_instance_uid)
+        ).first()
+
+
+def study_pk_of(sessions: sessionmaker[Session], study_instance_uid: str) -> int | None:
+    """The index key of a stored study, or None."""
+    with sessions() as session:
+        return session.scalars(
+            select(Study.pk).where(Study.study_instance_uid == study_instance_uid)
         ).first()
 
 

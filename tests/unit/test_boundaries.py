@@ -21,7 +21,7 @@ PACKAGE = REPO / "dicom_ai_node"
 
 #: Modules at the package's top level that wire stages together (the composition root
 #: and the command line, and the worker's job step); they may import every stage.
-WIRING = {"app", "cli", "pipeline"}
+WIRING = {"app", "app_web", "cli", "cli_accounts", "pipeline"}
 #: What each stage may import besides itself and the shared core (the package's other
 #: top-level modules). The order is the data flow read from the bottom up.
 STAGES: dict[str, set[str]] = {
@@ -35,6 +35,7 @@ STAGES: dict[str, set[str]] = {
     "send": {"store"},
     "audit": {"store"},
     "assemble": {"store", "route"},
+    "web": {"store", "route", "audit"},
     "testing": set(),
     "wiring": {
         "store",
@@ -46,6 +47,7 @@ STAGES: dict[str, set[str]] = {
         "send",
         "audit",
         "assemble",
+        "web",
     },
 }
 #: Third-party libraries and the only stages that may import them.
@@ -58,6 +60,12 @@ LIBRARIES: dict[str, set[str]] = {
     "torch": {"infer"},
     "highdicom": {"encode"},
     "pynetdicom": {"receive", "send"},
+    "fastapi": {"web"},
+    "starlette": {"web"},
+    "uvicorn": {"web"},
+    "jinja2": {"web"},
+    "jwt": {"web"},
+    "prometheus_client": {"web", "core"},
 }
 #: Stages that do no I/O: what they need is handed to them.
 NO_IO = {"route", "encode"}

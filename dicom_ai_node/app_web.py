@@ -1,0 +1,110 @@
+"""Wiring: the web service's part of the composition root.
+
+Builds the callables the web stage gets for what lives in other stages (C-ECHO, routing
+a stored study, the models, the listener) and starts the HTTP listener beside the DICOM
+one, with the node's certificate when ``[tls]`` is on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .assemble.sweep import info_of
+from .audit.node import audit_paths
+from .audit.operator import OperatorAudit
+from .cli_accounts import first_admin
+from .route.explain import format_study_routing
+from .route.router import route_study
+from .send.deliver import destinations_for
+from .send.echo import echo
+from .store.routing import stored_study, study_pk_of
+from .web.app import create_app
+from .web.context import Backend, EchoAnswer, ModelInfo, WebContext
+from .web.server import WebServer
+
+if TYPE_CHECKING:
+    from .app import Node
+
+__all__ = ["backend_of", "start_web"]
+
+
+def backend_of(node: Node) -> Backend:
+    """The web stage's callables into the node's other stages."""
+    settings = node.settings
+
+    def echo_destination(destination: str) -> EchoAnswer:
+        tls = node.deliverer.tls_client if node.deliverer.wants_tls(destination) else None
+        answer = echo(
+            destination,
+            calling_ae_title=settings.send.calling_ae_title or settings.dicom.ae_title,
+            timeout_s=min(settings.send.timeout_s, 10.0),
+            tls=tls,
+        )
+        return EchoAnswer(answer.ok, answer.status, answer.message, answer.seconds)
+
+    def explain(study_instance_uid: str) -> str:
+        pk = study_pk_of(node.db.session, study_instance_uid)
+        study = stored_study(node.db.session, pk) if pk is not None else None
+        if study is None:
+            return f"study {study_instance_uid} is not stored"
+        infos = [info_of(s) for s in study.series]
+        answers = node.assembler.region_answers(infos)
+        return format_study_routing(route_study(infos, node.rules, node.registry.specs, answers))
+
+    def models() -> list[ModelInfo]:
+        return [
+            ModelInfo(
+                m.name,
+                m.version,
+                str(node.registry.device),
+                node.registry.is_warm(m.name),
+                m.description,
+            )
+            for m in node.registry
+        ]
+
+    def listener() -> dict[str, object]:
+        cfg = settings.dicom
+        return {
+            "ae_title": cfg.ae_title,
+            "host": cfg.host,
+            "port": node.scp.port,
+            "tls_port": node.scp.tls_port if settings.tls.enabled else None,
+        }
+
+    def destinations() -> list[str]:
+        found = [d for e in settings.ae_table for d in destinations_for(settings, e.ae_title)]
+        found += list(settings.send.destinations)
+        return sorted(set(found))
+
+    return Backend(echo_destination, explain, models, listener, destinations)
+
+
+def start_web(node: Node) -> tuple[WebServer, Path | None]:
+    """Start the HTTP service of ``node``; returns it and the first admin's password file
+    when this start made that user."""
+    settings = node.settings
+    audit = node.audit
+    ctx = WebContext(
+        settings=settings,
+        sessions=node.db.session,
+        metrics=node.metrics,
+        audit=OperatorAudit(audit.trail, audit.source, audit.node, node.clock),
+        clock=node.clock,
+        backend=backend_of(node),
+        audit_log=audit_paths(settings)[0] if settings.audit.local_log else None,
+        storage_root=settings.path(settings.storage.root),
+        tls=settings.tls.enabled,
+    )
+    tls = settings.tls
+    server = WebServer(
+        create_app(ctx),
+        settings.web.host,
+        settings.web.port,
+        certificate=settings.path(tls.certificate) if tls.enabled else None,
+        private_key=settings.path(tls.private_key) if tls.enabled else None,
+    )
+    password_file = first_admin(settings, node.db)
+    server.start()
+    return server, password_file

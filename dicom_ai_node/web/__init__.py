@@ -1,0 +1,1 @@
+"""Web: the operator's window: HTTP API, screens, metrics endpoint."""

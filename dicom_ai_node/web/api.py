@@ -1,0 +1,397 @@
+"""Web: the REST API under ``/api/v1``: every screen's data and every action.
+
+Lists are paginated with an opaque cursor (``next_cursor``); errors are problem details
+(RFC 9457, :mod:`.problems`); every endpoint is typed, so the OpenAPI 3.1 document at
+``/api/v1/openapi.json`` describes exactly what it answers. Patient fields are filled only
+for roles that may see them. The actions call :mod:`.operations`, as the screens do.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from ..store import overview, views
+from ..store.views import BadCursor, Page
+from . import operations
+from .auth import Principal, Role, client_address, require
+from .context import EchoAnswer, ModelInfo, WebContext
+from .preview_files import preview_png
+
+__all__ = ["ACTIONS", "router"]
+
+router = APIRouter(prefix="/api/v1")
+
+Viewer = Annotated[Principal, Depends(require(Role.VIEWER))]
+Operator = Annotated[Principal, Depends(require(Role.OPERATOR))]
+Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
+
+#: A DICOM UID in a path (PS3.5 9.1: digits and dots, at most 64 characters).
+Uid = Annotated[str, Path(pattern=r"^[0-9]+(\.[0-9]+)*$", max_length=64)]
+#: A primary key in a path.
+Id = Annotated[int, Path(ge=1, le=2**62)]
+#: Filters: short, printable.
+Text = Annotated[str | None, Query(max_length=64)]
+Date = Annotated[str | None, Query(pattern=r"^[0-9]{8}$")]
+Limit = Annotated[int, Query(ge=1, le=500)]
+Cursor = Annotated[str | None, Query(max_length=64)]
+
+#: The actions of the API (method, path); the screens offer the same ones (a test
+#: compares this list with the screens' forms).
+ACTIONS = (
+    ("POST", "/api/v1/jobs/{job_id}/rerun"),
+    ("POST", "/api/v1/jobs/{job_id}/cancel"),
+    ("POST", "/api/v1/jobs/{job_id}/resend"),
+    ("POST", "/api/v1/results/{result_id}/resend"),
+    ("POST", "/api/v1/series/{series_uid}/complete"),
+    ("POST", "/api/v1/studies/{study_uid}/complete"),
+    ("POST", "/api/v1/failures/retry"),
+    ("POST", "/api/v1/destinations/{destination}/echo"),
+    ("POST", "/api/v1/destinations/{name}/pause"),
+    ("POST", "/api/v1/destinations/{name}/resume"),
+    ("POST", "/api/v1/models/{name}/pause"),
+    ("POST", "/api/v1/models/{name}/resume"),
+    ("POST", "/api/v1/studies/{study_uid}/route-explain"),
+)
+
+
+def _ctx(request: Request) -> WebContext:
+    ctx = request.app.state.ctx
+    assert isinstance(ctx, WebContext)
+    return ctx
+
+
+def _bad_cursor(exc: ValueError) -> HTTPException:
+    return HTTPException(400, str(exc) if not isinstance(exc, BadCursor) else "invalid cursor")
+
+
+class Destination(BaseModel):
+    """A destination of results, in the form ``AE@HOST:PORT``."""
+
+    destination: str = Field(min_length=3, max_length=300)
+
+
+class Retry(BaseModel):
+    """Which failures a bulk retry takes: ``jobs`` or ``deliveries``, all or one cause."""
+
+    kind: str = Field(pattern="^(jobs|deliveries)$")
+    cause: str | None = Field(default=None, max_length=2000)
+
+
+class Count(BaseModel):
+    """How many things an action changed."""
+
+    count: int
+
+
+class NewJob(BaseModel):
+    """The job an action made."""
+
+    job_id: int
+
+
+class PreviousState(BaseModel):
+    """The state a job had before the action."""
+
+    state: str
+
+
+class Explanation(BaseModel):
+    """What routing would do with a stored study now."""
+
+    text: str
+
+
+class Done(BaseModel):
+    """The action was carried out."""
+
+    ok: bool = True
+
+
+# -- reads ------------------------------------------------------------------------------
+
+
+@router.get("/status")
+def status(request: Request, who: Viewer) -> overview.StatusSummary:
+    """Queue depth and oldest waiting job per model, deliveries pending, last received."""
+    ctx = _ctx(request)
+    return overview.status_summary(ctx.sessions, ctx.clock())
+
+
+@router.get("/listener")
+def listener(request: Request, who: Viewer) -> dict[str, Any]:
+    """The DICOM listener: AE title, address and ports."""
+    return _ctx(request).backend.listener()
+
+
+@router.get("/models")
+def models(request: Request, who: Viewer) -> list[ModelInfo]:
+    """The installed models: version, device, loaded."""
+    return _ctx(request).backend.models()
+
+
+@router.get("/studies")
+def studies(
+    request: Request,
+    who: Viewer,
+    date_from: Date = None,
+    date_to: Date = None,
+    model: Text = None,
+    state: Text = None,
+    calling_ae: Text = None,
+    accession: Text = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> Page[views.StudySummary]:
+    """Studies, newest first; patient fields only for operators and admins."""
+    try:
+        return views.list_studies(
+            _ctx(request).sessions,
+            date_from=date_from,
+            date_to=date_to,
+            model=model,
+            state=state,
+            calling_ae=calling_ae,
+            accession=accession,
+            limit=limit,
+            cursor=cursor,
+            with_patient=who.role.sees_patient,
+        )
+    except ValueError as exc:
+        raise _bad_cursor(exc) from exc
+
+
+@router.get("/studies/{study_uid}")
+def study(request: Request, who: Viewer, study_uid: Uid) -> views.StudyTimeline:
+    """A study's timeline: received, complete, routed, inferred, encoded, delivered."""
+    found = views.study_timeline(
+        _ctx(request).sessions, study_uid, with_patient=who.role.sees_patient
+    )
+    if found is None:
+        raise HTTPException(404, "no such study")
+    return found
+
+
+@router.get("/jobs")
+def jobs(
+    request: Request,
+    who: Viewer,
+    state: Text = None,
+    model: Text = None,
+    calling_ae: Text = None,
+    accession: Text = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> Page[views.JobSummary]:
+    """Jobs, newest first."""
+    try:
+        return views.list_jobs(
+            _ctx(request).sessions,
+            state=state,
+            model=model,
+            calling_ae=calling_ae,
+            accession=accession,
+            limit=limit,
+            cursor=cursor,
+        )
+    except ValueError as exc:
+        raise _bad_cursor(exc) from exc
+
+
+@router.get("/jobs/{job_id}")
+def job(request: Request, who: Viewer, job_id: Id) -> views.JobDetail:
+    """One job: its input, routing explanation, results and deliveries."""
+    found = views.job_detail(_ctx(request).sessions, job_id)
+    if found is None:
+        raise HTTPException(404, "no such job")
+    return found
+
+
+@router.get(
+    "/results/{result_id}/preview.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}, 404: {}, 422: {}},
+)
+def preview(request: Request, who: Viewer, result_id: Id) -> Response:
+    """A picture of a result: the key slice with outlines and measurements."""
+    return Response(preview_png(_ctx(request), result_id), media_type="image/png")
+
+
+@router.get("/failures")
+def failures(request: Request, who: Viewer) -> list[overview.FailureGroup]:
+    """Failed jobs and deliveries, grouped by cause."""
+    return overview.failures_by_cause(_ctx(request).sessions)
+
+
+@router.get("/destinations")
+def destinations(request: Request, who: Viewer) -> list[overview.DestinationSummary]:
+    """Every destination: outbox counts, last attempt, paused or not."""
+    ctx = _ctx(request)
+    return overview.destinations(ctx.sessions, ctx.clock(), ctx.backend.destinations())
+
+
+@router.get("/destinations/{destination}")
+def destination(
+    request: Request, who: Viewer, destination: Annotated[str, Path(max_length=300)]
+) -> overview.DestinationDetail:
+    """One destination's outbox and recent attempts."""
+    ctx = _ctx(request)
+    found = overview.destination_detail(ctx.sessions, destination, ctx.clock())
+    if found is None:
+        raise HTTPException(404, "no such destination")
+    return found
+
+
+@router.get("/rules")
+def rules(request: Request, who: Viewer) -> Explanation:
+    """The rules file as loaded."""
+    ctx = _ctx(request)
+    path = ctx.settings.path(ctx.settings.route.rules_file)
+    return Explanation(text=path.read_text("utf-8", errors="replace"))
+
+
+@router.get("/associations")
+def associations(
+    request: Request,
+    who: Viewer,
+    calling_ae: Text = None,
+    outcome: Text = None,
+    limit: Limit = 100,
+) -> list[overview.AssociationRow]:
+    """Recent associations: calling AE, address, instances, outcome, and why refused."""
+    return overview.recent_associations(
+        _ctx(request).sessions, limit, calling_ae=calling_ae, outcome=outcome
+    )
+
+
+@router.get("/senders")
+def senders(request: Request, who: Viewer) -> list[dict[str, Any]]:
+    """The AE table (the allow-list when ``dicom.accept_only_known_callers`` is on)."""
+    settings = _ctx(request).settings
+    only = settings.dicom.accept_only_known_callers
+    return [
+        {"ae_title": e.ae_title, "host": e.host, "port": e.port, "allow_list": only}
+        for e in settings.ae_table
+    ]
+
+
+@router.get("/audit")
+def audit(
+    request: Request,
+    who: Admin,
+    event: Text = None,
+    user: Text = None,
+    outcome: Text = None,
+    since: Text = None,
+    limit: Limit = 100,
+) -> list[operations.AuditEntry]:
+    """The audit trail (admins only), newest first, filtered."""
+    return operations.read_audit(
+        _ctx(request),
+        event=event or "",
+        user=user or "",
+        outcome=outcome or "",
+        since=since or "",
+        limit=limit,
+    )
+
+
+# -- actions ----------------------------------------------------------------------------
+
+
+@router.post("/jobs/{job_id}/rerun")
+def rerun(request: Request, who: Operator, job_id: Id) -> NewJob:
+    """Run the job again as a new revision (its results supersede the earlier ones)."""
+    return NewJob(job_id=operations.rerun_job(_ctx(request), who, client_address(request), job_id))
+
+
+@router.post("/jobs/{job_id}/cancel")
+def cancel(request: Request, who: Operator, job_id: Id) -> PreviousState:
+    """Cancel a queued or running job."""
+    ctx = _ctx(request)
+    return PreviousState(state=operations.cancel_job(ctx, who, client_address(request), job_id))
+
+
+@router.post("/jobs/{job_id}/resend")
+def resend_job(
+    request: Request, who: Operator, job_id: Id, body: Annotated[Destination, Body()]
+) -> Count:
+    """Send every result of the job to a destination again."""
+    address = client_address(request)
+    ctx = _ctx(request)
+    return Count(count=operations.resend_job(ctx, who, address, job_id, body.destination))
+
+
+@router.post("/results/{result_id}/resend")
+def resend(
+    request: Request, who: Operator, result_id: Id, body: Annotated[Destination, Body()]
+) -> Count:
+    """Send one result to a destination again."""
+    address = client_address(request)
+    ctx = _ctx(request)
+    return Count(count=operations.resend(ctx, who, address, result_id, body.destination))
+
+
+@router.post("/series/{series_uid}/complete")
+def complete_series(request: Request, who: Operator, series_uid: Uid) -> Count:
+    """Mark a receiving series complete now."""
+    ctx = _ctx(request)
+    done = operations.force_complete_series(ctx, who, client_address(request), series_uid)
+    return Count(count=len(done))
+
+
+@router.post("/studies/{study_uid}/complete")
+def complete_study(request: Request, who: Operator, study_uid: Uid) -> Count:
+    """Mark every receiving series of a study complete now."""
+    ctx = _ctx(request)
+    done = operations.force_complete_study(ctx, who, client_address(request), study_uid)
+    return Count(count=len(done))
+
+
+@router.post("/failures/retry")
+def retry(request: Request, who: Operator, body: Annotated[Retry, Body()]) -> Count:
+    """Try failed jobs or deliveries again: all, or those of one cause."""
+    ctx = _ctx(request)
+    count = operations.retry_failures(ctx, who, client_address(request), body.kind, body.cause)
+    return Count(count=count)
+
+
+@router.post("/destinations/{destination}/echo")
+def echo(
+    request: Request, who: Operator, destination: Annotated[str, Path(max_length=300)]
+) -> EchoAnswer:
+    """C-ECHO the destination (PS3.7 9.1.5)."""
+    return operations.echo(_ctx(request), who, client_address(request), destination)
+
+
+def _pause_route(kind: str, pause: bool) -> Any:
+    def endpoint(
+        request: Request, who: Operator, name: Annotated[str, Path(max_length=300)]
+    ) -> Done:
+        act = operations.pause if pause else operations.resume
+        act(_ctx(request), who, client_address(request), kind, name)
+        return Done()
+
+    endpoint.__doc__ = f"{'Pause' if pause else 'Resume'} a {kind}."
+    return endpoint
+
+
+for _kind, _segment in (("destination", "destinations"), ("model", "models")):
+    for _pause in (True, False):
+        _word = "pause" if _pause else "resume"
+        router.add_api_route(
+            f"/{_segment}/{{name}}/{_word}",
+            _pause_route(_kind, _pause),
+            methods=["POST"],
+            name=f"{_word}_{_kind}",
+            summary=f"{_word.capitalize()} a {_kind}",
+        )
+
+
+@router.post("/studies/{study_uid}/route-explain")
+def route_explain(request: Request, who: Operator, study_uid: Uid) -> Explanation:
+    """What routing would do with the stored study now (a dry run; nothing changes)."""
+    return Explanation(text=operations.explain(_ctx(request), who, study_uid))

@@ -1,0 +1,141 @@
+"""Web: the ASGI application: health, metrics, the REST API, the screens.
+
+FastAPI builds the OpenAPI 3.1 document from the typed endpoints and serves it at
+``/api/v1/openapi.json`` (the interactive docs, which load scripts from a CDN, are off).
+Every response carries headers that keep the pages to their own origin (CSP), out of
+frames and un-sniffed; bodies over ``web.max_body_kb`` are refused with 413 before they
+are read whole.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import PlainTextResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .. import __version__
+from ..store.db import index_answers
+from .api import router as api_router
+from .auth import Principal, authenticate, metrics_allowed
+from .context import WebContext
+from .metrics import IndexCollector
+from .oidc import OidcVerifier
+from .pages import router as pages_router
+from .problems import install_problem_handlers, problem_response
+
+__all__ = ["create_app"]
+
+STATIC = Path(__file__).parent / "static"
+
+#: Headers on every response: scripts, styles and images only from this origin.
+SECURITY_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        b"frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+]
+
+
+class BodyLimit:
+    """Refuse request bodies over ``max_bytes`` (413), declared or streamed, and add
+    the security headers to every response."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message = dict(message)
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await _too_large(scope, receive, send_with_headers)
+            return
+        seen = 0
+
+        class TooLarge(Exception):
+            pass
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise TooLarge
+            return message
+
+        try:
+            await self.app(scope, counting_receive, send_with_headers)
+        except TooLarge:
+            if not started:
+                await _too_large(scope, receive, send_with_headers)
+
+
+async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
+    response = problem_response(413, "request body too large", instance=scope.get("path", ""))
+    await response(scope, receive, send)
+
+
+def create_app(ctx: WebContext) -> FastAPI:
+    """The HTTP service of one node."""
+    app = FastAPI(
+        title="dicom-ai-node",
+        version=__version__,
+        summary="Operate a DICOM AI node: studies, jobs, results, destinations, models.",
+        openapi_url="/api/v1/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.ctx = ctx
+    web = ctx.settings.web
+    app.state.oidc = OidcVerifier(web, Path(ctx.settings.base_dir)) if web.oidc_issuer else None
+    install_problem_handlers(app)
+    registry = ctx.metrics.registry
+    registry.register(IndexCollector(ctx.sessions, ctx.clock))
+
+    @app.get("/livez", include_in_schema=False)
+    def livez() -> PlainTextResponse:
+        """The process answers."""
+        return PlainTextResponse("ok\n")
+
+    @app.get("/readyz", include_in_schema=False)
+    def readyz() -> Response:
+        """The index answers; 503 otherwise."""
+        if index_answers(ctx.sessions):
+            return PlainTextResponse("ready\n")
+        return problem_response(503, "the index does not answer")
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics(request: Request) -> Response:
+        """Prometheus text exposition: from ``web.metrics_networks``, or with credentials."""
+        who: Principal | None = None if metrics_allowed(request) else authenticate(request)
+        if not metrics_allowed(request) and who is None:
+            return problem_response(401, "authentication required")
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(api_router)
+    app.include_router(pages_router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(BodyLimit, max_bytes=web.max_body_kb * 1024)
+    return app

@@ -1,0 +1,229 @@
+"""Web: the operator's actions, one function each, shared by the API and the screens.
+
+Each action checks what it acts on, calls its store function (which records it in the
+study's timeline), and records it in the audit trail with the user, the action and its
+object, whether it was carried out or refused. The screens and the REST API call these
+same functions, so an action behaves the same whichever way it is asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from ..errors import Conflict, NotFound
+from ..store import actions
+from .auth import Principal
+from .context import EchoAnswer, WebContext
+
+__all__ = [
+    "AuditEntry",
+    "cancel_job",
+    "echo",
+    "explain",
+    "force_complete_series",
+    "force_complete_study",
+    "pause",
+    "read_audit",
+    "rerun_job",
+    "resend",
+    "resend_job",
+    "resume",
+    "retry_failures",
+]
+
+T = TypeVar("T")
+
+#: What can be paused and resumed.
+PAUSE_KINDS = ("model", "destination")
+
+
+def _audited(
+    ctx: WebContext, who: Principal, address: str, action: str, target: str, run: Callable[[], T]
+) -> T:
+    """Run an action and record it (or its refusal) in the audit trail."""
+    try:
+        result = run()
+    except (NotFound, Conflict, ValueError):
+        ctx.audit.action(who.name, address, action, target, ok=False)
+        raise
+    ctx.audit.action(who.name, address, action, target, ok=True)
+    return result
+
+
+def _known_destination(ctx: WebContext, destination: str) -> str:
+    if destination not in ctx.backend.destinations():
+        raise NotFound(f"destination {destination!r} is not configured")
+    return destination
+
+
+def rerun_job(ctx: WebContext, who: Principal, address: str, job_pk: int) -> int:
+    """Run a job again as a new revision; returns the new job's id."""
+    return _audited(
+        ctx,
+        who,
+        address,
+        "rerun",
+        f"job {job_pk}",
+        lambda: actions.rerun_job(ctx.sessions, job_pk, who.name, ctx.clock()),
+    )
+
+
+def cancel_job(ctx: WebContext, who: Principal, address: str, job_pk: int) -> str:
+    """Cancel a queued or running job; returns the state it had."""
+    return _audited(
+        ctx,
+        who,
+        address,
+        "cancel",
+        f"job {job_pk}",
+        lambda: str(actions.cancel_job(ctx.sessions, job_pk, who.name, ctx.clock())),
+    )
+
+
+def resend(ctx: WebContext, who: Principal, address: str, result_pk: int, destination: str) -> int:
+    """Send one result to a destination again; returns how many deliveries were queued."""
+
+    def run() -> int:
+        _known_destination(ctx, destination)
+        return actions.resend(
+            ctx.sessions,
+            destination,
+            who.name,
+            ctx.clock(),
+            ctx.settings.send.retry_window_s,
+            result_pk=result_pk,
+        )
+
+    return _audited(ctx, who, address, "resend", f"result {result_pk} to {destination}", run)
+
+
+def resend_job(ctx: WebContext, who: Principal, address: str, job_pk: int, destination: str) -> int:
+    """Send every result of a job to a destination again."""
+
+    def run() -> int:
+        _known_destination(ctx, destination)
+        return actions.resend(
+            ctx.sessions,
+            destination,
+            who.name,
+            ctx.clock(),
+            ctx.settings.send.retry_window_s,
+            job_pk=job_pk,
+        )
+
+    return _audited(ctx, who, address, "resend", f"job {job_pk} to {destination}", run)
+
+
+def force_complete_series(ctx: WebContext, who: Principal, address: str, uid: str) -> list[str]:
+    """Mark a receiving series complete now; returns the series completed."""
+    return _audited(
+        ctx,
+        who,
+        address,
+        "force-complete",
+        f"series {uid}",
+        lambda: actions.force_complete(ctx.sessions, who.name, ctx.clock(), series_uid=uid),
+    )
+
+
+def force_complete_study(ctx: WebContext, who: Principal, address: str, uid: str) -> list[str]:
+    """Mark every receiving series of a study complete now."""
+    return _audited(
+        ctx,
+        who,
+        address,
+        "force-complete",
+        f"study {uid}",
+        lambda: actions.force_complete(ctx.sessions, who.name, ctx.clock(), study_uid=uid),
+    )
+
+
+def _pausable(ctx: WebContext, kind: str, name: str) -> None:
+    if kind not in PAUSE_KINDS:
+        raise NotFound(f"{kind!r} cannot be paused; one of {', '.join(PAUSE_KINDS)}")
+    if kind == "model" and name not in {m.name for m in ctx.backend.models()}:
+        raise NotFound(f"model {name!r} is not installed")
+    if kind == "destination":
+        _known_destination(ctx, name)
+
+
+def pause(ctx: WebContext, who: Principal, address: str, kind: str, name: str) -> None:
+    """Pause a model (its jobs wait) or a destination (its deliveries wait)."""
+
+    def run() -> None:
+        _pausable(ctx, kind, name)
+        actions.pause(ctx.sessions, kind, name, who.name, ctx.clock())
+
+    _audited(ctx, who, address, "pause", f"{kind} {name}", run)
+
+
+def resume(ctx: WebContext, who: Principal, address: str, kind: str, name: str) -> None:
+    """Resume a paused model or destination."""
+
+    def run() -> None:
+        _pausable(ctx, kind, name)
+        actions.resume(ctx.sessions, kind, name, who.name, ctx.clock())
+
+    _audited(ctx, who, address, "resume", f"{kind} {name}", run)
+
+
+def retry_failures(
+    ctx: WebContext, who: Principal, address: str, kind: str, cause: str | None
+) -> int:
+    """Try failed jobs or failed deliveries again, all or those of one cause."""
+    target = f"failed {kind}" + (f" ({cause[:80]})" if cause else "")
+    return _audited(
+        ctx,
+        who,
+        address,
+        "retry",
+        target,
+        lambda: actions.retry_failed(
+            ctx.sessions, kind, cause, who.name, ctx.clock(), ctx.settings.send.retry_window_s
+        ),
+    )
+
+
+def echo(ctx: WebContext, who: Principal, address: str, destination: str) -> EchoAnswer:
+    """C-ECHO a configured destination (audited as a test of it)."""
+
+    def run() -> EchoAnswer:
+        return ctx.backend.echo(_known_destination(ctx, destination))
+
+    return _audited(ctx, who, address, "echo", f"destination {destination}", run)
+
+
+def explain(ctx: WebContext, who: Principal, study_uid: str) -> str:
+    """What routing would do with a stored study now (a dry run: nothing is changed)."""
+    return ctx.backend.explain(study_uid)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One message of the local audit trail, as the audit screen lists it."""
+
+    line: int
+    event: str
+    outcome: str
+    at: str
+    user: str
+    text: str
+
+
+def read_audit(
+    ctx: WebContext,
+    *,
+    event: str = "",
+    user: str = "",
+    outcome: str = "",
+    since: str = "",
+    limit: int = 100,
+) -> list[AuditEntry]:
+    """The newest messages of the local audit log that match every filter given."""
+    from .audit_log import read_entries
+
+    if ctx.audit_log is None:
+        return []
+    return read_entries(ctx.audit_log, event=event, user=user, outcome=outcome, since=since)[:limit]
