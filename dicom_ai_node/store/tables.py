@@ -200,6 +200,7 @@ class Delivery(Base):
         UniqueConstraint("result_fk", "destination"),
         Index("ix_delivery_due", "state", "next_attempt_at"),
         Index("ix_delivery_destination_attempt", "destination", "last_attempt_at"),
+        Index("ix_delivery_destination_state", "destination", "state"),  # destinations screen
     )
 
     pk: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -83,6 +83,7 @@ def upgrade() -> None:
     with op.batch_alter_table('delivery', schema=None) as batch_op:
         batch_op.add_column(sa.Column('last_attempt_at', sa.DateTime(timezone=True), nullable=True))
         batch_op.create_index('ix_delivery_destination_attempt', ['destination', 'last_attempt_at'], unique=False)
+        batch_op.create_index('ix_delivery_destination_state', ['destination', 'state'], unique=False)
     with op.batch_alter_table('job', schema=None) as batch_op:
         batch_op.create_index('ix_job_state_pk', ['state', 'pk'], unique=False)
         batch_op.create_index('ix_job_model_pk', ['model_name', 'pk'], unique=False)
@@ -101,6 +102,7 @@ def downgrade() -> None:
         batch_op.drop_index('ix_job_model_pk')
         batch_op.drop_index('ix_job_state_pk')
     with op.batch_alter_table('delivery', schema=None) as batch_op:
+        batch_op.drop_index('ix_delivery_destination_state')
         batch_op.drop_index('ix_delivery_destination_attempt')
         batch_op.drop_column('last_attempt_at')
     op.drop_table('pause')
