@@ -6,7 +6,10 @@ so a crashed or frozen worker's job is not lost, up to :data:`MAX_JOB_ATTEMPTS` 
 so that a job that takes the node down each time it runs ends as failed instead of
 looping. Each claim counts an attempt, and the attempt number fences the claim: a
 worker whose job was taken over (or re-queued by a restart) can neither renew, complete
-nor fail it any more. Completing a job writes its outbox rows in the same transaction.
+nor fail it any more. The same fence keeps out the worker of a job an operator cancelled
+(``store.actions.cancel_job``): a cancelled job is never claimed, and its running
+worker's final write changes nothing. Jobs of a paused model wait (``store.actions.pause``).
+Completing a job writes its outbox rows in the same transaction.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 from ..domain import DeliveryState, JobState
 from .db import as_utc
 from .index import record_event
-from .tables import Delivery, Instance, Job, Result, Series, Study
+from .tables import Delivery, Instance, Job, Pause, Result, Series, Study
 
 __all__ = [
     "ClaimedJob",
@@ -81,7 +84,8 @@ def claim_job(
     """Take the oldest queued job (or one whose lease expired) for one of these models.
 
     A job already started ``max_attempts`` times is failed instead, with the reason
-    (shown by ``dicom-ai-node jobs``), and the next one is looked at.
+    (shown by ``dicom-ai-node jobs``), and the next one is looked at. Jobs of a model an
+    operator paused are left queued; cancelled jobs are never taken.
     """
     predecessor = aliased(Job)
     unfinished = [JobState.QUEUED.value, JobState.RUNNING.value]
@@ -102,6 +106,7 @@ def claim_job(
                 ~exists().where(
                     predecessor.pk == Job.predecessor_fk, predecessor.state.in_(unfinished)
                 ),
+                ~exists().where(Pause.kind == "model", Pause.name == Job.model_name),
             )
             .order_by(Job.pk)
             .limit(5)

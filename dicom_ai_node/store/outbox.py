@@ -3,7 +3,8 @@
 A job's completion (:func:`~.jobs.complete_job`) writes one row per result and
 destination in its own transaction; from then on the rows are the send stage's work:
 due rows are read here, and each attempt ends a row delivered, due again later, or
-failed once its retry window is over (the study's history says which).
+failed once its retry window is over (the study's history says which). Rows for a
+destination an operator paused (``store.actions.pause``) are not due until it resumes.
 """
 
 from __future__ import annotations
@@ -12,15 +13,24 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, exists, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..domain import DeliveryState
 from .db import as_utc
 from .index import record_event
-from .tables import Delivery, Job, Result, Study
+from .tables import Delivery, Job, Pause, Result, Study
 
 __all__ = ["DueDelivery", "due_deliveries", "due_destinations", "finish_delivery_attempt"]
+
+
+def _due(now: dt.datetime) -> tuple[ColumnElement[bool], ...]:
+    """Pending, its next attempt due, its destination not paused."""
+    return (
+        Delivery.state == DeliveryState.PENDING.value,
+        Delivery.next_attempt_at <= now,
+        ~exists().where(Pause.kind == "destination", Pause.name == Delivery.destination),
+    )
 
 
 @dataclass(frozen=True)
@@ -42,7 +52,7 @@ def due_deliveries(
     destination: str | None = None,
     limit: int = 500,
 ) -> list[DueDelivery]:
-    """Pending deliveries whose next attempt is due, oldest first.
+    """Pending deliveries whose next attempt is due, oldest first (none to a paused destination).
 
     Parameters
     ----------
@@ -62,7 +72,7 @@ def due_deliveries(
         .join(Result, Delivery.result_fk == Result.pk)
         .join(Job, Result.job_fk == Job.pk)
         .join(Study, Job.study_fk == Study.pk)
-        .where(Delivery.state == DeliveryState.PENDING.value, Delivery.next_attempt_at <= now)
+        .where(*_due(now))
     )
     if destination is not None:
         query = query.where(Delivery.destination == destination)
@@ -83,18 +93,12 @@ def due_deliveries(
 
 
 def due_destinations(sessions: sessionmaker[Session], now: dt.datetime) -> list[str]:
-    """Every destination with at least one pending delivery due now, whatever its backlog."""
+    """Every destination with at least one pending delivery due now, whatever its backlog.
+
+    A paused destination is not among them.
+    """
     with sessions() as session:
-        return sorted(
-            session.scalars(
-                select(Delivery.destination)
-                .where(
-                    Delivery.state == DeliveryState.PENDING.value,
-                    Delivery.next_attempt_at <= now,
-                )
-                .distinct()
-            )
-        )
+        return sorted(session.scalars(select(Delivery.destination).where(*_due(now)).distinct()))
 
 
 def finish_delivery_attempt(
@@ -106,12 +110,20 @@ def finish_delivery_attempt(
     status: int | None,
     error: str,
     next_attempt_at: dt.datetime | None,
-) -> None:
-    """Record one attempt: delivered, retried later, or failed for good (window over)."""
+) -> bool:
+    """Record one attempt: delivered, retried later, or failed for good (window over).
+
+    Returns
+    -------
+    bool
+        ``False``, and nothing written, when the row changed since it was read as due (an
+        operator re-sent it meanwhile: it starts again from no attempts and is due now).
+    """
     values: dict[str, Any] = {
         "attempts": delivery.attempts + 1,
         "last_status": status,
         "last_error": error,
+        "last_attempt_at": now,
     }
     if delivered:
         values.update(state=DeliveryState.DELIVERED.value, delivered_at=now)
@@ -120,7 +132,17 @@ def finish_delivery_attempt(
     else:
         values.update(next_attempt_at=next_attempt_at)
     with sessions.begin() as session:
-        session.execute(update(Delivery).where(Delivery.pk == delivery.pk).values(**values))
+        kept = session.execute(
+            update(Delivery)
+            .where(
+                Delivery.pk == delivery.pk,
+                Delivery.state == DeliveryState.PENDING.value,
+                Delivery.attempts == delivery.attempts,
+            )
+            .values(**values)
+        )
+        if not kept.rowcount:  # type: ignore[attr-defined]
+            return False
         if delivered or next_attempt_at is None:
             what = "delivered" if delivered else f"failed for good: {error}"
             record_event(
@@ -130,3 +152,4 @@ def finish_delivery_attempt(
                 "delivery",
                 f"{delivery.sop_instance_uid} to {delivery.destination}: {what}",
             )
+    return True
