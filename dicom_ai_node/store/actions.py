@@ -1,11 +1,12 @@
 """Store: what an operator may do to jobs, deliveries, series, models and destinations.
 
 Each action runs in one transaction, writes a line ``<action> by <user>: <object>`` of
-kind ``action`` to the study's history (the web timeline shows it; pauses belong to no
-study), and returns what it changed. It raises :class:`~dicom_ai_node.errors.NotFound`
-when the object does not exist and :class:`~dicom_ai_node.errors.Conflict` when the
-action does not apply to the object's state; the web stage turns them into 404 and 409
-and writes the audit record.
+kind ``action`` to the study's history, where the web timeline shows it
+(:func:`~.pauses.record_action`), and returns what it changed. It raises
+:class:`~dicom_ai_node.errors.NotFound` when the object does not exist and
+:class:`~dicom_ai_node.errors.Conflict` when the action does not apply to the object's
+state; the web stage turns them into 404 and 409 and writes the audit record. Pausing
+and resuming models and destinations are in :mod:`.pauses` and answer here too.
 
 A re-run is a new revision of the same model on the same subject and input, as the
 assembler makes when better data arrives (``assemble.revision``): it names the job it
@@ -18,17 +19,15 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, exists, func, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from ..domain import DeliveryState, JobState, SeriesState, parse_enum
 from ..errors import Conflict, NotFound
-from .db import as_utc
-from .index import record_event
+from .pauses import ACTION_EVENT, PauseInfo, PauseKind, pause, paused, pauses, record_action, resume
 from .routing import job_key
-from .tables import Delivery, Job, Pause, Result, Series, Study
+from .tables import Delivery, Job, Result, Series, Study
 
 __all__ = [
     "ACTION_EVENT",
@@ -40,24 +39,16 @@ __all__ = [
     "pause",
     "paused",
     "pauses",
+    "record_action",
     "rerun_job",
     "resend",
     "resume",
     "retry_failed",
 ]
 
-#: The ``event.kind`` of every operator action.
-ACTION_EVENT = "action"
 #: The job states a bulk retry takes (those the failures screen lists).
 _FAILED = (JobState.FAILED.value, JobState.QUALITY_FAILED.value)
 _UNFINISHED = (JobState.QUEUED.value, JobState.RUNNING.value)
-
-
-class PauseKind(enum.StrEnum):
-    """What can be paused: a model (its jobs wait) or a destination (nothing is sent)."""
-
-    MODEL = "model"
-    DESTINATION = "destination"
 
 
 class RetryKind(enum.StrEnum):
@@ -65,28 +56,6 @@ class RetryKind(enum.StrEnum):
 
     JOBS = "jobs"
     DELIVERIES = "deliveries"
-
-
-@dataclass(frozen=True)
-class PauseInfo:
-    """One paused model or destination: who paused it, and when."""
-
-    kind: PauseKind
-    name: str
-    paused_at: dt.datetime
-    username: str
-
-
-def _record(
-    session: Session,
-    now: dt.datetime,
-    action: str,
-    user: str,
-    what: str,
-    study_uid: str = "",
-    series_uid: str = "",
-) -> None:
-    record_event(session, now, study_uid, ACTION_EVENT, f"{action} by {user}: {what}", series_uid)
 
 
 def _study_uid(session: Session, job: Job) -> str:
@@ -189,7 +158,7 @@ def rerun_job(sessions: sessionmaker[Session], job_pk: int, user: str, now: dt.d
             raise Conflict(f"job {job_pk} was revised by job {later}: re-run that one")
         new = _new_revision(session, job, now, f"re-run of job {job_pk} by {user}")
         what = f"job {job_pk} ({job.model_name}) as job {new.pk}, revision {new.revision}"
-        _record(
+        record_action(
             session, now, "rerun", user, what, _study_uid(session, job), _series_uid(session, job)
         )
         return new.pk
@@ -227,7 +196,7 @@ def cancel_job(
         if not changed.rowcount:  # type: ignore[attr-defined]
             raise Conflict(f"job {job_pk} is {was.value}: only queued or running jobs cancel")
         what = f"job {job_pk} ({job.model_name}, was {was.value})"
-        _record(
+        record_action(
             session, now, "cancel", user, what, _study_uid(session, job), _series_uid(session, job)
         )
         return was
@@ -330,7 +299,7 @@ def resend(
         what = (
             f"result {result_pk}" if result_pk is not None else f"job {job_pk} ({len(pks)} results)"
         )
-        _record(
+        record_action(
             session,
             now,
             "resend",
@@ -368,7 +337,7 @@ def _retry_jobs(session: Session, cause: str | None, user: str, now: dt.datetime
                 .execution_options(synchronize_session=False)
             )
             what = f"job {job.pk} ({job.model_name}, was {job.state})"
-        _record(session, now, "retry", user, what, study_uid, series_uid)
+        record_action(session, now, "retry", user, what, study_uid, series_uid)
         count += 1
     return count
 
@@ -390,7 +359,7 @@ def _retry_deliveries(
     for delivery, sop_uid, study_uid in rows:
         _send_again(session, delivery.result_fk, delivery.destination, now, window_s)
         what = f"result {delivery.result_fk} ({sop_uid}) to {delivery.destination}"
-        _record(session, now, "retry", user, what, study_uid)
+        record_action(session, now, "retry", user, what, study_uid)
     return len(rows)
 
 
@@ -483,76 +452,8 @@ def force_complete(
             )
             if changed.rowcount:  # type: ignore[attr-defined]
                 uid = series.series_instance_uid
-                _record(session, now, "force-complete", user, f"series {uid}", study, uid)
+                record_action(session, now, "force-complete", user, f"series {uid}", study, uid)
                 done.append(uid)
         if not done:
             raise Conflict(f"{what} is not receiving: nothing to complete")
         return done
-
-
-def pause(
-    sessions: sessionmaker[Session], kind: str | PauseKind, name: str, user: str, now: dt.datetime
-) -> None:
-    """Pause a model (its queued jobs wait) or a destination (its deliveries wait).
-
-    A paused destination's retry windows keep running. The caller checks that the model
-    or destination exists.
-
-    Raises
-    ------
-    ValueError
-        When ``kind`` is neither ``model`` nor ``destination``, or the name is empty.
-    Conflict
-        When it is paused already.
-    """
-    kind = parse_enum(PauseKind, kind)
-    if not name.strip():
-        raise ValueError(f"name the {kind.value} to pause")
-    with sessions.begin() as session:
-        if _paused_row(session, kind, name) is not None:
-            raise Conflict(f"{kind.value} {name} is paused already")
-        session.add(Pause(kind=kind.value, name=name, paused_at=now, username=user))
-        _record(session, now, "pause", user, f"{kind.value} {name}")
-
-
-def resume(
-    sessions: sessionmaker[Session], kind: str | PauseKind, name: str, user: str, now: dt.datetime
-) -> None:
-    """Resume a paused model or destination.
-
-    Raises
-    ------
-    ValueError
-        When ``kind`` is neither ``model`` nor ``destination``.
-    Conflict
-        When it is not paused.
-    """
-    kind = parse_enum(PauseKind, kind)
-    with sessions.begin() as session:
-        row = _paused_row(session, kind, name)
-        if row is None:
-            raise Conflict(f"{kind.value} {name} is not paused")
-        session.delete(row)
-        _record(session, now, "resume", user, f"{kind.value} {name}")
-
-
-def _paused_row(session: Session, kind: PauseKind, name: str) -> Pause | None:
-    return session.scalars(
-        select(Pause).where(Pause.kind == kind.value, Pause.name == name)
-    ).first()
-
-
-def paused(sessions: sessionmaker[Session], kind: str | PauseKind) -> set[str]:
-    """The names of the paused models, or destinations (``AE@HOST:PORT``)."""
-    kind = parse_enum(PauseKind, kind)
-    with sessions() as session:
-        return set(session.scalars(select(Pause.name).where(Pause.kind == kind.value)))
-
-
-def pauses(sessions: sessionmaker[Session]) -> list[PauseInfo]:
-    """Everything paused, with who paused it and when, oldest first."""
-    with sessions() as session:
-        return [
-            PauseInfo(PauseKind(p.kind), p.name, as_utc(p.paused_at), p.username)
-            for p in session.scalars(select(Pause).order_by(Pause.pk))
-        ]
