@@ -20,10 +20,11 @@ from . import operations
 from .auth import Principal, Role, client_address, require
 from .context import EchoAnswer, ModelInfo, WebContext
 from .preview_files import preview_png
+from .problems import PROBLEM_RESPONSES
 
 __all__ = ["ACTIONS", "router"]
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", responses=PROBLEM_RESPONSES)
 
 Viewer = Annotated[Principal, Depends(require(Role.VIEWER))]
 Operator = Annotated[Principal, Depends(require(Role.OPERATOR))]
@@ -213,7 +214,7 @@ def job(request: Request, who: Viewer, job_id: Id) -> views.JobDetail:
 @router.get(
     "/results/{result_id}/preview.png",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}, 404: {}, 422: {}},
+    responses={200: {"content": {"image/png": {}}}},
 )
 def preview(request: Request, who: Viewer, result_id: Id) -> Response:
     """A picture of a result: the key slice with outlines and measurements."""

@@ -20,7 +20,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import Conflict, NotFound
 
-__all__ = ["PROBLEM_TYPE", "Problem", "install_problem_handlers", "problem_response"]
+__all__ = [
+    "PROBLEM_RESPONSES",
+    "PROBLEM_TYPE",
+    "Problem",
+    "install_problem_handlers",
+    "problem_response",
+]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +42,16 @@ class Problem(BaseModel):
     status: int
     detail: str = ""
     instance: str = ""
+
+
+#: The errors every endpoint may answer, as the OpenAPI document lists them.
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {
+        "description": HTTPStatus(status).phrase,
+        "content": {PROBLEM_TYPE: {"schema": Problem.model_json_schema()}},
+    }
+    for status in (400, 401, 403, 404, 409, 413, 422)
+}
 
 
 def problem_response(
