@@ -23,6 +23,7 @@ from .errors import ConfigError
 from .infer.decode import IsolatedDecoder
 from .infer.registry import ModelRegistry, choose_device
 from .infer.volume import Decode
+from .metrics import NodeMetrics
 from .pipeline import Pipeline
 from .receive.gate import Limits, resolve_callers
 from .receive.scp import ScpConfig, StorageSCP
@@ -58,6 +59,15 @@ def _allowed_callers(settings: NodeSettings) -> dict[str, frozenset[str]] | None
     for entry in settings.ae_table:
         hosts.setdefault(entry.ae_title, []).append(entry.host)
     return resolve_callers(hosts)
+
+
+def _destinations(settings: NodeSettings) -> list[str]:
+    """Every destination the settings can send to (``AE@HOST:PORT``), as
+    :func:`~dicom_ai_node.send.deliver.destinations_for` names them."""
+    out = list(settings.send.destinations)
+    if settings.send.default_to_sender:
+        out += [f"{e.ae_title}@{e.host}:{e.port}" for e in settings.ae_table if e.send_results]
+    return list(dict.fromkeys(out))
 
 
 def _user_check(
@@ -160,6 +170,9 @@ class Node:
         self.clock = clock
         self.db = Database(settings.database_url, settings.storage.db_lock_timeout_s)
         self.db.migrate()
+        #: The node's metrics (its own registry), handed to every stage.
+        self.metrics = metrics = NodeMetrics()
+        metrics.add_destinations(_destinations(settings))
         self.audit = NodeAudit(settings, self.db.session, clock)
         self.files = FileStore(
             settings.path(settings.storage.root),
@@ -168,8 +181,11 @@ class Node:
             spare_budget_bytes=settings.storage.spare_pool_mb * MIB,
             spare_max_bytes=settings.storage.spare_max_mb * MIB,
         )
+        metrics.watch_storage(self.files.free_bytes, settings.storage.min_free_mb * MIB)
         device = choose_device(settings.infer.device, settings.infer.threads, settings.infer.bf16)
-        self.registry = ModelRegistry(settings.path(settings.infer.models_dir), device)
+        self.registry = ModelRegistry(
+            settings.path(settings.infer.models_dir), device, metrics=metrics
+        )
         rules_path = settings.path(settings.route.rules_file)
         if not rules_path.is_file():
             raise ConfigError(f"route.rules_file {rules_path} not found")
@@ -197,8 +213,11 @@ class Node:
             StoredSeriesRegions(body_region, self.db, self.files, decode)
             if body_region is not None
             else None,
+            metrics=metrics,
         )
-        self.pipeline = Pipeline(settings, self.db, self.files, self.registry, clock, decode=decode)
+        self.pipeline = Pipeline(
+            settings, self.db, self.files, self.registry, clock, decode=decode, metrics=metrics
+        )
         self.deliverer = Deliverer(
             settings,
             self.db,
@@ -206,6 +225,7 @@ class Node:
             clock,
             tls_client=client_context(tls_files) if tls_files else None,
             on_delivered=self.audit.delivered,
+            metrics=metrics,
         )
         tls_server = server_context(tls_files) if tls_files and settings.tls.enabled else None
         cfg = settings.dicom
@@ -241,6 +261,7 @@ class Node:
                 clock,
                 late_policy=settings.assemble.late_instance_policy,
             ),
+            metrics=metrics,
         )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []

@@ -13,8 +13,9 @@ import datetime as dt
 import io
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -26,6 +27,7 @@ from .errors import EncodeError, InferenceError, StorageError
 from .infer.lease import JOB_HEARTBEAT_S, JOB_LEASE_S, LeaseKeeper
 from .infer.registry import ModelRegistry
 from .infer.volume import Decode, load_volume, read_images
+from .metrics import NodeMetrics
 from .send.deliver import destinations_for
 from .settings import NodeSettings
 from .store.db import Database
@@ -61,6 +63,9 @@ class Pipeline:
         The installed models.
     clock:
         Current UTC time.
+    metrics:
+        Where each job's outcome and the time of its stages (queue wait, load, infer,
+        encode) are counted per model (a registry of its own when not given).
     """
 
     settings: NodeSettings
@@ -73,6 +78,17 @@ class Pipeline:
     job_heartbeat_s: float = JOB_HEARTBEAT_S
     #: Decodes compressed images (in a separate process); None decodes in this one.
     decode: Decode | None = None
+    metrics: NodeMetrics = field(default_factory=lambda: NodeMetrics(process=False))
+
+    def __post_init__(self) -> None:
+        self.metrics.add_models(self.registry.manifests)
+
+    @contextmanager
+    def _timed(self, stage: str, model: str) -> Iterator[None]:
+        """Observe the time of the block as ``stage`` of ``model`` (when it ends well)."""
+        started = time.monotonic()
+        yield
+        self.metrics.stage(stage, model, time.monotonic() - started)
 
     def run_one_job(self) -> bool:
         """Claim and run one job, renewing its lease while it runs; returns whether there was one.
@@ -85,6 +101,9 @@ class Pipeline:
         job = claim_job(self.db.session, now, self.job_lease_s, list(self.registry.manifests))
         if job is None:
             return False
+        if job.attempts == 1:  # a job claimed again after a crash waited for other reasons
+            waited = (now - job.created_at).total_seconds()
+            self.metrics.stage("queue_wait", job.model_name, waited)
         started = time.monotonic()
 
         def renew() -> bool:
@@ -95,11 +114,12 @@ class Pipeline:
                 state, reason, results = self._execute(job)
             except (InferenceError, EncodeError, StorageError) as exc:
                 log.error("job %s failed: %s", job.pk, exc)
-                reason = str(exc)
+                reason, state = str(exc), JobState.FAILED
                 kept = lease.finish(lambda: fail_job(self.db.session, job, self.clock(), reason))
             except Exception as exc:
                 log.exception("job %s crashed", job.pk)
                 reason = f"internal error: {type(exc).__name__}: {exc}"
+                state = JobState.FAILED
                 kept = lease.finish(lambda: fail_job(self.db.session, job, self.clock(), reason))
             else:
                 kept = lease.finish(
@@ -117,6 +137,7 @@ class Pipeline:
                 )
         if not kept:
             log.warning("job %s: not recorded, its lease was lost (the job runs again)", job.pk)
+        self.metrics.job_finished(job.model_name, state.value if kept else "not_recorded")
         return True
 
     def _load_series(self, job: ClaimedJob) -> list[Dataset]:
@@ -125,15 +146,16 @@ class Pipeline:
 
     def _execute(self, job: ClaimedJob) -> tuple[JobState, str, list[NewResult]]:
         manifest = self.registry.manifests[job.model_name]
-        volume, ordered, issues = load_volume(
-            self._load_series(job),
-            max_voxels=self.settings.infer.max_voxels,
-            decode=self.decode,
-            release_pixels=True,  # the encoders read headers only
-            projection=manifest.projection,
-            require_calibration=manifest.require_calibration,
-            cine=manifest.cine,
-        )
+        with self._timed("load", job.model_name):
+            volume, ordered, issues = load_volume(
+                self._load_series(job),
+                max_voxels=self.settings.infer.max_voxels,
+                decode=self.decode,
+                release_pixels=True,  # the encoders read headers only
+                projection=manifest.projection,
+                require_calibration=manifest.require_calibration,
+                cine=manifest.cine,
+            )
         blocking = [i for i in issues if i.blocking]
         if volume is None or blocking:
             output = ModelOutput(labels=manifest.labels, quality_issues=tuple(issues))
@@ -142,26 +164,29 @@ class Pipeline:
                 i.message for i in blocking or issues
             )
         else:
-            runner = self.registry.runner(manifest.name)
-            output = runner.postprocess(runner.predict(runner.preprocess(volume)), volume)
+            runner = self.registry.runner(manifest.name)  # loaded on first use: not timed
+            with self._timed("infer", job.model_name):
+                output = runner.postprocess(runner.predict(runner.preprocess(volume)), volume)
             if issues:
                 output = dataclasses.replace(output, quality_issues=tuple(issues))
             state, reason = JobState.DONE, "results encoded"
         algorithm = manifest.algorithm(device_uid(manifest.name, manifest.version))
-        # content date/time fixed by the job, so a re-run re-creates identical objects
-        datasets = encode_results(
-            ordered,
-            output,
-            algorithm,
-            job.job_key,
-            series_number=manifest.series_number,
-            content_datetime=job.created_at,
-            revision=job.revision,
-            # only results replace results: a revision that could not analyse its input
-            # leaves the earlier ones standing (store.jobs.complete_job)
-            predecessors=self._replaced(job) if state is JobState.DONE else (),
-        )
-        return state, reason, [self._store_result(ds) for ds in datasets]
+        with self._timed("encode", job.model_name):
+            # content date/time fixed by the job, so a re-run re-creates identical objects
+            datasets = encode_results(
+                ordered,
+                output,
+                algorithm,
+                job.job_key,
+                series_number=manifest.series_number,
+                content_datetime=job.created_at,
+                revision=job.revision,
+                # only results replace results: a revision that could not analyse its input
+                # leaves the earlier ones standing (store.jobs.complete_job)
+                predecessors=self._replaced(job) if state is JobState.DONE else (),
+            )
+            results = [self._store_result(ds) for ds in datasets]
+        return state, reason, results
 
     def _replaced(self, job: ClaimedJob) -> list[Dataset]:
         """The SR documents a revision replaces (their headers)."""

@@ -38,6 +38,7 @@ from ..domain import (
     Step,
 )
 from ..identity import made_by_node
+from ..metrics import NodeMetrics
 from ..route.bodypart import BodyRegionClassifier, RegionAnswers, needs_image_answer
 from ..route.header import series_info
 from ..route.router import Assignment, StudyRouting, route_series, route_study
@@ -161,6 +162,10 @@ class Assembler:
         The image-based body-region model, run here on the series whose headers leave
         the region open (:func:`~dicom_ai_node.route.bodypart.needs_image_answer`);
         routing gets its answers and reads no pixels.
+    metrics:
+        Where completed series and studies are counted by trigger, and each job's wait
+        from the last instance of its input observed per model (a registry of its own
+        when not given).
     """
 
     db: Database
@@ -171,6 +176,7 @@ class Assembler:
     study_quiet_period_s: float = 0.0
     late_policy: LatePolicy | str = LatePolicy.RERUN
     classifier: BodyRegionClassifier | None = None
+    metrics: NodeMetrics = field(default_factory=lambda: NodeMetrics(process=False))
     _policy: LatePolicy = field(init=False, repr=False)
     #: What failed on an earlier sweep (logged once, until it succeeds).
     _failing: set[tuple[str, int]] = field(default_factory=set, init=False, repr=False)
@@ -217,7 +223,8 @@ class Assembler:
         decision = route_series(info, self.rules, self.specs, self._answers([info]))
         if decision.made_by:
             mine = SeriesDecision(seen, SeriesState.NOT_ROUTED, decision.reason)
-            record_routing(self.db.session, now, [], [mine], self.versions)
+            if record_routing(self.db.session, now, [], [mine], self.versions):
+                self.metrics.series_completion(seen.reason)
             return
         each = [m for m in decision.models if self._per_series(m)]
         jobs = prior_jobs(self.db.session, seen.study_pk)
@@ -226,7 +233,25 @@ class Assembler:
         if each:
             reason = f"routed to {', '.join(each)} (each matching series); " + reason
         waiting = SeriesDecision(seen, SeriesState.WAITING, reason)
-        record_routing(self.db.session, now, plans, [waiting], self.versions)
+        if record_routing(self.db.session, now, plans, [waiting], self.versions):
+            self.metrics.series_completion(seen.reason)
+            self._waited(plans, {seen.series_instance_uid: seen}, now)
+
+    def _waited(
+        self, plans: Iterable[PlannedJob], by_uid: Mapping[str, StoredSeries], now: dt.datetime
+    ) -> None:
+        """Observe, for each job made or given new input, the wait since its last instance."""
+        for plan in plans:
+            if plan.step not in (Step.NEW, Step.REVISE, Step.REPLACE):
+                continue
+            times = [
+                by_uid[uid].last_received_at
+                for uid in plan.input.series_instance_uids
+                if uid in by_uid
+            ]
+            if times:
+                waited = (now - max(times)).total_seconds()
+                self.metrics.stage("wait_complete", plan.input.model, waited)
 
     def _answers(self, infos: Iterable[SeriesInfo]) -> RegionAnswers | None:
         """The classifier's answers for the series routing would ask it about."""
@@ -290,6 +315,9 @@ class Assembler:
                 "study changed while it was routed; deciding again",
                 extra={"study": study.study_instance_uid},
             )
+            return
+        self.metrics.study_completion(why)
+        self._waited(plans, by_uid, now)
 
     def _completion(self, study: StoredStudy, now: dt.datetime) -> str | None:
         """Why the study is complete, or None: a series waits, none still arrives, and the

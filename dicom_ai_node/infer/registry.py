@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from ..domain import InputSpec
 from ..errors import ConfigError
+from ..metrics import NodeMetrics
 from .manifest import SERIES_NUMBER_BLOCK, ModelManifest, load_manifest
 from .runner import Device, Runner, make_runner
 
@@ -66,6 +67,9 @@ class ModelRegistry:
         Folder with one sub-folder per model, each holding ``model.toml``.
     device:
         Where models run.
+    metrics:
+        Where each load of a model's weights is counted, and which reads how many
+        models are installed and loaded (a registry of its own when not given).
 
     Raises
     ------
@@ -73,9 +77,12 @@ class ModelRegistry:
         On an invalid manifest or two models with the same name.
     """
 
-    def __init__(self, models_dir: Path, device: Device) -> None:
+    def __init__(
+        self, models_dir: Path, device: Device, *, metrics: NodeMetrics | None = None
+    ) -> None:
         self.models_dir = models_dir
         self.device = device
+        self.metrics = metrics if metrics is not None else NodeMetrics(process=False)
         self.manifests: dict[str, ModelManifest] = {}
         #: The body-region classifiers' manifests (``task = "body-region"``), one per
         #: modality; asked by the assembler for routing, not routed to.
@@ -100,6 +107,7 @@ class ModelRegistry:
                 raise ConfigError(f"{path}: model name {manifest.name!r} used twice")
             _check_series_numbers(path, manifest, self.manifests.values())
             self.manifests[manifest.name] = manifest
+        self.metrics.watch_models(len(self.manifests), lambda: len(self._runners))
 
     def __iter__(self) -> Iterator[ModelManifest]:
         return iter(self.manifests.values())
@@ -124,6 +132,7 @@ class ModelRegistry:
                 runner = make_runner(self.manifests[name], self.device)
                 runner.load()
                 self._runners[name] = runner
+                self.metrics.model_loaded(name)
             return runner
 
     def body_region_model(self) -> BodyRegionModels | None:

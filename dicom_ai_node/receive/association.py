@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any, cast
 
 from pynetdicom import evt
@@ -61,6 +62,9 @@ class _Requests(NotifyingQueue):
 class EventDrivenAssociation(Association):
     """An acceptor association whose reactor waits for work instead of sleeping 1 ms."""
 
+    #: Told once when the association's thread ends, however it ended (:mod:`.watch`).
+    on_end: Callable[[Association], None] | None = None
+
     def __init__(self, ae: Any, mode: str) -> None:
         super().__init__(ae, mode)
         self._work = threading.Event()
@@ -74,6 +78,14 @@ class EventDrivenAssociation(Association):
         #: A request is being served (in the DUL thread for C-STORE): the association
         #: is not idle, whatever the timer says; the peer waits for us.
         self._serving = False
+
+    def run_reactor(self) -> None:
+        """pynetdicom's reactor (negotiation, then :meth:`_run_reactor`); then ``on_end``."""
+        try:
+            super().run_reactor()
+        finally:
+            if self.on_end is not None:
+                self.on_end(self)
 
     def kill(self) -> None:
         """Stop the association thread (and wake it)."""

@@ -13,6 +13,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,7 +29,9 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import _STORAGE_CLASSES
 from pynetdicom.transport import ThreadedAssociationServer
 
+from ..domain import AssociationSummary
 from ..errors import StorageError, StorageFullError
+from ..metrics import NodeMetrics
 from ..store.files import TempFile, valid_uid
 from ..store.index import IndexOutcome, SeriesAttrs
 from ..store.ingest import Ingest, InstanceAttrs, NotStored
@@ -37,6 +40,7 @@ from .attrs import PARSE_ERRORS, inflated_size_within, read_instance, read_serie
 from .gate import Limits
 from .part10 import file_head
 from .server import start_server
+from .watch import AssociationWatch
 
 __all__ = ["ScpConfig", "StorageSCP", "storage_sop_classes"]
 
@@ -75,6 +79,8 @@ class ScpConfig:
     plaintext: bool = True
     #: Called with the caller's address and the reason of each failed TLS handshake.
     on_tls_failure: Callable[[str, str], None] | None = None
+    #: Called with the summary of each association (or refused connection) as it ends.
+    on_association_end: Callable[[AssociationSummary], None] | None = None
 
 
 def _nodelay(event: evt.Event) -> None:
@@ -117,11 +123,19 @@ class StorageSCP:
         Listener settings.
     ingest:
         Where received instances are stored and indexed.
+    metrics:
+        Where associations, C-STOREs and their bytes and times are counted (a registry
+        of its own when not given).
     """
 
-    def __init__(self, config: ScpConfig, ingest: Ingest) -> None:
+    def __init__(
+        self, config: ScpConfig, ingest: Ingest, *, metrics: NodeMetrics | None = None
+    ) -> None:
         self.config = config
         self.ingest = ingest
+        self.metrics = metrics if metrics is not None else NodeMetrics(process=False)
+        self.watch = AssociationWatch(self.metrics, config.on_association_end, ingest.clock)
+        self.metrics.watch_associations(self._active)
         self._server: ThreadedAssociationServer | None = None
         self._tls_server: ThreadedAssociationServer | None = None
         self._series: OrderedDict[str, SeriesAttrs] = OrderedDict()
@@ -146,6 +160,10 @@ class StorageSCP:
             ae.add_supported_context(uid, syntaxes)
         return ae
 
+    def _active(self) -> int:
+        """Associations served now (made, not yet ended)."""
+        return sum(1 for a in self.ae.active_associations if a.is_acceptor)
+
     @property
     def port(self) -> int:
         """The plain listener's port actually bound (useful when configured as 0)."""
@@ -169,7 +187,9 @@ class StorageSCP:
             (evt.EVT_C_STORE, self.handle_store),
         ]
         if cfg.plaintext:
-            self._server = start_server(self.ae, (cfg.host, cfg.port), handlers, cfg.limits)
+            self._server = start_server(
+                self.ae, (cfg.host, cfg.port), handlers, cfg.limits, watch=self.watch
+            )
             log.info(
                 "listening", extra={"ae_title": cfg.ae_title, "host": cfg.host, "port": self.port}
             )
@@ -181,6 +201,7 @@ class StorageSCP:
                 cfg.limits,
                 tls=cfg.tls,
                 on_tls_failure=cfg.on_tls_failure,
+                watch=self.watch,
             )
             log.info(
                 "listening with TLS",
@@ -203,11 +224,26 @@ class StorageSCP:
     def handle_store(self, event: evt.Event) -> int | tuple[int, Dataset]:
         """C-STORE (PS3.4 B.2): store the bytes as received, index them, then answer.
 
+        Each request is counted (stored, duplicate or refused) and timed.
+
         Returns
         -------
         int
             A status from :mod:`.status`.
         """
+        started = time.perf_counter()
+        answer: int | tuple[int, Dataset] | None = None
+        try:
+            answer = self._handle_store(event)
+            return answer
+        finally:  # an exception is answered 0xC211 by pynetdicom: refused
+            if answer == status.SUCCESS:  # counted stored or duplicate by _store
+                self.watch.stored(event.assoc)
+            else:
+                self.metrics.instance_received("refused")
+            self.metrics.cstore_handled(time.perf_counter() - started)
+
+    def _handle_store(self, event: evt.Event) -> int | tuple[int, Dataset]:
         try:
             self.ingest.check_free_space()
         except StorageFullError:
@@ -230,6 +266,7 @@ class StorageSCP:
         except PARSE_ERRORS as exc:
             log.warning("cannot read data set: %s", type(exc).__name__)
             return status.CANNOT_UNDERSTAND
+        self.metrics.bytes_received(len(body))
         # the data set is hashed on another thread while this one writes the temp file
         # (Ingest.store makes it durable later) and reads the header; handing the
         # write to a thread as well costs more in hand-offs than it overlaps
@@ -347,6 +384,9 @@ class StorageSCP:
         self._remember(instance.series_instance_uid, series)
         if outcome is IndexOutcome.DUPLICATE:
             log.info("duplicate instance %s: already stored, nothing changed", sop_uid)
+        self.metrics.instance_received(
+            "duplicate" if outcome is IndexOutcome.DUPLICATE else "stored"
+        )
         return status.SUCCESS
 
     def info(self) -> dict[str, Any]:

@@ -52,6 +52,7 @@ from pynetdicom.transport import (
 )
 from pynetdicom.utils import make_target
 
+from ..domain import AssociationOutcome
 from .association import EventDrivenAssociation
 from .dul import EventDrivenDUL
 from .gate import (
@@ -71,6 +72,7 @@ from .gate import (
     rejection_pdu,
 )
 from .transport import PduSocket
+from .watch import AssociationWatch
 
 __all__ = ["VALIDATED_PYNETDICOM", "is_supported", "start_server"]
 
@@ -105,6 +107,7 @@ class _Server(ThreadedAssociationServer):
     gate: Gate
     tls: ssl.SSLContext | None = None
     on_tls_failure: Callable[[str, str], None] | None = None
+    watch: AssociationWatch | None = None
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         """Accept a connection (never wrapped here; see the class description)."""
@@ -113,9 +116,16 @@ class _Server(ThreadedAssociationServer):
 
 
 class _RequestHandler(RequestHandler):
-    """Makes an :class:`EventDrivenAssociation` per connection, TCP_NODELAY on."""
+    """Makes an :class:`EventDrivenAssociation` per connection, TCP_NODELAY on.
+
+    Each connection's end is reported to the server's watch (:mod:`.watch`), if any: a
+    refusal here, or the association's own end.
+    """
 
     _request: bytes = b""
+    _started_at: datetime | None = None
+    #: Why the connection is being refused (set where the refusal is decided).
+    _why: tuple[AssociationOutcome, str] = (AssociationOutcome.REFUSED, "")
 
     def handle(self) -> None:
         """Wait in the gate for the A-ASSOCIATE-RQ, then make the association (or not)."""
@@ -123,30 +133,48 @@ class _RequestHandler(RequestHandler):
         # Nagle's algorithm would hold each small response ~40 ms behind a delayed ACK
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         server = cast(_Server, self.server)
+        if server.watch is not None:
+            self._started_at = server.watch.clock()
         limits, gate = server.limits, server.gate
         if not gate.enter():
             log.warning("closed a connection: %d already wait for an association", gate.limit)
-            return self._close(sock)
+            return self._refuse(sock, reason=f"{gate.limit} connections already waiting")
         try:
             if server.tls is not None:
                 secured = self._handshake(sock, server, limits.request_timeout_s)
                 if secured is None:
-                    return None
+                    return self._report(b"")
                 self.request = sock = secured
             request = read_association_request(sock, limits.request_timeout_s)
         except InvalidRequest as exc:
             log.warning("aborted a connection before its association: %s", exc)
-            return self._close(sock, abort_pdu())
+            return self._refuse(sock, abort_pdu(), reason=str(exc))
         finally:
             gate.leave()
         if request is None:  # closed, or too slow
-            return self._close(sock)
+            reason = f"no association request within {limits.request_timeout_s:g} s"
+            return self._refuse(sock, reason=reason)
         refusal = self._refusal(limits, request)
         if refusal is not None:
-            return self._close(sock, refusal)
+            self._close(sock, refusal)
+            return self._report(request)
         self._request = request
         super().handle()
         return None
+
+    def _refuse(self, sock: socket.socket, last_pdu: bytes = b"", *, reason: str) -> None:
+        """Close before any association request was read, and report why."""
+        self._close(sock, last_pdu)
+        self._why = (AssociationOutcome.REFUSED, reason)
+        self._report(b"")
+
+    def _report(self, request: bytes) -> None:
+        """Tell the watch (if any) that this connection ended before an association."""
+        watch = cast(_Server, self.server).watch
+        if watch is None or self._started_at is None:
+            return
+        outcome, reason = self._why
+        watch.refused(self.client_address[0], request, outcome, reason, self._started_at)
 
     def _refusal(self, limits: Limits, request: bytes) -> bytes | None:
         """The PDU refusing ``request`` (A-ASSOCIATE-RJ or A-ABORT), or None to accept it.
@@ -163,6 +191,7 @@ class _RequestHandler(RequestHandler):
                 calling_ae_title(request),
                 address,
             )
+            self._why = (AssociationOutcome.REJECTED, "calling AE title not recognised")
             return rejection_pdu(*UNKNOWN_CALLER)
         if self.ae.require_called_aet and not called_matches(
             limits, request, self.server.ae_title, address
@@ -172,17 +201,21 @@ class _RequestHandler(RequestHandler):
                 called_ae_title(request),
                 address,
             )
+            self._why = (AssociationOutcome.REJECTED, "called AE title not recognised")
             return rejection_pdu(*WRONG_CALLED)
         refused = limits.users.refusal(request, address) if limits.users else None
         if refused is not None:
             log.warning("association rejected: user identity from %s refused: %s", address, refused)
+            self._why = (AssociationOutcome.REJECTED, f"user identity refused: {refused}")
             return rejection_pdu(*USER_REFUSED)
         try:
             check_names(request)
         except InvalidRequest as exc:
             log.warning("aborted a connection before its association: %s", exc)
+            self._why = (AssociationOutcome.REFUSED, str(exc))
             return abort_pdu()
         if self._congested(limits):
+            self._why = (AssociationOutcome.REJECTED, "no room for another association")
             return rejection_pdu()
         return None
 
@@ -203,6 +236,7 @@ class _RequestHandler(RequestHandler):
         except (OSError, ValueError) as exc:  # ssl.SSLError and timeouts are OSErrors
             reason = _tls_reason(exc)
             log.warning("TLS handshake with %s failed: %s", address, reason)
+            self._why = (AssociationOutcome.REFUSED, f"TLS handshake failed: {reason}")
             if server.on_tls_failure is not None:
                 try:
                     server.on_tls_failure(address, reason)
@@ -239,6 +273,10 @@ class _RequestHandler(RequestHandler):
         """As pynetdicom's, with the event-driven classes."""
         assoc = EventDrivenAssociation(self.ae, "acceptor")
         assoc._server = self.server
+        watch = cast(_Server, self.server).watch
+        if watch is not None and self._started_at is not None:
+            watch.begin(assoc, self.client_address[0], self._request, self._started_at)
+            assoc.on_end = watch.end
         assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
         wrapped = PduSocket(assoc, client_socket=self.request)
         wrapped.pending = bytearray(self._request)
@@ -290,13 +328,15 @@ def start_server(
     *,
     tls: ssl.SSLContext | None = None,
     on_tls_failure: Callable[[str, str], None] | None = None,
+    watch: AssociationWatch | None = None,
 ) -> ThreadedAssociationServer:
     """Start a non-blocking association server for ``ae``, as ``AE.start_server`` does.
 
     With a validated pynetdicom version the associations use the event-driven reactors,
     behind the gate (:mod:`.gate`) and within ``limits``; otherwise pynetdicom's own
     server is started (with only its own limits) and a warning logged. With ``tls``
-    every connection must complete a TLS handshake first (PS3.15 B.9).
+    every connection must complete a TLS handshake first (PS3.15 B.9). ``watch`` is
+    told how each connection and association ended (not with pynetdicom's own server).
     """
     limits = limits or Limits()
     if not is_supported():
@@ -327,6 +367,7 @@ def start_server(
     server.limits = limits
     server.gate = Gate(limits.max_pending_connections)
     server.tls, server.on_tls_failure = tls, on_tls_failure
+    server.watch = watch
     # socketserver listens with a backlog of 5: a burst of connections beyond it waits
     # for SYN retransmits (1 s, 3 s, ...); Linux takes a new backlog from a second listen
     cast(socket.socket, server.socket).listen(max(limits.max_pending_connections, 5))

@@ -12,10 +12,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import ssl
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import ConfigError, DeliveryError
+from ..metrics import NodeMetrics
 from ..settings import NodeSettings
 from ..store.db import Database
 from ..store.files import FileStore
@@ -69,6 +71,9 @@ class Deliverer:
     on_delivered:
         Told the destination and delivery keys of each attempt's deliveries (the audit
         trail).
+    metrics:
+        Where each attempt's outcome per row, its time and each result's way from the
+        last image to delivered are counted (a registry of its own when not given).
     """
 
     settings: NodeSettings
@@ -77,6 +82,7 @@ class Deliverer:
     clock: Callable[[], dt.datetime]
     tls_client: ssl.SSLContext | None = None
     on_delivered: Callable[[str, list[int]], None] | None = None
+    metrics: NodeMetrics = field(default_factory=lambda: NodeMetrics(process=False))
 
     def deliver(self, destination: str | None = None) -> int:
         """Send every due delivery (of one destination, or all); returns how many were tried.
@@ -121,11 +127,27 @@ class Deliverer:
             return [], f"internal error: {type(exc).__name__}: {exc}"
         return outcomes, ""
 
+    def _count(
+        self, d: DueDelivery, now: dt.datetime, delivered: bool, retry_at: dt.datetime | None
+    ) -> None:
+        """The metrics of one row's attempt; for a delivered result, its time since the
+        last image of its series and since it was made."""
+        outcome = "delivered" if delivered else "retry" if retry_at is not None else "failed"
+        self.metrics.delivery(d.destination, outcome)
+        if delivered and d.last_received_at is not None and d.result_created_at is not None:
+            self.metrics.result_delivered(
+                d.model_name,
+                (now - d.last_received_at).total_seconds(),
+                (now - d.result_created_at).total_seconds(),
+            )
+
     def _deliver_to(self, dest: str, items: list[DueDelivery]) -> None:
         """One attempt for one destination; each row ends delivered, retried later or failed."""
         cfg = self.settings.send
         policy = RetryPolicy(cfg.retry_initial_s, cfg.retry_max_s)
+        started = time.monotonic()
         outcomes, error = self._attempt(dest, items)
+        self.metrics.delivery_attempt(dest, time.monotonic() - started)
         by_uid = {o.sop_instance_uid: o for o in outcomes}
         now = self.clock()
         failed: list[tuple[str, dt.datetime | None]] = []
@@ -145,6 +167,7 @@ class Deliverer:
                 error=message,
                 next_attempt_at=retry_at,
             )
+            self._count(d, now, delivered, retry_at)
             if not delivered:
                 failed.append((message, retry_at))
         done = [d.pk for d in items if (o := by_uid.get(d.sop_instance_uid)) and o.delivered]

@@ -143,6 +143,10 @@ class FileStore:
             raise StorageError("path escapes the storage root")
         return resolved
 
+    def free_bytes(self) -> int:
+        """Free bytes on the storage root's file system, asked now (the metrics' gauge)."""
+        return shutil.disk_usage(self.root).free
+
     def check_free_space(self) -> None:
         """Raise StorageFullError when free space is below the reserve.
 

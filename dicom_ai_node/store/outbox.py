@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..domain import DeliveryState
 from .db import as_utc
 from .index import record_event
-from .tables import Delivery, Job, Pause, Result, Study
+from .tables import Delivery, Job, Pause, Result, Series, Study
 
 __all__ = ["DueDelivery", "due_deliveries", "due_destinations", "finish_delivery_attempt"]
 
@@ -44,6 +44,11 @@ class DueDelivery:
     attempts: int
     deadline_at: dt.datetime
     study_instance_uid: str
+    #: The model that made it, when, and the last instance of the job's series (for the
+    #: metrics: the deliver stage, and last image to delivered).
+    model_name: str = ""
+    result_created_at: dt.datetime | None = None
+    last_received_at: dt.datetime | None = None
 
 
 def due_deliveries(
@@ -68,10 +73,19 @@ def due_deliveries(
         At most this many rows.
     """
     query = (
-        select(Delivery, Result.path, Result.sop_instance_uid, Study.study_instance_uid)
+        select(
+            Delivery,
+            Result.path,
+            Result.sop_instance_uid,
+            Study.study_instance_uid,
+            Job.model_name,
+            Result.created_at,
+            Series.last_received_at,
+        )
         .join(Result, Delivery.result_fk == Result.pk)
         .join(Job, Result.job_fk == Job.pk)
         .join(Study, Job.study_fk == Study.pk)
+        .join(Series, Job.series_fk == Series.pk)
         .where(*_due(now))
     )
     if destination is not None:
@@ -87,8 +101,11 @@ def due_deliveries(
                 attempts=d.attempts,
                 deadline_at=as_utc(d.deadline_at),
                 study_instance_uid=study,
+                model_name=model,
+                result_created_at=as_utc(created),
+                last_received_at=as_utc(last),
             )
-            for d, path, uid, study in rows
+            for d, path, uid, study, model, created, last in rows
         ]
 
 

@@ -56,6 +56,8 @@ class StoredSeries:
     calling_ae_title: str
     header: Mapping[str, Any]
     sop_class_uids: frozenset[str]
+    #: Why it is in its state (for a complete series: what completed it).
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,7 @@ def _stored(row: Series, study_uid: str, classes: frozenset[str]) -> StoredSerie
         calling_ae_title=row.calling_ae_title,
         header=dict(row.header or {}),
         sop_class_uids=classes,
+        reason=row.reason,
     )
 
 
