@@ -14,6 +14,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .assemble.sweep import Assembler
@@ -43,6 +44,7 @@ from .tls import TlsFiles, client_context, server_context
 
 if TYPE_CHECKING:  # torch is imported once a body-region model is loaded, not before
     from .infer.bodyregion import BodyRegionModels
+    from .web.server import WebServer
 
 __all__ = ["Node", "StoredSeriesRegions"]
 
@@ -266,6 +268,7 @@ class Node:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._senders = DestinationSenders(self.deliverer.deliver)
+        self._web: WebServer | None = None
 
     # -- loops ------------------------------------------------------------------------------
     def _loop(self, name: str, step: Callable[[], bool], idle_s: float) -> None:
@@ -326,9 +329,19 @@ class Node:
             },
         )
 
+    def start_web(self) -> tuple[str, Path | None]:
+        """Start the HTTP service (``[web]``); its URL, and the first admin's password file
+        when this start made that user (None otherwise)."""
+        from .app_web import start_web
+
+        self._web, first = start_web(self)
+        return self._web.url, first
+
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stop listening and let the loops finish their current step."""
         self._stop.set()
+        if self._web is not None:
+            self._web.stop()
         self.scp.stop()
         self.files.stop_spares()
         for thread in self._threads:

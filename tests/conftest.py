@@ -231,8 +231,13 @@ def write_node_config(
     ae_table: list[tuple[str, int]],
     quiet_s: float = 2.0,
     extra: str = "",
+    web_port: int = 0,
 ) -> Path:
-    """A settings file for a node under test (models and rules from the repository)."""
+    """A settings file for a node under test (models and rules from the repository).
+
+    The web service listens on ``web_port`` of 127.0.0.1 (0: a free port the node picks,
+    printed by ``serve``).
+    """
     lines = [
         f'base_dir = "{tmp_path}"',
         "[dicom]",
@@ -254,6 +259,9 @@ def write_node_config(
         "[send]",
         "retry_initial_s = 1.0",
         "retry_max_s = 5.0",
+        "[web]",
+        'host = "127.0.0.1"',
+        f"port = {web_port}",
         extra,
     ]
     for ae, ae_port in ae_table:

@@ -220,7 +220,7 @@ class Assembler:
         if seen is None or seen.state is not SeriesState.COMPLETE:
             return
         info = info_of(seen)
-        decision = route_series(info, self.rules, self.specs, self._answers([info]))
+        decision = route_series(info, self.rules, self.specs, self.region_answers([info]))
         if decision.made_by:
             mine = SeriesDecision(seen, SeriesState.NOT_ROUTED, decision.reason)
             if record_routing(self.db.session, now, [], [mine], self.versions):
@@ -253,7 +253,7 @@ class Assembler:
                 waited = (now - max(times)).total_seconds()
                 self.metrics.stage("wait_complete", plan.input.model, waited)
 
-    def _answers(self, infos: Iterable[SeriesInfo]) -> RegionAnswers | None:
+    def region_answers(self, infos: Iterable[SeriesInfo]) -> RegionAnswers | None:
         """The classifier's answers for the series routing would ask it about."""
         if self.classifier is None:
             return None
@@ -304,7 +304,7 @@ class Assembler:
         members = _members(study)
         by_uid = {s.series_instance_uid: s for s in members}
         infos = [info_of(s) for s in members]
-        routing = route_study(infos, self.rules, self.specs, self._answers(infos))
+        routing = route_study(infos, self.rules, self.specs, self.region_answers(infos))
         plans = [
             self._plan(self._study_input(a, routing, by_uid, study), study.jobs)
             for a in routing.assignments

@@ -100,8 +100,12 @@ class Deliverer:
             self._deliver_to(dest, items)
         return len(due)
 
-    def _wants_tls(self, peer: Peer) -> bool:
+    def wants_tls(self, destination: str | Peer) -> bool:
         """Whether the AE table marks this destination (title, host and port) for TLS."""
+        try:
+            peer = destination if isinstance(destination, Peer) else Peer.parse(destination)
+        except ConfigError:
+            return False
         return any(
             e.tls and (e.ae_title, e.host, e.port) == (peer.ae_title, peer.host, peer.port)
             for e in self.settings.ae_table
@@ -118,7 +122,7 @@ class Deliverer:
                 peer,
                 calling_ae_title=cfg.calling_ae_title or self.settings.dicom.ae_title,
                 timeout_s=cfg.timeout_s,
-                tls=self.tls_client if self._wants_tls(peer) else None,
+                tls=self.tls_client if self.wants_tls(peer) else None,
             )
         except (DeliveryError, ConfigError) as exc:  # the association failed: every item waits
             return [], str(exc)

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Reques
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from ..store import overview, views
+from ..store import overview, peers, timeline, views
 from ..store.views import BadCursor, Page
 from . import operations
 from .auth import Principal, Role, client_address, require
@@ -166,9 +166,9 @@ def studies(
 
 
 @router.get("/studies/{study_uid}")
-def study(request: Request, who: Viewer, study_uid: Uid) -> views.StudyTimeline:
+def study(request: Request, who: Viewer, study_uid: Uid) -> timeline.StudyTimeline:
     """A study's timeline: received, complete, routed, inferred, encoded, delivered."""
-    found = views.study_timeline(
+    found = timeline.study_timeline(
         _ctx(request).sessions, study_uid, with_patient=who.role.sees_patient
     )
     if found is None:
@@ -203,9 +203,9 @@ def jobs(
 
 
 @router.get("/jobs/{job_id}")
-def job(request: Request, who: Viewer, job_id: Id) -> views.JobDetail:
+def job(request: Request, who: Viewer, job_id: Id) -> timeline.JobDetail:
     """One job: its input, routing explanation, results and deliveries."""
-    found = views.job_detail(_ctx(request).sessions, job_id)
+    found = timeline.job_detail(_ctx(request).sessions, job_id)
     if found is None:
         raise HTTPException(404, "no such job")
     return found
@@ -228,19 +228,21 @@ def failures(request: Request, who: Viewer) -> list[overview.FailureGroup]:
 
 
 @router.get("/destinations")
-def destinations(request: Request, who: Viewer) -> list[overview.DestinationSummary]:
+def destinations(request: Request, who: Viewer) -> list[peers.DestinationSummary]:
     """Every destination: outbox counts, last attempt, paused or not."""
     ctx = _ctx(request)
-    return overview.destinations(ctx.sessions, ctx.clock(), ctx.backend.destinations())
+    return peers.destinations(ctx.sessions, ctx.clock(), ctx.backend.destinations())
 
 
 @router.get("/destinations/{destination}")
 def destination(
     request: Request, who: Viewer, destination: Annotated[str, Path(max_length=300)]
-) -> overview.DestinationDetail:
+) -> peers.DestinationDetail:
     """One destination's outbox and recent attempts."""
     ctx = _ctx(request)
-    found = overview.destination_detail(ctx.sessions, destination, ctx.clock())
+    found = peers.destination_detail(
+        ctx.sessions, destination, ctx.clock(), configured=ctx.backend.destinations()
+    )
     if found is None:
         raise HTTPException(404, "no such destination")
     return found
@@ -261,9 +263,9 @@ def associations(
     calling_ae: Text = None,
     outcome: Text = None,
     limit: Limit = 100,
-) -> list[overview.AssociationRow]:
+) -> list[peers.AssociationRow]:
     """Recent associations: calling AE, address, instances, outcome, and why refused."""
-    return overview.recent_associations(
+    return peers.recent_associations(
         _ctx(request).sessions, limit, calling_ae=calling_ae, outcome=outcome
     )
 

@@ -10,9 +10,10 @@ are read whole.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import FastAPI, Request
-from fastapi.responses import PlainTextResponse, Response
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -20,12 +21,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import __version__
 from ..store.db import index_answers
 from .api import router as api_router
-from .auth import Principal, authenticate, metrics_allowed
+from .auth import Principal, Role, authenticate, metrics_allowed, require
 from .context import WebContext
 from .metrics import IndexCollector
 from .oidc import OidcVerifier
 from .pages import router as pages_router
 from .problems import install_problem_handlers, problem_response
+from .server import MAX_HEAD_BYTES
 
 __all__ = ["create_app"]
 
@@ -46,54 +48,62 @@ SECURITY_HEADERS = [
 
 
 class BodyLimit:
-    """Refuse request bodies over ``max_bytes`` (413), declared or streamed, and add
-    the security headers to every response."""
+    """Refuse request heads over ``max_head`` bytes (431) and bodies over ``max_bytes``
+    (413), declared or streamed, and add the security headers to every response.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    A streamed body is counted as it arrives; once it passes the limit the 413 is sent
+    from here and the application reads a disconnect, so it stops without answering.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, max_head: int = MAX_HEAD_BYTES) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_head = max_head
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
+        started = refused = False
 
         async def send_with_headers(message: Message) -> None:
             nonlocal started
+            if refused:
+                return  # the 413 went out already; the application's answer is dropped
             if message["type"] == "http.response.start":
                 started = True
                 message = dict(message)
                 message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
             await send(message)
 
-        declared = dict(scope.get("headers", [])).get(b"content-length")
+        headers = scope.get("headers", [])
+        if sum(len(k) + len(v) + 4 for k, v in headers) > self.max_head:
+            await _refuse(431, "request header fields too large", scope, receive, send_with_headers)
+            return
+        declared = dict(headers).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await _too_large(scope, receive, send_with_headers)
+            await _refuse(413, "request body too large", scope, receive, send_with_headers)
             return
         seen = 0
 
-        class TooLarge(Exception):
-            pass
-
         async def counting_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise TooLarge
+                if seen > self.max_bytes and not started:
+                    await _refuse(413, "request body too large", scope, receive, send_with_headers)
+                    refused = True
+                    return {"type": "http.disconnect"}
             return message
 
-        try:
-            await self.app(scope, counting_receive, send_with_headers)
-        except TooLarge:
-            if not started:
-                await _too_large(scope, receive, send_with_headers)
+        await self.app(scope, counting_receive, send_with_headers)
 
 
-async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
-    response = problem_response(413, "request body too large", instance=scope.get("path", ""))
+async def _refuse(status: int, detail: str, scope: Scope, receive: Receive, send: Send) -> None:
+    response = problem_response(status, detail, instance=scope.get("path", ""))
     await response(scope, receive, send)
 
 
@@ -103,7 +113,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         title="dicom-ai-node",
         version=__version__,
         summary="Operate a DICOM AI node: studies, jobs, results, destinations, models.",
-        openapi_url="/api/v1/openapi.json",
+        openapi_url=None,  # served below, to authenticated callers only
         docs_url=None,
         redoc_url=None,
     )
@@ -133,6 +143,11 @@ def create_app(ctx: WebContext) -> FastAPI:
         if not metrics_allowed(request) and who is None:
             return problem_response(401, "authentication required")
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/api/v1/openapi.json", include_in_schema=False)
+    def openapi(who: Annotated[Principal, Depends(require(Role.VIEWER))]) -> JSONResponse:
+        """The OpenAPI 3.1 document of this API (any role)."""
+        return JSONResponse(app.openapi())
 
     app.include_router(api_router)
     app.include_router(pages_router)

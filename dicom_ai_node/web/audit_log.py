@@ -9,19 +9,28 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .operations import AuditEntry
-
-__all__ = ["TAIL_BYTES", "read_entries"]
+__all__ = ["TAIL_BYTES", "AuditEntry", "read_entries"]
 
 #: How much of the end of the log the screen reads.
 TAIL_BYTES = 4 * 1024 * 1024
 
 #: EventOutcomeIndicator values (PS3.15 A.5.2) as words.
 OUTCOMES = {"0": "success", "4": "minor failure", "8": "serious failure", "12": "major failure"}
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One message of the local audit trail, as the audit screen lists it."""
+
+    line: int
+    event: str
+    outcome: str
+    at: str
+    user: str
+    text: str
 
 
 def _tail(path: Path) -> list[bytes]:
@@ -37,8 +46,6 @@ def _tail(path: Path) -> list[bytes]:
 
 
 def _entry(number: int, line: bytes) -> AuditEntry | None:
-    from .operations import AuditEntry
-
     try:
         root = ET.fromstring(line)
     except ET.ParseError:

@@ -163,7 +163,7 @@ def authenticate(request: Request) -> Principal | None:
         if verifier is None:
             return None
         claims = verifier.verify(token)
-        return Principal(claims[0], claims[1], "oidc") if claims else None
+        return Principal(claims[0], Role(claims[1]), "oidc") if claims else None
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
         session = accounts.session_principal(ctx.sessions, cookie, now)

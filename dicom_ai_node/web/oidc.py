@@ -11,15 +11,12 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jwt
 
 from ..errors import ConfigError
 from ..settings import WEB_ROLES, WebSettings
-
-if TYPE_CHECKING:
-    from .auth import Role
 
 __all__ = ["OidcVerifier"]
 
@@ -68,10 +65,9 @@ class OidcVerifier:
                 return key.key
         raise jwt.InvalidTokenError("no key of the JWKS has this token's kid")
 
-    def verify(self, token: str) -> tuple[str, Role] | None:
-        """The user and role of a valid token; None (logged, no token text) otherwise."""
-        from .auth import Role
-
+    def verify(self, token: str) -> tuple[str, str] | None:
+        """The user and role (a name of ``WEB_ROLES``) of a valid token; None (logged,
+        never the token's text) otherwise."""
         cfg = self.settings
         try:
             claims = jwt.decode(
@@ -94,4 +90,4 @@ class OidcVerifier:
             )
             return None
         user = claims.get(cfg.oidc_username_claim) or claims["sub"]
-        return str(user)[:64], Role(roles[-1])
+        return str(user)[:64], roles[-1]

@@ -9,11 +9,11 @@ same functions, so an action behaves the same whichever way it is asked for.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
 from ..errors import Conflict, NotFound
 from ..store import actions
+from .audit_log import AuditEntry, read_entries
 from .auth import Principal
 from .context import EchoAnswer, WebContext
 
@@ -200,18 +200,6 @@ def explain(ctx: WebContext, who: Principal, study_uid: str) -> str:
     return ctx.backend.explain(study_uid)
 
 
-@dataclass(frozen=True)
-class AuditEntry:
-    """One message of the local audit trail, as the audit screen lists it."""
-
-    line: int
-    event: str
-    outcome: str
-    at: str
-    user: str
-    text: str
-
-
 def read_audit(
     ctx: WebContext,
     *,
@@ -222,8 +210,6 @@ def read_audit(
     limit: int = 100,
 ) -> list[AuditEntry]:
     """The newest messages of the local audit log that match every filter given."""
-    from .audit_log import read_entries
-
     if ctx.audit_log is None:
         return []
     return read_entries(ctx.audit_log, event=event, user=user, outcome=outcome, since=since)[:limit]

@@ -11,7 +11,7 @@ from collections import OrderedDict
 
 from fastapi import HTTPException
 
-from ..store import views
+from ..store import timeline
 from .context import WebContext
 from .preview import PreviewError, render_preview
 
@@ -36,7 +36,7 @@ def preview_png(ctx: WebContext, result_pk: int) -> bytes:
         if key in _cache:
             _cache.move_to_end(key)
             return _cache[key]
-    files = views.result_files(ctx.sessions, result_pk)
+    files = timeline.result_files(ctx.sessions, result_pk)
     if files is None or ctx.storage_root is None:
         raise HTTPException(404, "no such result")
     root = ctx.storage_root

@@ -1,12 +1,15 @@
-"""The README's first command, `make serve`, starts a node that answers C-ECHO."""
+"""The README's first command, `make serve`, starts a node that answers C-ECHO and serves
+the operator's window at the URL it prints, where the first admin can log in."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 from pynetdicom import AE
 
@@ -24,6 +27,7 @@ def test_make_serve_listens_with_the_builtin_model(tmp_path: Path) -> None:
         "DICOM_AI_NODE_DICOM_PORT": str(port),
         "DICOM_AI_NODE_DICOM_HOST": "127.0.0.1",
         "DICOM_AI_NODE_STORAGE_ROOT": str(tmp_path / "storage"),
+        "DICOM_AI_NODE_WEB_PORT": str(free_port()),
     }
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
@@ -49,5 +53,24 @@ def test_make_serve_listens_with_the_builtin_model(tmp_path: Path) -> None:
         text = log.read_text()
         assert "listening as DICOM_AI_NODE" in text and "ct-chest-lungs 2.0.0" in text
         assert (tmp_path / "node.db").exists()  # embedded SQLite beside the storage root
+        _log_in_at_printed_url(log, tmp_path / "web" / "initial-admin-password")
     finally:
         stop_process(proc)
+
+
+def _log_in_at_printed_url(log: Path, password_file: Path) -> None:
+    """The URL ``serve`` prints answers; the first admin logs in with the password the
+    first start wrote (never printed) and sees the status screen."""
+    found = re.search(r"operator window at (http://\S+/ui/)", log.read_text())
+    assert found, log.read_text()
+    url = found.group(1)
+    assert password_file.stat().st_mode & 0o077 == 0  # readable by the node's user only
+    password = password_file.read_text().strip()
+    assert password not in log.read_text()
+    with httpx.Client(base_url=url.removesuffix("/ui/"), timeout=10) as client:
+        assert client.get("/ui/login").status_code == 200
+        answer = client.post("/ui/login", data={"username": "admin", "password": password})
+        assert answer.status_code == 303, answer.text
+        status = client.get("/ui/")
+        assert status.status_code == 200 and "DICOM_AI_NODE" in status.text
+        assert client.get("/livez").text == "ok\n"

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.integration
 
 #: Answer without credentials (``/metrics`` from loopback, as here). The OpenAPI document
 #: is public too: it describes the API, it holds no data.
-PUBLIC = {"/livez", "/readyz", "/metrics", "/ui/login", "/api/v1/openapi.json"}
+PUBLIC = {"/livez", "/readyz", "/metrics", "/ui/login"}
 ISSUER, AUDIENCE = "https://idp.example.org/realms/rad", "dicom-ai-node"
 
 
