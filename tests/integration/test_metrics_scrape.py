@@ -8,6 +8,7 @@ A missing promtool skips these tests, and fails them when ``CI=true``.
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import subprocess
@@ -215,6 +216,31 @@ def test_the_alert_rules_pass_promtool_and_their_unit_tests() -> None:
     assert config.returncode == 0, config.stdout + config.stderr
     tested = promtool("test", "rules", str(ALERT_TESTS))
     assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+#: Values for the dashboard's variables, so that its queries are plain PromQL.
+GRAFANA_VARIABLES = {
+    "$__rate_interval": "5m",
+    "$instance": ".*",
+    "$model": ".*",
+    "$destination": ".*",
+}
+
+
+def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
+    dashboard = json.loads((REPO / "deploy" / "grafana" / "dicom-ai-node.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert len(exprs) >= 25
+    rules = []
+    for n, expr in enumerate(exprs):
+        for name, value in GRAFANA_VARIABLES.items():
+            expr = expr.replace(name, value)
+        assert "$" not in expr, expr
+        rules.append({"record": f"dashboard:query_{n}", "expr": expr})
+    path = tmp_path / "dashboard-rules.yml"
+    path.write_text(json.dumps({"groups": [{"name": "dashboard", "rules": rules}]}))
+    checked = promtool("check", "rules", str(path))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def _store(ae_title: str, port: int, datasets: list[Dataset], *, abort: bool = False) -> None:

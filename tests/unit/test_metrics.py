@@ -5,11 +5,13 @@ scrape after one study's worth of stage calls: at least 25 series, no UID in any
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from dicom_ai_node.assemble.policy import completion_reason, study_completion_reason
@@ -310,3 +312,45 @@ def test_a_scrape_after_one_study_has_25_series_and_no_uid_in_any_label(db: Data
     bounds = {v for s in samples for k, v in s.labels.items() if k == "le"}
     versions = {v for s in samples for k, v in s.labels.items() if k == "version"}
     assert labels - bounds - versions <= allowed
+
+
+#: The gauges the web stage reads from the index at scrape time (web/metrics.py).
+INDEX_GAUGES = {
+    "dicom_ai_node_queue_depth",
+    "dicom_ai_node_jobs_running",
+    "dicom_ai_node_queue_oldest_age_seconds",
+    "dicom_ai_node_deliveries_pending",
+    "dicom_ai_node_deliveries_failed",
+    "dicom_ai_node_series_receiving",
+}
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+
+def exported_names() -> set[str]:
+    """Every sample name a node's scrape can hold (histogram and counter suffixes too)."""
+    metrics = NodeMetrics()
+    metrics.add_models(["lungs"])
+    metrics.add_destinations([DESTINATION])
+    metrics.stage("infer", "lungs", 1.0)
+    metrics.result_delivered("lungs", 10.0, 1.0)
+    metrics.delivery_attempt(DESTINATION, 0.5)
+    names = {s.name for f in metrics.registry.collect() for s in f.samples}
+    return names | INDEX_GAUGES | {"up"}
+
+
+def test_the_dashboard_and_the_alerts_name_only_metrics_the_node_exports() -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "dicom-ai-node.json").read_text())
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    exprs = [t["expr"] for p in panels for t in p.get("targets", [])]
+    exprs += [v["definition"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    alerts = [r for g in rules["groups"] for r in g["rules"] if "alert" in r]
+    exprs += [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    named = {m for e in exprs for m in re.findall(r"\b(?:dicom_ai_node|process)_[a-z_]+", e)}
+    assert named and named <= exported_names(), named - exported_names()
+    assert len(panels) >= 20 and all(p["title"] and p["description"] for p in panels)
+    assert any("histogram_quantile" in e for e in exprs)
+    assert len(alerts) >= 9
+    for alert in alerts:
+        assert alert["labels"]["severity"] in {"critical", "warning"}
+        assert alert["annotations"]["summary"] and alert["annotations"]["description"]
