@@ -94,11 +94,16 @@ def login_limiter(request: Request) -> LoginLimiter:
 
 
 def _same_origin(request: Request) -> bool:
-    """Whether a form post comes from this site (``Origin``/``Sec-Fetch-Site`` when sent)."""
-    if request.headers.get("sec-fetch-site", "") == "cross-site":
-        return False
+    """Whether a form post comes from this site, as far as the browser says.
+
+    ``Sec-Fetch-Site`` (Fetch Metadata) when sent; else ``Origin``, unless it is
+    ``null`` (what a browser sends under ``Referrer-Policy: no-referrer``, as here).
+    """
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("same-origin", "none")
     origin = request.headers.get("origin")
-    if origin is None:
+    if origin is None or origin == "null":
         return True
     return origin == f"{request.url.scheme}://{request.headers.get('host', '')}"
 

@@ -26,7 +26,7 @@ from ..store.views import JobDetail, StudyTimeline
 from .auth import Principal, Role
 from .pages_kit import ctx_of, page_user, render
 
-__all__ = ["STAGES", "at_rest", "router", "timeline_stage"]
+__all__ = ["STAGES", "at_rest", "furthest_step", "router", "timeline_stage"]
 
 router = APIRouter()
 
@@ -46,37 +46,42 @@ def current_jobs(t: StudyTimeline) -> list[JobDetail]:
     return [j for j in t.jobs if not j.successor_pks and j.job.state != JobState.SUPERSEDED]
 
 
-def timeline_stage(t: StudyTimeline) -> str:
-    """The furthest step the study reached, or ``failed`` / ``cancelled``.
+def furthest_step(t: StudyTimeline) -> str:
+    """The furthest of :data:`STAGES` the study reached, failures or not.
 
-    A study is ``received`` while a series still receives, ``complete`` when none does and
-    no job was made, ``routed`` while its jobs wait or run, ``inferred`` when a job is done
-    and another still runs or none made results, ``encoded`` when every job is done and
-    results wait to be sent, ``delivered`` when every delivery of them is delivered.
+    ``received`` while a series still receives, ``complete`` when none does and no job
+    was made, ``routed`` while its jobs wait or run, ``inferred`` when a job is done and
+    another still runs (or none made results), ``encoded`` when results wait to be
+    sent, ``delivered`` when every delivery of the finished jobs' results is delivered.
     """
-    if any(s.state == SeriesState.RECEIVING for s in t.series):
+    if not t.series or any(s.state == SeriesState.RECEIVING for s in t.series):
         return "received"
     current = current_jobs(t)
     if not current:
-        return "complete" if t.series else "received"
-    states = [j.job.state for j in current]
-    deliveries = [d for j in current for r in j.results for d in r.deliveries]
-    if any(s in _FAILED for s in states) or any(
-        d.state == DeliveryState.FAILED for d in deliveries
-    ):
-        return "failed"
-    if all(s == JobState.CANCELLED for s in states):
-        return "cancelled"
-    done = [s == JobState.DONE for s in states]
-    if not any(done):
+        return "complete"
+    done = [j for j in current if j.job.state == JobState.DONE]
+    if not done:
         return "routed"
-    if not all(s == JobState.DONE or s == JobState.CANCELLED for s in states):
+    if any(j.job.state in _UNFINISHED for j in current) or not any(j.results for j in done):
         return "inferred"
-    if not any(j.results for j in current):
-        return "inferred"
+    deliveries = [d for j in done for r in j.results for d in r.deliveries]
     if deliveries and all(d.state == DeliveryState.DELIVERED for d in deliveries):
         return "delivered"
     return "encoded"
+
+
+def timeline_stage(t: StudyTimeline) -> str:
+    """What the study's timeline says now: :func:`furthest_step`, or ``failed`` when a
+    current job or a delivery failed, or ``cancelled`` when every current job was."""
+    current = current_jobs(t)
+    deliveries = [d for j in current for r in j.results for d in r.deliveries]
+    if any(j.job.state in _FAILED for j in current) or any(
+        d.state == DeliveryState.FAILED for d in deliveries
+    ):
+        return "failed"
+    if current and all(j.job.state == JobState.CANCELLED for j in current):
+        return "cancelled"
+    return furthest_step(t)
 
 
 def at_rest(t: StudyTimeline) -> bool:
@@ -108,7 +113,7 @@ def _study(request: Request, who: Principal, uid: str) -> dict[str, Any] | None:
         "uid": uid,
         "stage": stage,
         "stages": STAGES,
-        "reached": STAGES.index(stage) if stage in STAGES else -1,
+        "reached": STAGES.index(furthest_step(found)),
         "current": {j.job.pk for j in current_jobs(found)},
         "destinations": ctx.backend.destinations(),
         "completed_at": max(completed) if completed else None,

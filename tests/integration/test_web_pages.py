@@ -24,6 +24,7 @@ from dicom_ai_node.testing.series import (
 )
 from dicom_ai_node.web.app import create_app
 from dicom_ai_node.web.context import WebContext
+from dicom_ai_node.web.pages_kit import local_path
 
 from ..web_support import (
     DEAD_DESTINATION,
@@ -141,6 +142,38 @@ def test_login_sets_a_strict_http_only_session_cookie_and_goes_on_only_to_local_
     assert "secure" in {p.strip().lower() for p in signed.headers["set-cookie"].split(";")}
 
 
+@pytest.mark.parametrize(
+    "target",
+    [
+        "https://evil.example/ui/",
+        "//evil.example/ui/",
+        "/ui//evil.example",
+        "/ui/\\evil.example",
+        "/ui/\x0d\x0aSet-Cookie: x=1",
+        "/api/v1/tokens",
+        "ui/",
+        "",
+    ],
+)
+def test_only_local_screens_are_a_place_to_go_after_login(target: str) -> None:
+    assert local_path(target) == "/ui/"
+
+
+def test_a_login_form_posted_from_another_site_is_refused(app: FastAPI) -> None:
+    """Fetch Metadata decides; ``Origin: null`` is what a same-site post sends under
+    ``Referrer-Policy: no-referrer``, so it alone is no reason to refuse."""
+    client = TestClient(app, follow_redirects=False)
+    form = {"username": "viewer", "password": PASSWORD}
+    for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Origin": "https://evil.example"}):
+        assert client.post("/ui/login", data=form, headers=headers).status_code == 403
+    for headers in (
+        {"Sec-Fetch-Site": "same-origin", "Origin": "null"},
+        {"Origin": "null"},
+        {"Origin": "http://testserver"},
+    ):
+        assert client.post("/ui/login", data=form, headers=headers).status_code == 303
+
+
 def test_logout_needs_the_csrf_token_and_ends_the_session(app: FastAPI) -> None:
     client, csrf = sign_in(app, "viewer")
     assert client.post("/ui/logout").status_code == 403
@@ -192,6 +225,8 @@ def test_every_screen_renders_for_a_viewer_without_patient_data(
             '<script src="/static/htmx.min.js" defer></script>', ""
         ), path
     assert client.get("/ui/audit").status_code == 403
+    bad = client.get("/ui/studies", params={"date_from": "2026-13-xx"})
+    assert bad.status_code == 400 and 'data-testid="search-error"' in bad.text
     listing = client.get("/ui/studies").text
     assert (
         'data-testid="study-row"' in listing and "CT chest &lt;i&gt;peer text&lt;/i&gt;" in listing
