@@ -23,39 +23,45 @@ Stable ids for browser tests
 Every page: ``data-testid="flash"`` (class ``ok`` or ``error``) for an action's outcome,
 ``whoami`` (user and role), ``logout-submit``; nav links ``nav-status``,
 ``nav-studies``, ``nav-failures``, ``nav-destinations``, ``nav-rules``,
-``nav-associations``, ``nav-audit`` (admin only).
+``nav-associations``, ``nav-audit`` (admin only); ``missing`` on a 404 page.
 
 - Login: ``id="login-username"``, ``"login-password"``, ``"login-submit"``;
   ``data-testid="login-error"``.
 - Status: ``status-listener``, ``status-models``, ``model-row`` (``data-model``),
   ``queue-<model>``, ``disk-free``, ``last-received``, ``outbox-row``
-  (``data-destination``), ``outbox-<destination>``.
+  (``data-destination``), ``outbox-<destination>`` (pending count).
 - Studies: ``id="search-date-from"``, ``"search-date-to"``, ``"search-model"``,
   ``"search-state"``, ``"search-calling-ae"``, ``"search-accession"``,
-  ``"search-submit"``; ``study-row`` (``data-uid``), ``study-link-<uid>``,
-  ``study-jobs-<uid>``, ``patient-name``, ``patient-id``, ``patient-birth-date`` (operator
-  and admin only), ``next-page``.
-- Study: ``timeline-state`` (the furthest stage reached: received, complete, routed,
-  inferred, encoded, delivered, or failed/cancelled), ``stage-<stage>``, ``series-<uid>-state``,
-  ``job-<id>``, ``job-<id>-state``, ``job-<id>-revision``, ``result-<id>``, ``preview-<id>``
-  (the ``<img>``), ``delivery-<result id>-<destination>`` (its state),
-  ``event-history``, ``event-row``; forms (operator): ``rerun-<job id>``,
-  ``cancel-<job id>``, ``resend-<result id>`` (submit) with ``resend-<result id>-destination``
-  (select), ``resend-job-<job id>`` with ``resend-job-<job id>-destination``,
-  ``force-complete-study``, ``force-complete-series-<uid>``; ``patient-name``,
-  ``patient-id``, ``patient-birth-date`` (operator and admin only).
-- Failures: ``failure-group`` (``data-kind``, ``data-cause``), ``retry-group-<n>``,
-  ``retry-all``, ``retry-all-jobs``, ``retry-all-deliveries``, ``no-failures``.
+  ``"search-submit"``; ``search-error``, ``study-row`` (``data-uid``),
+  ``study-link-<uid>``, ``study-jobs-<uid>``, ``job-<id>-state``, ``no-studies``,
+  ``patient-name``, ``patient-id``, ``patient-birth-date`` (operator and admin only),
+  ``next-page``.
+- Study: ``study-uid``, ``timeline-state`` (received, complete, routed, inferred,
+  encoded, delivered, failed or cancelled), ``stage-<step>`` (class ``reached``),
+  ``series-row`` (``data-uid``), ``series-<uid>-state``, ``job-<id>`` (also the element's
+  ``id``), ``job-<id>-state``, ``job-<id>-revision`` (``revision N``), ``job-<id>-reason``,
+  ``candidate-row``, ``no-jobs``, ``result-<id>``, ``preview-<id>`` (the ``<img>``, also
+  its ``id``), ``delivery-row``, ``delivery-<result id>-<destination>`` (its state),
+  ``event-history``, ``event-row`` (``data-kind``, ``action`` for an operator's);
+  forms (operator): ``rerun-<job id>``, ``cancel-<job id>``, ``resend-<result id>``
+  (submit) with ``resend-<result id>-destination`` (select), ``resend-job-<job id>``
+  with ``resend-job-<job id>-destination``, ``force-complete-study``,
+  ``force-complete-series-<uid>``; ``patient-name``, ``patient-id``,
+  ``patient-birth-date`` (operator and admin only).
+- Failures: ``failure-group`` (``data-kind``, ``data-cause``), ``retry-group-<n>`` (from
+  1, in the table's order), ``retry-all``, ``retry-all-jobs``, ``retry-all-deliveries``,
+  ``no-failures``.
 - Destinations: ``destination-row`` (``data-destination``), ``destination-link-<name>``,
   ``echo-<name>``, ``pause-destination-<name>``, ``resume-destination-<name>``; detail:
   ``destination-name``, ``destination-paused``, ``outbox-pending``, ``outbox-due``,
-  ``outbox-delivered``, ``outbox-failed``, ``attempt-row``, ``echo-submit``,
-  ``pause-submit``, ``resume-submit``.
-- Rules: ``rules-file``, ``rules-text``, ``model-row``, ``pause-model-<name>``,
-  ``resume-model-<name>``, ``id="explain-study"``, ``"explain-submit"``,
-  ``explain-output``.
-- Associations: ``association-row``, ``association-outcome``, ``allow-list``,
-  ``allow-row``, ``accept-only-known``.
+  ``outbox-delivered``, ``outbox-failed``, ``outbox-item``, ``attempt-row``,
+  ``attempt-<delivery id>-state``, ``echo-submit``, ``pause-submit``, ``resume-submit``.
+- Rules: ``model-row`` (``data-model``), ``model-<name>-state`` (active or paused),
+  ``pause-model-<name>``, ``resume-model-<name>``, ``id="explain-study"``,
+  ``"explain-submit"``, ``explain-output``, ``rules-file``, ``rules-text``.
+- Associations: ``id="assoc-calling-ae"``, ``"assoc-outcome"``, ``"assoc-submit"``;
+  ``association-row``, ``association-outcome``, ``allow-list``, ``allow-row``,
+  ``accept-only-known``.
 - Audit: ``id="audit-event"``, ``"audit-user"``, ``"audit-outcome"``, ``"audit-since"``,
   ``"audit-submit"``; ``audit-row``.
 """

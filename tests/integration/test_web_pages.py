@@ -305,6 +305,11 @@ def test_an_operator_acts_from_the_screens_and_sees_the_outcome(
     new_job = max(int(pk) for pk in re.findall(r'data-testid="job-(\d+)-revision"', page))
     assert f'data-testid="job-{new_job}-revision">revision 1<' in page
     assert 'data-kind="action"' in page and "hx-get=" in page  # queued again: refreshing
+    fragment = client.get(
+        f"/ui/fragments/studies/{done.study_instance_uid}",
+        headers={"HX-Request": "true", "HX-Current-URL": f"http://testserver{back}?flash=x"},
+    )
+    assert fragment.status_code == 200 and f'name="back" value="{back}"' in fragment.text
     assert f"Job {new_job} is cancelled" in act("cancel", job=str(new_job))
     assert "Not done" in act("cancel", job=str(new_job))  # not queued any more
     sent = act("resend", result=str(done.result_pk), destination=DESTINATION)
