@@ -7,7 +7,7 @@ web stage reads them as ``store.views``). No patient field is read unless asked 
 
 from __future__ import annotations
 
-from sqlalchemy import exists, select
+from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..domain import JobState, parse_enum
@@ -67,6 +67,10 @@ __all__ = [
     "study_timeline",
 ]
 
+#: Series of one sender up to which the lists find them through the AE title index (and
+#: sort what they found); a sender of more is filtered while reading newest first.
+FEW_SERIES = 2000
+
 
 def list_studies(
     sessions: sessionmaker[Session],
@@ -124,15 +128,17 @@ def list_studies(
         if state:
             job.append(Job.state == parse_enum(JobState, state).value)
         query = query.where(exists().where(*job))
-    if calling_ae:
-        query = query.where(
-            exists().where(Series.study_fk == Study.pk, Series.calling_ae_title == calling_ae)
-        )
     if accession:
         query = query.where(Study.accession_number == accession)
     if cursor is not None:
         query = query.where(Study.pk < decode_cursor("study", cursor))
     with sessions() as session:
+        if calling_ae:
+            sent = Series.calling_ae_title == calling_ae
+            if _few_series(session, calling_ae):  # its studies by the index, then sorted
+                query = query.where(Study.pk.in_(select(Series.study_fk).where(sent)))
+            else:  # studies newest first, each looked up until the page is full
+                query = query.where(exists().where(Series.study_fk == Study.pk, sent))
         rows = session.scalars(query).all()
         summaries = study_summaries(session, rows[: limit + 1], with_patient)
     return page_of("study", summaries, limit, lambda s: s.pk)
@@ -184,8 +190,6 @@ def list_jobs(
         query = query.where(Job.state == parse_enum(JobState, state).value)
     if model:
         query = query.where(Job.model_name == model)
-    if calling_ae:
-        query = query.where(Series.calling_ae_title == calling_ae)
     if accession:
         query = query.where(Study.accession_number == accession)
     lo, hi = study_date_bound(date_from, "date_from"), study_date_bound(date_to, "date_to")
@@ -196,6 +200,30 @@ def list_jobs(
     if cursor is not None:
         query = query.where(Job.pk < decode_cursor("job", cursor))
     with sessions() as session:
+        if calling_ae:
+            query = query.where(_sent_by(session, calling_ae))
         rows = session.execute(query).all()
         summaries = job_summaries(session, rows)
     return page_of("job", summaries, limit, lambda j: j.pk)
+
+
+def _few_series(session: Session, calling_ae: str) -> bool:
+    """Whether ``calling_ae`` sent at most :data:`FEW_SERIES` series (an index range read)."""
+    beyond = session.scalar(
+        select(Series.pk).where(Series.calling_ae_title == calling_ae).offset(FEW_SERIES).limit(1)
+    )
+    return beyond is None
+
+
+def _sent_by(session: Session, calling_ae: str) -> ColumnElement[bool]:
+    """The job's series came from ``calling_ae``, written for the plan that fits the sender.
+
+    A sender of few series (a modality) is found through the AE title index, and its
+    jobs sorted; a sender of many (a PACS forwarding everything) through the jobs read
+    newest first until the page is full: the same test on an expression, which no index
+    offers, leads the planner there. Sorting all of a big sender's jobs instead took
+    400 ms at the 95th percentile with 100,000 jobs in SQLite (``bench/web_list.py``).
+    """
+    if _few_series(session, calling_ae):
+        return Series.calling_ae_title == calling_ae
+    return func.coalesce(Series.calling_ae_title, "") == calling_ae

@@ -446,3 +446,25 @@ def test_result_files(seeded: Seeded) -> None:
 def test_a_page_never_holds_more_than_the_maximum(seeded: Seeded) -> None:
     assert rows.page_size(10**9) == views.MAX_PAGE and rows.page_size(0) == 1
     assert dataclasses.is_dataclass(views.list_jobs(seeded.db.session, limit=10**9))
+
+
+@pytest.mark.parametrize("few_series", [0, 1, 2000])
+def test_a_sender_of_many_series_or_few_filters_the_same(
+    seeded: Seeded, monkeypatch: pytest.MonkeyPatch, few_series: int
+) -> None:
+    """The lists read a big sender's rows newest first, a small one's through its index."""
+    monkeypatch.setattr(views, "FEW_SERIES", few_series)
+    sessions = seeded.db.session
+    for ae, studies, jobs in (
+        ("CT_A", [STUDY_A], [seeded.job_a]),
+        ("CT_A2", [STUDY_A], []),  # its series was not chosen
+        ("CT_B", [STUDY_B], [seeded.job_q, seeded.job_b]),
+        ("NOBODY", [], []),
+    ):
+        found = views.list_studies(sessions, calling_ae=ae)
+        assert [s.study_instance_uid for s in found.items] == studies
+        assert [j.pk for j in views.list_jobs(sessions, calling_ae=ae).items] == jobs
+    page = views.list_jobs(sessions, calling_ae="CT_B", limit=1)
+    assert page.next_cursor is not None
+    rest = views.list_jobs(sessions, calling_ae="CT_B", cursor=page.next_cursor)
+    assert [j.pk for j in rest.items] == [seeded.job_b] and rest.next_cursor is None
