@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from .assemble.sweep import Assembler
 from .audit.node import NodeAudit
-from .domain import BodyPart, Scope, SeriesInfo, SeriesSelection
+from .domain import AssociationSummary, BodyPart, Scope, SeriesInfo, SeriesSelection
 from .errors import ConfigError
 from .infer.decode import IsolatedDecoder
 from .infer.registry import ModelRegistry, choose_device
@@ -34,6 +34,7 @@ from .route.rules import RuleSet
 from .send.deliver import Deliverer
 from .send.senders import DELIVER_INTERVAL_S, DestinationSenders
 from .settings import NodeSettings
+from .store.associations import record_association
 from .store.db import Database, utcnow
 from .store.files import FileStore
 from .store.ingest import Ingest
@@ -256,6 +257,7 @@ class Node:
                 tls_port=settings.tls.port,
                 plaintext=settings.tls.plaintext,
                 on_tls_failure=self.audit.tls_failure,
+                on_association_end=self._association_ended,
             ),
             Ingest(
                 self.files,
@@ -269,6 +271,20 @@ class Node:
         self._threads: list[threading.Thread] = []
         self._senders = DestinationSenders(self.deliverer.deliver)
         self._web: WebServer | None = None
+
+    def _association_ended(self, summary: AssociationSummary) -> None:
+        """Keep the association for the senders screen (the newest 10,000)."""
+        record_association(
+            self.db.session,
+            started_at=summary.started_at,
+            ended_at=summary.ended_at,
+            calling_ae_title=summary.calling_ae_title,
+            called_ae_title=summary.called_ae_title,
+            address=summary.address,
+            instances=summary.instances,
+            outcome=summary.outcome,
+            reason=summary.reason,
+        )
 
     # -- loops ------------------------------------------------------------------------------
     def _loop(self, name: str, step: Callable[[], bool], idle_s: float) -> None:

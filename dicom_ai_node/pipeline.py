@@ -136,7 +136,11 @@ class Pipeline:
                     )
                 )
         if not kept:
-            log.warning("job %s: not recorded, its lease was lost (the job runs again)", job.pk)
+            log.warning(
+                "job %s: not recorded: its lease was lost (the job runs again) or it was "
+                "cancelled meanwhile",
+                job.pk,
+            )
         self.metrics.job_finished(job.model_name, state.value if kept else "not_recorded")
         return True
 

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -61,7 +62,11 @@ def test_make_serve_listens_with_the_builtin_model(tmp_path: Path) -> None:
 def _log_in_at_printed_url(log: Path, password_file: Path) -> None:
     """The URL ``serve`` prints answers; the first admin logs in with the password the
     first start wrote (never printed) and sees the status screen."""
-    found = re.search(r"operator window at (http://\S+/ui/)", log.read_text())
+    deadline = time.monotonic() + 60
+    found = None
+    while found is None and time.monotonic() < deadline:
+        found = re.search(r"operator window at (http://\S+/ui/)", log.read_text())
+        time.sleep(0.2)
     assert found, log.read_text()
     url = found.group(1)
     assert password_file.stat().st_mode & 0o077 == 0  # readable by the node's user only
