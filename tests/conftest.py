@@ -249,6 +249,9 @@ def write_node_config(
         f'database_url = "{db_url}"',
         "min_free_mb = 10",
         "spare_pool_mb = 16",  # some instances go through spares, the rest the plain path
+        "[web]",
+        'host = "127.0.0.1"',
+        f"port = {web_port}",
         "[assemble]",
         f"quiet_period_s = {quiet_s}",
         "sweep_interval_s = 0.2",
@@ -259,10 +262,7 @@ def write_node_config(
         "[send]",
         "retry_initial_s = 1.0",
         "retry_max_s = 5.0",
-        "[web]",
-        'host = "127.0.0.1"',
-        f"port = {web_port}",
-        extra,
+        extra,  # keys of [send] unless it opens a section of its own
     ]
     for ae, ae_port in ae_table:
         lines += ["[[ae_table]]", f'ae_title = "{ae}"', 'host = "127.0.0.1"', f"port = {ae_port}"]

@@ -18,11 +18,27 @@ from prometheus_client.registry import Collector
 from ..store.db import Sessions
 from ..store.overview import status_summary
 
-__all__ = ["IndexCollector"]
+__all__ = ["INDEX_GAUGES", "IndexCollector"]
 
 log = logging.getLogger(__name__)
 
 PREFIX = "dicom_ai_node_"
+
+#: The gauges read from the index: name (after the prefix), help text, labels.
+INDEX_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "queue_depth": ("Jobs queued per model.", ("model",)),
+    "jobs_running": ("Jobs running per model.", ("model",)),
+    "queue_oldest_age_seconds": (
+        "Age of the oldest queued job per model (0 when none waits).",
+        ("model",),
+    ),
+    "deliveries_pending": ("Deliveries waiting to be sent per destination.", ("destination",)),
+    "deliveries_failed": (
+        "Deliveries whose retry window ended without success, per destination.",
+        ("destination",),
+    ),
+    "series_receiving": ("Series still receiving instances.", ()),
+}
 
 
 class IndexCollector(Collector):
@@ -34,44 +50,26 @@ class IndexCollector(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         """The queue and outbox gauges; none when the index does not answer."""
-        depth = GaugeMetricFamily(
-            PREFIX + "queue_depth", "Jobs queued per model.", labels=["model"]
-        )
-        running = GaugeMetricFamily(
-            PREFIX + "jobs_running", "Jobs running per model.", labels=["model"]
-        )
-        oldest = GaugeMetricFamily(
-            PREFIX + "queue_oldest_age_seconds",
-            "Age of the oldest queued job per model (0 when none waits).",
-            labels=["model"],
-        )
-        pending = GaugeMetricFamily(
-            PREFIX + "deliveries_pending",
-            "Deliveries waiting to be sent per destination.",
-            labels=["destination"],
-        )
-        failed = GaugeMetricFamily(
-            PREFIX + "deliveries_failed",
-            "Deliveries whose retry window ended without success, per destination.",
-            labels=["destination"],
-        )
-        receiving = GaugeMetricFamily(
-            PREFIX + "series_receiving", "Series still receiving instances."
-        )
+        families = {
+            name: GaugeMetricFamily(PREFIX + name, text, labels=list(labels))
+            for name, (text, labels) in INDEX_GAUGES.items()
+        }
         try:
             summary = status_summary(self.sessions, self.clock())
         except Exception as exc:  # a scrape answers without these rather than fail
             log.warning("metrics: the index did not answer: %s", type(exc).__name__)
             return
         for m in summary.models:
-            depth.add_metric([m.model_name], m.queued)
-            running.add_metric([m.model_name], m.running)
-            oldest.add_metric([m.model_name], m.oldest_queued_age_s or 0.0)
+            families["queue_depth"].add_metric([m.model_name], m.queued)
+            families["jobs_running"].add_metric([m.model_name], m.running)
+            families["queue_oldest_age_seconds"].add_metric(
+                [m.model_name], m.oldest_queued_age_s or 0.0
+            )
         for d in summary.outbox:
-            pending.add_metric([d.destination], d.pending)
-            failed.add_metric([d.destination], d.failed)
-        receiving.add_metric([], summary.series_receiving)
-        yield from (depth, running, oldest, pending, failed, receiving)
+            families["deliveries_pending"].add_metric([d.destination], d.pending)
+            families["deliveries_failed"].add_metric([d.destination], d.failed)
+        families["series_receiving"].add_metric([], summary.series_receiving)
+        yield from families.values()
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         """No description: the collector is read at scrape time only."""
