@@ -167,6 +167,7 @@ def test_a_sent_study_reaches_delivered_on_its_timeline_without_a_reload(
     browser.get(f"{web_node.url}/ui/studies/{uid}")
     wait_for(browser, "timeline", text_of("timeline-state"))
     first = text_of("timeline-state")(browser)
+    assert first != "delivered", "delivered before its page first showed: nothing left to watch"
     mark_page(browser)
     wait_text(browser, "timeline-state", "delivered", PIPELINE_S)
     assert page_kept(browser), "the timeline page was reloaded instead of refreshed in place"
