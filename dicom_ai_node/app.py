@@ -31,7 +31,7 @@ from .receive.scp import ScpConfig, StorageSCP
 from .receive.users import UserCheck
 from .route.load import load_rules
 from .route.rules import RuleSet
-from .send.deliver import Deliverer
+from .send.deliver import Deliverer, all_destinations
 from .send.senders import DELIVER_INTERVAL_S, DestinationSenders
 from .settings import NodeSettings
 from .store.associations import record_association
@@ -62,15 +62,6 @@ def _allowed_callers(settings: NodeSettings) -> dict[str, frozenset[str]] | None
     for entry in settings.ae_table:
         hosts.setdefault(entry.ae_title, []).append(entry.host)
     return resolve_callers(hosts)
-
-
-def _destinations(settings: NodeSettings) -> list[str]:
-    """Every destination the settings can send to (``AE@HOST:PORT``), as
-    :func:`~dicom_ai_node.send.deliver.destinations_for` names them."""
-    out = list(settings.send.destinations)
-    if settings.send.default_to_sender:
-        out += [f"{e.ae_title}@{e.host}:{e.port}" for e in settings.ae_table if e.send_results]
-    return list(dict.fromkeys(out))
 
 
 def _user_check(
@@ -175,7 +166,7 @@ class Node:
         self.db.migrate()
         #: The node's metrics (its own registry), handed to every stage.
         self.metrics = metrics = NodeMetrics()
-        metrics.add_destinations(_destinations(settings))
+        metrics.add_destinations(all_destinations(settings))
         self.audit = NodeAudit(settings, self.db.session, clock)
         self.files = FileStore(
             settings.path(settings.storage.root),

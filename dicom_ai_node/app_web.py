@@ -16,17 +16,18 @@ from .audit.operator import OperatorAudit
 from .cli_accounts import first_admin
 from .route.explain import format_study_routing
 from .route.router import route_study
-from .send.deliver import destinations_for
+from .send.deliver import all_destinations
 from .send.echo import echo
 from .store.routing import stored_study, study_pk_of
 from .web.app import create_app
 from .web.context import Backend, EchoAnswer, ModelInfo, WebContext
+from .web.metrics import IndexCollector
 from .web.server import WebServer
 
 if TYPE_CHECKING:
     from .app import Node
 
-__all__ = ["backend_of", "start_web"]
+__all__ = ["backend_of", "start_web", "web_context"]
 
 
 def backend_of(node: Node) -> Backend:
@@ -74,19 +75,16 @@ def backend_of(node: Node) -> Backend:
         }
 
     def destinations() -> list[str]:
-        found = [d for e in settings.ae_table for d in destinations_for(settings, e.ae_title)]
-        found += list(settings.send.destinations)
-        return sorted(set(found))
+        return all_destinations(settings)
 
     return Backend(echo_destination, explain, models, listener, destinations)
 
 
-def start_web(node: Node) -> tuple[WebServer, Path | None]:
-    """Start the HTTP service of ``node``; returns it and the first admin's password file
-    when this start made that user."""
+def web_context(node: Node) -> WebContext:
+    """What the HTTP service of ``node`` is handed: its settings, index, metrics, audit."""
     settings = node.settings
     audit = node.audit
-    ctx = WebContext(
+    return WebContext(
         settings=settings,
         sessions=node.db.session,
         metrics=node.metrics,
@@ -97,6 +95,16 @@ def start_web(node: Node) -> tuple[WebServer, Path | None]:
         storage_root=settings.path(settings.storage.root),
         tls=settings.tls.enabled,
     )
+
+
+def start_web(node: Node) -> tuple[WebServer, Path | None]:
+    """Start the HTTP service of ``node``; returns it and the first admin's password file
+    when this start made that user.
+
+    The queue gauges read from the index join the node's metrics here, once per node.
+    """
+    settings = node.settings
+    ctx = web_context(node)
     tls = settings.tls
     server = WebServer(
         create_app(ctx),
@@ -105,6 +113,7 @@ def start_web(node: Node) -> tuple[WebServer, Path | None]:
         certificate=settings.path(tls.certificate) if tls.enabled else None,
         private_key=settings.path(tls.private_key) if tls.enabled else None,
     )
+    node.metrics.registry.register(IndexCollector(node.db.session, node.clock))
     password_file = first_admin(settings, node.db)
     server.start()
     return server, password_file

@@ -232,11 +232,12 @@ def write_node_config(
     quiet_s: float = 2.0,
     extra: str = "",
     web_port: int = 0,
+    web_extra: str = "",
 ) -> Path:
     """A settings file for a node under test (models and rules from the repository).
 
     The web service listens on ``web_port`` of 127.0.0.1 (0: a free port the node picks,
-    printed by ``serve``).
+    printed by ``serve``); ``web_extra`` adds keys to its ``[web]`` section.
     """
     lines = [
         f'base_dir = "{tmp_path}"',
@@ -252,6 +253,7 @@ def write_node_config(
         "[web]",
         'host = "127.0.0.1"',
         f"port = {web_port}",
+        web_extra,
         "[assemble]",
         f"quiet_period_s = {quiet_s}",
         "sweep_interval_s = 0.2",

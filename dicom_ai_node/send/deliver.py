@@ -25,7 +25,7 @@ from ..store.outbox import DueDelivery, due_deliveries, finish_delivery_attempt
 from .retry import RetryPolicy
 from .scu import Peer, StoreOutcome, send_datasets
 
-__all__ = ["Deliverer", "destinations_for"]
+__all__ = ["Deliverer", "all_destinations", "destinations_for"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,16 @@ def destinations_for(settings: NodeSettings, calling_ae_title: str) -> list[str]
         out.append(f"{known.ae_title}@{known.host}:{known.port}")
     out += [d for d in settings.send.destinations if d not in out]
     return out
+
+
+def all_destinations(settings: NodeSettings) -> list[str]:
+    """Every destination the settings can send to (``AE@HOST:PORT``), as
+    :func:`destinations_for` names them: the extra destinations, then each AE table
+    entry that gets results."""
+    out = list(settings.send.destinations)
+    if settings.send.default_to_sender:
+        out += [f"{e.ae_title}@{e.host}:{e.port}" for e in settings.ae_table if e.send_results]
+    return list(dict.fromkeys(out))
 
 
 @dataclass

@@ -18,7 +18,7 @@ from ..store import overview, peers, timeline, views
 from ..store.views import BadCursor, Page
 from . import operations
 from .auth import Principal, Role, client_address, require
-from .context import EchoAnswer, ModelInfo, WebContext
+from .context import EchoAnswer, ModelInfo, ctx_of
 from .preview_files import preview_png
 from .problems import PROBLEM_RESPONSES
 
@@ -59,10 +59,7 @@ ACTIONS = (
 )
 
 
-def _ctx(request: Request) -> WebContext:
-    ctx = request.app.state.ctx
-    assert isinstance(ctx, WebContext)
-    return ctx
+_ctx = ctx_of
 
 
 def _bad_cursor(exc: ValueError) -> HTTPException:
@@ -106,6 +103,32 @@ class Explanation(BaseModel):
     text: str
 
 
+class Listener(BaseModel):
+    """The DICOM listener: our AE title, where it listens, its TLS port when on."""
+
+    ae_title: str
+    host: str
+    port: int
+    tls_port: int | None = None
+
+
+class Sender(BaseModel):
+    """An entry of the AE table (the allow-list when ``accept_only_known_callers``)."""
+
+    ae_title: str
+    host: str
+    port: int
+    allow_list: bool
+
+
+class RulesFile(BaseModel):
+    """The rules file as loaded: where it is, its text (at most 1 MiB) and a note."""
+
+    path: str
+    text: str
+    note: str
+
+
 class Done(BaseModel):
     """The action was carried out."""
 
@@ -123,9 +146,9 @@ def status(request: Request, who: Viewer) -> overview.StatusSummary:
 
 
 @router.get("/listener")
-def listener(request: Request, who: Viewer) -> dict[str, Any]:
+def listener(request: Request, who: Viewer) -> Listener:
     """The DICOM listener: AE title, address and ports."""
-    return _ctx(request).backend.listener()
+    return Listener.model_validate(_ctx(request).backend.listener())
 
 
 @router.get("/models")
@@ -218,7 +241,8 @@ def job(request: Request, who: Viewer, job_id: Id) -> timeline.JobDetail:
 )
 def preview(request: Request, who: Viewer, result_id: Id) -> Response:
     """A picture of a result: the key slice with outlines and measurements."""
-    return Response(preview_png(_ctx(request), result_id), media_type="image/png")
+    png = preview_png(_ctx(request), result_id, viewer=not who.role.sees_patient)
+    return Response(png, media_type="image/png")
 
 
 @router.get("/failures")
@@ -249,11 +273,10 @@ def destination(
 
 
 @router.get("/rules")
-def rules(request: Request, who: Viewer) -> Explanation:
+def rules(request: Request, who: Viewer) -> RulesFile:
     """The rules file as loaded."""
-    ctx = _ctx(request)
-    path = ctx.settings.path(ctx.settings.route.rules_file)
-    return Explanation(text=path.read_text("utf-8", errors="replace"))
+    path, text, note = operations.rules_text(_ctx(request))
+    return RulesFile(path=path, text=text, note=note)
 
 
 @router.get("/associations")
@@ -271,12 +294,12 @@ def associations(
 
 
 @router.get("/senders")
-def senders(request: Request, who: Viewer) -> list[dict[str, Any]]:
+def senders(request: Request, who: Viewer) -> list[Sender]:
     """The AE table (the allow-list when ``dicom.accept_only_known_callers`` is on)."""
     settings = _ctx(request).settings
     only = settings.dicom.accept_only_known_callers
     return [
-        {"ae_title": e.ae_title, "host": e.host, "port": e.port, "allow_list": only}
+        Sender(ae_title=e.ae_title, host=e.host, port=e.port, allow_list=only)
         for e in settings.ae_table
     ]
 

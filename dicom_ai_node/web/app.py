@@ -23,7 +23,6 @@ from ..store.db import index_answers
 from .api import router as api_router
 from .auth import Principal, Role, authenticate, metrics_allowed, require
 from .context import WebContext
-from .metrics import IndexCollector
 from .oidc import OidcVerifier
 from .pages import router as pages_router
 from .problems import install_problem_handlers, problem_response
@@ -122,7 +121,6 @@ def create_app(ctx: WebContext) -> FastAPI:
     app.state.oidc = OidcVerifier(web, Path(ctx.settings.base_dir)) if web.oidc_issuer else None
     install_problem_handlers(app)
     registry = ctx.metrics.registry
-    registry.register(IndexCollector(ctx.sessions, ctx.clock))
 
     @app.get("/livez", include_in_schema=False)
     def livez() -> PlainTextResponse:

@@ -27,9 +27,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from fastapi import HTTPException, Request
+from starlette.concurrency import run_in_threadpool
 
 from ..store import accounts
-from .context import WebContext
+from .context import ctx_of
 from .oidc import OidcVerifier
 
 __all__ = [
@@ -96,50 +97,70 @@ def client_address(request: Request) -> str:
 
 
 class LoginLimiter:
-    """Failed logins per client address and per username within a minute.
+    """Login attempts per client address and per username within a minute.
 
-    Bounded: at most ``max_keys`` addresses and usernames are remembered (the oldest are
-    forgotten first), so a flood of made-up usernames cannot grow it without end.
+    :meth:`attempt` counts an attempt before the password is checked, in one step, so
+    parallel requests cannot all pass a check made before any of them is counted. Only
+    attempts that were let through are remembered, so a flood of made-up usernames from
+    one address stops at that address's limit. At most ``max_keys`` addresses and
+    usernames are remembered; keys whose minute is over are forgotten first, and while
+    the table is full of live keys a new key is refused (fail closed).
     """
 
     def __init__(self, per_minute: int, max_keys: int = 10_000) -> None:
         self.per_minute = per_minute
         self.max_keys = max_keys
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._attempts: OrderedDict[str, deque[float]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _recent(self, key: str, now: float) -> deque[float]:
-        times = self._failures.get(key)
+    def _live(self, key: str, now: float) -> deque[float] | None:
+        times = self._attempts.get(key)
         if times is None:
-            times = self._failures[key] = deque(maxlen=self.per_minute + 1)
-            while len(self._failures) > self.max_keys:
-                self._failures.popitem(last=False)
+            return None
         while times and now - times[0] > 60.0:
             times.popleft()
         return times
 
+    def _room_for(self, new_keys: int, now: float) -> bool:
+        """Forget expired keys (oldest first) until ``new_keys`` more fit."""
+        while len(self._attempts) + new_keys > self.max_keys and self._attempts:
+            oldest = next(iter(self._attempts))
+            if self._live(oldest, now):
+                return False
+            del self._attempts[oldest]
+        return True
+
     def blocked(self, address: str, username: str) -> bool:
-        """Whether this address or this username used up its failures this minute."""
+        """Whether this address or this username used up its attempts this minute."""
         now = time.monotonic()
         with self._lock:
             return any(
-                len(self._recent(key, now)) >= self.per_minute
+                len(self._live(key, now) or ()) >= self.per_minute
                 for key in (f"a:{address}", f"u:{username}")
             )
 
-    def failed(self, address: str, username: str) -> None:
-        """Count one failed login."""
+    def attempt(self, address: str, username: str) -> bool:
+        """Count one login attempt; False (nothing counted) when over the limit."""
         now = time.monotonic()
+        keys = (f"a:{address}", f"u:{username}")
         with self._lock:
-            for key in (f"a:{address}", f"u:{username}"):
-                self._recent(key, now).append(now)
-                self._failures.move_to_end(key)
+            found = [self._live(key, now) for key in keys]
+            if any(t is not None and len(t) >= self.per_minute for t in found):
+                return False
+            if not self._room_for(sum(t is None for t in found), now):
+                return False
+            for key in keys:
+                self._attempts.setdefault(key, deque(maxlen=self.per_minute)).append(now)
+                self._attempts.move_to_end(key)
+            return True
+
+    def failed(self, address: str, username: str) -> None:
+        """Count one failed login made without :meth:`attempt` (kept for callers that
+        check first and count after)."""
+        self.attempt(address, username)
 
 
-def _ctx(request: Request) -> WebContext:
-    ctx = request.app.state.ctx
-    assert isinstance(ctx, WebContext)
-    return ctx
+_ctx = ctx_of
 
 
 def _bearer(request: Request) -> str | None:
@@ -158,7 +179,8 @@ def authenticate(request: Request) -> Principal | None:
     if token is not None:
         if token.startswith(TOKEN_PREFIX):
             found = accounts.token_principal(ctx.sessions, token, now)
-            return Principal(found[0], Role(found[1]), "token") if found else None
+            # "token NAME": never taken for a user of that name in the trail
+            return Principal(f"token {found[0]}", Role(found[1]), "token") if found else None
         verifier: OidcVerifier | None = request.app.state.oidc
         if verifier is None:
             return None
@@ -185,11 +207,30 @@ async def _csrf_token(request: Request) -> str:
     return ""
 
 
-def _refuse(request: Request, who: Principal | None, status: int, reason: str) -> HTTPException:
-    ctx = _ctx(request)
-    ctx.audit.refused(
-        who.name if who else "", client_address(request), request.method, request.url.path, reason
-    )
+#: Refused requests recorded in the audit trail per client address, method and path each
+#: minute; beyond that they are refused all the same, without a record each, so a flood
+#: cannot fill the log (refusals happen on the service's own routes only: bounded).
+REFUSALS_AUDITED_PER_MINUTE = 10
+
+
+def _record_refusal(request: Request, who: Principal | None, reason: str) -> None:
+    address = client_address(request)
+    limiter = getattr(request.app.state, "refusals_audited", None)
+    if not isinstance(limiter, LoginLimiter):
+        limiter = request.app.state.refusals_audited = LoginLimiter(REFUSALS_AUDITED_PER_MINUTE)
+    route = f"{address} {request.method} {request.url.path[:200]}"
+    if limiter.attempt(route, route):
+        _ctx(request).audit.refused(
+            who.name if who else "", address, request.method, request.url.path, reason
+        )
+
+
+async def _refuse(
+    request: Request, who: Principal | None, status: int, reason: str
+) -> HTTPException:
+    """The refusal to raise, after recording it (in a worker thread: the audit trail
+    fsyncs)."""
+    await run_in_threadpool(_record_refusal, request, who, reason)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return HTTPException(status, reason, headers=headers)
 
@@ -198,19 +239,20 @@ def require(role: Role) -> Callable[[Request], Awaitable[Principal]]:
     """A dependency: the caller, who must hold ``role`` or a higher one.
 
     401 without valid credentials, 403 with a role too low or a cookie request without
-    its CSRF token; both are recorded in the audit trail.
+    its CSRF token; both are recorded in the audit trail. The index is read in a worker
+    thread, never on the event loop.
     """
 
     async def dependency(request: Request) -> Principal:
-        who = authenticate(request)
+        who = await run_in_threadpool(authenticate, request)
         if who is None:
-            raise _refuse(request, None, 401, "authentication required")
+            raise await _refuse(request, None, 401, "authentication required")
         if who.role.rank < role.rank:
-            raise _refuse(request, who, 403, f"the {role.value} role is required")
+            raise await _refuse(request, who, 403, f"the {role.value} role is required")
         if who.via == "session" and request.method not in SAFE_METHODS:
             sent = await _csrf_token(request)
             if not (sent and hmac.compare_digest(sent, who.csrf)):
-                raise _refuse(request, who, 403, "missing or wrong CSRF token")
+                raise await _refuse(request, who, 403, "missing or wrong CSRF token")
         return who
 
     return dependency

@@ -11,13 +11,14 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..audit.operator import OperatorAudit
 from ..metrics import NodeMetrics
 from ..settings import NodeSettings
 from ..store.db import Sessions
 
-__all__ = ["Backend", "EchoAnswer", "ModelInfo", "WebContext"]
+__all__ = ["Backend", "EchoAnswer", "ModelInfo", "WebContext", "ctx_of"]
 
 
 @dataclass(frozen=True)
@@ -109,3 +110,10 @@ class WebContext:
     audit_log: Path | None = None
     storage_root: Path | None = None
     tls: bool = False
+
+
+def ctx_of(request: Any) -> WebContext:
+    """The context of the application serving ``request`` (a Starlette request)."""
+    ctx = request.app.state.ctx
+    assert isinstance(ctx, WebContext)
+    return ctx

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ __all__ = ["OidcVerifier"]
 log = logging.getLogger(__name__)
 
 ALGORITHMS = ["RS256", "PS256", "ES256"]
+#: Seconds between two fetches of the JWKS for a key id it did not have.
+REFRESH_INTERVAL_S = 60.0
 
 
 class OidcVerifier:
@@ -53,14 +56,26 @@ class OidcVerifier:
             except (OSError, ValueError, jwt.PyJWTError) as exc:
                 raise ConfigError(f"web.oidc_jwks_file {path}: {exc}") from exc
         else:
-            self._client = jwt.PyJWKClient(settings.oidc_jwks_url, cache_keys=True, timeout=5)
+            self._client = jwt.PyJWKClient(
+                settings.oidc_jwks_url, cache_jwk_set=True, lifespan=300, timeout=5
+            )
+        self._refreshed_at = -REFRESH_INTERVAL_S
 
     def _key(self, token: str) -> Any:
-        if self._client is not None:
-            return self._client.get_signing_key_from_jwt(token).key
-        assert self._keys is not None
         kid = jwt.get_unverified_header(token).get("kid")
-        for key in self._keys.keys:
+        if self._client is not None:
+            keys = self._client.get_signing_keys()  # cached for the client's lifespan
+            if kid is not None and all(k.key_id != kid for k in keys):
+                # a key the cache does not know: fetch the set again, at most once a minute,
+                # so tokens with made-up key ids cannot make the node fetch on each request
+                now = time.monotonic()
+                if now - self._refreshed_at >= REFRESH_INTERVAL_S:
+                    self._refreshed_at = now
+                    keys = self._client.get_signing_keys(refresh=True)
+        else:
+            assert self._keys is not None
+            keys = self._keys.keys
+        for key in keys:
             if kid is None or key.key_id == kid:
                 return key.key
         raise jwt.InvalidTokenError("no key of the JWKS has this token's kid")

@@ -31,6 +31,7 @@ __all__ = [
     "resend_job",
     "resume",
     "retry_failures",
+    "rules_text",
 ]
 
 T = TypeVar("T")
@@ -82,8 +83,17 @@ def cancel_job(ctx: WebContext, who: Principal, address: str, job_pk: int) -> st
     )
 
 
-def resend(ctx: WebContext, who: Principal, address: str, result_pk: int, destination: str) -> int:
-    """Send one result to a destination again; returns how many deliveries were queued."""
+def _resend(
+    ctx: WebContext,
+    who: Principal,
+    address: str,
+    destination: str,
+    *,
+    result_pk: int | None = None,
+    job_pk: int | None = None,
+) -> int:
+    """Send one result, or every result of a job, to a destination again."""
+    what = f"result {result_pk}" if result_pk is not None else f"job {job_pk}"
 
     def run() -> int:
         _known_destination(ctx, destination)
@@ -94,26 +104,28 @@ def resend(ctx: WebContext, who: Principal, address: str, result_pk: int, destin
             ctx.clock(),
             ctx.settings.send.retry_window_s,
             result_pk=result_pk,
-        )
-
-    return _audited(ctx, who, address, "resend", f"result {result_pk} to {destination}", run)
-
-
-def resend_job(ctx: WebContext, who: Principal, address: str, job_pk: int, destination: str) -> int:
-    """Send every result of a job to a destination again."""
-
-    def run() -> int:
-        _known_destination(ctx, destination)
-        return actions.resend(
-            ctx.sessions,
-            destination,
-            who.name,
-            ctx.clock(),
-            ctx.settings.send.retry_window_s,
             job_pk=job_pk,
         )
 
-    return _audited(ctx, who, address, "resend", f"job {job_pk} to {destination}", run)
+    return _audited(ctx, who, address, "resend", f"{what} to {destination}", run)
+
+
+def resend_job(ctx: WebContext, who: Principal, address: str, job_pk: int, destination: str) -> int:
+    """Send every result of a job to a destination again (as :func:`resend`)."""
+    return _resend(ctx, who, address, destination, job_pk=job_pk)
+
+
+def resend(ctx: WebContext, who: Principal, address: str, result_pk: int, destination: str) -> int:
+    """Send one result to a destination again; returns how many deliveries were queued.
+
+    Raises
+    ------
+    NotFound
+        When the destination is not configured, or there is no such result.
+    Conflict
+        When a later revision superseded the result.
+    """
+    return _resend(ctx, who, address, destination, result_pk=result_pk)
 
 
 def force_complete_series(ctx: WebContext, who: Principal, address: str, uid: str) -> list[str]:
@@ -213,3 +225,20 @@ def read_audit(
     if ctx.audit_log is None:
         return []
     return read_entries(ctx.audit_log, event=event, user=user, outcome=outcome, since=since)[:limit]
+
+
+#: The most of the rules file a screen or the API shows.
+RULES_MAX_BYTES = 1024 * 1024
+
+
+def rules_text(ctx: WebContext) -> tuple[str, str, str]:
+    """The rules file as loaded: its path, its text (cut at :data:`RULES_MAX_BYTES`) and a
+    note (why it is cut or cannot be read; empty otherwise)."""
+    path = ctx.settings.path(ctx.settings.route.rules_file)
+    try:
+        with path.open("rb") as f:
+            data = f.read(RULES_MAX_BYTES + 1)
+    except OSError as exc:
+        return str(path), "", f"cannot read the rules file: {exc.strerror or exc}"
+    note = "" if len(data) <= RULES_MAX_BYTES else "cut: the file is larger than 1 MiB"
+    return str(path), data[:RULES_MAX_BYTES].decode("utf-8", errors="replace"), note

@@ -3,9 +3,10 @@
 uvicorn serves the ASGI application on its own event loop; endpoints that touch the
 index run in its worker threads, so the DICOM listener's threads are never waited on.
 The socket is bound before :meth:`WebServer.start` returns, so a port that is taken fails
-the start with a clear error instead of a log line later. Header size and keep-alive are
-bounded (h11's limit on an incomplete request head; ``timeout_keep_alive``), and a request
-that does not arrive whole in ``request_timeout_s`` is answered 408 and closed.
+the start with a clear error instead of a log line later. Keep-alive is bounded
+(``timeout_keep_alive``), and so is a request head still arriving (h11's limit on an
+incomplete event); a whole head over the limit is refused 431 by the application's
+``BodyLimit``. A slow client holds one coroutine, never a thread.
 """
 
 from __future__ import annotations

@@ -112,7 +112,7 @@ def test_without_credentials_only_health_login_and_static_answer(web: WebNode) -
 def test_roles_below_admin_cannot_read_the_audit_trail(web: WebNode, role: str) -> None:
     with _client(web, headers=web.headers(role)) as client:
         assert client.get("/api/v1/audit").status_code == 403
-    assert any(f"GET /api/v1/audit refused for t-{role}" in r for r in _refusals(web))
+    assert any(f"GET /api/v1/audit refused for token t-{role}" in r for r in _refusals(web))
 
 
 def test_a_viewer_is_refused_every_action(web: WebNode) -> None:
@@ -125,7 +125,9 @@ def test_a_viewer_is_refused_every_action(web: WebNode) -> None:
             assert answer.json()["status"] == 403
     refusals = _refusals(web)
     for method, path in ACTIONS:
-        wanted = f"{method} {_fill(path, web)} refused for t-viewer: the operator role is required"
+        wanted = (
+            f"{method} {_fill(path, web)} refused for token t-viewer: the operator role is required"
+        )
         assert wanted in refusals, wanted
 
 
@@ -144,7 +146,7 @@ def test_an_operator_may_act_and_an_admin_reads_the_audit_trail(web: WebNode) ->
         answer = client.get("/api/v1/audit", params={"limit": 500})
         assert answer.status_code == 200
         texts = json.dumps(answer.json())
-        assert f"rerun job {web.job_failed} by t-operator" in texts
+        assert f"rerun job {web.job_failed} by token t-operator" in texts
 
 
 def test_viewers_never_see_patient_data_and_operators_do(web: WebNode) -> None:
@@ -234,7 +236,7 @@ def test_oidc_tokens_are_checked_against_the_issuers_keys(tmp_path: Path) -> Non
         text = jwt.encode(claims, key, algorithm="RS256", headers={"kid": "k1"})
         return {"Authorization": f"Bearer {text}"}
 
-    with web_node(tmp_path, extra=extra) as web, _client(web) as client:
+    with web_node(tmp_path, web_extra=extra) as web, _client(web) as client:
         good = token()
         assert client.get("/api/v1/status", headers=good).status_code == 200
         # an operator: may act (404: no such model), may not read the audit trail

@@ -18,9 +18,8 @@ from sqlalchemy import select
 from starlette.routing import BaseRoute, Route
 
 from dicom_ai_node.app import Node
-from dicom_ai_node.app_web import backend_of
+from dicom_ai_node.app_web import web_context
 from dicom_ai_node.audit.node import audit_paths
-from dicom_ai_node.audit.operator import OperatorAudit
 from dicom_ai_node.domain import JobState
 from dicom_ai_node.settings import load_settings
 from dicom_ai_node.store import accounts
@@ -35,7 +34,6 @@ from dicom_ai_node.testing.series import (
     CANARY_PATIENT_NAME,
 )
 from dicom_ai_node.web.app import create_app
-from dicom_ai_node.web.context import WebContext
 from dicom_ai_node.web.server import WebServer
 
 from ..conftest import free_port, write_node_config
@@ -174,29 +172,25 @@ def seed(db: Database, now: dt.datetime, destination: str) -> tuple[int, int, in
 
 
 def _app_of(node: Node) -> tuple[FastAPI, WebServer]:
-    settings = node.settings
-    audit = node.audit
-    ctx = WebContext(
-        settings=settings,
-        sessions=node.db.session,
-        metrics=node.metrics,
-        audit=OperatorAudit(audit.trail, audit.source, audit.node, node.clock),
-        clock=node.clock,
-        backend=backend_of(node),
-        audit_log=audit_paths(settings)[0],
-        storage_root=settings.path(settings.storage.root),
-    )
-    app = create_app(ctx)
+    app = create_app(web_context(node))  # the context `serve` builds
     return app, WebServer(app, "127.0.0.1", 0)
 
 
 @contextlib.contextmanager
-def web_node(tmp_path: Path, *, extra: str = "", dicom: bool = False) -> Iterator[WebNode]:
+def web_node(
+    tmp_path: Path, *, extra: str = "", web_extra: str = "", dicom: bool = False
+) -> Iterator[WebNode]:
     """A node over a seeded index with its HTTP service started (and its DICOM listener
     and loops too when ``dicom``); stopped at the end."""
     db_url = f"sqlite:///{tmp_path / 'index.db'}"
     config = write_node_config(
-        tmp_path, db_url, free_port(), [("PACS", PACS_PORT)], extra=extra, web_port=0
+        tmp_path,
+        db_url,
+        free_port(),
+        [("PACS", PACS_PORT)],
+        extra=extra,
+        web_port=0,
+        web_extra=web_extra,
     )
     settings = load_settings(config, env={})
     clock = Clock()
