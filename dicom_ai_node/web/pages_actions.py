@@ -18,8 +18,17 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from ..errors import Conflict, NotFound
 from . import operations
 from .auth import Principal, Role, client_address
-from .context import EchoAnswer
-from .pages_kit import PATH_MAX, ctx_of, flashed, local_path, page_user, render
+from .context import EchoAnswer, WebContext
+from .pages_kit import (
+    PATH_MAX,
+    UID_MAX,
+    ctx_of,
+    flashed,
+    is_uid,
+    local_path,
+    page_user,
+    render,
+)
 from .pages_screens import rules_context
 
 __all__ = ["UI_ACTIONS", "router"]
@@ -29,7 +38,7 @@ router = APIRouter(prefix="/actions")
 Operator = Annotated[Principal, Depends(page_user(Role.OPERATOR))]
 Back = Annotated[str, Form(max_length=PATH_MAX)]
 Id = Annotated[int, Form(ge=1, le=2**62)]
-Uid = Annotated[str, Form(pattern=r"^[0-9]+(\.[0-9]+)*$", max_length=64)]
+OptionalUid = Annotated[str | None, Form(pattern=r"^[0-9]+(\.[0-9]+)*$", max_length=UID_MAX)]
 Name = Annotated[str, Form(min_length=1, max_length=300)]
 
 #: Each form's action and the API endpoint that does the same (a test compares them).
@@ -81,28 +90,34 @@ def _study_page(uid: str) -> str:
     return f"/ui/studies/{uid}"
 
 
+#: A job's actions: the operation and what its answer says (``{job}``, ``{answer}``).
+_JOB_ACTIONS: dict[str, tuple[Callable[[WebContext, Principal, str, int], object], str]] = {
+    "rerun": (operations.rerun_job, "Job {job} is run again as job {answer}."),
+    "cancel": (operations.cancel_job, "Job {job} is cancelled (it was {answer})."),
+}
+
+
+def _job_action(request: Request, who: Principal, action: str, job: int, back: str) -> Response:
+    """Run one of :data:`_JOB_ACTIONS` on a job and go back with what it says."""
+    ctx, address = ctx_of(request), client_address(request)
+    run, says = _JOB_ACTIONS[action]
+
+    def act() -> str:
+        return says.format(job=job, answer=run(ctx, who, address, job))
+
+    return _outcome(who, back, "/ui/studies", act)
+
+
 @router.post("/rerun")
 def rerun(request: Request, who: Operator, job: Id, back: Back = "") -> Response:
     """Run a job again as a new revision."""
-    ctx, address = ctx_of(request), client_address(request)
-
-    def act() -> str:
-        new = operations.rerun_job(ctx, who, address, job)
-        return f"Job {job} is run again as job {new}."
-
-    return _outcome(who, back, "/ui/studies", act)
+    return _job_action(request, who, "rerun", job, back)
 
 
 @router.post("/cancel")
 def cancel(request: Request, who: Operator, job: Id, back: Back = "") -> Response:
     """Cancel a queued or running job."""
-    ctx, address = ctx_of(request), client_address(request)
-
-    def act() -> str:
-        was = operations.cancel_job(ctx, who, address, job)
-        return f"Job {job} is cancelled (it was {was})."
-
-    return _outcome(who, back, "/ui/studies", act)
+    return _job_action(request, who, "cancel", job, back)
 
 
 @router.post("/resend")
@@ -135,8 +150,8 @@ def resend(
 def force_complete(
     request: Request,
     who: Operator,
-    series: Annotated[str | None, Form(pattern=r"^[0-9]+(\.[0-9]+)*$", max_length=64)] = None,
-    study: Annotated[str | None, Form(pattern=r"^[0-9]+(\.[0-9]+)*$", max_length=64)] = None,
+    series: OptionalUid = None,
+    study: OptionalUid = None,
     back: Back = "",
 ) -> Response:
     """Mark a receiving series, or every receiving series of a study, complete now."""
@@ -229,12 +244,21 @@ def echo(request: Request, who: Operator, destination: Name, back: Back = "") ->
 
 @router.post("/explain", response_class=HTMLResponse)
 def explain(
-    request: Request, who: Operator, study: Annotated[str, Form(max_length=64)]
+    request: Request, who: Operator, study: Annotated[str, Form(max_length=PATH_MAX)]
 ) -> Response:
-    """Route a stored study as a dry run and show what routing says (nothing changes)."""
+    """Route a stored study as a dry run and show what routing says (nothing changes).
+
+    A text that is not a UID (digits and dots, at most 64 characters, as the API takes
+    it) is answered 400 with the form and a message, without routing anything.
+    """
     context = rules_context(request)
     uid = study.strip()
     context["study_uid"] = uid
-    context["explanation"] = operations.explain(ctx_of(request), who, uid)
     context["back"] = "/ui/rules"
+    if not is_uid(uid):
+        context["explain_error"] = (
+            f"Not a Study Instance UID: digits and dots, at most {UID_MAX} characters."
+        )
+        return render(request, "rules.html", who, status_code=400, **context)
+    context["explanation"] = operations.explain(ctx_of(request), who, uid)
     return render(request, "rules.html", who, **context)

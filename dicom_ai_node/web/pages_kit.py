@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -33,9 +34,11 @@ from .context import WebContext
 __all__ = [
     "HOME",
     "LOGIN_PATH",
+    "UID_MAX",
     "ctx_of",
     "flash_of",
     "flashed",
+    "is_uid",
     "local_path",
     "page_of",
     "page_user",
@@ -53,6 +56,15 @@ FLASH_MAX = 400
 PATH_MAX = 2000
 #: The query parameters of a flash message.
 _FLASH_PARAMS = ("flash", "kind", "fsig")
+#: Longest UID (PS3.5 9.1).
+UID_MAX = 64
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+
+
+def is_uid(text: str) -> bool:
+    """Whether ``text`` is a DICOM UID as the API takes one: digits and dots, at most
+    :data:`UID_MAX` characters (PS3.5 9.1)."""
+    return len(text) <= UID_MAX and _UID.fullmatch(text) is not None
 
 
 def _when(value: dt.datetime | None) -> str:

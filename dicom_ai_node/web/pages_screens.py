@@ -143,20 +143,17 @@ def _studies(
     }
 
 
-@router.get("/studies", response_class=HTMLResponse)
-def studies_page(
-    request: Request,
-    who: Viewer,
+def _filters(
     date_from: Text = "",
     date_to: Text = "",
     model: Text = "",
     state: Text = "",
     calling_ae: Text = "",
     accession: Text = "",
-    cursor: Text = "",
-) -> HTMLResponse:
-    """Studies, newest first, searchable; patient columns for operators and admins."""
-    filters = {
+) -> dict[str, str]:
+    """The studies search fields of the query string, by name (a FastAPI dependency the
+    page and its fragment share)."""
+    return {
         "date_from": date_from,
         "date_to": date_to,
         "model": model,
@@ -164,31 +161,24 @@ def studies_page(
         "calling_ae": calling_ae,
         "accession": accession,
     }
+
+
+Filters = Annotated[dict[str, str], Depends(_filters)]
+
+
+@router.get("/studies", response_class=HTMLResponse)
+def studies_page(
+    request: Request, who: Viewer, filters: Filters, cursor: Text = ""
+) -> HTMLResponse:
+    """Studies, newest first, searchable; patient columns for operators and admins."""
     found = _studies(request, who, filters, cursor)
     status = 400 if found["error"] else 200
     return render(request, "studies.html", who, status_code=status, refresh=not cursor, **found)
 
 
 @router.get("/fragments/studies", response_class=HTMLResponse)
-def studies_fragment(
-    request: Request,
-    who: Viewer,
-    date_from: Text = "",
-    date_to: Text = "",
-    model: Text = "",
-    state: Text = "",
-    calling_ae: Text = "",
-    accession: Text = "",
-) -> HTMLResponse:
+def studies_fragment(request: Request, who: Viewer, filters: Filters) -> HTMLResponse:
     """The first page of the studies list alone."""
-    filters = {
-        "date_from": date_from,
-        "date_to": date_to,
-        "model": model,
-        "state": state,
-        "calling_ae": calling_ae,
-        "accession": accession,
-    }
     return render(request, "_studies.html", who, **_studies(request, who, filters, ""))
 
 
@@ -289,6 +279,7 @@ def rules_context(request: Request) -> dict[str, Any]:
         "paused": pauses.paused(ctx.sessions, "model"),
         "study_uid": "",
         "explanation": None,
+        "explain_error": "",
     }
 
 

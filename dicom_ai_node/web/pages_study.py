@@ -14,7 +14,6 @@ answers 286, htmx's signal to stop polling. Previews keep their place between re
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -24,9 +23,9 @@ from ..domain import DeliveryState, JobState, SeriesState
 from ..store import views
 from ..store.views import JobDetail, StudyTimeline
 from .auth import Principal, Role
-from .pages_kit import ctx_of, page_user, render
+from .pages_kit import ctx_of, is_uid, page_user, render
 
-__all__ = ["STAGES", "at_rest", "furthest_step", "router", "timeline_stage"]
+__all__ = ["STAGES", "VIEWER_PREVIEW_ALT", "at_rest", "furthest_step", "router", "timeline_stage"]
 
 router = APIRouter()
 
@@ -36,7 +35,10 @@ Viewer = Annotated[Principal, Depends(page_user(Role.VIEWER))]
 STAGES = ("received", "complete", "routed", "inferred", "encoded", "delivered")
 #: htmx stops polling an element whose request is answered with this status.
 STOP_POLLING = 286
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+#: A viewer's preview ``alt`` text: the API refuses a viewer the preview of a result whose
+#: source may carry burned-in patient data (Burned In Annotation YES, or absent outside
+#: CT, MR, PT and NM), and the browser then shows this instead.
+VIEWER_PREVIEW_ALT = "preview not shown to viewers (the source may carry burned-in patient data)"
 _FAILED = (JobState.FAILED, JobState.QUALITY_FAILED)
 _UNFINISHED = (JobState.QUEUED, JobState.RUNNING)
 
@@ -100,7 +102,7 @@ def at_rest(t: StudyTimeline) -> bool:
 
 
 def _study(request: Request, who: Principal, uid: str) -> dict[str, Any] | None:
-    if not _UID.match(uid) or len(uid) > 64:
+    if not is_uid(uid):
         return None
     ctx = ctx_of(request)
     found = views.study_timeline(ctx.sessions, uid, with_patient=who.role.sees_patient)
@@ -119,6 +121,7 @@ def _study(request: Request, who: Principal, uid: str) -> dict[str, Any] | None:
         "completed_at": max(completed) if completed else None,
         "receiving": [s for s in found.series if s.state == SeriesState.RECEIVING],
         "at_rest": at_rest(found),
+        "viewer_preview_alt": VIEWER_PREVIEW_ALT,
     }
 
 

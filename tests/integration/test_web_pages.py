@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from httpx import Response
 
 from dicom_ai_node.metrics import NodeMetrics
 from dicom_ai_node.store.index import InstanceRecord, SeriesAttrs, index_instance
@@ -25,6 +25,7 @@ from dicom_ai_node.testing.series import (
 from dicom_ai_node.web.app import create_app
 from dicom_ai_node.web.context import WebContext
 from dicom_ai_node.web.pages_kit import local_path
+from dicom_ai_node.web.pages_study import VIEWER_PREVIEW_ALT
 
 from ..web_support import (
     DEAD_DESTINATION,
@@ -84,7 +85,18 @@ def sign_in(app: FastAPI, role: str) -> tuple[TestClient, str]:
     return client, found[1]
 
 
-def flash_after(client: TestClient, answer: Response) -> str:
+class Answer(Protocol):
+    """What the test client answers (whichever httpx it is built on)."""
+
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    @property
+    def text(self) -> str: ...
+
+
+def flash_after(client: TestClient, answer: Answer) -> str:
     """The flash message of the page an action redirected to."""
     assert answer.status_code == 303, answer.text
     page = client.get(answer.headers["location"])
@@ -348,6 +360,56 @@ def test_an_operator_acts_from_the_screens_and_sees_the_outcome(
         "/ui/actions/explain", data={"csrf": csrf, "study": done.study_instance_uid}
     )
     assert explained.status_code == 200 and 'data-testid="explain-output"' in explained.text
+
+
+def test_the_studies_page_and_its_fragment_search_alike(
+    app: FastAPI, seeded: list[SeededStudy]
+) -> None:
+    client, _ = sign_in(app, "viewer")
+    second = seeded[1].study_instance_uid
+    search = {"accession": "ACC2", "model": MODEL, "state": "done", "calling_ae": "MODALITY"}
+    for path in ("/ui/studies", "/ui/fragments/studies"):
+        rows = re.findall(r'data-testid="study-row" data-uid="([^"]+)"', client.get(path).text)
+        assert sorted(rows) == sorted(s.study_instance_uid for s in seeded), path
+        found = client.get(path, params=search).text
+        assert re.findall(r'data-testid="study-row" data-uid="([^"]+)"', found) == [second], path
+        none = client.get(path, params={"date_from": "2030-01-01"}).text
+        assert 'data-testid="study-row"' not in none, path
+    assert client.get("/ui/fragments/studies", params={"model": "x" * 65}).status_code == 422
+
+
+def test_the_explain_form_takes_only_a_study_uid(app: FastAPI, seeded: list[SeededStudy]) -> None:
+    client, csrf = sign_in(app, "operator")
+    for text in ("1.2.3; drop", "<b>1.2</b>", "1..2", "1.2.", "1." * 40 + "1", " "):
+        answer = client.post("/ui/actions/explain", data={"csrf": csrf, "study": text})
+        assert answer.status_code == 400, text
+        assert 'data-testid="explain-error"' in answer.text, text
+        assert 'data-testid="explain-output"' not in answer.text, text
+        assert "<b>1.2</b>" not in answer.text
+    good = client.post(
+        "/ui/actions/explain", data={"csrf": csrf, "study": f" {seeded[0].study_instance_uid} "}
+    )
+    assert good.status_code == 200 and 'data-testid="explain-output"' in good.text
+    assert 'data-testid="explain-error"' not in good.text
+
+
+def test_a_viewer_is_told_why_a_preview_may_not_show(
+    app: FastAPI, seeded: list[SeededStudy]
+) -> None:
+    done = seeded[0]
+    preview = re.compile(rf'<img id="preview-{done.result_pk}"[^>]*>')
+    viewer, _ = sign_in(app, "viewer")
+    shown = preview.search(viewer.get(f"/ui/studies/{done.study_instance_uid}").text)
+    assert shown is not None and f'alt="{VIEWER_PREVIEW_ALT}"' in shown[0]
+    assert 'class="preview"' in shown[0]
+    operator, _ = sign_in(app, "operator")
+    own = preview.search(operator.get(f"/ui/studies/{done.study_instance_uid}").text)
+    assert own is not None and f'alt="Preview of result {done.result_pk}"' in own[0]
+    css = viewer.get("/static/style.css").text
+    rule = re.search(r"img\.preview \{([^}]*)\}", css)
+    assert rule is not None  # a refused preview keeps the box's width, its alt text readable
+    for needed in ("max-width: 100%", "width: 32rem", "overflow: hidden", "color: #"):
+        assert needed in rule[1], needed
 
 
 def test_a_flash_message_shows_only_with_the_sessions_signature(app: FastAPI) -> None:
