@@ -6,13 +6,16 @@ kind ``action`` to the study's history, where the web timeline shows it
 :class:`~dicom_ai_node.errors.NotFound` when the object does not exist and
 :class:`~dicom_ai_node.errors.Conflict` when the action does not apply to the object's
 state; the web stage turns them into 404 and 409 and writes the audit record. Pausing
-and resuming models and destinations are in :mod:`.pauses` and answer here too.
+and resuming models and destinations are in :mod:`.pauses`, re-sending results in
+:mod:`.resend`; they answer here too.
 
 A re-run is a new revision of the same model on the same subject and input, as the
 assembler makes when better data arrives (``assemble.revision``): it names the job it
 revises (its SR names the reports it replaces), and once it is done the earlier results
 are superseded (``store.jobs.complete_job``). Only the latest job of a model on a
-subject is re-run or retried, so a subject never gets two result sets.
+subject is re-run or retried, so a subject never gets two result sets. The actions
+that make a revision decide under a write lock (:func:`~.db.write_lock`, the job's row
+on PostgreSQL), and one that loses a race all the same raises Conflict.
 """
 
 from __future__ import annotations
@@ -21,16 +24,30 @@ import datetime as dt
 import enum
 
 from sqlalchemy import ColumnElement, exists, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from ..domain import DeliveryState, JobState, SeriesState, parse_enum
+from ..domain import JobState, SeriesState, parse_enum
 from ..errors import Conflict, NotFound
-from .pauses import ACTION_EVENT, PauseInfo, PauseKind, pause, paused, pauses, record_action, resume
+from .db import write_lock
+from .pauses import (
+    ACTION_EVENT,
+    PauseInfo,
+    PauseKind,
+    pause,
+    paused,
+    pauses,
+    record_action,
+    record_job_action,
+    resume,
+)
+from .resend import RETRY_BATCH, resend, retry_failed_deliveries
 from .routing import job_key
-from .tables import Delivery, Job, Result, Series, Study
+from .tables import Job, Result, Series, Study
 
 __all__ = [
     "ACTION_EVENT",
+    "RETRY_BATCH",
     "PauseInfo",
     "PauseKind",
     "RetryKind",
@@ -58,17 +75,9 @@ class RetryKind(enum.StrEnum):
     DELIVERIES = "deliveries"
 
 
-def _study_uid(session: Session, job: Job) -> str:
-    return session.scalars(select(Study.study_instance_uid).where(Study.pk == job.study_fk)).one()
-
-
-def _series_uid(session: Session, job: Job) -> str:
-    uid = select(Series.series_instance_uid).where(Series.pk == job.series_fk)
-    return session.scalars(uid).one()
-
-
-def _job(session: Session, job_pk: int) -> Job:
-    job = session.get(Job, job_pk)
+def _job(session: Session, job_pk: int, *, lock: bool = False) -> Job:
+    """The job, or NotFound; ``lock``: its row locked until the commit (PostgreSQL)."""
+    job = session.get(Job, job_pk, with_for_update=lock)
     if job is None:
         raise NotFound(f"no job {job_pk}")
     return job
@@ -147,21 +156,24 @@ def rerun_job(sessions: sessionmaker[Session], job_pk: int, user: str, now: dt.d
     NotFound
         When there is no such job.
     Conflict
-        When the job is queued or running, or a later revision of it exists.
+        When the job is queued or running, or a later revision of it exists, also one
+        made meanwhile (another re-run, a retry, the assembler's revision).
     """
-    with sessions.begin() as session:
-        job = _job(session, job_pk)
-        if job.state in _UNFINISHED:
-            raise Conflict(f"job {job_pk} is {job.state}: it runs already")
-        later = _later_job(session, job)
-        if later is not None:
-            raise Conflict(f"job {job_pk} was revised by job {later}: re-run that one")
-        new = _new_revision(session, job, now, f"re-run of job {job_pk} by {user}")
-        what = f"job {job_pk} ({job.model_name}) as job {new.pk}, revision {new.revision}"
-        record_action(
-            session, now, "rerun", user, what, _study_uid(session, job), _series_uid(session, job)
-        )
-        return new.pk
+    try:
+        with sessions.begin() as session:
+            write_lock(session)
+            job = _job(session, job_pk, lock=True)
+            if job.state in _UNFINISHED:
+                raise Conflict(f"job {job_pk} is {job.state}: it runs already")
+            later = _later_job(session, job)
+            if later is not None:
+                raise Conflict(f"job {job_pk} was revised by job {later}: re-run that one")
+            new = _new_revision(session, job, now, f"re-run of job {job_pk} by {user}")
+            what = f"job {job_pk} ({job.model_name}) as job {new.pk}, revision {new.revision}"
+            record_job_action(session, now, "rerun", user, what, job)
+            return new.pk
+    except IntegrityError as exc:  # the same revision was made meanwhile
+        raise Conflict(f"job {job_pk} was revised meanwhile: re-run the new revision") from exc
 
 
 def cancel_job(
@@ -196,137 +208,33 @@ def cancel_job(
         if not changed.rowcount:  # type: ignore[attr-defined]
             raise Conflict(f"job {job_pk} is {was.value}: only queued or running jobs cancel")
         what = f"job {job_pk} ({job.model_name}, was {was.value})"
-        record_action(
-            session, now, "cancel", user, what, _study_uid(session, job), _series_uid(session, job)
-        )
+        record_job_action(session, now, "cancel", user, what, job)
         return was
 
 
-def _send_again(
-    session: Session, result_pk: int, destination: str, now: dt.datetime, window_s: float
-) -> None:
-    """The delivery of one result to one destination: pending, no attempts, due now."""
-    row = session.scalars(
-        select(Delivery).where(Delivery.result_fk == result_pk, Delivery.destination == destination)
-    ).first()
-    deadline = now + dt.timedelta(seconds=window_s)
-    if row is None:
-        session.add(
-            Delivery(
-                result_fk=result_pk,
-                destination=destination,
-                state=DeliveryState.PENDING.value,
-                attempts=0,
-                next_attempt_at=now,
-                deadline_at=deadline,
-                last_error="",
-            )
-        )
-        return
-    row.state = DeliveryState.PENDING.value
-    row.attempts = 0
-    row.next_attempt_at = now
-    row.deadline_at = deadline
-    row.delivered_at = None
-
-
-def _results_of(
-    session: Session, result_pk: int | None, job_pk: int | None
-) -> tuple[Job, list[int]]:
-    if (result_pk is None) == (job_pk is None):
-        raise ValueError("name either a result or a job")
-    if result_pk is not None:
-        result = session.get(Result, result_pk)
-        if result is None:
-            raise NotFound(f"no result {result_pk}")
-        return _job(session, result.job_fk), [result.pk]
-    assert job_pk is not None
-    job = _job(session, job_pk)
-    pks = list(
-        session.scalars(select(Result.pk).where(Result.job_fk == job_pk).order_by(Result.pk))
-    )
-    if not pks:
-        raise Conflict(f"job {job_pk} ({job.state}) made no results to send")
-    return job, pks
-
-
-def resend(
-    sessions: sessionmaker[Session],
-    destination: str,
-    user: str,
-    now: dt.datetime,
-    window_s: float,
-    *,
-    result_pk: int | None = None,
-    job_pk: int | None = None,
+def _retry_jobs(
+    session: Session, cause: str | None, user: str, now: dt.datetime, limit: int
 ) -> int:
-    """Send a result, or every result of a job, to a destination again.
-
-    The delivery row goes back to pending with no attempts, due now and retried for
-    ``window_s`` (made when there was none). The same objects go again (their UIDs are
-    fixed by the job), so a receiver that has them already keeps one copy.
-
-    Parameters
-    ----------
-    destination:
-        ``AE@HOST:PORT``; the caller checks it is one the node knows.
-    window_s:
-        The retry window (``send.retry_window_s``).
-    result_pk, job_pk:
-        Exactly one of them.
-
-    Returns
-    -------
-    int
-        How many results were queued.
-
-    Raises
-    ------
-    ValueError
-        When neither or both of ``result_pk`` and ``job_pk`` are given, or the
-        destination is empty.
-    NotFound
-        When there is no such result or job.
-    Conflict
-        When the job made no results.
-    """
-    if not destination.strip():
-        raise ValueError("name a destination (AE@HOST:PORT)")
-    with sessions.begin() as session:
-        job, pks = _results_of(session, result_pk, job_pk)
-        for pk in pks:
-            _send_again(session, pk, destination, now, window_s)
-        what = (
-            f"result {result_pk}" if result_pk is not None else f"job {job_pk} ({len(pks)} results)"
-        )
-        record_action(
-            session,
-            now,
-            "resend",
-            user,
-            f"{what} to {destination}",
-            _study_uid(session, job),
-            _series_uid(session, job),
-        )
-        return len(pks)
-
-
-def _retry_jobs(session: Session, cause: str | None, user: str, now: dt.datetime) -> int:
-    """Failed jobs not revised since: a re-run when they made results, else queued again."""
-    query = select(Job).where(Job.state.in_(_FAILED), ~_revised_by()).order_by(Job.pk)
+    """Up to ``limit`` failed jobs not revised since, oldest first: a re-run when they made
+    results, else queued again."""
+    write_lock(session)
+    query = select(Job).where(Job.state.in_(_FAILED), ~_revised_by())
     if cause is not None:
         query = query.where(Job.reason == cause)
     count = 0
-    for job in session.scalars(query).all():
-        study_uid, series_uid = _study_uid(session, job), _series_uid(session, job)
+    for job in session.scalars(query.order_by(Job.pk).limit(limit).with_for_update()).all():
+        if _later_job(session, job) is not None:
+            continue  # revised after the query's snapshot, before its row lock (PostgreSQL)
         made = session.scalars(select(Result.pk).where(Result.job_fk == job.pk)).first()
         if made is not None:
             new = _new_revision(session, job, now, f"retry of job {job.pk} by {user}")
             what = f"job {job.pk} ({job.model_name}) as job {new.pk}, revision {new.revision}"
         else:
-            session.execute(
+            # read before the UPDATE: the session then refreshes ``job`` with the new values
+            was = job.state
+            queued = session.execute(
                 update(Job)
-                .where(Job.pk == job.pk, Job.state == job.state)
+                .where(Job.pk == job.pk, Job.state == was)
                 .values(
                     state=JobState.QUEUED.value,
                     attempts=0,
@@ -336,31 +244,12 @@ def _retry_jobs(session: Session, cause: str | None, user: str, now: dt.datetime
                 )
                 .execution_options(synchronize_session=False)
             )
-            what = f"job {job.pk} ({job.model_name}, was {job.state})"
-        record_action(session, now, "retry", user, what, study_uid, series_uid)
+            if not queued.rowcount:  # type: ignore[attr-defined]
+                continue  # changed since it was read: not this batch's
+            what = f"job {job.pk} ({job.model_name}, was {was})"
+        record_job_action(session, now, "retry", user, what, job)
         count += 1
     return count
-
-
-def _retry_deliveries(
-    session: Session, cause: str | None, user: str, now: dt.datetime, window_s: float
-) -> int:
-    query = (
-        select(Delivery, Result.sop_instance_uid, Study.study_instance_uid)
-        .join(Result, Delivery.result_fk == Result.pk)
-        .join(Job, Result.job_fk == Job.pk)
-        .join(Study, Job.study_fk == Study.pk)
-        .where(Delivery.state == DeliveryState.FAILED.value)
-        .order_by(Delivery.pk)
-    )
-    if cause is not None:
-        query = query.where(Delivery.last_error == cause)
-    rows = session.execute(query).all()
-    for delivery, sop_uid, study_uid in rows:
-        _send_again(session, delivery.result_fk, delivery.destination, now, window_s)
-        what = f"result {delivery.result_fk} ({sop_uid}) to {delivery.destination}"
-        record_action(session, now, "retry", user, what, study_uid)
-    return len(rows)
 
 
 def retry_failed(
@@ -370,31 +259,45 @@ def retry_failed(
     user: str,
     now: dt.datetime,
     window_s: float,
+    limit: int = RETRY_BATCH,
 ) -> int:
-    """Try every failure of one kind again, or those of one cause; returns how many.
+    """Try failures of one kind again, or those of one cause, a batch at a time.
 
     Parameters
     ----------
     kind:
         ``jobs``: failed and quality-failed jobs that no later revision replaced go back
         to the queue with no attempts (a new revision when they made results);
-        ``deliveries``: deliveries failed for good are sent again, as :func:`resend`.
+        ``deliveries``: deliveries failed for good are sent again, as :func:`resend`
+        (not those of results that no longer stand).
     cause:
         Only those whose reason (a job's) or last error (a delivery's) is exactly this,
         as the failures screen groups them; None for all.
     window_s:
         The retry window of the deliveries (``send.retry_window_s``).
+    limit:
+        The most taken in one call (one transaction), oldest first.
+
+    Returns
+    -------
+    int
+        How many were taken; the caller calls again while it is ``limit``.
 
     Raises
     ------
     ValueError
         When ``kind`` is neither.
+    Conflict
+        When a job was revised meanwhile (nothing of this batch is retried).
     """
     kind = parse_enum(RetryKind, kind)
-    with sessions.begin() as session:
-        if kind is RetryKind.JOBS:
-            return _retry_jobs(session, cause, user, now)
-        return _retry_deliveries(session, cause, user, now, window_s)
+    try:
+        with sessions.begin() as session:
+            if kind is RetryKind.JOBS:
+                return _retry_jobs(session, cause, user, now, limit)
+            return retry_failed_deliveries(session, cause, user, now, window_s, limit)
+    except IntegrityError as exc:  # a revision the batch makes was made meanwhile
+        raise Conflict("a failed job was revised meanwhile: nothing retried, try again") from exc
 
 
 def force_complete(

@@ -16,7 +16,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["Database", "Sessions", "index_answers", "utcnow"]
+__all__ = ["Database", "Sessions", "index_answers", "utcnow", "write_lock"]
 
 #: The session factory of a :class:`Database`, as the store's functions take it.
 Sessions = sessionmaker[Session]
@@ -45,6 +45,19 @@ def _sqlite_pragmas(lock_timeout_s: float) -> Any:
         cur.close()
 
     return on_connect
+
+
+def write_lock(session: Session) -> None:
+    """On SQLite, take the database's write lock now, as the transaction's first statement.
+
+    SQLite begins a transaction at its first write; two transactions that read, decide
+    and then write would both decide on what they read, and the second would fail at its
+    write. ``BEGIN IMMEDIATE`` makes the second wait (the busy timeout) before it reads.
+    PostgreSQL locks rows instead (``FOR UPDATE``) and reports a race as a unique
+    violation; there this does nothing.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(text("BEGIN IMMEDIATE"))
 
 
 class Database:

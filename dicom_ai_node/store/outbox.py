@@ -49,6 +49,8 @@ class DueDelivery:
     model_name: str = ""
     result_created_at: dt.datetime | None = None
     last_received_at: dt.datetime | None = None
+    #: Times an operator put the row back (re-send, retry); 0 for the node's own sending.
+    resends: int = 0
 
 
 def due_deliveries(
@@ -104,6 +106,7 @@ def due_deliveries(
                 model_name=model,
                 result_created_at=as_utc(created),
                 last_received_at=as_utc(last),
+                resends=d.resends,
             )
             for d, path, uid, study, model, created, last in rows
         ]
@@ -135,6 +138,8 @@ def finish_delivery_attempt(
     bool
         ``False``, and nothing written, when the row changed since it was read as due (an
         operator re-sent it meanwhile: it starts again from no attempts and is due now).
+        The fence is the row's attempts and its re-send count, so an attempt in flight
+        when an operator re-sent the row cannot undo the re-send, from whatever attempt.
     """
     values: dict[str, Any] = {
         "attempts": delivery.attempts + 1,
@@ -155,6 +160,7 @@ def finish_delivery_attempt(
                 Delivery.pk == delivery.pk,
                 Delivery.state == DeliveryState.PENDING.value,
                 Delivery.attempts == delivery.attempts,
+                Delivery.resends == delivery.resends,
             )
             .values(**values)
         )

@@ -20,7 +20,7 @@ from ..domain import parse_enum
 from ..errors import Conflict
 from .db import as_utc
 from .index import record_event
-from .tables import Pause
+from .tables import Job, Pause, Series, Study
 
 __all__ = [
     "ACTION_EVENT",
@@ -30,6 +30,7 @@ __all__ = [
     "paused",
     "pauses",
     "record_action",
+    "record_job_action",
     "resume",
 ]
 
@@ -65,6 +66,18 @@ def record_action(
 ) -> None:
     """Write ``<action> by <user>: <object>`` to a study's history (none: ``""``)."""
     record_event(session, now, study_uid, ACTION_EVENT, f"{action} by {user}: {what}", series_uid)
+
+
+def record_job_action(
+    session: Session, now: dt.datetime, action: str, user: str, what: str, job: Job
+) -> None:
+    """Write ``<action> by <user>: <object>`` to the history of a job's study and series."""
+    study_uid, series_uid = session.execute(
+        select(Study.study_instance_uid, Series.series_instance_uid)
+        .join(Series, Series.study_fk == Study.pk)
+        .where(Series.pk == job.series_fk)
+    ).one()
+    record_action(session, now, action, user, what, study_uid, series_uid)
 
 
 def pause(

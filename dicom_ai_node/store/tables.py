@@ -214,6 +214,8 @@ class Delivery(Base):
     last_error: Mapped[str] = mapped_column(Text, default="")
     delivered_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
     last_attempt_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    #: Times an operator put it back (re-send, retry): fences out an attempt in flight then.
+    resends: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Event(Base):

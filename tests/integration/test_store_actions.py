@@ -230,6 +230,44 @@ def test_an_attempt_in_flight_during_a_resend_is_not_recorded(db: Database) -> N
     assert (row.state, row.attempts) == ("pending", 0)
 
 
+def test_a_first_attempt_in_flight_during_a_resend_is_not_recorded(db: Database) -> None:
+    assert finish(db, claim(db))
+    (in_flight,) = due_deliveries(db.session, T0)  # attempt 1 starts, from 0 attempts...
+    with db.session() as session:
+        result_pk = session.scalars(select(Result.pk)).one()
+    later = T0 + dt.timedelta(seconds=1)
+    actions.resend(db.session, PACS, "ann", later, WINDOW_S, result_pk=result_pk)  # ...meanwhile
+    assert not finish_delivery_attempt(
+        db.session, in_flight, later, delivered=False, status=None, error="x", next_attempt_at=None
+    )
+    (row,) = deliveries(db)
+    assert (row.state, row.attempts, row.resends) == ("pending", 0, 1)
+    assert as_utc(row.next_attempt_at) == later
+    (again,) = due_deliveries(db.session, later)
+    assert (again.attempts, again.resends) == (0, 1)
+    assert finish_delivery_attempt(
+        db.session, again, later, delivered=True, status=0, error="", next_attempt_at=None
+    )
+
+
+def test_only_the_standing_results_are_sent_again(db: Database) -> None:
+    first = claim(db)
+    assert finish(db, first)
+    revision = actions.rerun_job(db.session, first.pk, "ann", T0)
+    with pytest.raises(Conflict, match=f"revised by job {revision}"):
+        actions.resend(db.session, PACS, "ann", T0, WINDOW_S, job_pk=first.pk)
+    assert finish(db, claim(db))  # the revision is done: the first results are superseded
+    with db.session() as session:
+        old = session.scalars(select(Result.pk).where(Result.job_fk == first.pk)).one()
+    with pytest.raises(Conflict, match="superseded"):
+        actions.resend(db.session, PACS, "ann", T0, WINDOW_S, result_pk=old)
+    assert actions.resend(db.session, PACS, "ann", T0, WINDOW_S, job_pk=revision) == 1
+    # a later revision that failed leaves the results standing: they may go again
+    actions.rerun_job(db.session, revision, "ann", T0)
+    assert fail_job(db.session, claim(db), T0, "model crashed")
+    assert actions.resend(db.session, PACS, "ann", T0, WINDOW_S, job_pk=revision) == 1
+
+
 def fail_delivery(db: Database, error: str) -> None:
     for due in due_deliveries(db.session, T0):
         finish_delivery_attempt(

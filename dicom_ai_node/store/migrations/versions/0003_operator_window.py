@@ -6,8 +6,9 @@ Create Date: 2026-12-09 09:00:00
 
 Adds the web service's accounts (users, API tokens and sessions, their secrets only as
 hashes), the history of associations, the models and destinations an operator paused,
-the time of each delivery's last attempt, and the indexes the operator's job and study
-lists read by (state, model, calling AE title, accession number; newest first).
+the time of each delivery's last attempt and how many times an operator sent it again,
+and the indexes the operator's job and study lists read by (state, model, calling AE
+title, accession number; newest first).
 """
 
 from alembic import op
@@ -82,6 +83,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('delivery', schema=None) as batch_op:
         batch_op.add_column(sa.Column('last_attempt_at', sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('resends', sa.Integer(), server_default='0', nullable=False))
         batch_op.create_index('ix_delivery_destination_attempt', ['destination', 'last_attempt_at'], unique=False)
         batch_op.create_index('ix_delivery_destination_state', ['destination', 'state'], unique=False)
     with op.batch_alter_table('job', schema=None) as batch_op:
@@ -104,6 +106,7 @@ def downgrade() -> None:
     with op.batch_alter_table('delivery', schema=None) as batch_op:
         batch_op.drop_index('ix_delivery_destination_state')
         batch_op.drop_index('ix_delivery_destination_attempt')
+        batch_op.drop_column('resends')
         batch_op.drop_column('last_attempt_at')
     op.drop_table('pause')
     op.drop_table('association')
