@@ -3,30 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import re
 import signal
 import sys
-from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
-
-from pydicom import dcmread
-from pydicom.errors import InvalidDicomError
 
 from . import __version__
 from .cli_accounts import add_account_commands
-from .domain import InputSpec, SeriesInfo
+from .cli_models import add_model_commands, scan_series
 from .errors import ConfigError, DeliveryError, NodeError
-from .identity import made_by_node
 from .log import configure_logging
 from .settings import NodeSettings, load_settings, render_config
-
-if TYPE_CHECKING:
-    from .infer.bodyregion import BodyRegionModels
-    from .infer.manifest import ModelManifest
-    from .route.rules import RuleSet
 
 __all__ = ["main"]
 
@@ -79,194 +67,12 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_models_list(args: argparse.Namespace) -> int:
-    """List the models found, with version, device, warm/cold and intended use."""
-    from .infer.registry import ModelRegistry, choose_device
-
-    settings = _settings(args)
-    device = choose_device(settings.infer.device, settings.infer.threads, settings.infer.bf16)
-    registry = ModelRegistry(settings.path(settings.infer.models_dir), device)
-    if not len(registry):
-        print("no models found")
-    for m in registry:
-        state = "warm" if registry.is_warm(m.name) else "cold (loads at start)"
-        print(f"{m.name} {m.version}  task={m.task} runner={m.runner} device={device.kind} {state}")
-        print(
-            f"    input: modalities={sorted(m.input.modalities)} "
-            f"body parts={sorted(m.input.body_parts)}"
-        )
-        print(f"    intended use: {m.intended_use}")
-    for region in registry.body_regions:
-        print(f"{region.name} {region.version}  task={region.task} (asked by routing) device=cpu")
-        print(f"    input: modalities={sorted(region.input.modalities)}")
-        print(f"    intended use: {region.intended_use}")
-    return 0
-
-
-def _scan(folder: Path) -> dict[str, list[Path]]:
-    """Group the DICOM files under a folder by Series Instance UID (headers only)."""
-    groups: dict[str, list[Path]] = defaultdict(list)
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        try:
-            ds = dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
-        except (InvalidDicomError, OSError, ValueError, EOFError):
-            continue
-        if "SeriesInstanceUID" in ds:
-            groups[str(ds.SeriesInstanceUID)].append(path)
-    return groups
-
-
-def _explain(
-    path: Path,
-    rules: RuleSet,
-    specs: Mapping[str, InputSpec],
-    calling_ae: str,
-    body_region: BodyRegionModels | None = None,
-) -> int:
-    """Print the routing of each study under ``path``; 1 when there is no DICOM series.
-
-    With ``body_region``, series whose headers name no region are classified from their
-    pixels, as the node does.
-    """
-    from .route.bodypart import RegionAnswers, needs_image_answer
-    from .route.explain import format_study_routing
-    from .route.header import header_of, series_info
-    from .route.router import route_study
-
-    groups = _scan(path)
-
-    def answers(infos: list[SeriesInfo]) -> RegionAnswers | None:
-        """The image classifier's answers where the headers leave the region open."""
-        if body_region is None:
-            return None
-        return RegionAnswers(
-            {
-                i.series_instance_uid: body_region.classify_files(groups[i.series_instance_uid])
-                for i in infos
-                if made_by_node(i.header) is None and needs_image_answer(i)
-            }
-        )
-
-    by_study: dict[str, list[SeriesInfo]] = defaultdict(list)
-    for _uid, paths in groups.items():
-        first = dcmread(paths[0], stop_before_pixels=True)
-        classes = {
-            str(dcmread(p, stop_before_pixels=True, specific_tags=["SOPClassUID"]).SOPClassUID)
-            for p in paths
-        }
-        info = series_info(
-            header_of(first),
-            number_of_instances=len(paths),
-            sop_class_uids=classes,
-            calling_ae_title=calling_ae,
-        )
-        by_study[info.study_instance_uid].append(info)
-    if not by_study:
-        print(f"no DICOM series under {path}")
-        return 1
-    for infos in by_study.values():
-        print(format_study_routing(route_study(infos, rules, specs, answers(infos))))
-    return 0
-
-
-def cmd_route_explain(args: argparse.Namespace) -> int:
-    """Print which model each series under PATH would go to, and why."""
-    from .infer.registry import ModelRegistry, choose_device
-    from .route.load import load_rules
-
-    settings = _settings(args)
-    registry = ModelRegistry(settings.path(settings.infer.models_dir), choose_device("cpu"))
-    rules = load_rules(
-        Path(args.rules) if args.rules else settings.path(settings.route.rules_file),
-        list(registry.manifests),
-    )
-    return _explain(
-        Path(args.path), rules, registry.specs, args.calling_ae or "", registry.body_region_model()
-    )
-
-
-def _add_rule(rules_path: Path, manifest: ModelManifest, known: list[str]) -> str:
-    """Append a rule from the model's declared input to the rules file (validated first)."""
-    from .durable import fsync_dir, fsync_file
-    from .route.load import load_rules
-    from .route.suggest import rule_for
-
-    text = rules_path.read_text("utf-8")
-    names = {rule.name for rule in load_rules(text, known)}
-    name = manifest.name
-    for n in range(2, 100):
-        if name not in names:
-            break
-        name = f"{manifest.name}-{n}"
-    rule = rule_for(manifest.name, manifest.input, name)
-    base = text if names else re.sub(r"(?m)^rules:\s*\[\s*\]\s*$", "rules:", text)
-    new = base.rstrip("\n") + "\n\n" + rule
-    try:
-        load_rules(new, known)  # a rules file the node would refuse is never written
-    except ConfigError as exc:
-        raise ConfigError(
-            f"cannot append a rule to {rules_path} (the 'rules:' list must end the file): "
-            f"{exc}\nadd it by hand:\n{rule}"
-        ) from None
-    temp = rules_path.with_name(f".{rules_path.name}.new")
-    temp.write_text(new, "utf-8")
-    fsync_file(temp)
-    temp.replace(rules_path)
-    fsync_dir(rules_path.parent)
-    return name
-
-
-def cmd_models_add(args: argparse.Namespace) -> int:
-    """Validate, load and try a model folder, install it, and say what routes to it."""
-    from .errors import InferenceError
-    from .infer.install import install_model, try_model
-    from .infer.registry import ModelRegistry, choose_device
-    from .route.load import load_rules
-
-    settings = _settings(args)
-    device = choose_device(settings.infer.device, settings.infer.threads, settings.infer.bf16)
-    folder = Path(args.path)
-    try:
-        trial = try_model(folder, device)
-    except InferenceError as exc:
-        print(f"model check failed: {exc}", file=sys.stderr)
-        return 1
-    for line in trial.lines():
-        print(line)
-    manifest = trial.manifest
-    models_dir = settings.path(settings.infer.models_dir)
-    rules_path = settings.path(settings.route.rules_file)
-    if args.check:
-        print("checked only (--check): nothing installed")
-        return 0
-    target = install_model(folder, models_dir, replace=args.replace)
-    print(f"installed in {target}")
-    registry = ModelRegistry(models_dir, device)
-    known = list(registry.manifests)
-    if args.add_rule:
-        name = _add_rule(rules_path, manifest, known)
-        print(f"added rule {name!r} to {rules_path} (from the model's declared input; edit it)")
-    rules = load_rules(rules_path, known)
-    routing = [r for r in rules if r.model == manifest.name and r.enabled]
-    for rule in routing:
-        print(f"routed by rule {rule.name!r} of {rules_path}")
-    if not routing:
-        print(
-            f"no rule of {rules_path} routes to {manifest.name} yet: add one "
-            "(docs/routing.md), or run again with --add-rule --replace"
-        )
-    if args.study:
-        _explain(Path(args.study), rules, registry.specs, "", registry.body_region_model())
-    print("restart the node to load it")
-    return 0
-
-
 def cmd_send(args: argparse.Namespace) -> int:
     """Send every DICOM file under PATH to AE@HOST:PORT with a progress bar."""
     from .send.scu import Peer, send_datasets
 
     peer = Peer.parse(args.to)
-    paths = [p for group in _scan(Path(args.path)).values() for p in group]
+    paths = [p for group in scan_series(Path(args.path)).values() for p in group]
     if not paths:
         print(f"no DICOM files under {args.path}", file=sys.stderr)
         return 1
@@ -345,23 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", nargs="?", default="dicom-ai-node.toml")
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_init)
-    models = sub.add_parser("models", help="model registry").add_subparsers(
-        dest="models_cmd", required=True
-    )
-    models.add_parser("list", help="list models").set_defaults(func=cmd_models_list)
-    p = models.add_parser("add", help="validate, try and install a model folder")
-    p.add_argument("path", help="the model's folder, holding model.toml")
-    p.add_argument("--check", action="store_true", help="validate and try it only")
-    p.add_argument("--replace", action="store_true", help="replace a model of the same name")
-    p.add_argument("--add-rule", action="store_true", help="append a rule from its input")
-    p.add_argument("--study", help="a folder of DICOM files: explain how it would route")
-    p.set_defaults(func=cmd_models_add)
-    route = sub.add_parser("route", help="routing").add_subparsers(dest="route_cmd", required=True)
-    p = route.add_parser("explain", help="explain routing for a folder of DICOM files")
-    p.add_argument("path")
-    p.add_argument("--rules", help="rules file (default from settings)")
-    p.add_argument("--calling-ae", default="", help="pretend the study came from this AE title")
-    p.set_defaults(func=cmd_route_explain)
+    add_model_commands(sub, _settings_first)
     p = sub.add_parser("send", help="send a folder of DICOM files")
     p.add_argument("path")
     p.add_argument("--to", required=True, help="AE@HOST:PORT")
@@ -390,6 +180,17 @@ def _with_settings(
                 raise
             print(f"error: {exc}", file=sys.stderr)
             return 1
+
+    return run
+
+
+def _settings_first(
+    handler: Callable[[argparse.Namespace, NodeSettings], int],
+) -> Callable[[argparse.Namespace], int]:
+    """A command that gets the settings; what it raises is left to :func:`main`."""
+
+    def run(args: argparse.Namespace) -> int:
+        return handler(args, _settings(args))
 
     return run
 

@@ -21,7 +21,7 @@ PACKAGE = REPO / "dicom_ai_node"
 
 #: Modules at the package's top level that wire stages together (the composition root
 #: and the command line, and the worker's job step); they may import every stage.
-WIRING = {"app", "app_web", "cli", "cli_accounts", "pipeline"}
+WIRING = {"app", "app_web", "cli", "cli_accounts", "cli_models", "pipeline"}
 #: What each stage may import besides itself and the shared core (the package's other
 #: top-level modules). The order is the data flow read from the bottom up.
 STAGES: dict[str, set[str]] = {
