@@ -58,7 +58,8 @@ Every page: ``data-testid="flash"`` (class ``ok`` or ``error``) for an action's 
   ``attempt-<delivery id>-state``, ``echo-submit``, ``pause-submit``, ``resume-submit``.
 - Rules: ``model-row`` (``data-model``), ``model-<name>-state`` (active or paused),
   ``pause-model-<name>``, ``resume-model-<name>``, ``id="explain-study"``,
-  ``"explain-submit"``, ``explain-output``, ``rules-file``, ``rules-text``.
+  ``"explain-submit"``, ``explain-output``, ``explain-error``, ``rules-file``,
+  ``rules-text``.
 - Associations: ``id="assoc-calling-ae"``, ``"assoc-outcome"``, ``"assoc-submit"``;
   ``association-row``, ``association-outcome``, ``allow-list``, ``allow-row``,
   ``accept-only-known``.
@@ -133,33 +134,34 @@ def login(
 ) -> Response:
     """Check a user's password and sign them in (a session cookie), rate-limited.
 
-    A wrong password answers 401 and counts against the client's address and the user
-    name; once either used up ``web.login_attempts_per_minute`` the form answers 429
-    without checking. Every failure is audited (User Authentication, failed).
+    Each try counts against the client's address and the user name before the password
+    is checked (one step, so parallel tries cannot all pass a check made before any of
+    them counted); once either used up ``web.login_attempts_per_minute`` the form
+    answers 429 without checking. A wrong password answers 401. Every failure is
+    audited (User Authentication, failed).
     """
     ctx, address = ctx_of(request), client_address(request)
     target, username = local_path(next), username.strip()
     if not _same_origin(request):
         raise HTTPException(403, "login form posted from another site")
-    limiter = login_limiter(request)
+    shown = username[:USERNAME_MAX]
 
     def refuse(status: int, error: str) -> Response:
-        ctx.audit.login(username[:USERNAME_MAX], address, ok=False)
+        ctx.audit.login(shown, address, ok=False)
         response = render(
             request, "login.html", None, status_code=status, next=target, error=error,
-            username=username[:USERNAME_MAX],
+            username=shown,
         )  # fmt: skip
         if status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="dicom-ai-node"'
         return response
 
-    if limiter.blocked(address, username[:USERNAME_MAX]):
-        return refuse(429, "Too many failed sign-ins. Wait a minute and try again.")
+    if not login_limiter(request).attempt(address, shown):
+        return refuse(429, "Too many sign-ins. Wait a minute and try again.")
     found = None
     if 0 < len(username) <= USERNAME_MAX and password:
         found = accounts.verify_login(ctx.sessions, username, password)
     if found is None:
-        limiter.failed(address, username[:USERNAME_MAX])
         return refuse(401, "Wrong user name or password.")
     name, role = found
     old = request.cookies.get(SESSION_COOKIE)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -33,8 +32,6 @@ Viewer = Annotated[Principal, Depends(page_user(Role.VIEWER))]
 Admin = Annotated[Principal, Depends(page_user(Role.ADMIN))]
 Text = Annotated[str, Query(max_length=64)]
 
-#: Largest rules file shown (the rest is cut, with a note).
-RULES_MAX_BYTES = 1024 * 1024
 #: Rows of the studies list per page.
 STUDIES_PER_PAGE = 50
 
@@ -253,25 +250,13 @@ def destination_fragment(request: Request, who: Viewer, name: str) -> HTMLRespon
 # -- rules and models ---------------------------------------------------------------------
 
 
-def _rules_text(path: Path) -> tuple[str, str]:
-    """The rules file's text (cut at :data:`RULES_MAX_BYTES`) and a note on it."""
-    try:
-        with path.open("rb") as f:
-            data = f.read(RULES_MAX_BYTES + 1)
-    except OSError as exc:
-        return "", f"cannot read the rules file: {exc.strerror or exc}"
-    note = "" if len(data) <= RULES_MAX_BYTES else "(cut: the file is larger than 1 MiB)"
-    return data[:RULES_MAX_BYTES].decode("utf-8", errors="replace"), note
-
-
 def rules_context(request: Request) -> dict[str, Any]:
     """What the rules screen shows (the explain action renders it too)."""
     ctx = ctx_of(request)
-    path = ctx.settings.path(ctx.settings.route.rules_file)
-    text, note = _rules_text(path)
+    path, text, note = operations.rules_text(ctx)
     summary = overview.status_summary(ctx.sessions, ctx.clock())
     return {
-        "rules_file": str(path),
+        "rules_file": path,
         "rules_text": text,
         "rules_note": note,
         "models": ctx.backend.models(),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import threading
 from collections.abc import Iterator, Mapping
 from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
@@ -15,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from dicom_ai_node.metrics import NodeMetrics
+from dicom_ai_node.store import accounts
 from dicom_ai_node.store.index import InstanceRecord, SeriesAttrs, index_instance
 from dicom_ai_node.testing.series import (
     CANARY_BIRTH_DATE,
@@ -23,6 +25,7 @@ from dicom_ai_node.testing.series import (
     phi_canaries_in,
 )
 from dicom_ai_node.web.app import create_app
+from dicom_ai_node.web.auth import LoginLimiter
 from dicom_ai_node.web.context import WebContext
 from dicom_ai_node.web.pages_kit import local_path
 from dicom_ai_node.web.pages_study import VIEWER_PREVIEW_ALT
@@ -32,6 +35,7 @@ from ..web_support import (
     DESTINATION,
     MODEL,
     PASSWORD,
+    RULES_TEXT,
     SeededStudy,
     add_users,
     seed_study,
@@ -210,6 +214,65 @@ def test_a_wrong_password_is_refused_and_audited_then_rate_limited(
     assert web_context.audit_log is not None
     log = web_context.audit_log.read_text()
     assert log.count("operator") >= limit + 1  # each failure, the blocked one too
+
+
+def test_parallel_wrong_logins_reach_the_password_check_at_most_the_limit(
+    app: FastAPI,
+    web_context: WebContext,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    limit = web_context.settings.web.login_attempts_per_minute
+    checked: list[str] = []
+    lock = threading.Lock()
+    real = accounts.verify_login
+
+    def slow_check(*args: object) -> tuple[str, str] | None:
+        with lock:
+            checked.append("x")
+        threading.Event().wait(0.3)  # all tries are in flight before any is answered
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(accounts, "verify_login", slow_check)
+    start = threading.Barrier(limit + 1)
+    codes: list[int] = []
+
+    def wrong_login() -> None:
+        client = TestClient(app, follow_redirects=False)
+        start.wait(timeout=10)
+        answer = client.post("/ui/login", data={"username": "operator", "password": "nope"})
+        with lock:
+            codes.append(answer.status_code)
+
+    threads = [threading.Thread(target=wrong_login) for _ in range(limit + 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(checked) <= limit
+    assert sorted(codes) == [401] * limit + [429]
+
+
+def test_a_flood_of_made_up_user_names_does_not_lift_the_limit_of_an_address(
+    app: FastAPI,
+    web_context: WebContext,  # noqa: F811
+) -> None:
+    limit = web_context.settings.web.login_attempts_per_minute
+    app.state.login_limiter = LoginLimiter(limit, max_keys=40)
+    client = TestClient(app, follow_redirects=False)
+    for _ in range(limit):
+        assert (
+            client.post("/ui/login", data={"username": "operator", "password": "nope"}).status_code
+            == 401
+        )
+    for n in range(60):  # each a new user name, from the same address and from a new one
+        flood = TestClient(app, follow_redirects=False, client=(f"10.0.0.{n + 1}", 1000))
+        for who in (client, flood):
+            who.post("/ui/login", data={"username": f"nobody{n}-{id(who)}", "password": "x"})
+    for who in (client, TestClient(app, follow_redirects=False, client=("10.9.9.9", 1))):
+        again = who.post("/ui/login", data={"username": "operator", "password": PASSWORD})
+        assert again.status_code == 429, again.text[:200]
+    other = client.post("/ui/login", data={"username": "admin", "password": PASSWORD})
+    assert other.status_code == 429  # the address used up its tries too
 
 
 def test_every_screen_renders_for_a_viewer_without_patient_data(
@@ -391,6 +454,24 @@ def test_the_explain_form_takes_only_a_study_uid(app: FastAPI, seeded: list[Seed
     )
     assert good.status_code == 200 and 'data-testid="explain-output"' in good.text
     assert 'data-testid="explain-error"' not in good.text
+
+
+def test_the_rules_screen_cuts_a_big_rules_file_and_names_an_unreadable_one(
+    app: FastAPI,
+    web_context: WebContext,  # noqa: F811
+) -> None:
+    client, _ = sign_in(app, "viewer")
+    rules = web_context.settings.path(web_context.settings.route.rules_file)
+    assert "chest &lt;b&gt;ct&lt;/b&gt;" in client.get("/ui/rules").text
+    rules.write_text(RULES_TEXT + "#" * (2 * 1024 * 1024), "utf-8")
+    big = client.get("/ui/rules")
+    assert big.status_code == 200 and len(big.text) < 1024 * 1024 + 100_000
+    assert re.search(r'data-testid="rules-file">[^<]*larger than 1 MiB', big.text)
+    rules.unlink()
+    gone = client.get("/ui/rules")
+    assert gone.status_code == 200
+    assert re.search(r'data-testid="rules-file">[^<]*cannot read', gone.text)
+    assert 'data-testid="rules-text"></pre>' in gone.text
 
 
 def test_a_viewer_is_told_why_a_preview_may_not_show(
