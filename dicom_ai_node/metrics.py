@@ -210,9 +210,10 @@ class NodeMetrics:
         self.stage_duration = Histogram(
             f"{PREFIX}_stage_duration_seconds",
             "Duration of each stage of a study's way through the node, per model: "
-            "wait_complete (last instance to job), queue_wait (job made to claimed), "
-            "load (read and check the input), infer (the model), encode (build and write "
-            "the results), deliver (results made to delivered, per result and destination).",
+            "wait_complete (last instance to job), queue_wait (job queued, or queued again "
+            "by a retry, to claimed), load (read and check the input), infer (the model), "
+            "encode (build and write the results), deliver (results made to delivered, per "
+            "result and destination; not for an operator's re-send).",
             ["stage", "model"],
             buckets=STAGE_BUCKETS,
             registry=registry,

@@ -102,7 +102,8 @@ class Pipeline:
         if job is None:
             return False
         if job.attempts == 1:  # a job claimed again after a crash waited for other reasons
-            waited = (now - job.created_at).total_seconds()
+            # since it went into the queue: a retried job was made long before
+            waited = (now - job.queued_at).total_seconds()
             self.metrics.stage("queue_wait", job.model_name, waited)
         started = time.monotonic()
 

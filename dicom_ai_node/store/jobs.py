@@ -53,6 +53,9 @@ class ClaimedJob:
     calling_ae_title: str
     attempts: int
     created_at: dt.datetime
+    #: When it last went into the queue: made, retried by an operator, or re-queued by a
+    #: restart (the job's ``updated_at`` as the claim found it); its queue wait starts here.
+    queued_at: dt.datetime
     subject: str = ""
     revision: int = 0
     predecessor_pk: int | None = None
@@ -116,7 +119,7 @@ def claim_job(
                 _give_up(session, job, study_uid, series_uid, now)
                 continue
             # read before the UPDATE: the session then refreshes ``job`` with the new values
-            attempts, state = job.attempts + 1, job.state
+            attempts, state, queued_at = job.attempts + 1, job.state, as_utc(job.updated_at)
             taken = session.execute(
                 update(Job)
                 .where(Job.pk == job.pk, Job.state == state, Job.attempts == attempts - 1)
@@ -139,6 +142,7 @@ def claim_job(
                     calling_ae_title=calling,
                     attempts=attempts,
                     created_at=as_utc(job.created_at),
+                    queued_at=queued_at,
                     subject=job.subject,
                     revision=job.revision,
                     predecessor_pk=job.predecessor_fk,

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from dicom_ai_node.domain import DeliveryState, JobState
+from dicom_ai_node.store import actions
 from dicom_ai_node.store.db import Database
 from dicom_ai_node.store.index import index_instance
 from dicom_ai_node.store.jobs import (
@@ -65,6 +66,22 @@ def test_a_job_that_never_finishes_fails_after_its_attempts(db: Database) -> Non
         assert job.state == JobState.FAILED.value and "gave up after 3 starts" in job.reason
         kinds = [e.kind for e in session.scalars(select(Event))]
         assert "job-failed" in kinds
+
+
+def test_a_claim_says_since_when_the_job_waited_in_the_queue(db: Database) -> None:
+    """Since it was made, retried or re-queued by a restart; not since it was made."""
+    first = claim_job(db.session, T0 + dt.timedelta(seconds=5), 60.0, ["m"])
+    assert first is not None and first.queued_at == first.created_at == T0
+    assert fail_job(db.session, first, T0 + dt.timedelta(seconds=9), "model crashed")
+    retried_at = T0 + dt.timedelta(days=3)
+    assert actions.retry_failed(db.session, "jobs", None, "ann", retried_at, 60.0) == 1
+    again = claim_job(db.session, retried_at + dt.timedelta(seconds=5), 60.0, ["m"])
+    assert again is not None and again.attempts == 1
+    assert (again.created_at, again.queued_at) == (T0, retried_at)
+    restarted_at = retried_at + dt.timedelta(minutes=1)
+    assert requeue_running_jobs(db.session, restarted_at) == 1
+    last = claim_job(db.session, restarted_at + dt.timedelta(seconds=2), 60.0, ["m"])
+    assert last is not None and last.queued_at == restarted_at
 
 
 def test_an_expired_lease_counts_as_a_start(db: Database) -> None:
