@@ -100,11 +100,13 @@ class LoginLimiter:
     """Login attempts per client address and per username within a minute.
 
     :meth:`attempt` counts an attempt before the password is checked, in one step, so
-    parallel requests cannot all pass a check made before any of them is counted. Only
+    parallel requests cannot all pass a check made before any of them is counted; a login
+    that succeeds takes its attempt back (:meth:`succeeded`). Only
     attempts that were let through are remembered, so a flood of made-up usernames from
     one address stops at that address's limit. At most ``max_keys`` addresses and
     usernames are remembered; keys whose minute is over are forgotten first, and while
-    the table is full of live keys a new key is refused (fail closed).
+    the table is full of live keys a new key is refused (fail closed: during a flood from
+    more than ``max_keys`` addresses, logins from new addresses wait for a minute).
     """
 
     def __init__(self, per_minute: int, max_keys: int = 10_000) -> None:
@@ -154,10 +156,14 @@ class LoginLimiter:
                 self._attempts.move_to_end(key)
             return True
 
-    def failed(self, address: str, username: str) -> None:
-        """Count one failed login made without :meth:`attempt` (kept for callers that
-        check first and count after)."""
-        self.attempt(address, username)
+    def succeeded(self, address: str, username: str) -> None:
+        """Take back the attempt :meth:`attempt` counted last for a login that succeeded,
+        so that only failed logins use up the limit."""
+        with self._lock:
+            for key in (f"a:{address}", f"u:{username}"):
+                times = self._attempts.get(key)
+                if times:
+                    times.pop()
 
 
 _ctx = ctx_of

@@ -164,6 +164,7 @@ def login(
     if found is None:
         return refuse(401, "Wrong user name or password.")
     name, role = found
+    login_limiter(request).succeeded(address, shown)  # only failures use up the limit
     old = request.cookies.get(SESSION_COOKIE)
     if old:
         accounts.end_session(ctx.sessions, old)
