@@ -148,6 +148,10 @@ class Deliverer:
         last image of its series and since it was made."""
         outcome = "delivered" if delivered else "retry" if retry_at is not None else "failed"
         self.metrics.delivery(d.destination, outcome)
+        # a row an operator put back (re-send, retry: ``resends``) went when they asked,
+        # maybe days after the result was made: its times would measure the operator
+        if d.resends:
+            return
         if delivered and d.last_received_at is not None and d.result_created_at is not None:
             self.metrics.result_delivered(
                 d.model_name,
@@ -172,7 +176,7 @@ class Deliverer:
             retry_at = (
                 None if delivered else policy.next_attempt(d.attempts + 1, now, d.deadline_at)
             )
-            finish_delivery_attempt(
+            recorded = finish_delivery_attempt(
                 self.db.session,
                 d,
                 now,
@@ -181,7 +185,8 @@ class Deliverer:
                 error=message,
                 next_attempt_at=retry_at,
             )
-            self._count(d, now, delivered, retry_at)
+            if recorded:  # not when a re-send fenced the attempt out: the row starts over
+                self._count(d, now, delivered, retry_at)
             if not delivered:
                 failed.append((message, retry_at))
         done = [d.pk for d in items if (o := by_uid.get(d.sop_instance_uid)) and o.delivered]
