@@ -29,10 +29,8 @@ from pydicom.dataset import Dataset
 from ..errors import NodeError
 from .preview_read import (
     MAX_SOURCE_FILES,
-    Group,
     Mask,
     PreviewError,
-    Region,
     Rgb,
     SegFrame,
     Segment,
@@ -42,8 +40,8 @@ from .preview_read import (
     read_file,
     read_headers,
     read_seg,
-    read_sr,
 )
+from .preview_sr import Group, Region, read_sr
 
 __all__ = ["MAX_SOURCE_FILES", "Decode", "PreviewError", "render_preview"]
 

@@ -1,16 +1,16 @@
-"""Web: what the result preview reads: source headers, SEG frames and segments, SR groups.
+"""Web: what the result preview reads: source headers, SEG frames and segments.
 
 Read with pydicom alone (highdicom is the encode stage's), tolerant of what the node
 does not write itself: frames are placed on source images by their Derivation Image
 Sequence or else their Plane Position (PS3.3 C.7.6.16.2), BINARY, FRACTIONAL and
-LABELMAP segmentations are read, and a SEG's or SR's missing or odd attributes make a
-:class:`PreviewError`, never another exception.
+LABELMAP segmentations are read, and a SEG's missing or odd attributes make a
+:class:`PreviewError`, never another exception. The SR is read by :mod:`.preview_sr`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +23,7 @@ from ..errors import NodeError
 __all__ = [
     "MAX_SEG_BYTES",
     "MAX_SOURCE_FILES",
-    "Group",
     "PreviewError",
-    "Region",
     "SegFrame",
     "Segment",
     "SourceImage",
@@ -36,22 +34,16 @@ __all__ = [
     "read_file",
     "read_headers",
     "read_seg",
-    "read_sr",
 ]
 
 #: Most source files one preview reads (their headers; one image's pixels).
 MAX_SOURCE_FILES = 2000
 #: Largest SEG file a preview reads (all its frames are needed to find the key slice).
 MAX_SEG_BYTES = 1 << 30
-#: Deepest SR content tree walked (TID 1500 needs 4 levels).
-MAX_SR_DEPTH = 16
 
 Rgb = tuple[int, int, int]
 Mask = npt.NDArray[np.bool_]
 
-_MEASUREMENT_GROUP = "125007"  # PS3.16 TID 1501/1410 "Measurement Group"
-_TRACKING_ID, _TRACKING_UID = "112039", "112040"
-_FINDING, _FINDING_CATEGORY = "121071", "276214006"
 #: What a malformed SEG or SR raises in pydicom and numpy when read as one.
 _MALFORMED = (AttributeError, IndexError, KeyError, TypeError, ValueError)
 
@@ -324,105 +316,3 @@ def key_masks(frames: Sequence[SegFrame], uid: str) -> dict[int, Mask]:
             for number, mask in frame.masks().items():
                 out[number] = out[number] | mask if number in out else mask
     return out
-
-
-# --- the SR ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Region:
-    """A SCOORD (PS3.3 C.18.6): pixel coordinates (column, row) on one image."""
-
-    sop_instance_uid: str
-    graphic_type: str
-    points: npt.NDArray[np.float64]
-
-
-@dataclass
-class Group:
-    """One measurement group of the SR: its name, lines of text and regions."""
-
-    name: str = ""
-    tracking_uid: str = ""
-    lines: list[str] = field(default_factory=list)
-    regions: list[Region] = field(default_factory=list)
-
-
-def _concept(item: Dataset) -> tuple[str, str]:
-    code = _first(item, "ConceptNameCodeSequence")
-    if code is None:
-        return "", ""
-    return str(code.get("CodeValue", "")), str(code.get("CodeMeaning", ""))
-
-
-def _number(value: float) -> str:
-    if abs(value) >= 100:
-        return f"{value:.0f}"
-    return f"{value:.1f}" if abs(value) >= 1 else f"{value:.3g}"
-
-
-def _num_line(item: Dataset, meaning: str) -> str:
-    """A NUM content item (PS3.3 C.18.1): name, value and UCUM unit (none for "1")."""
-    measured = _first(item, "MeasuredValueSequence")
-    if measured is None:
-        return f"{meaning}: no value"
-    unit_code = _first(measured, "MeasurementUnitsCodeSequence")
-    unit = str(unit_code.get("CodeValue", "")) if unit_code is not None else ""
-    value = _number(as_float(measured.get("NumericValue"), float("nan")))
-    return f"{meaning} {value} {unit if unit != '1' else ''}".rstrip()
-
-
-def _region(item: Dataset) -> Region | None:
-    ref = _first(_first(item, "ContentSequence"), "ReferencedSOPSequence")
-    data = [as_float(v, 0.0) for v in item.get("GraphicData", [])]
-    if ref is None or len(data) < 2:
-        return None
-    points = np.asarray(data[: len(data) // 2 * 2], np.float64).reshape(-1, 2)
-    return Region(str(ref.ReferencedSOPInstanceUID), str(item.get("GraphicType", "")), points)
-
-
-def _group(container: Dataset) -> Group:
-    """Name, NUM and CODE lines and SCOORDs of one group (PS3.16 TID 1410, 1501)."""
-    group = Group()
-    finding = ""
-    for item in container.get("ContentSequence", []):
-        kind, (value, meaning) = str(item.get("ValueType", "")), _concept(item)
-        answer = _first(item, "ConceptCodeSequence")
-        if kind == "TEXT" and value == _TRACKING_ID:
-            group.name = str(item.get("TextValue", ""))
-        elif kind == "UIDREF" and value == _TRACKING_UID:
-            group.tracking_uid = str(item.get("UID", ""))
-        elif kind == "NUM":
-            group.lines.append(_num_line(item, meaning))
-        elif kind == "CODE" and value == _FINDING:
-            finding = str(getattr(answer, "CodeMeaning", ""))
-        elif kind == "CODE" and value != _FINDING_CATEGORY and item.RelationshipType == "CONTAINS":
-            group.lines.append(f"{meaning}: {getattr(answer, 'CodeMeaning', '')}")
-        elif kind == "SCOORD" and (region := _region(item)) is not None:
-            group.regions.append(region)
-    group.name = group.name or finding or "Finding"
-    return group
-
-
-def _containers(items: Sequence[Dataset], depth: int = 0) -> Iterator[Dataset]:
-    for item in items:
-        if item.get("ValueType") == "CONTAINER" and _concept(item)[0] == _MEASUREMENT_GROUP:
-            yield item
-        elif "ContentSequence" in item and depth < MAX_SR_DEPTH:
-            yield from _containers(item.ContentSequence, depth + 1)
-
-
-def read_sr(path: Path) -> tuple[list[Group], str]:
-    """The measurement groups of a TID 1500 SR (PS3.16) and the model that made it.
-
-    Raises
-    ------
-    PreviewError
-        If the file cannot be read as an SR.
-    """
-    sr = read_file(path, pixels=False)
-    try:
-        groups = [_group(c) for c in _containers(sr.get("ContentSequence", []))]
-    except _MALFORMED as exc:
-        raise PreviewError(f"cannot read the content of {path.name}: {exc}") from exc
-    return groups, model_name(sr)
