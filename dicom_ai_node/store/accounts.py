@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import Conflict, NotFound
 from ..passwords import hash_password, verify_password
+from ..settings import WEB_ROLES
 from .db import as_utc
 from .tables import ApiToken, WebSession, WebUser
 
@@ -42,8 +43,8 @@ __all__ = [
     "verify_login",
 ]
 
-#: The roles, least to most allowed.
-ROLES = ("viewer", "operator", "admin")
+#: The roles, least to most allowed (those the settings name, ``settings.WEB_ROLES``).
+ROLES = WEB_ROLES
 #: Every API token starts with this (so a leaked one is easy to find in logs and code).
 TOKEN_PREFIX = "dan_"
 #: ``last_used_at`` of a token is written at most this often (each request would be a write).

@@ -8,27 +8,17 @@ audit trail is the record that lasts, this is the operator's recent view.
 from __future__ import annotations
 
 import datetime as dt
-import enum
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..domain import parse_enum
+from ..domain import AssociationOutcome, parse_enum
 from .tables import Association
 
 __all__ = ["ASSOCIATIONS_KEPT", "AssociationOutcome", "record_association"]
 
 #: Rows kept: older associations are removed as new ones are recorded.
 ASSOCIATIONS_KEPT = 10_000
-
-
-class AssociationOutcome(enum.StrEnum):
-    """How an association ended (PS3.8 7.1-7.3)."""
-
-    COMPLETED = "completed"  # released normally
-    ABORTED = "aborted"  # A-ABORT or the connection dropped
-    REJECTED = "rejected"  # A-ASSOCIATE-RJ (unknown AE title, no presentation context)
-    REFUSED = "refused"  # turned away before negotiation (limits, allow-list, TLS)
 
 
 def record_association(

@@ -30,6 +30,7 @@ from fastapi import HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
 from ..store import accounts
+from ..store.accounts import TOKEN_PREFIX
 from .context import ctx_of
 from .oidc import OidcVerifier
 
@@ -50,7 +51,6 @@ CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf"
 #: Methods that change nothing (RFC 9110 9.2.1); every other one needs the CSRF token.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-TOKEN_PREFIX = "dan_"
 
 
 class Role(enum.StrEnum):

@@ -3,6 +3,7 @@ expired tokens refused, an unknown user as slow to refuse as a wrong password (S
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import hashlib
 import statistics
@@ -13,7 +14,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+import dicom_ai_node
 from dicom_ai_node.errors import Conflict, NotFound
+from dicom_ai_node.settings import WEB_ROLES
 from dicom_ai_node.store import accounts
 from dicom_ai_node.store.db import Database
 from dicom_ai_node.store.tables import ApiToken, WebSession, WebUser
@@ -157,3 +160,27 @@ def test_a_session_holds_its_role_and_csrf_token_until_it_expires_or_ends(db: Da
     accounts.new_session(db.session, "cy", "viewer", T0 + dt.timedelta(hours=1), 30)
     with db.session() as session:
         assert session.scalars(select(WebSession.username)).all() == ["cy"]
+
+
+def _defined_in(name: str) -> list[str]:
+    """The package's modules that define ``name`` (a class, or a module-level assignment)."""
+    package = Path(dicom_ai_node.__file__).parent
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            names = (
+                [node.name]
+                if isinstance(node, ast.ClassDef)
+                else [t.id for t in node.targets if isinstance(t, ast.Name)]
+                if isinstance(node, ast.Assign)
+                else []
+            )
+            if name in names:
+                found.append(path.relative_to(package).as_posix())
+    return found
+
+
+def test_roles_outcomes_and_the_token_prefix_are_defined_once() -> None:
+    assert accounts.ROLES is WEB_ROLES
+    assert _defined_in("AssociationOutcome") == ["domain.py"]
+    assert _defined_in("TOKEN_PREFIX") == ["store/accounts.py"]
