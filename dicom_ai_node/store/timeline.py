@@ -4,19 +4,17 @@ A study's timeline follows its way through the node: received (instances, sender
 each series complete and why, routed (the rules, the chosen series and why, the other
 candidates), each job's run (model, seconds, state and reason), its results and their
 deliveries per destination, and the history lines (operator actions included), each
-with its time so that the screen can show how long each step took. The routing
-explanation is read from what the assembler stored with the job (``job.explanation``:
-``routing`` lines, one per rule; ``series``, the chosen series; ``selection`` lines,
-why those won). Read-only; patient details only with ``with_patient=True``.
+with its time so that the screen can show how long each step took. The routing is read
+back from what the assembler stored with the job (:mod:`.routing_view`). Read-only;
+patient details only with ``with_patient=True``.
 """
 
 from __future__ import annotations
 
-import ast
 import datetime as dt
 import re
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..domain import SeriesState
 from .db import as_utc
 from .peers import DeliveryRow, delivery_row, delivery_rows
+from .routing_view import Candidate, Routing, routing_of
 from .rows import JobSummary, StudySummary, job_rows, job_summaries, study_summaries
 from .tables import Delivery, Event, Instance, Job, Result, Series, Study
 
@@ -48,7 +47,6 @@ __all__ = [
 
 #: The most history lines a timeline holds (the newest; late instances add one each).
 MAX_EVENTS = 1000
-_RULE = re.compile(r"^rule ('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\") -> (.+?): matched")
 
 
 @dataclass(frozen=True)
@@ -91,40 +89,6 @@ class Received:
     senders: tuple[str, ...]
     first_received_at: dt.datetime | None
     last_received_at: dt.datetime | None
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A series routing weighed for a job: chosen or not, and why."""
-
-    series_instance_uid: str
-    chosen: bool
-    why: str
-
-
-@dataclass(frozen=True)
-class Routing:
-    """Why a job runs on what it runs on.
-
-    Attributes
-    ----------
-    rules:
-        The names of the rules that matched for the job's model.
-    series:
-        The series the job runs on (the first is the job's series).
-    candidates:
-        The chosen series and those it was preferred over, with why.
-    selection:
-        The selection's lines as routing wrote them.
-    lines:
-        One line per rule, as routing wrote them (matched or not, and why).
-    """
-
-    rules: tuple[str, ...]
-    series: tuple[str, ...]
-    candidates: tuple[Candidate, ...]
-    selection: tuple[str, ...]
-    lines: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -172,44 +136,6 @@ class StudyTimeline:
     jobs: tuple[JobDetail, ...]
     events: tuple[EventRow, ...]
     events_left_out: int
-
-
-def _strings(value: Any) -> tuple[str, ...]:
-    """A list of strings from stored JSON (anything else: empty)."""
-    if not isinstance(value, list):
-        return ()
-    return tuple(v for v in value if isinstance(v, str))
-
-
-def _rule_name(quoted: str) -> str:
-    try:
-        name = ast.literal_eval(quoted)
-    except (ValueError, SyntaxError):
-        return quoted[1:-1]
-    return name if isinstance(name, str) else quoted[1:-1]
-
-
-def routing_of(explanation: Mapping[str, Any], model_name: str) -> Routing:
-    """The routing of one job from what the assembler stored with it."""
-    lines = _strings(explanation.get("routing"))
-    selection = _strings(explanation.get("selection"))
-    series = _strings(explanation.get("series"))
-    rules = []
-    for line in lines:
-        found = _RULE.match(line)
-        if found and found[2] == model_name and "; but " not in line:
-            rules.append(_rule_name(found[1]))
-    candidates: dict[str, Candidate] = {}
-    for line in selection:
-        for prefix, chosen in (("chosen ", True), ("preferred over ", False)):
-            if line.startswith(prefix):
-                uid, _, rest = line[len(prefix) :].partition(" ")
-                uid = uid.rstrip(":")
-                why = rest.partition(": ")[2] if not rest.startswith(":") else rest[1:].strip()
-                candidates.setdefault(uid, Candidate(uid, chosen, why or rest))
-    for uid in series:
-        candidates.setdefault(uid, Candidate(uid, True, "; ".join(selection)))
-    return Routing(tuple(rules), series, tuple(candidates.values()), selection, lines)
 
 
 def _event(e: Event) -> EventRow:
