@@ -14,6 +14,7 @@ from .assemble.sweep import info_of
 from .audit.node import audit_paths
 from .audit.operator import OperatorAudit
 from .cli_accounts import first_admin
+from .infer.runner import Device
 from .route.explain import format_study_routing
 from .route.router import route_study
 from .send.deliver import all_destinations
@@ -28,6 +29,16 @@ if TYPE_CHECKING:
     from .app import Node
 
 __all__ = ["backend_of", "start_web", "web_context"]
+
+
+def _device_text(device: Device) -> str:
+    """How the status screen names a device: ``cpu, 2 threads, bf16``."""
+    parts = [device.kind]
+    if device.kind == "cpu":
+        parts.append(f"{device.cpu_threads} threads")
+        if device.bf16:
+            parts.append("bf16")
+    return ", ".join(parts)
 
 
 def backend_of(node: Node) -> Backend:
@@ -58,7 +69,7 @@ def backend_of(node: Node) -> Backend:
             ModelInfo(
                 m.name,
                 m.version,
-                str(node.registry.device),
+                _device_text(node.registry.device),
                 node.registry.is_warm(m.name),
                 m.description,
             )

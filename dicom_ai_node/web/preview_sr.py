@@ -20,6 +20,9 @@ from .preview_read import _MALFORMED, PreviewError, _first, as_float, model_name
 
 __all__ = ["MAX_SR_DEPTH", "Group", "Region", "read_sr"]
 
+#: UCUM codes (PS3.16 CID 7181) shown as the symbols people read.
+UNIT_SYMBOLS = {"[hnsf'U]": "HU", "ml": "mL"}
+
 #: Deepest SR content tree walked (TID 1500 needs 4 levels).
 MAX_SR_DEPTH = 16
 
@@ -67,6 +70,7 @@ def _num_line(item: Dataset, meaning: str) -> str:
         return f"{meaning}: no value"
     unit_code = _first(measured, "MeasurementUnitsCodeSequence")
     unit = str(unit_code.get("CodeValue", "")) if unit_code is not None else ""
+    unit = UNIT_SYMBOLS.get(unit, unit)
     value = _number(as_float(measured.get("NumericValue"), float("nan")))
     return f"{meaning} {value} {unit if unit != '1' else ''}".rstrip()
 
