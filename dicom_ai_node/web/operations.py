@@ -181,21 +181,30 @@ def resume(ctx: WebContext, who: Principal, address: str, kind: str, name: str) 
     _audited(ctx, who, address, "resume", f"{kind} {name}", run)
 
 
+#: Batches one bulk retry takes at most (each of ``store.actions.RETRY_BATCH`` rows); a
+#: larger backlog is retried by pressing the button again.
+RETRY_BATCHES = 20
+
+
 def retry_failures(
     ctx: WebContext, who: Principal, address: str, kind: str, cause: str | None
 ) -> int:
-    """Try failed jobs or failed deliveries again, all or those of one cause."""
+    """Try failed jobs or failed deliveries again, all or those of one cause; returns how
+    many, in batches (each its own transaction), at most :data:`RETRY_BATCHES` of them."""
     target = f"failed {kind}" + (f" ({cause[:80]})" if cause else "")
-    return _audited(
-        ctx,
-        who,
-        address,
-        "retry",
-        target,
-        lambda: actions.retry_failed(
-            ctx.sessions, kind, cause, who.name, ctx.clock(), ctx.settings.send.retry_window_s
-        ),
-    )
+
+    def run() -> int:
+        total = 0
+        for _ in range(RETRY_BATCHES):
+            taken = actions.retry_failed(
+                ctx.sessions, kind, cause, who.name, ctx.clock(), ctx.settings.send.retry_window_s
+            )
+            total += taken
+            if taken < actions.RETRY_BATCH:
+                break
+        return total
+
+    return _audited(ctx, who, address, "retry", target, run)
 
 
 def echo(ctx: WebContext, who: Principal, address: str, destination: str) -> EchoAnswer:
