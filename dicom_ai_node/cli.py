@@ -46,13 +46,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"models: {models}",
         flush=True,
     )
-    if node.settings.web.enabled:
-        url, first = node.start_web()
-        print(f"operator window at {url}ui/ (API {url}api/v1/, metrics {url}metrics)", flush=True)
-        if first is not None:
-            print(f"first start: user 'admin' made; its password is in {first}", flush=True)
-    node.wait()
-    node.stop()
+    try:
+        if node.settings.web.enabled:
+            url, first = node.start_web()
+            print(f"operator window at {url}ui/ (API {url}api/v1/, metrics {url}metrics)")
+            if first is not None:
+                print(f"first start: user 'admin' made; its password is in {first}", flush=True)
+        sys.stdout.flush()
+        node.wait()
+    finally:  # a web port that is taken stops the DICOM side too, cleanly
+        node.stop()
     return 0
 
 

@@ -179,7 +179,7 @@ class WebSettings:
         "Networks (CIDR) whose clients may scrape /metrics without credentials.",
     )
     login_attempts_per_minute: int = _f(
-        5, "Failed logins allowed per client address and per username each minute."
+        5, "Failed logins allowed per client address and per username each minute (429 after)."
     )
     max_body_kb: int = _f(64, "Largest request body accepted, in KiB (413 above).")
     page_size_max: int = _f(500, "Largest page a list endpoint returns.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import tomllib
@@ -11,7 +12,7 @@ import pytest
 
 from dicom_ai_node.testing.series import make_ct_series, write_series
 
-from ..conftest import REPO, write_node_config
+from ..conftest import REPO, free_port, write_node_config
 
 pytestmark = pytest.mark.integration
 
@@ -87,3 +88,51 @@ def test_jobs_on_a_new_database(tmp_path: Path) -> None:
     config = write_node_config(tmp_path, f"sqlite:///{tmp_path / 'n.db'}", 11112, [])
     result = cli("-c", str(config), "jobs")
     assert result.returncode == 0 and "no studies received yet" in result.stdout
+
+
+def test_serve_stops_cleanly_when_its_web_port_is_taken(tmp_path: Path) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        web_port = taken.getsockname()[1]
+        config = write_node_config(
+            tmp_path, f"sqlite:///{tmp_path / 'n.db'}", free_port(), [], web_port=web_port
+        )
+        result = cli("-c", str(config), "serve", timeout=120)
+    finally:
+        taken.close()
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"cannot listen on 127.0.0.1:{web_port}" in result.stderr
+    assert "node stopped" in result.stderr + result.stdout  # the DICOM side too, cleanly
+
+
+def _with_password(*args: str) -> subprocess.CompletedProcess[str]:
+    """The command line with a password on its standard input, as a script gives it."""
+    return subprocess.run(
+        [sys.executable, "-m", "dicom_ai_node.cli", *args],
+        input="s3cret-enough\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+
+
+def test_users_and_tokens_from_the_shell(tmp_path: Path) -> None:
+    config = str(write_node_config(tmp_path, f"sqlite:///{tmp_path / 'n.db'}", 11112, []))
+    add = _with_password("-c", config, "users", "add", "alice", "--role", "operator")
+    assert add.returncode == 0, add.stderr
+    assert "s3cret" not in add.stdout + add.stderr
+    assert cli("-c", config, "users", "list").stdout.split() == ["alice", "operator"]
+    again = _with_password("-c", config, "users", "add", "alice")
+    assert again.returncode == 1 and "exists" in again.stderr
+    assert cli("-c", config, "users", "add", "bob").returncode == 1  # no empty password
+    made = cli("-c", config, "tokens", "add", "ris", "--role", "viewer", "--days", "30")
+    assert made.returncode == 0, made.stderr
+    text = made.stdout.strip().splitlines()[-1]
+    assert text.startswith("dan_") and len(text) > 40
+    listed = cli("-c", config, "tokens", "list").stdout
+    assert "ris\tviewer\texpires" in listed and text not in listed  # shown once only
+    assert cli("-c", config, "tokens", "revoke", "1").returncode == 0
+    assert "revoked" in cli("-c", config, "tokens", "list").stdout
