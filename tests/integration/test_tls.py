@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from pydicom.dataset import Dataset
 
@@ -29,6 +30,7 @@ from dicom_ai_node.receive.scp import ScpConfig, StorageSCP
 from dicom_ai_node.send.net import NodeAE
 from dicom_ai_node.send.scu import Peer, send_datasets
 from dicom_ai_node.settings import load_settings
+from dicom_ai_node.store import accounts
 from dicom_ai_node.store.db import Database, utcnow
 from dicom_ai_node.store.files import FileStore
 from dicom_ai_node.store.ingest import Ingest
@@ -369,6 +371,7 @@ def test_the_node_listens_with_tls_only_and_audits_a_refused_handshake(
             assert probe.connect_ex(("127.0.0.1", plain_port)) != 0
         assert _echo(tls_port, _client(pki))
         assert not _echo(tls_port, _client(pki, "intruder"))
+        _the_web_service_is_https_with_the_node_certificate(node, pki)
     finally:
         node.stop()
     log_file, _ = audit_paths(node.settings)
@@ -381,3 +384,20 @@ def test_the_node_listens_with_tls_only_and_audits_a_refused_handshake(
             alerts.append(root)
     assert alerts, "no Security Alert for the refused handshake"
     assert b"127.0.0.1" in ET.tostring(alerts[-1])
+
+
+def _the_web_service_is_https_with_the_node_certificate(node: Node, pki: Pki) -> None:
+    """With [tls] on, the operator's window is served over HTTPS with the node's
+    certificate, and its session cookie is Secure."""
+    accounts.add_user(node.db.session, "alice", "s3cret-enough", "operator", utcnow())
+    url, _ = node.start_web()
+    assert url.startswith("https://127.0.0.1:")
+    trusting = ssl.create_default_context(cafile=str(pki.ca))
+    with httpx.Client(base_url=url, verify=trusting, timeout=10) as client:
+        assert client.get("livez").text == "ok\n"
+        answer = client.post("ui/login", data={"username": "alice", "password": "s3cret-enough"})
+        assert answer.status_code == 303, answer.text
+        cookie = answer.headers["set-cookie"].lower()
+        assert "secure" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+    with pytest.raises(httpx.ConnectError):  # a client that does not trust the site CA
+        httpx.get(url + "livez", verify=ssl.create_default_context(cafile=str(pki.rogue_ca)))
