@@ -6,5 +6,5 @@ COPY setup.cfg pyproject.toml README.md ./
 COPY dicom_ai_node ./dicom_ai_node
 COPY models ./models
 RUN pip install --no-cache-dir .
-EXPOSE 11112
+EXPOSE 11112 8080
 CMD ["dicom-ai-node", "serve"]
