@@ -20,8 +20,10 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
@@ -44,6 +46,7 @@ PIPELINE_S = 90
 #: succeed once retried.
 DELIVERY_S = 45
 MODEL = "ct-chest-lungs"
+T = TypeVar("T")
 
 
 def by_testid(name: str) -> str:
@@ -59,17 +62,37 @@ def wait_for(
     driver: WebDriver, what: str, check: Callable[[WebDriver], object], timeout_s: float = 15
 ) -> object:
     """Wait (bounded) until ``check`` answers something true; the message names ``what``."""
-    return WebDriverWait(driver, timeout_s, poll_frequency=0.25).until(check, message=what)
+    wait = WebDriverWait(
+        driver,
+        timeout_s,
+        poll_frequency=0.25,
+        ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
+    )  # htmx swaps the refreshed parts: an element found may be replaced before it is read
+    return wait.until(check, message=what)
 
 
 def text_of(name: str) -> Callable[[WebDriver], str]:
     """A check that answers the text of the element ``name`` (empty while it is absent)."""
 
     def check(driver: WebDriver) -> str:
-        found = driver.find_elements(By.CSS_SELECTOR, by_testid(name))
-        return found[0].text.strip() if found else ""
+        # found and read in one script, so a refresh cannot replace it in between
+        text = driver.execute_script(
+            "const e = document.querySelector(arguments[0]);return e ? e.innerText.trim() : '';",
+            by_testid(name),
+        )
+        return text if isinstance(text, str) else ""
 
     return check
+
+
+def stable(read: Callable[[], T], tries: int = 20) -> T:
+    """``read()`` again while the part of the page it reads was just replaced by a refresh."""
+    for _ in range(tries - 1):
+        try:
+            return read()
+        except StaleElementReferenceException:
+            time.sleep(0.1)
+    return read()
 
 
 def wait_text(driver: WebDriver, name: str, wanted: str, timeout_s: float = 15) -> None:
@@ -153,7 +176,7 @@ def test_sign_in_and_the_status_screen(
         for e in browser.find_elements(By.CSS_SELECTOR, by_testid("model-row"))
     }
     assert MODEL in models
-    assert find(browser, f"queue-{MODEL}").text == "0"
+    assert text_of(f"queue-{MODEL}")(browser) == "0"
     assert find(browser, "disk-free").text
     save_screenshot(browser, screenshots, "status")
 
@@ -247,9 +270,13 @@ def test_running_a_job_again_shows_revision_1_delivered(
 
 def _delivery_states(driver: WebDriver, job: int, destination: str) -> list[str]:
     """States of the deliveries of ``job``'s results to ``destination`` (timeline page)."""
-    article = driver.find_element(By.ID, f"job-{job}")
     css = f'[data-testid^="delivery-"][data-testid$="-{destination}"]'
-    return [e.text.strip() for e in article.find_elements(By.CSS_SELECTOR, css)]
+
+    def read() -> list[str]:
+        article = driver.find_element(By.ID, f"job-{job}")
+        return [e.text.strip() for e in article.find_elements(By.CSS_SELECTOR, css)]
+
+    return stable(read)
 
 
 def test_a_failed_delivery_is_retried_from_the_failures_screen(
@@ -275,15 +302,25 @@ def test_a_failed_delivery_is_retried_from_the_failures_screen(
     assert set(_delivery_states(browser, job, pacs)) == {"failed"}
 
     browser.get(f"{web_node.url}/ui/failures")
-    groups = browser.find_elements(By.CSS_SELECTOR, by_testid("failure-group"))
-    deliveries = [g for g in groups if g.get_attribute("data-kind") == "deliveries"]
-    assert len(deliveries) == 1, [g.text for g in groups]
-    assert pacs in deliveries[0].text
+
+    def delivery_groups() -> list[str]:
+        groups = browser.find_elements(By.CSS_SELECTOR, by_testid("failure-group"))
+        return [g.text for g in groups if g.get_attribute("data-kind") == "deliveries"]
+
+    deliveries = stable(delivery_groups)
+    assert len(deliveries) == 1, deliveries
+    assert pacs in deliveries[0]
     save_screenshot(browser, screenshots, "failures")
 
     before = len(web_node.pacs.received())
     web_node.pacs.start()  # back on the same port
-    deliveries[0].find_element(By.CSS_SELECTOR, '[data-testid^="retry-group-"]').click()
+
+    def retry_the_group() -> None:
+        groups = browser.find_elements(By.CSS_SELECTOR, by_testid("failure-group"))
+        [group] = [g for g in groups if g.get_attribute("data-kind") == "deliveries"]
+        group.find_element(By.CSS_SELECTOR, '[data-testid^="retry-group-"]').click()
+
+    stable(retry_the_group)
     message = flash(browser)
     assert "error" not in (message.get_attribute("class") or ""), message.text
     mark_page(browser)
@@ -354,8 +391,12 @@ def test_the_other_screens(browser: WebDriver, web_node: WebNode, screenshots: P
         browser,
         "a completed association from PACS",
         lambda d: any(
-            "PACS" in row.text and "completed" in row.text
-            for row in d.find_elements(By.CSS_SELECTOR, by_testid("association-row"))
+            "PACS" in text and "completed" in text
+            for text in stable(
+                lambda: [
+                    r.text for r in d.find_elements(By.CSS_SELECTOR, by_testid("association-row"))
+                ]
+            )
         ),
     )
     save_screenshot(browser, screenshots, "associations")
