@@ -29,6 +29,7 @@ from .peers import (
     paused_names,
     recent_associations,
 )
+from .rows import page_size
 from .tables import Delivery, Instance, Job, Series, Study
 
 __all__ = [
@@ -216,8 +217,9 @@ def failed_jobs() -> tuple[ColumnElement[bool], ...]:
     return (Job.state.in_(_FAILED_JOBS), ~rerun)
 
 
-def failures_by_cause(sessions: sessionmaker[Session]) -> list[FailureGroup]:
-    """Failed jobs and failed deliveries grouped by cause, the largest group first."""
+def failures_by_cause(sessions: sessionmaker[Session], limit: int = 200) -> list[FailureGroup]:
+    """Failed jobs and failed deliveries grouped by cause, the ``limit`` largest groups
+    (largest first)."""
     jobs = failed_jobs()
     sent = (Delivery.state == DeliveryState.FAILED.value,)
     tried = func.coalesce(Delivery.last_attempt_at, Delivery.next_attempt_at)
@@ -238,7 +240,7 @@ def failures_by_cause(sessions: sessionmaker[Session]) -> list[FailureGroup]:
             .group_by(Delivery.last_error, Delivery.destination),
             _examples(Delivery.pk, Delivery.last_error, sent),
         )
-    return sorted(groups, key=lambda g: (-g.count, g.kind, g.cause))
+    return sorted(groups, key=lambda g: (-g.count, g.kind, g.cause))[: page_size(limit)]
 
 
 def _examples(pk: Any, cause: Any, where: Sequence[Any]) -> Select[*tuple[Any, ...]]:

@@ -246,9 +246,9 @@ def preview(request: Request, who: Viewer, result_id: Id) -> Response:
 
 
 @router.get("/failures")
-def failures(request: Request, who: Viewer) -> list[overview.FailureGroup]:
-    """Failed jobs and deliveries, grouped by cause."""
-    return overview.failures_by_cause(_ctx(request).sessions)
+def failures(request: Request, who: Viewer, limit: Limit = 200) -> list[overview.FailureGroup]:
+    """Failed jobs and deliveries, grouped by cause: the ``limit`` largest groups."""
+    return overview.failures_by_cause(_ctx(request).sessions, limit)
 
 
 @router.get("/destinations")
