@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import __version__
 from ..store.db import index_answers
 from .api import router as api_router
+from .api_actions import router as actions_router
 from .auth import Principal, Role, authenticate, metrics_allowed, require
 from .context import WebContext
 from .oidc import OidcVerifier
@@ -148,6 +149,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         return JSONResponse(app.openapi())
 
     app.include_router(api_router)
+    app.include_router(actions_router)
     app.include_router(pages_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(BodyLimit, max_bytes=web.max_body_kb * 1024)

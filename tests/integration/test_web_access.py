@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from dicom_ai_node.store import accounts
 from dicom_ai_node.testing.series import phi_canaries_in
-from dicom_ai_node.web.api import ACTIONS
+from dicom_ai_node.web.api_actions import ACTIONS
 
 from .web_seed import SERIES, STUDY, WebNode, app_routes, web_node
 

@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from dicom_ai_node.web.api import ACTIONS
+from dicom_ai_node.web.api_actions import ACTIONS
 
 from .web_seed import app_routes, web_node
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from dicom_ai_node.metrics import NodeMetrics
-from dicom_ai_node.web.api import ACTIONS
+from dicom_ai_node.web.api_actions import ACTIONS
 from dicom_ai_node.web.metrics import INDEX_GAUGES, PREFIX
 
 REPO = Path(__file__).resolve().parents[2]
