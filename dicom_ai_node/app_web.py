@@ -117,14 +117,15 @@ def start_web(node: Node) -> tuple[WebServer, Path | None]:
     settings = node.settings
     ctx = web_context(node)
     tls = settings.tls
+    app = create_app(ctx)
     server = WebServer(
-        create_app(ctx),
+        app,
         settings.web.host,
         settings.web.port,
         certificate=settings.path(tls.certificate) if tls.enabled else None,
         private_key=settings.path(tls.private_key) if tls.enabled else None,
     )
-    node.metrics.registry.register(IndexCollector(node.db.session, node.clock))
+    node.metrics.registry.register(IndexCollector(app.state.status.get))
     password_file = first_admin(settings, node.db)
     server.start()
     return server, password_file

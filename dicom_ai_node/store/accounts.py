@@ -294,24 +294,27 @@ def token_principal(
     if not plaintext.startswith(TOKEN_PREFIX):
         return None
     digest = _sha256(plaintext)
-    with sessions.begin() as session:
+    with sessions() as session:  # a read: no write lock unless the use is recorded
         row = session.scalars(select(ApiToken).where(ApiToken.token_hash == digest)).first()
         if row is None or row.revoked_at is not None:
             return None
         if row.expires_at is not None and as_utc(row.expires_at) <= now:
             return None
-        name, role = row.name, row.role
-        session.execute(
-            update(ApiToken)
-            .where(
-                ApiToken.pk == row.pk,
-                or_(
-                    ApiToken.last_used_at.is_(None), ApiToken.last_used_at < now - LAST_USED_GRANULE
-                ),
+        name, role, pk, used = row.name, row.role, row.pk, row.last_used_at
+    if used is None or as_utc(used) < now - LAST_USED_GRANULE:
+        with sessions.begin() as session:
+            session.execute(
+                update(ApiToken)
+                .where(
+                    ApiToken.pk == pk,
+                    or_(
+                        ApiToken.last_used_at.is_(None),
+                        ApiToken.last_used_at < now - LAST_USED_GRANULE,
+                    ),
+                )
+                .values(last_used_at=now)
+                .execution_options(synchronize_session=False)
             )
-            .values(last_used_at=now)
-            .execution_options(synchronize_session=False)
-        )
     return name, role
 
 

@@ -21,6 +21,7 @@ from .auth import Principal, Role, require
 from .context import ModelInfo, ctx_of
 from .preview_files import preview_png
 from .problems import PROBLEM_RESPONSES
+from .status import status_of
 
 __all__ = ["Admin", "Cursor", "Date", "Id", "Limit", "Operator", "Text", "Uid", "Viewer", "router"]
 
@@ -78,9 +79,9 @@ class RulesFile(BaseModel):
 
 @router.get("/status")
 def status(request: Request, who: Viewer) -> overview.StatusSummary:
-    """Queue depth and oldest waiting job per model, deliveries pending, last received."""
-    ctx = _ctx(request)
-    return overview.status_summary(ctx.sessions, ctx.clock())
+    """Queue depth and oldest waiting job per model, deliveries pending, last received
+    (read at most once a second for all callers)."""
+    return status_of(request)
 
 
 @router.get("/listener")

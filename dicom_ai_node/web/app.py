@@ -28,6 +28,7 @@ from .oidc import OidcVerifier
 from .pages import router as pages_router
 from .problems import install_problem_handlers, problem_response
 from .server import MAX_HEAD_BYTES
+from .status import StatusCache
 
 __all__ = ["create_app"]
 
@@ -118,6 +119,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         redoc_url=None,
     )
     app.state.ctx = ctx
+    app.state.status = StatusCache(ctx.sessions, ctx.clock)
     web = ctx.settings.web
     app.state.oidc = OidcVerifier(web, Path(ctx.settings.base_dir)) if web.oidc_issuer else None
     install_problem_handlers(app)

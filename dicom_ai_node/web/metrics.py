@@ -8,15 +8,13 @@ bounded by the configuration, never a UID.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections.abc import Callable, Iterator
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ..store.db import Sessions
-from ..store.overview import status_summary
+from ..store.overview import StatusSummary
 
 __all__ = ["INDEX_GAUGES", "IndexCollector"]
 
@@ -44,9 +42,8 @@ INDEX_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
 class IndexCollector(Collector):
     """Prometheus collector of the index's queues (read on each scrape)."""
 
-    def __init__(self, sessions: Sessions, clock: Callable[[], dt.datetime]) -> None:
-        self.sessions = sessions
-        self.clock = clock
+    def __init__(self, read: Callable[[], StatusSummary]) -> None:
+        self.read = read
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         """The queue and outbox gauges; none when the index does not answer."""
@@ -55,7 +52,7 @@ class IndexCollector(Collector):
             for name, (text, labels) in INDEX_GAUGES.items()
         }
         try:
-            summary = status_summary(self.sessions, self.clock())
+            summary = self.read()
         except Exception as exc:  # a scrape answers without these rather than fail
             log.warning("metrics: the index did not answer: %s", type(exc).__name__)
             return

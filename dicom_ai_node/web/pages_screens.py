@@ -22,6 +22,7 @@ from . import operations
 from .auth import Principal, Role
 from .pages_kit import ctx_of, page_user, render
 from .pages_study import router as study_router
+from .status import status_of
 
 __all__ = ["router"]
 
@@ -68,7 +69,7 @@ def _disk(request: Request) -> Disk | None:
 
 def _status(request: Request) -> dict[str, Any]:
     ctx = ctx_of(request)
-    summary = overview.status_summary(ctx.sessions, ctx.clock())
+    summary = status_of(request)
     configured = ctx.backend.destinations()
     outbox = {o.destination: o for o in summary.outbox}
     return {
@@ -254,7 +255,7 @@ def rules_context(request: Request) -> dict[str, Any]:
     """What the rules screen shows (the explain action renders it too)."""
     ctx = ctx_of(request)
     path, text, note = operations.rules_text(ctx)
-    summary = overview.status_summary(ctx.sessions, ctx.clock())
+    summary = status_of(request)
     return {
         "rules_file": path,
         "rules_text": text,

@@ -169,15 +169,15 @@ def test_sign_in_and_the_status_screen(
         "status screen",
         lambda d: d.find_elements(By.CSS_SELECTOR, by_testid("status-listener")),
     )
-    assert find(browser, "whoami").text == "alice (operator)"
-    assert "AI_NODE" in find(browser, "status-listener").text
+    assert text_of("whoami")(browser) == "alice (operator)"
+    assert "AI_NODE" in text_of("status-listener")(browser)
     models = {
         e.get_attribute("data-model")
         for e in browser.find_elements(By.CSS_SELECTOR, by_testid("model-row"))
     }
     assert MODEL in models
     assert text_of(f"queue-{MODEL}")(browser) == "0"
-    assert find(browser, "disk-free").text
+    assert text_of("disk-free")(browser)
     save_screenshot(browser, screenshots, "status")
 
 
@@ -211,7 +211,7 @@ def test_a_sent_study_reaches_delivered_on_its_timeline_without_a_reload(
         "study row",
         lambda d: d.find_elements(By.CSS_SELECTOR, by_testid(f"study-link-{uid}")),
     )
-    assert CANARY_PATIENT_ID in find(browser, "patient-id").text
+    assert CANARY_PATIENT_ID in text_of("patient-id")(browser)
     save_screenshot(browser, screenshots, "studies")
 
 
@@ -249,7 +249,7 @@ def test_running_a_job_again_shows_revision_1_delivered(
     wait_text(browser, "timeline-state", "delivered", PIPELINE_S)
     job = current_job(browser)
     before = len(web_node.pacs.received())
-    find(browser, f"rerun-{job}").click()
+    stable(lambda: find(browser, f"rerun-{job}").click())
     said = flash(browser).text
     found = re.search(r"as job (\d+)", said)
     assert found, said
@@ -260,7 +260,7 @@ def test_running_a_job_again_shows_revision_1_delivered(
     wait_text(browser, "timeline-state", "delivered", PIPELINE_S)
     assert page_kept(browser)
     assert text_of(f"job-{job}-state")(browser) == "superseded"
-    history = find(browser, "event-history").text
+    history = text_of("event-history")(browser)
     assert "rerun by alice" in history, history
     wait_for(
         browser, "revision at the PACS", lambda d: len(web_node.pacs.received()) >= before + 2, 30
@@ -296,7 +296,7 @@ def test_a_failed_delivery_is_retried_from_the_failures_screen(
     choice.select_by_value(pacs)
 
     web_node.pacs.stop()  # the PACS is down: every attempt is refused
-    find(browser, f"resend-job-{job}").click()
+    stable(lambda: find(browser, f"resend-job-{job}").click())
     assert "error" not in (flash(browser).get_attribute("class") or ""), flash(browser).text
     wait_text(browser, "timeline-state", "failed", DELIVERY_S)
     assert set(_delivery_states(browser, job, pacs)) == {"failed"}
@@ -342,7 +342,7 @@ def test_a_viewer_sees_no_patient_data(
 ) -> None:
     uid = chest_ct(web_node)
     log_in(browser, web_node, "bob")
-    assert find(browser, "whoami").text == "bob (viewer)"
+    assert text_of("whoami")(browser) == "bob (viewer)"
     browser.get(f"{web_node.url}/ui/studies")
     wait_for(
         browser,
@@ -372,18 +372,18 @@ def test_the_other_screens(browser: WebDriver, web_node: WebNode, screenshots: P
         for r in rows
         if (r.get_attribute("data-destination") or "").startswith("PACS")
     ]
-    find(browser, f"echo-{pacs}").click()
+    stable(lambda: find(browser, f"echo-{pacs}").click())
     message = flash(browser)
     assert "error" not in (message.get_attribute("class") or ""), message.text
     save_screenshot(browser, screenshots, "destinations")
 
-    find(browser, f"destination-link-{pacs}").click()
+    stable(lambda: find(browser, f"destination-link-{pacs}").click())
     wait_text(browser, "destination-name", pacs)
     assert browser.find_elements(By.CSS_SELECTOR, by_testid("attempt-row"))
     save_screenshot(browser, screenshots, "destination")
 
     browser.get(f"{web_node.url}/ui/rules")
-    assert "chest-ct-lungs" in find(browser, "rules-text").text
+    assert "chest-ct-lungs" in text_of("rules-text")(browser)
     save_screenshot(browser, screenshots, "rules")
 
     browser.get(f"{web_node.url}/ui/associations")
