@@ -10,7 +10,7 @@ from pathlib import Path
 from types import FrameType
 
 from . import __version__
-from .cli_accounts import add_account_commands
+from .cli_accounts import add_account_commands, read_secret
 from .cli_models import add_model_commands, scan_series
 from .errors import ConfigError, DeliveryError, NodeError
 from .log import configure_logging
@@ -121,17 +121,13 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
     The passcode is read from standard input (one line), or asked for on a terminal, so
     that it never appears in the shell's history or the process list.
     """
-    import getpass
-
     from .passwords import hash_password
 
-    if sys.stdin.isatty():
-        password = getpass.getpass("passcode: ")
-        if getpass.getpass("again: ") != password:
-            print("the two differ", file=sys.stderr)
-            return 1
-    else:
-        password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        password = read_secret("passcode")
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     if not password:
         print("empty passcode", file=sys.stderr)
         return 1

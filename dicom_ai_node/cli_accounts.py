@@ -20,7 +20,7 @@ from .settings import WEB_ROLES, NodeSettings
 from .store import accounts
 from .store.db import Database, utcnow
 
-__all__ = ["add_account_commands", "first_admin"]
+__all__ = ["add_account_commands", "first_admin", "read_secret"]
 
 #: The user made at the first start when there is none, and its password's file.
 FIRST_ADMIN = "admin"
@@ -32,9 +32,17 @@ def _database(settings: NodeSettings) -> Database:
     return db
 
 
-def _read_password() -> str:
+def read_secret(word: str = "password") -> str:
+    """A password from standard input (one line), or asked twice on a terminal, so that it
+    never appears in a shell's history or the process list.
+
+    Raises
+    ------
+    ValueError
+        When the two answers on a terminal differ.
+    """
     if sys.stdin.isatty():
-        password = getpass.getpass("password: ")
+        password = getpass.getpass(f"{word}: ")
         if getpass.getpass("again: ") != password:
             raise ValueError("the two differ")
         return password
@@ -69,10 +77,10 @@ def cmd_users(args: argparse.Namespace, settings: NodeSettings) -> int:
                 state = " (disabled)" if user.disabled else ""
                 print(f"{user.username}\t{user.role}{state}")
         elif args.users_cmd == "add":
-            accounts.add_user(db.session, args.name, _read_password(), args.role, utcnow())
+            accounts.add_user(db.session, args.name, read_secret(), args.role, utcnow())
             print(f"user {args.name} added ({args.role})")
         elif args.users_cmd == "passwd":
-            accounts.set_password(db.session, args.name, _read_password())
+            accounts.set_password(db.session, args.name, read_secret())
             print(f"password of {args.name} changed")
         else:
             accounts.remove_user(db.session, args.name)
