@@ -149,6 +149,15 @@ def current_job(driver: WebDriver) -> int:
     return max(pks)
 
 
+def delivered_study(browser: WebDriver, web_node: WebNode) -> str:
+    """As the operator, send a chest CT and wait on its timeline until it is delivered."""
+    log_in(browser, web_node, "alice")
+    uid = chest_ct(web_node)
+    browser.get(f"{web_node.url}/ui/studies/{uid}")
+    wait_text(browser, "timeline-state", "delivered", PIPELINE_S)
+    return uid
+
+
 def test_sign_in_and_the_status_screen(
     browser: WebDriver, web_node: WebNode, screenshots: Path
 ) -> None:
@@ -218,10 +227,7 @@ def test_a_sent_study_reaches_delivered_on_its_timeline_without_a_reload(
 def test_the_result_preview_is_a_picture(
     browser: WebDriver, web_node: WebNode, screenshots: Path
 ) -> None:
-    log_in(browser, web_node, "alice")
-    uid = chest_ct(web_node)
-    browser.get(f"{web_node.url}/ui/studies/{uid}")
-    wait_text(browser, "timeline-state", "delivered", PIPELINE_S)
+    delivered_study(browser, web_node)
     images = browser.find_elements(By.CSS_SELECTOR, "img.preview")
     assert images, "no result preview on the timeline"
     for image in images:
@@ -243,10 +249,7 @@ def test_the_result_preview_is_a_picture(
 def test_running_a_job_again_shows_revision_1_delivered(
     browser: WebDriver, web_node: WebNode, screenshots: Path
 ) -> None:
-    log_in(browser, web_node, "alice")
-    uid = chest_ct(web_node)
-    browser.get(f"{web_node.url}/ui/studies/{uid}")
-    wait_text(browser, "timeline-state", "delivered", PIPELINE_S)
+    delivered_study(browser, web_node)
     job = current_job(browser)
     before = len(web_node.pacs.received())
     stable(lambda: find(browser, f"rerun-{job}").click())
@@ -282,10 +285,7 @@ def _delivery_states(driver: WebDriver, job: int, destination: str) -> list[str]
 def test_a_failed_delivery_is_retried_from_the_failures_screen(
     browser: WebDriver, web_node: WebNode, screenshots: Path
 ) -> None:
-    log_in(browser, web_node, "alice")
-    uid = chest_ct(web_node)
-    browser.get(f"{web_node.url}/ui/studies/{uid}")
-    wait_text(browser, "timeline-state", "delivered", PIPELINE_S)
+    uid = delivered_study(browser, web_node)
     job = current_job(browser)
     choice = Select(find(browser, f"resend-job-{job}-destination"))
     [pacs] = [
