@@ -20,6 +20,7 @@ import queue
 import select
 import socket
 import ssl
+import threading
 import time
 from typing import Any, cast
 
@@ -97,6 +98,8 @@ class _StateMachine(StateMachine):
                 },
             )
             self.transition(next_state)
+            if next_state == "Sta1":  # the connection ended (PS3.8 Table 9-10)
+                cast("EventDrivenDUL", self.dul).connection_ended.set()
         except Exception:
             self.dul.kill_dul()
             raise
@@ -118,11 +121,35 @@ class EventDrivenDUL(DULServiceProvider):
         #: Largest command set or data set received into memory (PS3.7 9.3.1, E.1).
         self.max_message_bytes = MAX_MESSAGE_BYTES
         self._message_bytes = 0  # of the command or data set being received
+        #: Set when the state machine is back in Sta1: nothing more will reach the user.
+        self.connection_ended = threading.Event()
 
     def wake(self) -> None:
         """Make the reactor look at its queues now."""
         with contextlib.suppress(OSError):  # buffer full (a wake-up is pending) or closed
             self._wake_w.send(b"\0")
+
+    def receive_pdu(self, wait: bool = False, timeout: float | None = None) -> Any:
+        """The next primitive for the user, as pynetdicom's; a wait ends with the connection.
+
+        The association thread waits up to the ACSE timeout for the A-ASSOCIATE request.
+        When the provider itself rejects the request (an unsupported protocol version,
+        PS3.8 9.2 AE-6) the user is never told, and pynetdicom's thread would hold its
+        place among the active associations for the whole timeout after the peer left.
+        Here the wait also ends once the state machine is back in Sta1.
+        """
+        if not wait or self.connection_ended.is_set():
+            return super().receive_pdu(wait=False)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            slice_s = TIMER_CHECK_S
+            if deadline is not None:
+                slice_s = min(slice_s, max(deadline - time.monotonic(), 0.0))
+            primitive = super().receive_pdu(wait=True, timeout=slice_s)
+            if primitive is not None or self.connection_ended.is_set():
+                return primitive
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
 
     def _notify_user(self) -> None:
         work = getattr(self.assoc, "_work", None)

@@ -65,6 +65,11 @@ pytestmark = [
 RSS_GROWTH_MB = 200
 #: A legitimate C-ECHO must complete within this after each case.
 ECHO_WITHIN_S = 2.0
+#: The listener's ACSE timeout (waiting for the A-ASSOCIATE request, or a release).
+ACSE_TIMEOUT_S = 5.0
+#: Once its peer has gone an association must end within this, well inside the ACSE
+#: timeout: a case that only ends at a timeout fails every time instead of sometimes.
+ASSOCIATION_ENDS_WITHIN_S = 2.0
 #: The listener's network timeout: idle associations and each PDU read end after it.
 #: 4 s, not 2: twice in about a dozen full runs on this 2-core machine a refused C-STORE
 #: was aborted at a 2 s timeout instead of answered (cause not found; the node's default
@@ -1000,7 +1005,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
         host="127.0.0.1",
         port=free_port(),
         limits=LIMITS,
-        acse_timeout_s=5.0,
+        acse_timeout_s=ACSE_TIMEOUT_S,
         dimse_timeout_s=5.0,
         network_timeout_s=NETWORK_TIMEOUT_S,
     )
@@ -1029,7 +1034,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
 
 def check_node(node: Node, stored_before: set[str], stores: int) -> None:
     """The checks after every case (module docstring)."""
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + ASSOCIATION_ENDS_WITHIN_S
     while node.server.ae.active_associations and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not node.server.ae.active_associations, "an association outlived its peer"
