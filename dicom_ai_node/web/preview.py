@@ -23,10 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 from pydicom.dataset import Dataset
 
 from ..errors import NodeError
+from ..picture import display_values, edge, fit_text, font, printable
 from .preview_read import (
     MAX_SOURCE_FILES,
     Mask,
@@ -163,30 +164,6 @@ def _pixels(ds: Dataset, decode: Decode | None) -> npt.NDArray[np.float32]:
     return raw.astype(np.float32) * np.float32(slope) + np.float32(intercept)
 
 
-def _first_value(value: object) -> float:
-    if isinstance(value, Sequence) and not isinstance(value, str):  # a multi-valued DS
-        value = value[0] if len(value) else None
-    return as_float(value, float("nan"))
-
-
-def _window(pixels: npt.NDArray[np.float32], ds: Dataset) -> npt.NDArray[np.uint8]:
-    """8-bit display values: the image's first VOI window (PS3.3 C.11.2.1.2.1, linear),
-    else its 1st to 99th percentile; MONOCHROME1 inverted."""
-    centre, width = _first_value(ds.get("WindowCenter")), _first_value(ds.get("WindowWidth"))
-    if np.isfinite(centre) and np.isfinite(width) and width > 1:
-        scaled = (pixels - (centre - 0.5)) / (width - 1) + 0.5
-    else:
-        finite = pixels[np.isfinite(pixels)]
-        low, high = (float(v) for v in np.percentile(finite, [1, 99])) if finite.size else (0, 1)
-        scaled = (pixels - low) / max(high - low, 1e-6)
-    out: npt.NDArray[np.uint8] = np.round(np.clip(np.nan_to_num(scaled), 0, 1) * 255).astype(
-        np.uint8
-    )
-    if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
-        out = np.subtract(255, out, dtype=np.uint8)
-    return out
-
-
 @dataclass(frozen=True)
 class _Picture:
     """The key image, windowed and scaled, and its size in source pixels."""
@@ -211,7 +188,7 @@ def _picture(image: SourceImage, decode: Decode | None, size: int) -> _Picture:
     rows, columns = pixels.shape
     scale = size / max(rows, columns)
     shape = (max(1, round(columns * scale)), max(1, round(rows * scale)))
-    gray = Image.fromarray(_window(pixels, ds), "L")
+    gray = Image.fromarray(display_values(pixels, ds), "L")
     return _Picture(gray.resize(shape, Image.Resampling.BILINEAR).convert("RGB"), rows, columns)
 
 
@@ -227,15 +204,6 @@ def _nearest(mask: Mask, height: int, width: int) -> Mask:
     return mask[np.ix_(rows, columns)]
 
 
-def _edge(mask: Mask, thickness: int = 2) -> Mask:
-    """The mask's pixels within ``thickness`` (4-neighbour steps) of its outside."""
-    inner = mask
-    for _ in range(thickness):
-        p = np.pad(inner, 1)
-        inner = inner & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
-    return mask & ~inner
-
-
 def _draw_outlines(picture: _Picture, masks: dict[int, Mask], colors: dict[int, Rgb]) -> None:
     """Each segment's outline in its colour, in segment-number order."""
     if not masks:
@@ -246,7 +214,7 @@ def _draw_outlines(picture: _Picture, masks: dict[int, Mask], colors: dict[int, 
         mask = masks[number]
         if mask.shape == (picture.rows, picture.columns):
             color = colors.get(number, _PALETTE[number % len(_PALETTE)])
-            pixels[_edge(_nearest(mask, height, width))] = color
+            pixels[edge(_nearest(mask, height, width))] = color
     picture.image.paste(Image.fromarray(pixels, "RGB"))
 
 
@@ -291,7 +259,6 @@ def _draw_regions(picture: _Picture, groups: Sequence[Group], uid: str) -> dict[
 # --- the legend -----------------------------------------------------------------------
 
 _Line = tuple[Rgb | None, str]
-_Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
 
 def _legend(
@@ -322,31 +289,10 @@ def _legend(
     return lines
 
 
-def _clean(text: str, limit: int = 200) -> str:
-    """Printable characters only (the text comes from files), at most ``limit``."""
-    return "".join(c if c.isprintable() else "?" for c in text[:limit])
-
-
-def _fit(draw: ImageDraw.ImageDraw, text: str, font: _Font, width: float) -> str:
-    if draw.textlength(text, font=font) <= width:
-        return text
-    for end in range(len(text) - 1, 0, -1):
-        if draw.textlength(text[:end] + "...", font=font) <= width:
-            return text[:end] + "..."
-    return ""
-
-
-def _font(size: int) -> _Font:
-    try:
-        return ImageFont.load_default(max(10, size // 40))
-    except ImportError:  # Pillow without FreeType: the fixed bitmap font
-        return ImageFont.load_default()
-
-
 def _compose(picture: _Picture, lines: Sequence[_Line], size: int) -> Image.Image:
     """The picture on top, the legend band under it."""
-    font = _font(size)
-    bbox = font.getbbox("Hg")
+    face = font(size // 40)
+    bbox = face.getbbox("Hg")
     line_height = int(bbox[3]) + 4
     pad = 8
     width = max(picture.image.width, size // 2)
@@ -359,7 +305,9 @@ def _compose(picture: _Picture, lines: Sequence[_Line], size: int) -> Image.Imag
     for color, text in lines:
         if color is not None:
             draw.rectangle((pad, y + 2, pad + line_height - 6, y + line_height - 4), fill=color)
-        draw.text((x, y), _fit(draw, _clean(text), font, width - x - pad), font=font, fill=_TEXT)
+        draw.text(
+            (x, y), fit_text(draw, printable(text), face, width - x - pad), font=face, fill=_TEXT
+        )
         y += line_height
     return canvas
 
