@@ -19,10 +19,14 @@ from typing import Any, TypeVar, get_type_hints
 
 from .errors import ConfigError
 from .passwords import USER_IDENTITY_MODES
+from .result_kinds import DEFAULT_RESULTS, RESULT_KINDS
 from .settings_peers import WEB_ROLES, DicomSettings, KnownAE, KnownUser, TlsSettings, WebSettings
 from .settings_sections import (
+    DESTINATION_AUTH,
+    DESTINATION_PROTOCOLS,
     AssembleSettings,
     AuditSettings,
+    Destination,
     InferSettings,
     PrivacySettings,
     RouteSettings,
@@ -32,9 +36,12 @@ from .settings_sections import (
 )
 
 __all__ = [
+    "DESTINATION_AUTH",
+    "DESTINATION_PROTOCOLS",
     "WEB_ROLES",
     "AssembleSettings",
     "AuditSettings",
+    "Destination",
     "DicomSettings",
     "InferSettings",
     "KnownAE",
@@ -97,11 +104,18 @@ class NodeSettings:
         if self.dicom.user_identity != "off" and not self.users:
             raise ConfigError("dicom.user_identity needs at least one [[users]] entry")
         tls = self.tls
+        identity = bool(tls.certificate and tls.private_key and tls.ca_file)
         for entry in self.ae_table:
-            if entry.tls and not (tls.certificate and tls.private_key and tls.ca_file):
+            if entry.tls and not identity:
                 raise ConfigError(
                     f"ae_table entry {entry.ae_title}: tls = true needs tls.certificate,"
                     " tls.private_key and tls.ca_file"
+                )
+        for dest in self.send.destinations:
+            if dest.tls and not identity:
+                raise ConfigError(
+                    f"send.destinations entry {dest.address!r}: tls = true needs "
+                    "tls.certificate, tls.private_key and tls.ca_file"
                 )
 
     def path(self, value: str) -> Path:
@@ -123,6 +137,26 @@ class NodeSettings:
                 return entry
         return None
 
+    def destination(self, key: str) -> Destination:
+        """How to send to the destination the outbox names ``key``, and what it gets.
+
+        In this order: a ``send.destinations`` table with that address; the AE table
+        entry of that ``AE@HOST:PORT`` (its ``results`` and ``tls``); a string entry of
+        ``send.destinations``, or a key no longer configured (rows written before a
+        change), with the defaults: DIMSE, or DICOMweb for an http(s) URL, and
+        :data:`~dicom_ai_node.result_kinds.DEFAULT_RESULTS`.
+        """
+        key = key.strip()
+        for dest in self.send.destinations:
+            plain = dest.protocol == "dimse" and dest == Destination(address=dest.address)
+            if dest.address == key and not plain:
+                return dest
+        for entry in self.ae_table:
+            if entry.address == key:
+                return Destination(address=key, results=entry.results, tls=entry.tls)
+        web = key.lower().startswith(("http://", "https://"))
+        return Destination(address=key, protocol="dicomweb" if web else "dimse")
+
 
 def _convert(value: Any, typ: Any, where: str) -> Any:
     origin = getattr(typ, "__origin__", None)
@@ -143,10 +177,24 @@ def _convert(value: Any, typ: Any, where: str) -> Any:
             return value
         if origin is tuple:
             items = value.split(",") if isinstance(value, str) else list(value)
+            item = typ.__args__[0]
+            if dataclasses.is_dataclass(item):  # send.destinations: strings or tables
+                return tuple(_entry(item, v, where) for v in items if v != "")  # type: ignore[arg-type]
             return tuple(str(v).strip() for v in items if str(v).strip())
+    except ConfigError:
+        raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {value!r} is not a valid {typ}") from exc
     return value
+
+
+def _entry(cls: type[T], value: Any, where: str) -> T:
+    """One entry of a list of strings or tables (``send.destinations``)."""
+    if isinstance(value, Mapping):
+        return _build(cls, value, {}, where.upper().replace(".", "_") + "_")
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: {value!r} is neither an address nor a table")
+    return cls(value.strip())  # type: ignore[call-arg]
 
 
 #: Arrays of tables in the file ([[ae_table]], [[users]]) and their entry types.
@@ -205,6 +253,11 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
 
 
 def _toml_value(value: Any) -> str:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        pairs = (
+            f"{f.name} = {_toml_value(getattr(value, f.name))}" for f in dataclasses.fields(value)
+        )
+        return "{ " + ", ".join(pairs) + " }"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
@@ -232,10 +285,28 @@ def render_config(settings: NodeSettings | None = None) -> str:
             lines.append("")
     lines += [
         "# Known peers. Results go back to the AE that sent a study when it is listed here.",
+        f"# results: what it gets, from {', '.join(RESULT_KINDS)} (default"
+        f" {', '.join(DEFAULT_RESULTS)}):",
+        *(f"#   {k.name}: {k.description}" for k in RESULT_KINDS.values()),
         "# [[ae_table]]",
         '# ae_title = "PACS"',
         '# host = "10.0.0.5"',
         "# port = 104",
+        '# results = ["SEG", "SR", "SC", "KOS"]',
+        "",
+        "# send.destinations entries are AE@HOST:PORT strings or one-line tables, e.g.",
+        '# destinations = ["ARCHIVE@10.0.0.6:104", { address = "VIEWER@10.0.0.7:104",'
+        ' results = ["SC", "KOS", "PDF"] }]',
+        "# or, in place of that line, one [[send.destinations]] table per destination:",
+        "# [[send.destinations]]",
+        '# address = "https://pacs.example.org/dicom-web"',
+        '# protocol = "dicomweb"',
+        '# results = ["SEG", "SR", "GSPS"]',
+        '# auth = "bearer"',
+        '# credentials_file = "secrets/pacs-token"',
+        '# ca_file = "pki/ca.pem"',
+        "# The keys of a destination table:",
+        *(f"#   {f.name}: {f.metadata['help']}" for f in dataclasses.fields(Destination)),
         "",
         "# Users for dicom.user_identity (hash: dicom-ai-node hash-password).",
         "# [[users]]",

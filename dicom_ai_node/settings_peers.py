@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from .errors import ConfigError
 from .passwords import check_hash
-from .settings_sections import _f
+from .result_kinds import DEFAULT_RESULTS, RESULT_KINDS
+from .settings_sections import _f, check_results
 
 __all__ = [
     "CLIENT_CERTIFICATE_MODES",
@@ -40,13 +41,24 @@ class KnownAE:
     port: int = _f(104, "TCP port of the peer's Storage SCP.")
     send_results: bool = _f(True, "Send results to this AE when it sent the study.")
     tls: bool = _f(False, "Send to this AE over DICOM TLS (the [tls] section's identity).")
+    results: tuple[str, ...] = _f(
+        DEFAULT_RESULTS, f"Result kinds this AE gets, from {', '.join(RESULT_KINDS)}."
+    )
 
     def __post_init__(self) -> None:
         _valid_ae(self.ae_title, "ae_table.ae_title")
+        where = f"ae_table entry {self.ae_title}"
+        object.__setattr__(self, "results", check_results(self.results, where))
         if not self.host:
             raise ConfigError(f"ae_table entry {self.ae_title}: host is empty")
         if not 1 <= self.port <= 65535:
             raise ConfigError(f"ae_table entry {self.ae_title}: port {self.port} out of range")
+
+    @property
+    def address(self) -> str:
+        """The AE as a destination names it: ``AE@HOST:PORT`` (IPv6 hosts in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.ae_title}@{host}:{self.port}"
 
 
 @dataclass(frozen=True)

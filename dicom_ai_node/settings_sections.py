@@ -7,20 +7,26 @@ values when it is made.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
+from .result_kinds import DEFAULT_RESULTS, RESULT_KINDS
 
 __all__ = [
+    "DESTINATION_AUTH",
+    "DESTINATION_PROTOCOLS",
     "SYSLOG_TRANSPORTS",
     "AssembleSettings",
     "AuditSettings",
+    "Destination",
     "InferSettings",
     "PrivacySettings",
     "RouteSettings",
     "SendSettings",
     "StorageSettings",
+    "check_results",
 ]
 
 
@@ -169,6 +175,102 @@ class InferSettings:
     )
 
 
+def check_results(value: Any, where: str) -> tuple[str, ...]:
+    """A destination's ``results``: known kinds (any case), in the order the encoders make them.
+
+    Raises
+    ------
+    ConfigError
+        On an unknown kind (naming the allowed ones) or an empty list.
+    """
+    items = [value] if isinstance(value, str) else list(value)
+    names = {str(v).strip().upper() for v in items if str(v).strip()}
+    unknown = sorted(names - RESULT_KINDS.keys())
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown result kind(s) {unknown}; choose from {', '.join(RESULT_KINDS)}"
+        )
+    if not names:
+        raise ConfigError(f"{where}: results is empty (to send nothing, leave the entry out)")
+    return tuple(k for k in RESULT_KINDS if k in names)
+
+
+#: How a destination takes results: C-STORE (PS3.4 Annex B) or STOW-RS (PS3.18 10.5).
+DESTINATION_PROTOCOLS = ("dimse", "dicomweb")
+#: How the node identifies itself to a DICOMweb destination (RFC 6750 bearer, RFC 7617 basic).
+DESTINATION_AUTH = ("none", "bearer", "basic")
+
+
+@dataclass(frozen=True)
+class Destination:
+    """One destination of ``send.destinations``: where results go, how, and which kinds.
+
+    A plain string entry ``"AE@HOST:PORT"`` is a DIMSE destination with the default
+    results (or, when the AE table lists that AE, the table entry's ``results`` and
+    ``tls``). The outbox names a destination by its ``address``.
+    """
+
+    address: str = _f(
+        "", "AE@HOST:PORT for dimse; the base URL (http(s)://host/dicom-web) for dicomweb."
+    )
+    protocol: str = _f("dimse", "dimse (C-STORE) or dicomweb (STOW-RS, PS3.18 10.5).")
+    results: tuple[str, ...] = _f(
+        DEFAULT_RESULTS, f"Result kinds it gets, from {', '.join(RESULT_KINDS)}."
+    )
+    auth: str = _f("none", "dicomweb only: none, bearer (a token) or basic (user:password).")
+    credentials_file: str = _f(
+        "",
+        "dicomweb with auth: a file holding the token, or user:password, on one line "
+        "(read when sending, never logged).",
+    )
+    ca_file: str = _f(
+        "", "dicomweb over https: CA certificates (PEM) to trust; empty: the system's."
+    )
+    tls: bool = _f(False, "dimse only: send over DICOM TLS (the [tls] section's identity).")
+
+    def __post_init__(self) -> None:
+        where = f"send.destinations entry {self.address!r}"
+        if not self.address.strip():
+            raise ConfigError("send.destinations: an entry has no address")
+        object.__setattr__(self, "address", self.address.strip())
+        object.__setattr__(self, "results", check_results(self.results, where))
+        if self.protocol not in DESTINATION_PROTOCOLS:
+            raise ConfigError(
+                f"{where}: protocol {self.protocol!r} is not one of "
+                f"{', '.join(DESTINATION_PROTOCOLS)}"
+            )
+        if self.auth not in DESTINATION_AUTH:
+            raise ConfigError(
+                f"{where}: auth {self.auth!r} is not one of {', '.join(DESTINATION_AUTH)}"
+            )
+        web = self.address.lower().startswith(("http://", "https://"))
+        if self.protocol == "dicomweb":
+            if not web:
+                raise ConfigError(f"{where}: protocol dicomweb needs an http(s):// base URL")
+            if self.tls:
+                raise ConfigError(f"{where}: tls is for dimse; a dicomweb URL says https")
+            if self.ca_file and not self.address.lower().startswith("https://"):
+                raise ConfigError(f"{where}: ca_file needs an https:// URL")
+        else:
+            if web:
+                raise ConfigError(f'{where}: a URL needs protocol = "dicomweb"')
+            if self.auth != "none" or self.credentials_file or self.ca_file:
+                raise ConfigError(f"{where}: auth, credentials_file and ca_file are for dicomweb")
+        if self.auth == "none" and self.credentials_file:
+            raise ConfigError(f"{where}: credentials_file is given but auth is none")
+        if self.auth != "none" and not self.credentials_file:
+            raise ConfigError(f"{where}: auth {self.auth} needs credentials_file")
+
+    @classmethod
+    def of(cls, entry: str | Mapping[str, Any] | Destination) -> Destination:
+        """A destination from a ``send.destinations`` entry: a string or a table."""
+        if isinstance(entry, Destination):
+            return entry
+        if isinstance(entry, str):
+            return cls(address=entry)
+        return cls(**entry)
+
+
 @dataclass(frozen=True)
 class SendSettings:
     """Delivery of results (the durable outbox)."""
@@ -192,11 +294,20 @@ class SendSettings:
         "mark it failed with the last error.",
     )
     default_to_sender: bool = _f(True, "Send results back to the AE that sent the study.")
-    destinations: tuple[str, ...] = _f(
-        (), "Extra destinations for every result, as AE@HOST:PORT (in addition to the sender)."
+    destinations: tuple[Destination, ...] = _f(
+        (),
+        "Extra destinations for every result (in addition to the sender): AE@HOST:PORT "
+        "strings, or tables { address, protocol, results, auth, credentials_file, ca_file, "
+        "tls }.",
     )
 
     def __post_init__(self) -> None:
+        entries = tuple(Destination.of(e) for e in self.destinations)
+        object.__setattr__(self, "destinations", entries)
+        addresses = [e.address for e in entries]
+        repeated = sorted({a for a in addresses if addresses.count(a) > 1})
+        if repeated:
+            raise ConfigError(f"send.destinations: {repeated} listed more than once")
         if not self.timeout_s > 0:
             raise ConfigError(f"send.timeout_s must be positive, not {self.timeout_s!r}")
         if not self.retry_initial_s > 0:

@@ -13,7 +13,7 @@ import datetime as dt
 import logging
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError, DeliveryError
@@ -25,7 +25,7 @@ from ..store.outbox import DueDelivery, due_deliveries, finish_delivery_attempt
 from .retry import RetryPolicy
 from .scu import Peer, StoreOutcome, send_datasets
 
-__all__ = ["Deliverer", "all_destinations", "destinations_for"]
+__all__ = ["Deliverer", "all_destinations", "destinations_for", "outbox_kinds"]
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +48,36 @@ def destinations_for(settings: NodeSettings, calling_ae_title: str) -> list[str]
     out = []
     known = settings.known_ae(calling_ae_title)
     if settings.send.default_to_sender and known is not None and known.send_results:
-        out.append(f"{known.ae_title}@{known.host}:{known.port}")
-    out += [d for d in settings.send.destinations if d not in out]
+        out.append(known.address)
+    out += [d.address for d in settings.send.destinations if d.address not in out]
     return out
+
+
+def outbox_kinds(settings: NodeSettings, destinations: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """The result kinds each destination gets (its ``results``), for the outbox rows.
+
+    Parameters
+    ----------
+    settings:
+        The node's settings (:meth:`~dicom_ai_node.settings.NodeSettings.destination`).
+    destinations:
+        Destination keys, as :func:`destinations_for` names them.
+
+    Returns
+    -------
+    dict[str, tuple[str, ...]]
+        Each destination's kinds (``SEG``, ``SR``, ``SC``, ``KOS``, ``GSPS``, ``PDF``).
+    """
+    return {d: settings.destination(d).results for d in destinations}
 
 
 def all_destinations(settings: NodeSettings) -> list[str]:
     """Every destination the settings can send to (``AE@HOST:PORT``), as
     :func:`destinations_for` names them: the extra destinations, then each AE table
     entry that gets results."""
-    out = list(settings.send.destinations)
+    out = [d.address for d in settings.send.destinations]
     if settings.send.default_to_sender:
-        out += [f"{e.ae_title}@{e.host}:{e.port}" for e in settings.ae_table if e.send_results]
+        out += [e.address for e in settings.ae_table if e.send_results]
     return list(dict.fromkeys(out))
 
 
@@ -111,15 +129,19 @@ class Deliverer:
         return len(due)
 
     def wants_tls(self, destination: str | Peer) -> bool:
-        """Whether the AE table marks this destination (title, host and port) for TLS."""
+        """Whether the AE table or a ``send.destinations`` table marks this destination
+        (title, host and port) for DICOM TLS."""
         try:
             peer = destination if isinstance(destination, Peer) else Peer.parse(destination)
         except ConfigError:
             return False
-        return any(
+        if any(
             e.tls and (e.ae_title, e.host, e.port) == (peer.ae_title, peer.host, peer.port)
             for e in self.settings.ae_table
-        )
+        ):
+            return True
+        keys = {str(peer), destination if isinstance(destination, str) else str(peer)}
+        return any(self.settings.destination(k).tls for k in keys)
 
     def _attempt(self, dest: str, items: list[DueDelivery]) -> tuple[list[StoreOutcome], str]:
         """One association to ``dest`` for ``items``: the per-instance outcomes, or none

@@ -11,7 +11,13 @@ import pytest
 from dicom_ai_node.errors import ConfigError
 from dicom_ai_node.send.retry import RetryPolicy
 from dicom_ai_node.send.senders import DELIVER_INTERVAL_S
-from dicom_ai_node.settings import KnownAE, NodeSettings, load_settings, render_config
+from dicom_ai_node.settings import (
+    Destination,
+    KnownAE,
+    NodeSettings,
+    load_settings,
+    render_config,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,7 +32,7 @@ def _all_fields(cls: type) -> list[dataclasses.Field]:  # type: ignore[type-arg]
 
 
 def test_every_setting_has_help_text() -> None:
-    for cls in (NodeSettings, KnownAE):
+    for cls in (NodeSettings, KnownAE, Destination):
         for f in _all_fields(cls):
             assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help text"
 
