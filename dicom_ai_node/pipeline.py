@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import SegmentationStorage
 
 from .domain import JobState, ModelOutput
 from .encode import device_uid, encode_results
@@ -28,7 +27,8 @@ from .infer.lease import JOB_HEARTBEAT_S, JOB_LEASE_S, LeaseKeeper
 from .infer.registry import ModelRegistry
 from .infer.volume import Decode, load_volume, read_images
 from .metrics import NodeMetrics
-from .send.deliver import destinations_for
+from .result_kinds import RESULT_KINDS
+from .send.deliver import destinations_for, outbox_kinds
 from .settings import NodeSettings
 from .store.db import Database
 from .store.files import FileStore
@@ -43,7 +43,7 @@ from .store.jobs import (
     replaced_reports,
 )
 
-__all__ = ["Pipeline"]
+__all__ = ["Pipeline", "result_kind"]
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ class Pipeline:
                         state,
                         reason,
                         results,
-                        destinations_for(self.settings, job.calling_ae_title),
+                        self._destinations(job),
                         self.settings.send.retry_window_s,
                         time.monotonic() - started,
                     )
@@ -144,6 +144,10 @@ class Pipeline:
             )
         self.metrics.job_finished(job.model_name, state.value if kept else "not_recorded")
         return True
+
+    def _destinations(self, job: ClaimedJob) -> dict[str, tuple[str, ...]]:
+        """Where the job's results go, each destination with the kinds it gets."""
+        return outbox_kinds(self.settings, destinations_for(self.settings, job.calling_ae_title))
 
     def _load_series(self, job: ClaimedJob) -> list[Dataset]:
         paths = instance_paths(self.db.session, job.series_pk)
@@ -207,11 +211,25 @@ class Pipeline:
             str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
         )
         self.files.write(relative, buffer.getvalue())
-        kind = "SEG" if ds.SOPClassUID == SegmentationStorage else "SR"
         return NewResult(
-            kind=kind,
+            kind=result_kind(str(ds.SOPClassUID)),
             sop_instance_uid=str(ds.SOPInstanceUID),
             sop_class_uid=str(ds.SOPClassUID),
             series_instance_uid=str(ds.SeriesInstanceUID),
             path=relative,
         )
+
+
+def result_kind(sop_class_uid: str) -> str:
+    """The kind of result object (``SEG``, ``SR``, ``SC``, ``KOS``, ``GSPS``, ``PDF``) of a
+    SOP Class (:data:`~dicom_ai_node.result_kinds.RESULT_KINDS`).
+
+    Raises
+    ------
+    EncodeError
+        For a SOP Class no kind has: the encoders made something the outbox cannot name.
+    """
+    for kind in RESULT_KINDS.values():
+        if sop_class_uid in kind.sop_class_uids:
+            return kind.name
+    raise EncodeError(f"result SOP Class {sop_class_uid} is none of the result kinds")

@@ -15,7 +15,7 @@ Completing a job writes its outbox rows in the same transaction.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, exists, or_, select, update
@@ -231,7 +231,7 @@ def complete_job(
     state: JobState,
     reason: str,
     results: Sequence[NewResult],
-    destinations: Sequence[str],
+    destinations: Sequence[str] | Mapping[str, Collection[str]],
     retry_window_s: float,
     duration_s: float,
 ) -> bool:
@@ -243,6 +243,13 @@ def complete_job(
     files are already durable (written before this call), so the commit publishes them
     and their outbox rows at once; a crash before it leaves the job to run again (same
     UIDs, same file names).
+
+    Parameters
+    ----------
+    destinations:
+        Where the results go: each destination with the result kinds it gets (its
+        ``results``: a row per result whose ``kind`` it names), or a plain sequence of
+        destinations that get every result.
 
     Returns
     -------
@@ -273,6 +280,8 @@ def complete_job(
                 session.add(row)
                 session.flush()
             for dest in destinations:
+                if isinstance(destinations, Mapping) and res.kind not in destinations[dest]:
+                    continue
                 exists = session.scalars(
                     select(Delivery.pk).where(
                         Delivery.result_fk == row.pk, Delivery.destination == dest
