@@ -66,6 +66,7 @@ LIBRARIES: dict[str, set[str]] = {
     "jinja2": {"web"},
     "jwt": {"web"},
     "prometheus_client": {"web", "core"},
+    "httpx": {"send"},
 }
 #: Stages that do no I/O: what they need is handed to them.
 NO_IO = {"route", "encode"}
