@@ -1,10 +1,11 @@
 """Send: the delivery loop's step: due results to their destination, each outcome recorded.
 
-A job's results wait in the outbox (one delivery row per result and destination, written
-by :func:`~dicom_ai_node.store.jobs.complete_job`). Each call of
-:meth:`Deliverer.deliver` makes one association attempt per destination for what is due
-(PS3.4 Annex B), and every row ends delivered, due again later (capped exponential
-backoff, :mod:`.retry`) or failed once its retry window is over.
+A job's results wait in the outbox (one delivery row per result and the destinations that
+get its kind, written by :func:`~dicom_ai_node.store.jobs.complete_job`). Each call of
+:meth:`Deliverer.deliver` makes one attempt per destination for what is due: an
+association (C-STORE, PS3.4 Annex B), or STOW-RS requests (PS3.18 10.5) for a
+``protocol = "dicomweb"`` destination; every row ends delivered, due again later (capped
+exponential backoff, :mod:`.retry`) or failed once its retry window is over.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from dataclasses import dataclass, field
 
 from ..errors import ConfigError, DeliveryError
 from ..metrics import NodeMetrics
-from ..settings import NodeSettings
+from ..settings import Destination, NodeSettings
 from ..store.db import Database
 from ..store.files import FileStore
 from ..store.outbox import DueDelivery, due_deliveries, finish_delivery_attempt
 from .retry import RetryPolicy
 from .scu import Peer, StoreOutcome, send_datasets
+from .stow import WebPeer, stow_files
 
 __all__ = ["Deliverer", "all_destinations", "destinations_for", "outbox_kinds"]
 
@@ -143,19 +145,37 @@ class Deliverer:
         keys = {str(peer), destination if isinstance(destination, str) else str(peer)}
         return any(self.settings.destination(k).tls for k in keys)
 
+    def web_peer(self, target: Destination) -> WebPeer:
+        """The DICOMweb archive of a ``protocol = "dicomweb"`` destination, its credentials
+        and CA files resolved against the settings' folder (read by the sender, never
+        logged)."""
+        return WebPeer(
+            url=target.address,
+            auth=target.auth,
+            credentials_file=str(self.settings.path(target.credentials_file))
+            if target.credentials_file
+            else "",
+            ca_file=str(self.settings.path(target.ca_file)) if target.ca_file else "",
+        )
+
     def _attempt(self, dest: str, items: list[DueDelivery]) -> tuple[list[StoreOutcome], str]:
         """One association to ``dest`` for ``items``: the per-instance outcomes, or none
         and the reason the association failed."""
         cfg = self.settings.send
+        paths = [self.files.absolute(d.path) for d in items]
         try:
-            peer = Peer.parse(dest)
-            outcomes = send_datasets(
-                [self.files.absolute(d.path) for d in items],
-                peer,
-                calling_ae_title=cfg.calling_ae_title or self.settings.dicom.ae_title,
-                timeout_s=cfg.timeout_s,
-                tls=self.tls_client if self.wants_tls(peer) else None,
-            )
+            target = self.settings.destination(dest)
+            if target.protocol == "dicomweb":
+                outcomes = stow_files(paths, self.web_peer(target), timeout_s=cfg.timeout_s)
+            else:
+                peer = Peer.parse(dest)
+                outcomes = send_datasets(
+                    paths,
+                    peer,
+                    calling_ae_title=cfg.calling_ae_title or self.settings.dicom.ae_title,
+                    timeout_s=cfg.timeout_s,
+                    tls=self.tls_client if self.wants_tls(peer) else None,
+                )
         except (DeliveryError, ConfigError) as exc:  # the association failed: every item waits
             return [], str(exc)
         except Exception as exc:  # recorded on each row, so the window still ends it
