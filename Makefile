@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: serve test lint bench clean-var
+.PHONY: serve test lint bench clean-var conformance
 
 $(PY):
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -41,3 +41,8 @@ bench: $(TEST_STAMP)
 
 clean-var:
 	rm -rf var
+
+# the DICOM Conformance Statement, generated from the code's own tables
+conformance: $(STAMP)
+	$(PY) -m scripts.conformance > docs/conformance.md.tmp
+	mv docs/conformance.md.tmp docs/conformance.md
