@@ -24,15 +24,17 @@ import httpx
 
 from ..dicomweb import DICOM_JSON, STOW_CONTENT_TYPE
 from ..errors import ConfigError, DeliveryError
-from .scu import STATUS_SUCCESS, StoreOutcome
+from .scu import StoreOutcome
 from .stow_parts import (
     StowAnswer,
     StowBody,
     StowPart,
     batches,
     describe_reason,
+    outcome,
     plan_part,
     read_answer,
+    stored,
 )
 
 __all__ = ["AUTH_KINDS", "DEFAULT_BATCH_BYTES", "WebPeer", "stow_files", "stow_plan"]
@@ -184,15 +186,15 @@ class _Sender:
         self.client, self.peer, self.timeout_s = client, peer, timeout_s
         self.outcomes: dict[int, StoreOutcome] = {}
 
-    def record(self, index: int, outcome: StoreOutcome) -> None:
+    def record(self, index: int, result: StoreOutcome) -> None:
         """Keep an outcome; a not delivered one is logged (UIDs only)."""
-        self.outcomes[index] = outcome
-        if not outcome.delivered:
+        self.outcomes[index] = result
+        if not result.delivered:
             logger.warning(
                 "instance not delivered to %s: %s",
                 self.peer,
-                outcome.message,
-                extra={"sop_instance_uid": outcome.sop_instance_uid},
+                result.message,
+                extra={"sop_instance_uid": result.sop_instance_uid},
             )
 
     @property
@@ -233,7 +235,7 @@ class _Sender:
             response = self.post(batch)
         except OSError as exc:  # a file could not be read while streaming
             for part in batch:
-                self.record(part.index, _outcome(part, None, False, f"not sent: {exc}"))
+                self.record(part.index, outcome(part, None, False, f"not sent: {exc}"))
             return
         code = response.status_code
         answer = read_answer(response.content)
@@ -259,10 +261,10 @@ class _Sender:
                 reason = answer.failed[uid]
                 why = f"failure reason {describe_reason(reason)}" if reason is not None else ""
                 message = f"refused by {self.peer} ({status}){': ' + why if why else ''}"
-                self.record(part.index, _outcome(part, reason, False, message))
+                self.record(part.index, outcome(part, reason, False, message))
             elif uid in answer.stored:
                 warning = answer.stored[uid] if answer.stored[uid] is not None else answer.warning
-                self.record(part.index, _stored(part, status, warning))
+                self.record(part.index, stored(part, status, warning))
             else:
                 unnamed.append(part)
         return unnamed
@@ -274,23 +276,10 @@ class _Sender:
         status = _status_text(response)
         if response.status_code in _DELIVERED and (answer is None or not answer.names_any):
             warning = answer.warning if answer is not None else None
-            return _stored(part, f"{status}, no per-instance answer", warning)
-        return _outcome(
+            return stored(part, f"{status}, no per-instance answer", warning)
+        return outcome(
             part, None, False, f"not confirmed by {self.peer} ({status}); sent again next time"
         )
-
-
-def _outcome(part: StowPart, status: int | None, delivered: bool, message: str) -> StoreOutcome:
-    return StoreOutcome(part.sop_instance_uid, status, delivered, message)
-
-
-def _stored(part: StowPart, status: str, warning: int | None) -> StoreOutcome:
-    """A stored instance: status 0000H, or its Warning Reason (PS3.18 10.5.3)."""
-    if warning is None and not status.startswith("HTTP 202"):
-        return _outcome(part, STATUS_SUCCESS, True, f"stored ({status})")
-    why = describe_reason(warning) if warning is not None else "no warning reason given"
-    code = warning if warning is not None else STATUS_SUCCESS
-    return _outcome(part, code, True, f"stored with a warning ({status}): {why}")
 
 
 def stow_files(
@@ -396,6 +385,6 @@ def stow_plan(
                     raise DeliveryError(str(exc)) from exc
                 left = [p for b in todo[number:] for p in b if p.index not in sender.outcomes]
                 for part in left:
-                    sender.record(part.index, _outcome(part, None, False, f"not sent: {exc}"))
+                    sender.record(part.index, outcome(part, None, False, f"not sent: {exc}"))
                 break
     return [sender.outcomes[i] for i in range(len(plan))]

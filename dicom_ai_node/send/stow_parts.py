@@ -28,7 +28,7 @@ from ..dicomweb import (
     REFERENCED_SOP_SEQUENCE,
     WARNING_REASON,
 )
-from .scu import StoreOutcome
+from .scu import STATUS_SUCCESS, StoreOutcome
 
 __all__ = [
     "REFERENCED_SOP_INSTANCE_UID",
@@ -37,8 +37,10 @@ __all__ = [
     "StowPart",
     "batches",
     "describe_reason",
+    "outcome",
     "plan_part",
     "read_answer",
+    "stored",
 ]
 
 #: Referenced SOP Instance UID (0008,1155) as a DICOM JSON key.
@@ -259,3 +261,17 @@ def read_answer(body: bytes) -> StowAnswer | None:
         answer.failed[uid] = _first_int(item, FAILURE_REASON)
         answer.stored.pop(uid, None)  # named both ways: not counted as stored
     return answer
+
+
+def outcome(part: StowPart, status: int | None, delivered: bool, message: str) -> StoreOutcome:
+    """The outcome of one part."""
+    return StoreOutcome(part.sop_instance_uid, status, delivered, message)
+
+
+def stored(part: StowPart, status: str, warning: int | None) -> StoreOutcome:
+    """A stored instance: status 0000H, or its Warning Reason (PS3.18 10.5.3)."""
+    if warning is None and not status.startswith("HTTP 202"):
+        return outcome(part, STATUS_SUCCESS, True, f"stored ({status})")
+    why = describe_reason(warning) if warning is not None else "no warning reason given"
+    code = warning if warning is not None else STATUS_SUCCESS
+    return outcome(part, code, True, f"stored with a warning ({status}): {why}")

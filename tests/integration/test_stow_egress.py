@@ -385,6 +385,20 @@ def test_a_failure_after_some_requests_keeps_what_was_delivered(
         stow_files(paths, WebPeer(down.url), timeout_s=30)
 
 
+def test_a_file_that_shrinks_while_sent_fails_alone_and_the_rest_go_on(
+    tmp_path: Path, archive: Callable[..., Archive]
+) -> None:
+    paths, _ = results_like(tmp_path / "in", slices=3)
+    plan = [plan_part(i, p) for i, p in enumerate(paths)]
+    first = plan[0]
+    assert isinstance(first, StowPart)
+    plan[0] = dataclasses.replace(first, size=first.size + 4096)  # as if cut after planning
+    a = archive()
+    outcomes = stow_plan(plan, WebPeer(a.url), timeout_s=30, batch_bytes=first.size)
+    assert not outcomes[0].delivered and "shrank" in outcomes[0].message
+    assert all(o.delivered for o in outcomes[1:]), outcomes
+
+
 def test_batches_are_bounded_per_study_and_a_large_file_goes_alone(
     tmp_path: Path, archive: Callable[..., Archive]
 ) -> None:
