@@ -174,8 +174,10 @@ class TlsSettings:
             raise ConfigError("tls.plaintext = false needs tls.enabled = true (no listener left)")
 
 
-#: Roles of the web service's users and tokens, from least to most allowed.
-WEB_ROLES = ("viewer", "operator", "admin")
+#: Roles of the web service's users and tokens: ``sender`` may only store instances by
+#: STOW-RS and read nothing; then viewer, operator, admin, each allowed what those before
+#: it are (least to most allowed).
+WEB_ROLES = ("sender", "viewer", "operator", "admin")
 
 
 @dataclass(frozen=True)

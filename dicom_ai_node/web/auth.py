@@ -12,7 +12,9 @@ A request is authenticated by one of
 
 Roles are ordered: a viewer reads every screen but the audit trail and never sees patient
 names, IDs or birth dates; an operator also acts and sees patient fields; an admin also
-reads the audit trail and manages tokens. Every refusal is audited.
+reads the audit trail and manages tokens. A sender stands below them all: it may only store
+instances by STOW-RS (PS3.18 10.5), which no other role may (:func:`require_sender`), so a
+sending system's token can neither read nor steer anything. Every refusal is audited.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ __all__ = [
     "authenticate",
     "client_address",
     "require",
+    "require_sender",
 ]
 
 SESSION_COOKIE = "dan_session"
@@ -54,16 +57,18 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class Role(enum.StrEnum):
-    """What a user or token may do; each role may do everything of the ones before it."""
+    """What a user or token may do; from viewer on, each role may do everything of the
+    ones before it; a sender may only store (STOW-RS)."""
 
+    SENDER = "sender"
     VIEWER = "viewer"
     OPERATOR = "operator"
     ADMIN = "admin"
 
     @property
     def rank(self) -> int:
-        """0 for viewer, 1 for operator, 2 for admin."""
-        return list(Role).index(self)
+        """-1 for sender (below every screen), 0 for viewer, 1 for operator, 2 for admin."""
+        return list(Role).index(self) - 1
 
     @property
     def sees_patient(self) -> bool:
@@ -256,6 +261,29 @@ def require(role: Role) -> Callable[[Request], Awaitable[Principal]]:
         if who.role.rank < role.rank:
             raise await _refuse(request, who, 403, f"the {role.value} role is required")
         if who.via == "session" and request.method not in SAFE_METHODS:
+            sent = await _csrf_token(request)
+            if not (sent and hmac.compare_digest(sent, who.csrf)):
+                raise await _refuse(request, who, 403, "missing or wrong CSRF token")
+        return who
+
+    return dependency
+
+
+def require_sender() -> Callable[[Request], Awaitable[Principal]]:
+    """A dependency: the caller, who must hold the ``sender`` role, the only one that may
+    store instances (STOW-RS, PS3.18 10.5).
+
+    401 without valid credentials, 403 for every other role (an admin makes a sender
+    token instead) or a cookie request without its CSRF token; both are audited.
+    """
+
+    async def dependency(request: Request) -> Principal:
+        who = await run_in_threadpool(authenticate, request)
+        if who is None:
+            raise await _refuse(request, None, 401, "authentication required")
+        if who.role is not Role.SENDER:
+            raise await _refuse(request, who, 403, "the sender role is required")
+        if who.via == "session":
             sent = await _csrf_token(request)
             if not (sent and hmac.compare_digest(sent, who.csrf)):
                 raise await _refuse(request, who, 403, "missing or wrong CSRF token")
