@@ -1,8 +1,9 @@
 """Wiring: the web service's part of the composition root.
 
 Builds the callables the web stage gets for what lives in other stages (C-ECHO, routing
-a stored study, the models, the listener) and starts the HTTP listener beside the DICOM
-one, with the node's certificate when ``[tls]`` is on.
+a stored study, the models, the listener, the receive stage's checks STOW-RS stores
+with) and starts the HTTP listener beside the DICOM one, with the node's certificate
+when ``[tls]`` is on.
 """
 
 from __future__ import annotations
@@ -10,11 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydicom.uid import AllTransferSyntaxes
+
 from .assemble.sweep import info_of
 from .audit.node import audit_paths
 from .audit.operator import OperatorAudit
 from .cli_accounts import first_admin
 from .infer.runner import Device
+from .receive.attrs import PARSE_ERRORS, inflated_size_within, read_series
+from .receive.scp import storage_sop_classes
 from .route.explain import format_study_routing
 from .route.router import route_study
 from .send.deliver import all_destinations
@@ -24,11 +29,12 @@ from .web.app import create_app
 from .web.context import Backend, EchoAnswer, ModelInfo, WebContext
 from .web.metrics import IndexCollector
 from .web.server import WebServer
+from .web.stow_store import InstanceChecks, StowIngress
 
 if TYPE_CHECKING:
     from .app import Node
 
-__all__ = ["backend_of", "start_web", "web_context"]
+__all__ = ["backend_of", "start_web", "stow_ingress", "web_context"]
 
 
 def _device_text(device: Device) -> str:
@@ -91,6 +97,21 @@ def backend_of(node: Node) -> Backend:
     return Backend(echo_destination, explain, models, listener, destinations)
 
 
+def stow_ingress(node: Node) -> StowIngress:
+    """What STOW-RS stores with: the C-STORE handler's ingest (one lock per SOP Instance
+    across both), the receive stage's reading and accepted SOP Classes and transfer
+    syntaxes, and ``dicom.max_instance_mb`` as the bound of one data set."""
+    checks = InstanceChecks(
+        read=read_series,
+        parse_errors=PARSE_ERRORS,
+        sop_classes=frozenset(storage_sop_classes()),
+        transfer_syntaxes=frozenset(str(uid) for uid in AllTransferSyntaxes),
+        inflated_within=inflated_size_within,
+    )
+    max_bytes = node.settings.dicom.max_instance_mb * 1024 * 1024
+    return StowIngress(node.scp.ingest, checks, max_bytes, node.metrics)
+
+
 def web_context(node: Node) -> WebContext:
     """What the HTTP service of ``node`` is handed: its settings, index, metrics, audit."""
     settings = node.settings
@@ -105,6 +126,7 @@ def web_context(node: Node) -> WebContext:
         audit_log=audit_paths(settings)[0] if settings.audit.local_log else None,
         storage_root=settings.path(settings.storage.root),
         tls=settings.tls.enabled,
+        stow=stow_ingress(node),
     )
 
 

@@ -11,18 +11,22 @@ status from what they return or raise.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import logging
+import os
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..errors import StorageError
+from ..errors import StorageError, StorageFullError
 from .files import Chunk, FileStore, TempFile
 from .index import IndexOutcome, InstanceRecord, SeriesAttrs, index_instance, record_event
 from .locks import KeyedLocks
 
-__all__ = ["Ingest", "InstanceAttrs", "NotStored"]
+__all__ = ["Ingest", "InstanceAttrs", "NotStored", "TempWriter"]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +74,67 @@ def _instance_record(
     )
 
 
+class TempWriter:
+    """A temp file written piece by piece, as an instance streams in (a STOW-RS part).
+
+    Made by :meth:`Ingest.open_temp`; :meth:`finish` closes it and hands back the
+    :class:`~.files.TempFile` that :meth:`Ingest.store` makes durable, :meth:`discard`
+    removes it. Like every temp file it lives in ``tmp/`` as ``*.part``, so one left by
+    a crash is removed at the next start (:meth:`~.files.FileStore.sweep_temp`).
+
+    Raises
+    ------
+    StorageError
+        From :meth:`write` when the file cannot be written (StorageFullError when the
+        volume is full); the file is removed then.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / f"{uuid.uuid4().hex}.part"
+        self.size = 0
+        try:
+            self._fd: int | None = os.open(
+                self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+            )
+        except OSError as exc:
+            raise _write_error(exc) from exc
+
+    def write(self, data: Chunk) -> None:
+        """Append ``data``."""
+        view = memoryview(data).cast("B")
+        try:
+            while view.nbytes:
+                if self._fd is None:
+                    raise StorageError("temp file already closed")
+                done = os.write(self._fd, view)
+                view = view[done:]
+                self.size += done
+        except OSError as exc:
+            self.discard()
+            raise _write_error(exc) from exc
+
+    def finish(self) -> TempFile:
+        """Close the file; what :meth:`Ingest.store` takes."""
+        self._close()
+        return TempFile(self.path, self.size)
+
+    def discard(self) -> None:
+        """Close and remove the file (harmless when done before)."""
+        self._close()
+        self.path.unlink(missing_ok=True)
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+
+def _write_error(exc: OSError) -> StorageError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFullError("no space left on the storage volume")
+    return StorageError(f"cannot write file: {exc.strerror}")
+
+
 class Ingest:
     """Stores received instances: a temp file, made durable in place, then indexed.
 
@@ -115,6 +180,34 @@ class Ingest:
             When the file cannot be written (StorageFullError when the volume is full).
         """
         return self.files.write_temp(chunks)
+
+    def open_temp(self) -> TempWriter:
+        """A temp file to write an instance into as it arrives (not yet durable).
+
+        Raises
+        ------
+        StorageError
+            When below the free-space reserve (StorageFullError) or the file cannot be
+            made.
+        """
+        self.files.check_free_space()
+        return TempWriter(self.files.tmp)
+
+    def read_temp(self, temp: TempFile, limit: int) -> bytes:
+        """The bytes of a temp file of at most ``limit`` bytes (checked before it is read).
+
+        Raises
+        ------
+        StorageError
+            When it is larger than ``limit`` or cannot be read.
+        """
+        if temp.size > limit:
+            raise StorageError(f"temp file of {temp.size} bytes is over its bound of {limit}")
+        try:
+            with temp.path.open("rb") as fp:
+                return fp.read(limit + 1)
+        except OSError as exc:
+            raise StorageError(f"cannot read temp file: {exc.strerror}") from exc
 
     def discard(self, temp: TempFile | None) -> None:
         """Remove the temp file (harmless once :meth:`store` has moved it away)."""

@@ -4,7 +4,7 @@ FastAPI builds the OpenAPI 3.1 document from the typed endpoints and serves it a
 ``/api/v1/openapi.json`` (the interactive docs, which load scripts from a CDN, are off).
 Every response carries headers that keep the pages to their own origin (CSP), out of
 frames and un-sniffed; bodies over ``web.max_body_kb`` are refused with 413 before they
-are read whole.
+are read whole, except a STOW-RS request's (:mod:`.stow`), bounded by its own limit.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from .pages import router as pages_router
 from .problems import install_problem_handlers, problem_response
 from .server import MAX_HEAD_BYTES
 from .status import StatusCache
+from .stow import MAX_REQUEST_MB, STOW_PATH
+from .stow import router as stow_router
 
 __all__ = ["create_app"]
 
@@ -50,16 +52,31 @@ SECURITY_HEADERS = [
 
 class BodyLimit:
     """Refuse request heads over ``max_head`` bytes (431) and bodies over ``max_bytes``
-    (413), declared or streamed, and add the security headers to every response.
+    (``stow_bytes`` for STOW-RS requests) (413), declared or streamed, and add the
+    security headers to every response.
 
     A streamed body is counted as it arrives; once it passes the limit the 413 is sent
     from here and the application reads a disconnect, so it stops without answering.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, max_head: int = MAX_HEAD_BYTES) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        max_head: int = MAX_HEAD_BYTES,
+        stow_bytes: int | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_head = max_head
+        self.stow_bytes = max_bytes if stow_bytes is None else stow_bytes
+
+    def limit(self, scope: Scope) -> int:
+        """The bound of this request's body: :attr:`stow_bytes` for a STOW-RS request
+        (POST on :data:`~.stow.STOW_PATH`), else ``max_bytes``."""
+        if scope.get("method") == "POST" and STOW_PATH.match(scope.get("path", "")):
+            return self.stow_bytes
+        return self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -81,8 +98,9 @@ class BodyLimit:
         if sum(len(k) + len(v) + 4 for k, v in headers) > self.max_head:
             await _refuse(431, "request header fields too large", scope, receive, send_with_headers)
             return
+        limit = self.limit(scope)
         declared = dict(headers).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
             await _refuse(413, "request body too large", scope, receive, send_with_headers)
             return
         seen = 0
@@ -94,7 +112,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes and not started:
+                if seen > limit and not started:
                     await _refuse(413, "request body too large", scope, receive, send_with_headers)
                     refused = True
                     return {"type": "http.disconnect"}
@@ -143,6 +161,8 @@ def create_app(ctx: WebContext) -> FastAPI:
         who: Principal | None = None if metrics_allowed(request) else authenticate(request)
         if not metrics_allowed(request) and who is None:
             return problem_response(401, "authentication required")
+        if who is not None and who.role is Role.SENDER:  # a sender may only store
+            return problem_response(403, "the viewer role is required")
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/api/v1/openapi.json", include_in_schema=False)
@@ -153,6 +173,9 @@ def create_app(ctx: WebContext) -> FastAPI:
     app.include_router(api_router)
     app.include_router(actions_router)
     app.include_router(pages_router)
+    app.include_router(stow_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.add_middleware(BodyLimit, max_bytes=web.max_body_kb * 1024)
+    app.add_middleware(
+        BodyLimit, max_bytes=web.max_body_kb * 1024, stow_bytes=MAX_REQUEST_MB * 1024 * 1024
+    )
     return app

@@ -17,6 +17,7 @@ from ..audit.operator import OperatorAudit
 from ..metrics import NodeMetrics
 from ..settings import NodeSettings
 from ..store.db import Sessions
+from .stow_store import StowIngress
 
 __all__ = ["Backend", "EchoAnswer", "ModelInfo", "WebContext", "ctx_of"]
 
@@ -99,6 +100,8 @@ class WebContext:
         Where instances and results are stored (the preview reads them).
     tls:
         Whether the service is served over TLS (cookies are then ``Secure``).
+    stow:
+        What STOW-RS stores with (None: the routes answer 503).
     """
 
     settings: NodeSettings
@@ -110,6 +113,7 @@ class WebContext:
     audit_log: Path | None = None
     storage_root: Path | None = None
     tls: bool = False
+    stow: StowIngress | None = None
 
 
 def ctx_of(request: Any) -> WebContext:
