@@ -24,6 +24,7 @@ __all__ = [
     "font",
     "number_text",
     "printable",
+    "renderable",
     "to_float",
 ]
 
@@ -91,6 +92,28 @@ def font(size: int) -> Font:
 def printable(text: str, limit: int = 200) -> str:
     """Printable characters only (text may come from files), at most ``limit``."""
     return "".join(c if c.isprintable() else "?" for c in text[:limit])
+
+
+#: What a character the font has no glyph for is drawn as.
+_STAND_INS = {"\u2013": "-", "\u2014": "-", "\u2010": "-", "\u2011": "-"}
+#: A code point no font has: its mask is the font's "missing glyph" box.
+_NO_GLYPH = "\U0010ffff"
+
+
+def _mask(face: Font, char: str) -> tuple[bytes, tuple[int, int]]:
+    image = face.getmask(char)
+    return bytes(image), image.size
+
+
+def renderable(text: str, face: Font) -> str:
+    """``text`` with each character ``face`` cannot draw replaced: dashes by ``-``, the
+    rest by ``?`` (Pillow's default font has no en dash, for one)."""
+    missing = _mask(face, _NO_GLYPH)
+    out = {}
+    for char in set(text):
+        if not char.isascii() and _mask(face, char) == missing:
+            out[char] = _STAND_INS.get(char, "?")
+    return "".join(out.get(c, c) for c in text)
 
 
 def fit_text(draw: ImageDraw.ImageDraw, text: str, face: Font, width: float) -> str:
