@@ -13,19 +13,23 @@ import datetime as dt
 import io
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from .domain import JobState, ModelOutput
-from .encode import device_uid, encode_results
+from .encode import SourcePixels, device_uid, encode_profiles, encode_results
 from .errors import EncodeError, InferenceError, StorageError
 from .infer.lease import JOB_HEARTBEAT_S, JOB_LEASE_S, LeaseKeeper
+from .infer.manifest import ModelManifest
 from .infer.registry import ModelRegistry
-from .infer.volume import Decode, load_volume, read_images
+from .infer.volume import Decode, load_volume, needs_codec, read_images
 from .metrics import NodeMetrics
 from .result_kinds import RESULT_KINDS
 from .send.deliver import destinations_for, outbox_kinds
@@ -180,22 +184,58 @@ class Pipeline:
                 output = dataclasses.replace(output, quality_issues=tuple(issues))
             state, reason = JobState.DONE, "results encoded"
         algorithm = manifest.algorithm(device_uid(manifest.name, manifest.version))
+        kinds = {k for wanted in self._destinations(job).values() for k in wanted}
         with self._timed("encode", job.model_name):
             # content date/time fixed by the job, so a re-run re-creates identical objects
-            datasets = encode_results(
+            common: dict[str, Any] = {
+                "series_number": manifest.series_number,
+                "content_datetime": job.created_at,
+                "revision": job.revision,
+                # only results replace results: a revision that could not analyse its
+                # input leaves the earlier ones standing (store.jobs.complete_job)
+                "predecessors": self._replaced(job) if state is JobState.DONE else (),
+            }
+            datasets = encode_results(ordered, output, algorithm, job.job_key, **common)
+            datasets += encode_profiles(
+                kinds,
                 ordered,
                 output,
                 algorithm,
                 job.job_key,
-                series_number=manifest.series_number,
-                content_datetime=job.created_at,
-                revision=job.revision,
-                # only results replace results: a revision that could not analyse its input
-                # leaves the earlier ones standing (store.jobs.complete_job)
-                predecessors=self._replaced(job) if state is JobState.DONE else (),
+                pixels=self._source_pixels(ordered),
+                reports=[ds for ds in datasets if result_kind(str(ds.SOPClassUID)) == "SR"],
+                card_summary=card_summary(manifest),
+                **common,
             )
             results = [self._store_result(ds) for ds in datasets]
         return state, reason, results
+
+    def _source_pixels(self, ordered: Sequence[Dataset]) -> SourcePixels:
+        """Stored pixel values of ``ordered[index]``, read again from its file.
+
+        The volume loader dropped each image's Pixel Data; the key images need a few of
+        them back. Compressed images go through the job's decoder (the separate process,
+        as the loader did), which gives the first frame's rescaled values (luminance for
+        colour): those are turned back into stored values (PS3.3 C.11.1.1).
+        """
+
+        def pixels(index: int) -> npt.NDArray[np.generic]:
+            filename = getattr(ordered[index], "filename", None)
+            if not isinstance(filename, str):
+                raise EncodeError(f"source image {index} has no file to read its pixels from")
+            ds = dcmread(filename)
+            meta = getattr(ds, "file_meta", None)
+            ts = meta.get("TransferSyntaxUID") if meta is not None else None
+            if self.decode is None or not needs_codec(ds) or not (ts and ts.is_compressed):
+                stored: npt.NDArray[np.generic] = ds.pixel_array  # uncompressed: no codec runs
+                return stored
+            [values] = self.decode([ds])
+            slope = float(ds.get("RescaleSlope", 1) or 1)
+            intercept = float(ds.get("RescaleIntercept", 0) or 0)
+            restored: npt.NDArray[np.int32] = np.rint((values - intercept) / slope).astype(np.int32)
+            return restored
+
+        return pixels
 
     def _replaced(self, job: ClaimedJob) -> list[Dataset]:
         """The SR documents a revision replaces (their headers)."""
@@ -233,3 +273,10 @@ def result_kind(sop_class_uid: str) -> str:
         if sop_class_uid in kind.sop_class_uids:
             return kind.name
     raise EncodeError(f"result SOP Class {sop_class_uid} is none of the result kinds")
+
+
+def card_summary(manifest: ModelManifest) -> str:
+    """What a PDF report says about the model: name, version, what it does, its intended use
+    (from its manifest, whose text the model card repeats)."""
+    parts = [f"{manifest.name} {manifest.version}.", manifest.description, manifest.intended_use]
+    return " ".join(p.strip() for p in parts if p.strip())

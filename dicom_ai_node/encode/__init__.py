@@ -1,4 +1,5 @@
-"""Encode: model results -> DICOM SEG and TID 1500 SR, built only with highdicom.
+"""Encode: model results -> DICOM SEG and TID 1500 SR (and, as destinations ask, Secondary
+Capture key images, a Key Object Selection, presentation states and a PDF report).
 
 The objects follow the IHE AI Results (AIR) profile: new series in the source study
 (same Study Instance UID, patient and study modules copied from the source), the model
@@ -10,21 +11,29 @@ series numbers so a re-encode or re-send of one job is idempotent. No I/O happen
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from pydicom.dataset import Dataset
 
 from ..domain import AlgorithmInfo, ModelOutput
 from ..errors import EncodeError
 from .common import EncodeContext
+from .gsps import build_gsps
+from .keyimages import SourcePixels, burned_in, key_slices
+from .kos import build_kos
+from .pdf import build_pdf_report
+from .sc import build_key_images
 from .seg import build_saliency_seg, build_seg, check_label_map
 from .sr import build_findings_sr, build_measurement_sr
 from .uids import UID_ROOT, device_uid, result_uid, tracking_uid
 from .validate import to_bytes, validate_roundtrip
 
 __all__ = [
+    "PROFILE_KINDS",
     "UID_ROOT",
+    "SourcePixels",
     "device_uid",
+    "encode_profiles",
     "encode_results",
     "result_series_number",
     "result_uid",
@@ -116,6 +125,102 @@ def encode_results(
     for ds in results:
         validate_roundtrip(ds)
     return results
+
+
+#: The kinds :func:`encode_profiles` makes (SEG and SR are :func:`encode_results`'), in
+#: the order it makes them: the KOS references the key images.
+PROFILE_KINDS = ("SC", "GSPS", "PDF", "KOS")
+
+
+def encode_profiles(
+    kinds: Collection[str],
+    source: Sequence[Dataset],
+    output: ModelOutput,
+    algorithm: AlgorithmInfo,
+    job_key: str,
+    *,
+    series_number: int,
+    content_datetime: dt.datetime,
+    revision: int = 0,
+    predecessors: Sequence[Dataset] = (),
+    pixels: SourcePixels | None,
+    reports: Sequence[Dataset],
+    card_summary: str,
+) -> list[Dataset]:
+    """Encode the result objects a job's destinations ask for beyond SEG and SR.
+
+    IHE AIR's display-ready forms of one job's result, each in a series of its own in
+    the source study (Series Number: :func:`result_series_number` plus the kind's
+    ``series_offset``), with the same algorithm identification, Contributing Equipment
+    and revision wording as the SEG and SR, and UIDs derived from ``job_key`` (a re-run
+    or re-send gives the same objects).
+
+    Parameters
+    ----------
+    kinds:
+        The kinds any of the job's destinations gets (``results``); of these ``SC``,
+        ``KOS``, ``GSPS`` and ``PDF`` are made here, the others are ignored.
+    source, output, algorithm, job_key, series_number, content_datetime, revision, predecessors:
+        As for :func:`encode_results`, with the same values.
+    pixels:
+        Stored pixel values of source image ``index`` (the source is handed over
+        without pixels); ``None`` makes no key images (no SC, and a PDF without a picture).
+    reports:
+        The job's SR documents (from :func:`encode_results`), which the KOS references
+        with the key images (PS3.3 C.17.6).
+    card_summary:
+        What the PDF report says about the model (its model card, in short).
+
+    Returns
+    -------
+    list[pydicom.Dataset]
+        In this order, each only when asked for and when it has content: the Secondary
+        Capture key images (PS3.3 A.8.1; one per finding, or per image of a radiograph),
+        the Grayscale Softcopy Presentation States (PS3.3 A.33.1; one per source series),
+        the Encapsulated PDF report (PS3.3 A.45.1) and the Key Object Selection document
+        (PS3.3 A.35.4) referencing the key images (when SC is asked for too) and
+        ``reports``. Each has passed :func:`validate_roundtrip`.
+
+    Raises
+    ------
+    EncodeError
+        If the inputs do not fit together or an object cannot be built.
+    """
+    wanted = {k.upper() for k in kinds}
+    if not wanted & set(PROFILE_KINDS):
+        return []
+    ctx = EncodeContext(
+        source=source,
+        algorithm=algorithm,
+        job_key=job_key,
+        series_number=result_series_number(series_number, revision),
+        content_datetime=content_datetime,
+        revision=revision,
+        predecessors=tuple(predecessors),
+    )
+    _check_measurements(output)
+    out: list[Dataset] = []
+    try:
+        # the KOS selects only objects that are made and stored: the key images when a
+        # destination gets them, and the reports
+        key_images = (
+            build_key_images(ctx, output, pixels) if pixels is not None and "SC" in wanted else []
+        )
+        out += key_images
+        if "GSPS" in wanted:
+            out += build_gsps(ctx, output)
+        if "PDF" in wanted:
+            pictures = (
+                [burned_in(ctx, output, key, pixels) for key in key_slices(output, source)]
+                if pixels is not None
+                else []
+            )
+            out.append(build_pdf_report(ctx, output, pictures, card_summary))
+        if "KOS" in wanted and (key_images or reports):
+            out.append(build_kos(ctx, key_images, reports))
+    except (ValueError, TypeError, AttributeError) as exc:  # highdicom's constructor checks
+        raise EncodeError(f"cannot build results of job {job_key}: {exc}") from exc
+    return out
 
 
 #: Revisions that get Series Numbers of their own; later ones share the last.
