@@ -22,6 +22,7 @@ __all__ = [
     "edge",
     "fit_text",
     "font",
+    "measurement_text",
     "number_text",
     "printable",
     "renderable",
@@ -124,6 +125,16 @@ def fit_text(draw: ImageDraw.ImageDraw, text: str, face: Font, width: float) -> 
         if draw.textlength(text[:end] + "...", font=face) <= width:
             return text[:end] + "..."
     return ""
+
+
+def measurement_text(meaning: str, value: float, unit: str) -> str:
+    """``Volume 1234 mL``: concept, value and unit symbol (none for UCUM "1").
+
+    The one wording of a measurement (PS3.3 C.18.1 NUM: name, value, UCUM unit) on the
+    preview, the key images, the presentation state and the PDF report.
+    """
+    symbol = UNIT_SYMBOLS.get(unit, unit)
+    return f"{meaning} {number_text(value)} {symbol if symbol != '1' else ''}".rstrip()
 
 
 def number_text(value: float) -> str:

@@ -24,8 +24,8 @@ from ..domain import ModelOutput, OutputLabel
 from ..errors import EncodeError
 from ..geometry import components
 from .common import EncodeContext, finish
+from .keyimages import CAPTION, measurement_line
 from .kinds import RESULT_KINDS
-from .pdf import CAPTION, measurement_text
 from .seg import check_label_map
 from .sr import outer_contour
 from .uids import result_uid, tracking_uid
@@ -298,7 +298,7 @@ def build_gsps(ctx: EncodeContext, output: ModelOutput) -> list[Dataset]:
     counts = check_label_map(output, ctx.source) if output.label_map is not None else None
     texts: dict[int, list[str]] = {}
     for m in output.measurements:
-        texts.setdefault(m.label_value, []).append(measurement_text(m))
+        texts.setdefault(m.label_value, []).append(measurement_line(m))
     labels = sorted(output.labels, key=lambda x: x.value)
     drawn = [x for x in labels if counts is not None and counts[x.value].any()]
     if not drawn and not texts:

@@ -20,13 +20,12 @@ from pydicom.dataset import Dataset
 from ..domain import Measurement, ModelOutput, OutputLabel
 from ..errors import EncodeError
 from ..picture import (
-    UNIT_SYMBOLS,
     Font,
     display_values,
     edge,
     fit_text,
     font,
-    number_text,
+    measurement_text,
     printable,
     renderable,
     to_float,
@@ -34,7 +33,15 @@ from ..picture import (
 from .common import EncodeContext
 from .seg import check_label_map
 
-__all__ = ["CAPTION", "KeySlice", "SourcePixels", "burned_in", "caption", "key_slices"]
+__all__ = [
+    "CAPTION",
+    "KeySlice",
+    "SourcePixels",
+    "burned_in",
+    "caption",
+    "key_slices",
+    "measurement_line",
+]
 
 #: Stored pixel values of source image ``index`` (2-D, or rows x columns x 3 for RGB),
 #: as pydicom's ``pixel_array`` gives them; a multi-frame image may give all its frames,
@@ -163,10 +170,9 @@ def display_image(ds: Dataset, raw: npt.NDArray[np.generic]) -> npt.NDArray[np.u
 
 def measurement_line(measurement: Measurement) -> str:
     """``Volume 1234 mL``: concept, value and unit symbol (none for UCUM "1")."""
-    unit = measurement.unit.value
-    unit = UNIT_SYMBOLS.get(unit, unit)
-    value = number_text(measurement.value)
-    return f"{measurement.concept.meaning} {value} {unit if unit != '1' else ''}".rstrip()
+    return measurement_text(
+        measurement.concept.meaning, float(measurement.value), measurement.unit.value
+    )
 
 
 _Line = tuple[Rgb | None, str]

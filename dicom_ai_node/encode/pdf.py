@@ -44,16 +44,14 @@ from ..domain import Measurement, ModelOutput
 from ..errors import EncodeError
 from ..picture import UNIT_SYMBOLS, number_text
 from .common import EncodeContext, finish
+from .keyimages import CAPTION
 from .kinds import RESULT_KINDS
 from .seg import check_label_map
 from .uids import result_uid
 from .validate import validate_roundtrip
 
-__all__ = ["CAPTION", "REPORT_TITLE_CODE", "build_pdf_report", "measurement_text", "pdf_bytes"]
+__all__ = ["REPORT_TITLE_CODE", "build_pdf_report", "pdf_bytes"]
 
-#: Said at the top of every report (and on each page): every built-in model is a
-#: research model, not a medical device.
-CAPTION = "NOT FOR DIAGNOSIS – AI RESULT"
 #: Concept Name of the document (PS3.16 CID 7001): LOINC 18748-4.
 REPORT_TITLE_CODE = hd.sr.CodedConcept("18748-4", "LN", "Diagnostic Imaging Report")
 #: Study and series attributes the report names; never the patient's.
@@ -68,14 +66,6 @@ _IDENTIFICATION = (
     ("Series Instance UID", "SeriesInstanceUID"),
 )
 _PICTURE_BOX_CM = (17.0, 12.0)
-
-
-def measurement_text(measurement: Measurement) -> str:
-    """``Volume 1234 mL``: concept, value and unit symbol (none for UCUM "1"), as the key
-    images write it."""
-    unit = UNIT_SYMBOLS.get(measurement.unit.value, measurement.unit.value)
-    value = number_text(float(measurement.value))
-    return f"{measurement.concept.meaning} {value} {unit if unit != '1' else ''}".rstrip()
 
 
 def _text(value: object) -> str:

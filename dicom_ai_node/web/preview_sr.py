@@ -16,12 +16,12 @@ import numpy as np
 import numpy.typing as npt
 from pydicom.dataset import Dataset
 
+from ..picture import measurement_text
 from .preview_read import _MALFORMED, PreviewError, _first, as_float, model_name, read_file
 
 __all__ = ["MAX_SR_DEPTH", "Group", "Region", "read_sr"]
 
 #: UCUM codes (PS3.16 CID 7181) shown as the symbols people read.
-UNIT_SYMBOLS = {"[hnsf'U]": "HU", "ml": "mL"}
 
 #: Deepest SR content tree walked (TID 1500 needs 4 levels).
 MAX_SR_DEPTH = 16
@@ -57,12 +57,6 @@ def _concept(item: Dataset) -> tuple[str, str]:
     return str(code.get("CodeValue", "")), str(code.get("CodeMeaning", ""))
 
 
-def _number(value: float) -> str:
-    if abs(value) >= 100:
-        return f"{value:.0f}"
-    return f"{value:.1f}" if abs(value) >= 1 else f"{value:.3g}"
-
-
 def _num_line(item: Dataset, meaning: str) -> str:
     """A NUM content item (PS3.3 C.18.1): name, value and UCUM unit (none for "1")."""
     measured = _first(item, "MeasuredValueSequence")
@@ -70,9 +64,7 @@ def _num_line(item: Dataset, meaning: str) -> str:
         return f"{meaning}: no value"
     unit_code = _first(measured, "MeasurementUnitsCodeSequence")
     unit = str(unit_code.get("CodeValue", "")) if unit_code is not None else ""
-    unit = UNIT_SYMBOLS.get(unit, unit)
-    value = _number(as_float(measured.get("NumericValue"), float("nan")))
-    return f"{meaning} {value} {unit if unit != '1' else ''}".rstrip()
+    return measurement_text(meaning, as_float(measured.get("NumericValue"), float("nan")), unit)
 
 
 def _region(item: Dataset) -> Region | None:

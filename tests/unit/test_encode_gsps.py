@@ -22,7 +22,7 @@ from dicom_ai_node.encode.gsps import (
     simplify_closed,
     source_window,
 )
-from dicom_ai_node.encode.pdf import measurement_text
+from dicom_ai_node.encode.keyimages import measurement_line
 from dicom_ai_node.encode.sr import outer_contour
 from dicom_ai_node.errors import EncodeError
 from dicom_ai_node.testing.images import radiograph_to_dataset
@@ -186,7 +186,7 @@ def test_measurements_are_text_on_the_key_slice(cases: dict[str, Case]) -> None:
     for m, x in zip(c.output.measurements, c.output.labels, strict=True):
         key = int(np.argmax((c.output.label_map == x.value).sum(axis=(1, 2))))
         ((k, text),) = texts[layer_name(x)]
-        assert k == key and measurement_text(m) in text and x.name in text
+        assert k == key and measurement_line(m) in text and x.name in text
     caption = texts["AI_CAPTION"]
     assert sorted(k for k, _ in caption) == list(range(len(c.source)))
     assert all("NOT FOR DIAGNOSIS" in t and "ct-chest-lungs 1.0.0" in t for _, t in caption)
@@ -266,7 +266,7 @@ def test_measurements_without_voxels_go_into_the_caption(cases: dict[str, Case])
     (item,) = gsps.GraphicAnnotationSequence
     assert item.GraphicLayer == "AI_CAPTION"
     assert (
-        measurement_text(c.output.measurements[0])
+        measurement_line(c.output.measurements[0])
         in item.TextObjectSequence[0].UnformattedTextValue
     )
 

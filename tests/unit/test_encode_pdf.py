@@ -25,7 +25,8 @@ from dicom_ai_node.domain import (
 )
 from dicom_ai_node.encode import device_uid, result_series_number, to_bytes, validate_roundtrip
 from dicom_ai_node.encode.common import EncodeContext
-from dicom_ai_node.encode.pdf import CAPTION, build_pdf_report, measurement_text
+from dicom_ai_node.encode.keyimages import CAPTION, measurement_line
+from dicom_ai_node.encode.pdf import build_pdf_report
 from dicom_ai_node.errors import EncodeError
 from dicom_ai_node.testing.images import radiograph_to_dataset
 from dicom_ai_node.testing.phantoms.brain_mr import brain_mr_phantom
@@ -139,7 +140,7 @@ def test_pdf_names_model_findings_and_measurements_not_the_patient(
     assert "ct-chest-lungs 1.0.0" in text
     assert CAPTION in text
     for m in c.output.measurements:
-        assert measurement_text(m).split()[1] in text  # the value as the key images write it
+        assert measurement_line(m).split()[1] in text  # the value as the key images write it
     for label in c.output.labels:
         assert label.name in text
     assert "uneven slice spacing" in text and "not validated on patients" in text
@@ -224,5 +225,5 @@ def test_output_without_label_map(cases: dict[str, Case]) -> None:
     output = ModelOutput(labels=c.output.labels, measurements=c.output.measurements)
     text = pdf_text(document_of(build_pdf_report(context(c.source), output, [], CARD)))
     assert (
-        "no segmentation" in text and measurement_text(c.output.measurements[0]).split()[1] in text
+        "no segmentation" in text and measurement_line(c.output.measurements[0]).split()[1] in text
     )
