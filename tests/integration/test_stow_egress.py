@@ -5,9 +5,8 @@ parameter, 409 for a wrong study, 400 for a batch with one broken part yet the g
 stored, an outage and its return), and a small HTTP server on 127.0.0.1 (``http.server``
 in a thread) standing in for archives that answer 202 with warnings, a bare 400, 503,
 or require basic or bearer credentials, or speak HTTPS with a site CA. The delivery
-loop does not route DICOMweb destinations yet (``send/deliver.py``), so retries are
-shown at the ``stow_files`` level: its outcomes name exactly the instances to send
-again, and sending those again delivers them.
+loop's own retries (``Deliverer`` with a ``protocol = "dicomweb"`` destination) are
+shown through an outage of Orthanc: only the instances that failed are sent again.
 """
 
 from __future__ import annotations
@@ -34,17 +33,23 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from dicom_ai_node.dicomweb import DICOM_JSON, STOW_CONTENT_TYPE
-from dicom_ai_node.domain import Measurement, ModelOutput
+from dicom_ai_node.domain import DeliveryState, Measurement, ModelOutput
 from dicom_ai_node.encode import device_uid, encode_results
 from dicom_ai_node.errors import ConfigError, DeliveryError
 from dicom_ai_node.infer.findings.measure import ML, MM3_PER_ML, VOLUME
 from dicom_ai_node.infer.manifest import load_manifest
+from dicom_ai_node.send.deliver import Deliverer
 from dicom_ai_node.send.stow import WebPeer, stow_files, stow_plan
 from dicom_ai_node.send.stow_parts import StowPart, plan_part
+from dicom_ai_node.settings import NodeSettings, SendSettings
+from dicom_ai_node.settings_sections import Destination
+from dicom_ai_node.store.db import Database, as_utc
+from dicom_ai_node.store.files import FileStore
 from dicom_ai_node.testing.series import make_ct_series, write_series
 
 from ..conftest import REPO, require_exe
 from ..orthanc import Orthanc, OrthancFactory
+from .test_send_outage import Clock, deliveries, finish_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.interop, pytest.mark.timeout(120)]
 
@@ -324,6 +329,57 @@ def test_an_outage_raises_and_only_the_failed_sops_are_sent_again(
     [again] = stow_files(retry, web(back), timeout_s=30)
     assert again.delivered and again.sop_instance_uid == sop_uid(paths[1])
     assert len(back.get("/instances")) == 1
+
+
+def test_the_deliverer_sends_again_only_what_failed_through_an_outage(
+    tmp_path: Path, orthanc_factory: OrthancFactory, db_url: str
+) -> None:
+    """A damaged SEG fails (Orthanc's 400 names only good parts) while the SR is stored;
+    Orthanc goes down, the SEG is repaired; back up (a fresh index), the next due attempt
+    sends the SEG alone, and nothing is ever sent twice."""
+    first = orthanc_factory.start()
+    dest = f"{first.url}/dicom-web"
+    settings = dataclasses.replace(
+        NodeSettings(),
+        send=SendSettings(
+            timeout_s=5.0,
+            retry_initial_s=1.0,
+            retry_max_s=4.0,
+            retry_window_s=60,
+            destinations=(Destination(address=dest, protocol="dicomweb"),),
+        ),
+    )
+    db = Database(db_url)
+    db.migrate()
+    try:
+        clock = Clock()
+        files = FileStore(tmp_path / "storage")
+        deliverer = Deliverer(settings, db, files, clock)
+        uids = finish_job(db, files, clock.now, [dest], window_s=60)
+        by_uid = {sop_uid(p): p for p in (tmp_path / "storage").rglob("*") if p.is_file()}
+        seg = next(by_uid[u] for u in uids if dcmread(by_uid[u]).Modality == "SEG")
+        good = seg.read_bytes()
+        seg.write_bytes(good[:-500])
+        assert deliverer.deliver() == 2
+        rows = {r.result_fk: r for r in deliveries(db, dest)}
+        states = sorted(r.state for r in rows.values())
+        assert states == [DeliveryState.DELIVERED.value, DeliveryState.PENDING.value], rows
+        [pending] = [r for r in rows.values() if r.state == DeliveryState.PENDING.value]
+        assert "HTTP 400" in pending.last_error
+        orthanc_factory.stop_all()
+        seg.write_bytes(good)
+        clock.now = as_utc(pending.next_attempt_at)
+        assert deliverer.deliver() == 1  # the SEG only
+        [pending] = [r for r in deliveries(db, dest) if r.state == DeliveryState.PENDING.value]
+        assert "cannot connect" in pending.last_error
+        back = orthanc_factory.start(http_port=first.http_port)
+        clock.now = as_utc(pending.next_attempt_at)
+        assert deliverer.deliver() == 1
+        assert {r.state for r in deliveries(db, dest)} == {DeliveryState.DELIVERED.value}
+        [only] = back.get("/instances?expand")
+        assert only["MainDicomTags"]["SOPInstanceUID"] == sop_uid(seg)
+    finally:
+        db.dispose()
 
 
 # -- archives that answer otherwise -------------------------------------------------------------
