@@ -15,6 +15,7 @@ replacements would leave the receiver with the older findings last.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection
 
 from sqlalchemy import ScalarSelect, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -114,23 +115,27 @@ def _put_back(
 
 
 def _results_of(
-    session: Session, result_pk: int | None, job_pk: int | None
+    session: Session, result_pk: int | None, job_pk: int | None, kinds: Collection[str] | None
 ) -> tuple[Job, list[int]]:
-    """The job (its row locked against a concurrent change) and the results to send."""
+    """The job (its row locked against a concurrent change) and the results to send:
+    of the ``kinds`` the destination gets, when given."""
     if (result_pk is None) == (job_pk is None):
         raise ValueError("name either a result or a job")
     if result_pk is not None:
         result = session.get(Result, result_pk)
         if result is None:
             raise NotFound(f"no result {result_pk}")
+        if kinds is not None and result.kind not in kinds:
+            raise Conflict(f"the destination does not get {result.kind} results")
         job_pk, pks = result.job_fk, [result.pk]
     job = session.get(Job, job_pk, with_for_update=True)
     if job is None:
         raise NotFound(f"no job {job_pk}")
     if result_pk is None:
-        pks = list(
-            session.scalars(select(Result.pk).where(Result.job_fk == job.pk).order_by(Result.pk))
-        )
+        of_job = select(Result.pk).where(Result.job_fk == job.pk)
+        if kinds is not None:
+            of_job = of_job.where(Result.kind.in_(list(kinds)))
+        pks = list(session.scalars(of_job.order_by(Result.pk)))
         if not pks:
             raise Conflict(f"job {job.pk} ({job.state}) made no results to send")
     return job, pks
@@ -145,6 +150,7 @@ def resend(
     *,
     result_pk: int | None = None,
     job_pk: int | None = None,
+    kinds: Collection[str] | None = None,
 ) -> int:
     """Send a result, or every result of a job, to a destination again.
 
@@ -160,6 +166,10 @@ def resend(
         The retry window (``send.retry_window_s``).
     result_pk, job_pk:
         Exactly one of them.
+    kinds:
+        The result kinds the destination gets (its ``results``); ``None`` sends every
+        kind. A job's other results are left out; a single result of another kind is
+        refused.
 
     Returns
     -------
@@ -174,7 +184,8 @@ def resend(
     NotFound
         When there is no such result or job.
     Conflict
-        When the job made no results, its results do not stand (superseded, or a later
+        When the job made no results (of those kinds), the result is of a kind the
+        destination does not get, its results do not stand (superseded, or a later
         revision of it is queued or running), or the row changed meanwhile.
     """
     if not destination.strip():
@@ -182,7 +193,7 @@ def resend(
     try:
         with sessions.begin() as session:
             write_lock(session)
-            job, pks = _results_of(session, result_pk, job_pk)
+            job, pks = _results_of(session, result_pk, job_pk, kinds)
             _refuse_unless_standing(session, job)
             for pk in pks:
                 _put_back(session, pk, destination, now, window_s)

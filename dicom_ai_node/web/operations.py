@@ -105,6 +105,7 @@ def _resend(
             ctx.settings.send.retry_window_s,
             result_pk=result_pk,
             job_pk=job_pk,
+            kinds=ctx.settings.destination(destination).results,
         )
 
     return _audited(ctx, who, address, "resend", f"{what} to {destination}", run)
