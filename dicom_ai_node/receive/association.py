@@ -2,10 +2,10 @@
 
 pynetdicom 3.0's association thread sleeps 1 ms before each look at the incoming DIMSE
 messages; this one blocks on an event set when a DIMSE message, an A-RELEASE or an
-A-ABORT arrives, or when the DUL (:mod:`.dul`) stops. A C-STORE request is served in
-the DUL thread as soon as it is complete, so that its response leaves from the thread
-that received it (no hand-off either way), encoded directly (:mod:`.response`); a
-request pynetdicom mishandles is answered here.
+A-ABORT arrives, or when the DUL (:mod:`.dul`) stops. Once the association is
+established, a C-STORE request is served in the DUL thread as soon as it is complete,
+so that its response leaves from the thread that received it (no hand-off either way),
+encoded directly (:mod:`.response`); a request pynetdicom mishandles is answered here.
 """
 
 from __future__ import annotations
@@ -40,6 +40,13 @@ class _Requests(NotifyingQueue):
     messages (C-ECHO, responses to requests the node made) are queued as before.
     Without asynchronous operations (not negotiated) the peer waits for each response,
     so the order of messages is kept.
+
+    Until the association thread has established the association and entered its
+    reactor, requests are queued for it: the A-ASSOCIATE-AC leaves before pynetdicom
+    sets ``is_established`` and runs the EVT_ACCEPTED and EVT_ESTABLISHED handlers, a
+    peer may send its first request at once (PS3.8 9.2, Sta6), and pynetdicom's
+    Storage SCP sends no response on an association not established yet (the peer
+    then waited for one until the network timeout).
     """
 
     def __init__(self, assoc: EventDrivenAssociation) -> None:
@@ -52,6 +59,7 @@ class _Requests(NotifyingQueue):
             isinstance(primitive, C_STORE)
             and primitive.MessageIDBeingRespondedTo is None  # a request, not a response
             and context_id in self._assoc._accepted_cx
+            and self._assoc._reacting
             and self.empty()
         ):
             self._assoc._serve_request(primitive, context_id)
@@ -78,6 +86,9 @@ class EventDrivenAssociation(Association):
         #: A request is being served (in the DUL thread for C-STORE): the association
         #: is not idle, whatever the timer says; the peer waits for us.
         self._serving = False
+        #: The association thread is in :meth:`_run_reactor`: established, its
+        #: EVT_ACCEPTED and EVT_ESTABLISHED handlers done; the DUL may serve C-STOREs.
+        self._reacting = False
 
     def run_reactor(self) -> None:
         """pynetdicom's reactor (negotiation, then :meth:`_run_reactor`); then ``on_end``."""
@@ -152,6 +163,7 @@ class EventDrivenAssociation(Association):
     def _run_reactor(self) -> None:
         """pynetdicom 3.0's acceptor loop; waits on ``_work`` between messages."""
         self._is_paused = False
+        self._reacting = True
         busy = False
         while not self._kill:
             # paused while waiting: a service started from a handler need not wait for us
