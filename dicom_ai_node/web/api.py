@@ -197,7 +197,7 @@ def destinations(request: Request, who: Viewer) -> list[peers.DestinationSummary
     return peers.destinations(ctx.sessions, ctx.clock(), ctx.backend.destinations())
 
 
-@router.get("/destinations/{destination}")
+@router.get("/destinations/{destination:path}")  # a DICOMweb URL has slashes
 def destination(
     request: Request, who: Viewer, destination: Annotated[str, Path(max_length=300)]
 ) -> peers.DestinationDetail:

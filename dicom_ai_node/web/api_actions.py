@@ -144,7 +144,7 @@ def retry(request: Request, who: Operator, body: Annotated[Retry, Body()]) -> Co
     return Count(count=count)
 
 
-@router.post("/destinations/{destination}/echo")
+@router.post("/destinations/{destination:path}/echo")
 def echo(
     request: Request, who: Operator, destination: Annotated[str, Path(max_length=300)]
 ) -> EchoAnswer:
@@ -164,11 +164,12 @@ def _pause_route(kind: str, pause: bool) -> Any:
     return endpoint
 
 
-for _kind, _segment in (("destination", "destinations"), ("model", "models")):
+# a destination's name may be a DICOMweb URL, slashes and all
+for _kind, _segment in (("destination", "destinations/{name:path}"), ("model", "models/{name}")):
     for _pause in (True, False):
         _word = "pause" if _pause else "resume"
         router.add_api_route(
-            f"/{_segment}/{{name}}/{_word}",
+            f"/{_segment}/{_word}",
             _pause_route(_kind, _pause),
             methods=["POST"],
             name=f"{_word}_{_kind}",

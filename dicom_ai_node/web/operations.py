@@ -209,10 +209,20 @@ def retry_failures(
 
 
 def echo(ctx: WebContext, who: Principal, address: str, destination: str) -> EchoAnswer:
-    """C-ECHO a configured destination (audited as a test of it)."""
+    """C-ECHO a configured destination (audited as a test of it).
+
+    Raises
+    ------
+    Conflict
+        For a DICOMweb destination: C-ECHO is a DIMSE service (PS3.7 9.1.5); its
+        deliveries' outcomes are its test.
+    """
 
     def run() -> EchoAnswer:
-        return ctx.backend.echo(_known_destination(ctx, destination))
+        _known_destination(ctx, destination)
+        if ctx.settings.destination(destination).protocol != "dimse":
+            raise Conflict(f"{destination} is a DICOMweb destination: C-ECHO is DIMSE only")
+        return ctx.backend.echo(destination)
 
     return _audited(ctx, who, address, "echo", f"destination {destination}", run)
 

@@ -230,7 +230,7 @@ def _destination(request: Request, name: str) -> dict[str, Any] | None:
     return {"name": name, "detail": detail, "configured": name in configured}
 
 
-@router.get("/destinations/{name}", response_class=HTMLResponse)
+@router.get("/destinations/{name:path}", response_class=HTMLResponse)
 def destination_page(request: Request, who: Viewer, name: str) -> HTMLResponse:
     """One destination: its outbox, its latest attempts; echo, pause and resume."""
     found = _destination(request, name[:300])
@@ -239,7 +239,7 @@ def destination_page(request: Request, who: Viewer, name: str) -> HTMLResponse:
     return render(request, "destination.html", who, refresh=True, **found)
 
 
-@router.get("/fragments/destinations/{name}", response_class=HTMLResponse)
+@router.get("/fragments/destinations/{name:path}", response_class=HTMLResponse)
 def destination_fragment(request: Request, who: Viewer, name: str) -> HTMLResponse:
     """One destination's outbox and attempts alone."""
     found = _destination(request, name[:300])

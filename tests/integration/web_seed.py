@@ -85,7 +85,8 @@ class WebNode:
 
 def app_routes(routes: Sequence[BaseRoute], prefix: str = "") -> Iterator[tuple[str, str]]:
     """(method, path) of every route, included routers walked (FastAPI keeps a router
-    included in another as one entry with the router and its prefix)."""
+    included in another as one entry with the router and its prefix); each path as the
+    OpenAPI document writes it, without converters."""
     for route in routes:
         inner = getattr(route, "original_router", None)
         if inner is not None:
@@ -93,7 +94,7 @@ def app_routes(routes: Sequence[BaseRoute], prefix: str = "") -> Iterator[tuple[
             yield from app_routes(inner.routes, prefix + getattr(context, "prefix", ""))
         elif isinstance(route, Route):
             for method in sorted((route.methods or set()) - {"HEAD"}):
-                yield method, prefix + route.path
+                yield method, prefix + route.path_format  # {name:path} as {name}
 
 
 def _record(study: str, series: str, n: int, now: dt.datetime) -> InstanceRecord:
