@@ -30,8 +30,8 @@ test: $(TEST_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(TEST_STAMP)
-	$(VENV)/bin/ruff check dicom_ai_node tests bench models
-	$(VENV)/bin/ruff format --check dicom_ai_node tests bench models
+	$(VENV)/bin/ruff check dicom_ai_node tests bench models scripts
+	$(VENV)/bin/ruff format --check dicom_ai_node tests bench models scripts
 	$(VENV)/bin/mypy
 
 bench: $(TEST_STAMP)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PATHS = ["dicom_ai_node", "tests", "bench", "models"]
+PATHS = ["dicom_ai_node", "tests", "bench", "models", "scripts"]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
