@@ -50,9 +50,10 @@ def _sop_classes(doc: Doc, facts: Facts) -> None:
     doc.add(
         "The node is one application entity. As an SCP it accepts the Verification SOP Class "
         f"and {len(rows) - 1} SOP Classes of its table of storage classes (every SOP Class "
-        'whose name pydicom or pynetdicom lists with "Storage"), so a PACS can forward a '
-        "whole study, whatever it holds. As an SCU it sends only the SOP Classes of the "
-        "result objects it creates (Annex A.1) and verifies its destinations.",
+        'whose name pydicom or pynetdicom lists with "Storage", except Storage Commitment), so '
+        "a PACS can forward a whole study, whatever it holds. As an SCU it sends only the "
+        "SOP Classes of the result objects it creates (Annex A.1) and verifies its "
+        "destinations.",
         table(("SOP Class Name", "SOP Class UID", "SCU", "SCP"), rows, "Table 4.2-1. SOP Classes"),
     )
     if odd:

@@ -56,6 +56,13 @@ def test_every_sop_class_the_receiver_accepts_is_in_the_document(generated: str)
     assert missing == []
 
 
+def test_storage_commitment_is_not_among_the_storage_classes_accepted() -> None:
+    """An N-ACTION service the node does not provide (PS3.4 J): no context for it."""
+    accepted = storage_sop_classes()
+    assert "1.2.840.10008.1.20.1" not in accepted and "1.2.840.10008.1.20.2" not in accepted
+    assert "1.2.840.10008.5.1.4.1.1.2" in accepted  # CT Image Storage
+
+
 def test_the_facts_are_the_listeners_own_contexts(facts: Facts) -> None:
     """The statement reads the SCP's AE: its abstract syntaxes are the receiver's table."""
     assert {cx.abstract_syntax for cx in facts.accepted} == {
