@@ -8,6 +8,7 @@ import inspect
 from .annexes import annexes, audit_tables
 from .facts import CREATED_CHARACTER_SET, Facts, gather, uid_name
 from .markdown import Doc, table, uid
+from .meanings import STOW_FAILURE_MEANINGS
 from .networking import networking
 
 __all__ = ["render"]
@@ -131,6 +132,37 @@ def _stow_batch_bytes() -> str:
     return f"at most {int(default) // 2**20} MiB each"
 
 
+def _stow_limits() -> list[tuple[str, str]]:
+    """The origin server's bounds, read from the web stage and the settings' defaults."""
+    from dicom_ai_node.settings import DicomSettings
+    from dicom_ai_node.web import stow, stow_store
+
+    parts = inspect.signature(stow_store.StowIngress).parameters["max_parts"].default
+    return [
+        ("Request body", f"{stow.MAX_REQUEST_MB} MiB"),
+        ("Parts in one request", f"{parts}"),
+        (
+            "One part's data set",
+            f"`dicom.max_instance_mb` (default {DicomSettings().max_instance_mb} MiB)",
+        ),
+    ]
+
+
+def _stow_failures() -> list[tuple[str, str]]:
+    """Every Failure Reason of ``web/stow_response.py``, with what it means."""
+    from dicom_ai_node.web import stow_response
+
+    rows = []
+    for name in stow_response.__all__:
+        value = getattr(stow_response, name)
+        if not isinstance(value, int):
+            continue
+        if name not in STOW_FAILURE_MEANINGS:
+            raise SystemExit(f"web/stow_response.{name} has no meaning in meanings.py")
+        rows.append((f"{value:04X}H", STOW_FAILURE_MEANINGS[name]))
+    return rows
+
+
 def _dicomweb(doc: Doc, facts: Facts) -> None:
     web = facts.dicomweb
     doc.heading(2, "Web Services (DICOMweb)")
@@ -156,28 +188,41 @@ def _dicomweb(doc: Doc, facts: Facts) -> None:
     doc.heading(3, "STOW-RS Origin Server")
     doc.add(
         "Resources: `POST /dicom-web/studies` and `POST /dicom-web/studies/{study}` on the "
-        "node's HTTP service (`web.host`, `web.port`; HTTPS when `[tls]` is enabled). A "
-        "client authenticates with an API token (`dicom-ai-node tokens`); the token's "
-        "allow-list and the listener's limits apply as for C-STORE. Each part is streamed "
-        "to disk and answered only once fsynced and indexed, exactly as a C-STORE, and "
-        "takes the same path to the models.",
+        "node's HTTP service (`web.host`, `web.port`; HTTPS when `[tls]` is enabled). Only "
+        "a user or API token of the role `sender` may store, and it may do nothing else "
+        "(`dicom-ai-node tokens add NAME --role sender`); the token's name, when it is a "
+        "valid AE title, is the study's Calling AE Title for routing, results and audit. "
+        "Each part is streamed to a file of its own and checked as a C-STORE data set is "
+        "(transfer syntax and SOP Class of the listener's tables, UIDs, the file meta "
+        "against the data set); nothing is stored until the body's closing boundary, and "
+        "the answer leaves only once every stored instance is fsynced and indexed. The "
+        "instances take the same path to the models as those received by C-STORE.",
+        table(
+            ("Limit", "Value"),
+            _stow_limits(),
+            "Table 4.5-2. STOW-RS request limits",
+        ),
         table(
             ("Status", "When"),
             [
-                ("200 OK", "Every instance stored"),
-                ("202 Accepted", "Stored with warnings (Warning Reason), or some stored"),
-                (
-                    "409 Conflict",
-                    "None stored: Failed SOP Sequence with Failure Reasons "
-                    "(e.g. an instance of another study than the URL's)",
-                ),
+                ("200 OK", "Every instance stored (a re-post of the same instance too)"),
+                ("202 Accepted", "Some stored: the others in the Failed SOP Sequence"),
+                ("409 Conflict", "None stored: each in the Failed SOP Sequence with its reason"),
                 (
                     "415 Unsupported Media Type",
-                    f'Not `multipart/related` with `type="{web["DICOM_PART"]}"`',
+                    f'Not `multipart/related` with `type="{web["DICOM_PART"]}"`, or only '
+                    "parts of another media type",
                 ),
-                ("400, 413", "Malformed multipart body, a part over the size limit"),
+                ("400 Bad Request", "No or an invalid boundary; a malformed or truncated body"),
+                ("401, 403", "No credentials; a role other than `sender`"),
+                ("413 Content Too Large", "A body or a number of parts over the limits"),
             ],
-            "Table 4.5-2. STOW-RS responses of the node",
+            "Table 4.5-3. STOW-RS responses of the node",
+        ),
+        table(
+            ("Failure Reason", "Meaning"),
+            _stow_failures(),
+            "Table 4.5-4. Failure Reasons (0008,1197) the node gives",
         ),
     )
     doc.heading(3, "STOW-RS User Agent")

@@ -12,6 +12,7 @@ __all__ = [
     "RJ_RESULT",
     "RJ_SOURCE",
     "STATUS_MEANINGS",
+    "STOW_FAILURE_MEANINGS",
 ]
 
 #: What each named C-STORE/C-ECHO status of ``receive/status.py`` means to a sender. A
@@ -64,3 +65,27 @@ RJ_REASON = {
     (3, 2): "local-limit-exceeded",
 }
 ABORT_REASON = {6: "invalid-PDU-parameter-value"}
+
+
+#: What each Failure Reason (0008,1197) of ``web/stow_response.py`` means to a STOW-RS
+#: client. A reason added there without a line here stops the generator.
+STOW_FAILURE_MEANINGS = {
+    "OUT_OF_RESOURCES": (
+        "Free disk below storage.min_free_mb, the index busy past its lock timeout, or a "
+        "part larger than dicom.max_instance_mb. The client may retry later."
+    ),
+    "DATASET_DOES_NOT_MATCH_SOP_CLASS": (
+        "The part's file meta names another SOP Class or Instance UID than its data set."
+    ),
+    "CANNOT_UNDERSTAND": ("Not a PS3.10 file, unreadable, or missing or non-conformant UIDs."),
+    "TRANSFER_SYNTAX_NOT_SUPPORTED": "A transfer syntax the DIMSE listener does not accept.",
+    "SOP_CLASS_NOT_SUPPORTED": "A SOP Class the DIMSE listener does not accept.",
+    "DUPLICATE_SOP_INSTANCE": (
+        "Stored before with other content; the first copy is kept. An identical re-post "
+        "is a success."
+    ),
+    "STUDY_UID_MISMATCH": (
+        "Not of the study the URL names (POST /dicom-web/studies/{study}); not stored. "
+        "PS3.18 Table I.2-2 has no code for this; C409 is the one dcm4chee-arc uses."
+    ),
+}
