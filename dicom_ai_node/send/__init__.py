@@ -1,1 +1,2 @@
-"""Send: results delivered to their destinations by C-STORE, retried until a window ends."""
+"""Send: results delivered to their destinations by C-STORE or STOW-RS, retried until a
+window ends."""

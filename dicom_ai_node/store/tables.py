@@ -178,7 +178,8 @@ class Job(Base):
 
 
 class Result(Base):
-    """One DICOM object a job produced (SEG, SR), stored under the storage root."""
+    """One DICOM object a job produced (its kind: SEG, SR, SC, KOS, GSPS or PDF), stored
+    under the storage root."""
 
     __tablename__ = "result"
 
