@@ -212,7 +212,10 @@ IODS: dict[str, Iod] = {
         ),
         (
             ("MIMETypeOfEncapsulatedDocument", "`application/pdf`"),
-            ("BurnedInAnnotation", "`YES`: the report names the patient"),
+            (
+                "BurnedInAnnotation",
+                "`YES`: the report names the study (date, accession, UIDs), not the patient",
+            ),
             ("EncapsulatedDocument", "The report"),
         ),
         "A report of the findings, measurements, the model card's summary and a picture "
