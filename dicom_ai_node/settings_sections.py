@@ -181,7 +181,9 @@ def check_results(value: Any, where: str) -> tuple[str, ...]:
     Raises
     ------
     ConfigError
-        On an unknown kind (naming the allowed ones) or an empty list.
+        On an unknown kind (naming the allowed ones), an empty list, or KOS without SC
+        and SR: the KOS references the key images and the reports (PS3.3 A.35.4), which
+        must reach the same destination for its references to resolve there.
     """
     items = [value] if isinstance(value, str) else list(value)
     names = {str(v).strip().upper() for v in items if str(v).strip()}
@@ -192,6 +194,11 @@ def check_results(value: Any, where: str) -> tuple[str, ...]:
         )
     if not names:
         raise ConfigError(f"{where}: results is empty (to send nothing, leave the entry out)")
+    if "KOS" in names and not {"SC", "SR"} <= names:
+        raise ConfigError(
+            f"{where}: KOS references the key images and the reports: add SC and SR to its "
+            "results, or leave KOS out"
+        )
     return tuple(k for k in RESULT_KINDS if k in names)
 
 

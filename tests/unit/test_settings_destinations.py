@@ -27,7 +27,7 @@ CONFIG = f"""
 [send]
 destinations = [
   "ARCHIVE@10.0.0.6:104",
-  {{ address = "VIEWER@10.0.0.7:104", results = ["sc", "KOS", "pdf"] }},
+  {{ address = "VIEWER@10.0.0.7:104", results = ["sc", "KOS", "pdf", "sr"] }},
   {WEB_TABLE},
 ]
 
@@ -41,7 +41,7 @@ results = ["SC"]
 ae_title = "ARCHIVE"
 host = "10.0.0.6"
 port = 104
-results = ["SR", "SEG", "KOS"]
+results = ["SR", "SEG", "SC", "KOS"]
 """
 
 
@@ -65,9 +65,9 @@ def test_destinations_are_strings_or_tables_and_each_names_its_kinds(tmp_path: P
     assert kinds == {
         "MODALITY@10.0.0.9:11112": ("SC",),
         # a plain string takes the AE table entry of the same AE, host and port
-        "ARCHIVE@10.0.0.6:104": ("SEG", "SR", "KOS"),
+        "ARCHIVE@10.0.0.6:104": ("SEG", "SR", "SC", "KOS"),
         # upper-cased and in the order the encoders make them
-        "VIEWER@10.0.0.7:104": ("SC", "KOS", "PDF"),
+        "VIEWER@10.0.0.7:104": ("SR", "SC", "KOS", "PDF"),
         "https://pacs.example.org/dicom-web": ("SEG", "GSPS"),
     }
     web = settings.destination("https://pacs.example.org/dicom-web")
@@ -138,6 +138,8 @@ WEB = 'address = "https://p/dicom-web", protocol = "dicomweb"'
             r"unknown result kind\(s\) \['MPEG'\]",
         ),
         ('{ address = "A@h:1", results = [] }', "results is empty"),
+        ('{ address = "A@h:1", results = ["KOS", "SR"] }', "KOS references the key images"),
+        ('{ address = "A@h:1", results = ["KOS", "SC"] }', "add SC and SR"),
         ('{ address = "A@h:1", protocol = "ftp" }', "protocol 'ftp' is not one of dimse"),
         ('{ address = "A@h:1", protocol = "dicomweb" }', "dicomweb needs an http"),
         ('{ address = "https://p/dicom-web" }', 'a URL needs protocol = "dicomweb"'),

@@ -40,7 +40,9 @@ def test_each_destination_gets_rows_only_for_the_kinds_it_wants(db: Database) ->
         send=SendSettings(
             destinations=(
                 Destination("VIEWER@h:2", results=("SC",)),
-                Destination("https://p/dicom-web", protocol="dicomweb", results=("PDF", "KOS")),
+                Destination(
+                    "https://p/dicom-web", protocol="dicomweb", results=("SR", "SC", "KOS")
+                ),
             )
         ),
     )
@@ -52,8 +54,9 @@ def test_each_destination_gets_rows_only_for_the_kinds_it_wants(db: Database) ->
         ("MOD@h:1", "SEG"),
         ("MOD@h:1", "SR"),
         ("VIEWER@h:2", "SC"),
+        ("https://p/dicom-web", "SR"),
+        ("https://p/dicom-web", "SC"),
         ("https://p/dicom-web", "KOS"),
-        ("https://p/dicom-web", "PDF"),
     }
     with db.session() as session:  # every result is indexed, wanted or not
         assert len(session.scalars(select(Result)).all()) == len(RESULT_KINDS)
