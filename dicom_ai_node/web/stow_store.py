@@ -210,10 +210,17 @@ class StowTransaction:
 
     # -- the request's end ------------------------------------------------------------------
     def commit(self) -> list[PartOutcome]:
-        """Store every checked instance (after the closing boundary); the outcomes."""
-        for item in self._checked:
-            self._store(item)
-        self._checked = []
+        """Store every checked instance (after the closing boundary); the outcomes.
+
+        An unexpected error stops here with the temp files of the instances not yet
+        stored removed (what was stored stays, indexed; the client gets no 2xx).
+        """
+        try:
+            while self._checked:
+                self._store(self._checked[0])
+                self._checked.pop(0)
+        finally:
+            self.abort()
         if self.ingress.metrics is not None:
             for outcome in self.outcomes:
                 if outcome.failure is not None:

@@ -247,3 +247,30 @@ def test_the_body_limit_is_lifted_for_stow_only(web: WebNode) -> None:
 def test_nothing_is_left_in_tmp(web: WebNode, tmp_path: Path) -> None:
     _, files = _state(web)
     assert not [f for f in files if f.startswith("tmp/")]
+
+
+def test_an_unexpected_error_while_storing_leaves_no_temp_file(
+    web: WebNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fault injected into the second store: no 2xx, the first instance stays stored and
+    indexed, and no part's temp file is left behind."""
+    _, fresh = make_ct_series(3, 32, 32, (2.5, 2.8, 2.8), seed=4712)
+    stow = _ctx(web).stow
+    assert stow is not None
+    ingest = type(stow.ingest)
+    real, calls = ingest.store, []
+
+    def store(self: object, *args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("injected fault")
+        return real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ingest, "store", store)
+    answer = post_stow(web.url, web.tokens["sender"], multipart([part10(d) for d in fresh]))
+    monkeypatch.undo()
+    assert answer.status_code == 500
+    rows, files = _state(web)
+    assert str(fresh[0].SOPInstanceUID) in {u for u, _ in rows}
+    assert not {str(d.SOPInstanceUID) for d in fresh[1:]} & {u for u, _ in rows}
+    assert not any(f.startswith("tmp/") for f in files), files
