@@ -26,15 +26,19 @@ from ..dicomweb import DICOM_JSON, STOW_CONTENT_TYPE
 from ..errors import ConfigError, DeliveryError
 from .scu import StoreOutcome
 from .stow_parts import (
+    MAX_ANSWER_BYTES,
     StowAnswer,
     StowBody,
     StowPart,
     batches,
+    bounded_answer,
     describe_reason,
     outcome,
     plan_part,
     read_answer,
+    status_text,
     stored,
+    whole_failure,
 )
 
 __all__ = ["AUTH_KINDS", "DEFAULT_BATCH_BYTES", "WebPeer", "stow_files", "stow_plan"]
@@ -160,25 +164,6 @@ class _WholeFailure(Exception):
     """A request the archive answered for none of its instances (or never answered)."""
 
 
-def _status_text(response: httpx.Response) -> str:
-    return f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
-
-
-def _whole_failure(response: httpx.Response, peer: WebPeer) -> str:
-    """Why a request failed as a whole, as an operator reads it."""
-    code = response.status_code
-    text = f"{peer} answered {_status_text(response)}"
-    if code == 415:
-        return text + ' (it does not accept multipart/related; type="application/dicom")'
-    if code in (401, 403):
-        return text + " (credentials refused or missing: check auth and credentials_file)"
-    if 300 <= code < 400:
-        return text + " (redirects are not followed: configure the final URL)"
-    if code == 404:
-        return text + " (no STOW-RS service at this URL)"
-    return text
-
-
 class _Sender:
     """Sends batches over one HTTP client and keeps each instance's outcome."""
 
@@ -212,8 +197,13 @@ class _Sender:
             "Content-Length": str(body.length),
         }
         url = self.peer.study_url(batch[0].study_instance_uid)
+        request = self.client.build_request("POST", url, content=iter(body), headers=headers)
         try:
-            return self.client.post(url, content=iter(body), headers=headers)
+            response = self.client.send(request, stream=True)
+            try:
+                content = bounded_answer(response)
+            finally:
+                response.close()
         except httpx.TimeoutException as exc:
             raise _WholeFailure(f"no answer from {self.peer} within {self.timeout_s:g} s") from exc
         except httpx.ConnectError as exc:
@@ -223,6 +213,10 @@ class _Sender:
             ) from exc
         except httpx.HTTPError as exc:
             raise _WholeFailure(f"request to {self.peer} failed: {exc}") from exc
+        if content is None:
+            raise _WholeFailure(f"the answer of {self.peer} is over {MAX_ANSWER_BYTES} bytes")
+        decoded = [(k, v) for k, v in response.headers.items() if k.lower() != "content-encoding"]
+        return httpx.Response(response.status_code, headers=decoded, content=content)
 
     def send(self, batch: list[StowPart], *, alone: bool = False) -> None:
         """Send one batch and record each instance's outcome.
@@ -240,7 +234,7 @@ class _Sender:
         code = response.status_code
         answer = read_answer(response.content)
         if code not in _PER_INSTANCE and (answer is None or not answer.names_any):
-            raise _WholeFailure(_whole_failure(response, self.peer))
+            raise _WholeFailure(whole_failure(response, str(self.peer)))
         unnamed = self.judge(batch, response, answer or StowAnswer())
         if unnamed and not alone and len(batch) > 1:
             for part in unnamed:
@@ -253,7 +247,7 @@ class _Sender:
         self, batch: list[StowPart], response: httpx.Response, answer: StowAnswer
     ) -> list[StowPart]:
         """Record every instance the answer names; return the ones it does not."""
-        status = _status_text(response)
+        status = status_text(response)
         unnamed = []
         for part in batch:
             uid = part.sop_instance_uid
@@ -273,7 +267,7 @@ class _Sender:
         self, part: StowPart, response: httpx.Response, answer: StowAnswer | None
     ) -> StoreOutcome:
         """An instance the answer does not name: stored only on a bare 200 or 202."""
-        status = _status_text(response)
+        status = status_text(response)
         if response.status_code in _DELIVERED and (answer is None or not answer.names_any):
             warning = answer.warning if answer is not None else None
             return stored(part, f"{status}, no per-instance answer", warning)

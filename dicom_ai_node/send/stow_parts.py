@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
@@ -31,16 +32,20 @@ from ..dicomweb import (
 from .scu import STATUS_SUCCESS, StoreOutcome
 
 __all__ = [
+    "MAX_ANSWER_BYTES",
     "REFERENCED_SOP_INSTANCE_UID",
     "StowAnswer",
     "StowBody",
     "StowPart",
     "batches",
+    "bounded_answer",
     "describe_reason",
     "outcome",
     "plan_part",
     "read_answer",
+    "status_text",
     "stored",
+    "whole_failure",
 ]
 
 #: Referenced SOP Instance UID (0008,1155) as a DICOM JSON key.
@@ -275,3 +280,38 @@ def stored(part: StowPart, status: str, warning: int | None) -> StoreOutcome:
     why = describe_reason(warning) if warning is not None else "no warning reason given"
     code = warning if warning is not None else STATUS_SUCCESS
     return outcome(part, code, True, f"stored with a warning ({status}): {why}")
+
+
+#: Most bytes of an archive's answer read (one batch's answer names at most a few
+#: thousand instances); a longer one fails the attempt instead of filling memory.
+MAX_ANSWER_BYTES = 16 * 2**20
+
+
+def bounded_answer(response: httpx.Response) -> bytes | None:
+    """The answer's body (PS3.18 10.5.3), or None when it is over :data:`MAX_ANSWER_BYTES`."""
+    data = bytearray()
+    for chunk in response.iter_bytes():
+        data += chunk
+        if len(data) > MAX_ANSWER_BYTES:
+            return None
+    return bytes(data)
+
+
+def status_text(response: httpx.Response) -> str:
+    """``HTTP 409 Conflict``."""
+    return f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
+
+
+def whole_failure(response: httpx.Response, peer: str) -> str:
+    """Why a request failed as a whole (PS3.18 10.5.3), as an operator reads it."""
+    code = response.status_code
+    text = f"{peer} answered {status_text(response)}"
+    if code == 415:
+        return text + ' (it does not accept multipart/related; type="application/dicom")'
+    if code in (401, 403):
+        return text + " (credentials refused or missing: check auth and credentials_file)"
+    if 300 <= code < 400:
+        return text + " (redirects are not followed: configure the final URL)"
+    if code == 404:
+        return text + " (no STOW-RS service at this URL)"
+    return text

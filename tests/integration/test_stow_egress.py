@@ -40,7 +40,7 @@ from dicom_ai_node.infer.findings.measure import ML, MM3_PER_ML, VOLUME
 from dicom_ai_node.infer.manifest import load_manifest
 from dicom_ai_node.send.deliver import Deliverer
 from dicom_ai_node.send.stow import WebPeer, stow_files, stow_plan
-from dicom_ai_node.send.stow_parts import StowPart, plan_part
+from dicom_ai_node.send.stow_parts import MAX_ANSWER_BYTES, StowPart, plan_part
 from dicom_ai_node.settings import NodeSettings, SendSettings
 from dicom_ai_node.settings_sections import Destination
 from dicom_ai_node.store.db import Database, as_utc
@@ -439,6 +439,17 @@ def test_a_failure_after_some_requests_keeps_what_was_delivered(
     down = archive(answer=lambda seen: (503, b"<html>down</html>"))
     with pytest.raises(DeliveryError, match="503"):
         stow_files(paths, WebPeer(down.url), timeout_s=30)
+
+
+def test_an_answer_over_its_bound_fails_the_attempt_instead_of_filling_memory(
+    tmp_path: Path, archive: Callable[..., Archive]
+) -> None:
+    paths, _ = results_like(tmp_path / "in", slices=2)
+    huge = archive(answer=lambda seen: (200, b" " * (MAX_ANSWER_BYTES + 1)))
+    with pytest.raises(DeliveryError, match="over"):
+        stow_files(paths, WebPeer(huge.url), timeout_s=30)
+    fits = archive(answer=lambda seen: (200, b" " * MAX_ANSWER_BYTES))
+    assert all(o.delivered for o in stow_files(paths, WebPeer(fits.url), timeout_s=30))
 
 
 def test_a_file_that_shrinks_while_sent_fails_alone_and_the_rest_go_on(
