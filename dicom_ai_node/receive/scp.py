@@ -48,11 +48,8 @@ log = logging.getLogger(__name__)
 
 
 def storage_sop_classes() -> list[str]:
-    """Every storage SOP class known to pydicom or pynetdicom (PS3.4 B.5), sorted.
-
-    Storage Commitment (PS3.4 J) is not one: it is an N-ACTION service the node does
-    not provide, so its contexts are not accepted (a request would only get 0x0211).
-    """
+    """Every storage SOP class known to pydicom or pynetdicom (PS3.4 B.5), sorted; not
+    Storage Commitment (PS3.4 J), an N-ACTION service the node does not provide."""
     known = {
         uid
         for uid, entry in UID_dictionary.items()
