@@ -48,8 +48,10 @@ __all__ = [
 #: of which the first is drawn (the frame the model read).
 SourcePixels = Callable[[int], npt.NDArray[np.generic]]
 
-#: The caption's fixed part; the model, version and revision follow.
-CAPTION = "NOT FOR DIAGNOSIS – AI RESULT"
+#: The caption's fixed part; the model, version and revision follow. ASCII only: it is
+#: also text of the presentation state and the report, and dcmjs 0.52 (OHIF 3.13) reads
+#: text in sequence items without the data set's character set (an en dash came garbled).
+CAPTION = "NOT FOR DIAGNOSIS - AI RESULT"
 
 Rgb = tuple[int, int, int]
 _TEXT: Rgb = (255, 255, 255)
@@ -124,7 +126,7 @@ def _described(output: ModelOutput) -> tuple[int, ...]:
 
 
 def caption(ctx: EncodeContext) -> str:
-    """``NOT FOR DIAGNOSIS – AI RESULT, <model> <version>`` (plus ``revised n``)."""
+    """``NOT FOR DIAGNOSIS - AI RESULT, <model> <version>`` (plus ``revised n``)."""
     text = f"{CAPTION}, {ctx.algorithm.name} {ctx.algorithm.version}"
     if ctx.revision:
         text += f" {'revised' if ctx.predecessors else 'revision'} {ctx.revision}"
