@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import highdicom as hd
 from pydicom.dataset import Dataset
@@ -20,6 +21,8 @@ from pydicom.valuerep import DT
 
 from ..domain import AlgorithmInfo, Code
 from ..errors import EncodeError
+from ..result_kinds import RESULT_KINDS
+from .uids import result_uid
 
 __all__ = [
     "LONG_STRING_MAX",
@@ -124,6 +127,24 @@ class EncodeContext:
             contribution_description=_limit(f"AI inference: {self.algorithm.name}", 1024),
         )
         return [item]
+
+    def series_arguments(self, kind: str) -> dict[str, Any]:
+        """What every highdicom constructor of a ``kind`` result takes alike: its series
+        (deterministic UID, the kind's Series Number in the revision's block, description,
+        date and time) and the General Equipment naming the model (PS3.3 C.7.3.1, C.7.5.1).
+        """
+        when = self.content_datetime
+        return {
+            "series_instance_uid": result_uid(self.job_key, kind.lower(), "series"),
+            "series_number": self.series_number + RESULT_KINDS[kind].series_offset,
+            "series_description": self.series_description(kind),
+            "series_date": when.date(),
+            "series_time": when.time(),
+            "manufacturer": self.algorithm.manufacturer,
+            "manufacturer_model_name": self.algorithm.name,
+            "software_versions": self.algorithm.version,
+            "device_serial_number": self.algorithm.device_uid,
+        }
 
     def algorithm_sequence(self) -> hd.AlgorithmIdentificationSequence:
         """Segment Algorithm Identification (PS3.3 C.8.20.2, TID 4019 attributes)."""

@@ -25,7 +25,6 @@ from ..errors import EncodeError
 from ..geometry import components
 from .common import EncodeContext, finish
 from .keyimages import CAPTION, measurement_line
-from .kinds import RESULT_KINDS
 from .seg import check_label_map
 from .sr import outer_contour
 from .uids import result_uid, tracking_uid
@@ -364,14 +363,9 @@ def _gsps(
     when = ctx.content_datetime
     gsps = hd.pr.GrayscaleSoftcopyPresentationState(
         referenced_images=images,
-        series_instance_uid=result_uid(ctx.job_key, "gsps", "series"),
-        series_number=ctx.series_number + RESULT_KINDS["GSPS"].series_offset,
+        **ctx.series_arguments("GSPS"),
         sop_instance_uid=result_uid(ctx.job_key, "gsps", "instance", series_uid),
         instance_number=number,
-        manufacturer=ctx.algorithm.manufacturer,
-        manufacturer_model_name=ctx.algorithm.name,
-        software_versions=ctx.algorithm.version,
-        device_serial_number=ctx.algorithm.device_uid,
         content_label=_code_string(f"AI_{ctx.algorithm.name}"),
         content_description=f"{ctx.algorithm.name} {ctx.algorithm.version} outlines"[:64],
         graphic_annotations=list(annotations),
@@ -381,9 +375,6 @@ def _gsps(
             presentation_lut_shape="INVERSE" if inverse else "IDENTITY"
         ),
         contributing_equipment=ctx.equipment(),
-        series_description=ctx.series_description("GSPS"),
-        series_date=when.date(),
-        series_time=when.time(),
         specific_character_set="ISO_IR 192",
     )
     finish(gsps, ctx)

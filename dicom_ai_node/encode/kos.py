@@ -18,7 +18,6 @@ from pydicom.sr.codedict import codes
 from ..domain import Code
 from ..errors import EncodeError
 from .common import EncodeContext, coded, finish
-from .kinds import RESULT_KINDS
 from .uids import result_uid
 from .validate import validate_roundtrip
 
@@ -85,20 +84,12 @@ def build_kos(
         kos = hd.ko.KeyObjectSelectionDocument(
             evidence=selected,
             content=content,
-            series_instance_uid=result_uid(ctx.job_key, "kos", "series"),
-            series_number=ctx.series_number + RESULT_KINDS["KOS"].series_offset,
+            **ctx.series_arguments("KOS"),
             sop_instance_uid=result_uid(ctx.job_key, "kos", "instance"),
             instance_number=1,
-            manufacturer=ctx.algorithm.manufacturer,
             contributing_equipment=ctx.equipment(),
-            manufacturer_model_name=ctx.algorithm.name,
-            software_versions=ctx.algorithm.version,
-            device_serial_number=ctx.algorithm.device_uid,
-            series_description=ctx.series_description("KOS"),
             content_date=when.date(),
             content_time=when.time(),
-            series_date=when.date(),
-            series_time=when.time(),
         )
         kos.copy_patient_and_study_information(ctx.source[0])
     except (ValueError, TypeError, AttributeError, KeyError) as exc:

@@ -45,7 +45,6 @@ from ..errors import EncodeError
 from ..picture import UNIT_SYMBOLS, number_text
 from .common import EncodeContext, finish
 from .keyimages import CAPTION
-from .kinds import RESULT_KINDS
 from .seg import check_label_map
 from .uids import result_uid
 from .validate import validate_roundtrip
@@ -252,22 +251,14 @@ def build_pdf_report(
     when = ctx.content_datetime
     ds = hd.SOPClass(
         study_instance_uid=src.StudyInstanceUID,
-        series_instance_uid=result_uid(ctx.job_key, "pdf", "series"),
-        series_number=ctx.series_number + RESULT_KINDS["PDF"].series_offset,
+        **ctx.series_arguments("PDF"),
         sop_instance_uid=result_uid(ctx.job_key, "pdf", "instance"),
         sop_class_uid=EncapsulatedPDFStorage,
         instance_number=1,
         modality="DOC",
-        manufacturer=ctx.algorithm.manufacturer,
         transfer_syntax_uid=ExplicitVRLittleEndian,
-        series_description=ctx.series_description("PDF"),
-        manufacturer_model_name=ctx.algorithm.name,
-        software_versions=ctx.algorithm.version,
-        device_serial_number=ctx.algorithm.device_uid,
         content_date=when.date(),
         content_time=when.time(),
-        series_date=when.date(),
-        series_time=when.time(),
         specific_character_set="ISO_IR 192",
     )
     ds.copy_patient_and_study_information(src)

@@ -22,7 +22,6 @@ from ..domain import Code, ModelOutput
 from ..errors import EncodeError
 from .common import EncodeContext, coded, finish
 from .keyimages import KeySlice, SourcePixels, burned_in, key_slices
-from .kinds import RESULT_KINDS
 from .uids import result_uid
 from .validate import validate_roundtrip
 
@@ -107,24 +106,16 @@ def build_key_image(
             photometric_interpretation=hd.PhotometricInterpretationValues.RGB,
             bits_allocated=8,
             coordinate_system=hd.CoordinateSystemNames.PATIENT,
-            series_instance_uid=result_uid(ctx.job_key, "sc", "series"),
-            series_number=ctx.series_number + RESULT_KINDS["SC"].series_offset,
+            **ctx.series_arguments("SC"),
             sop_instance_uid=result_uid(ctx.job_key, "sc", "instance", str(key.index)),
             instance_number=instance_number,
-            manufacturer=ctx.algorithm.manufacturer,
             pixel_spacing=_pixel_spacing(source),  # type: ignore[arg-type]  # typed int, is mm
             laterality=laterality or None,
             patient_orientation=orientation,
             transfer_syntax_uid=ExplicitVRLittleEndian,
             contributing_equipment=ctx.equipment(),
-            manufacturer_model_name=ctx.algorithm.name,
-            software_versions=ctx.algorithm.version,
-            device_serial_number=ctx.algorithm.device_uid,
-            series_description=ctx.series_description("SC"),
             content_date=when.date(),
             content_time=when.time(),
-            series_date=when.date(),
-            series_time=when.time(),
         )
         sc.copy_patient_and_study_information(source)
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
