@@ -2,11 +2,10 @@
 
 A node (in this process, real listener) receives a CT by C-STORE. Its sender's AE table
 entry, a real Orthanc, asks for every kind (SEG, SR, SC, KOS, GSPS, PDF) by DIMSE; a
-second Orthanc, a ``send.destinations`` table, asks only for SC by STOW-RS. Each object
-is fetched back from Orthanc by WADO-RS (PS3.18 10.4) and passes dciodvfy with 0
-errors; the SC-only destination holds only the key images; a re-send stores nothing
-new (same UIDs); a re-run (revision) makes new series with their own numbers and
-descriptions.
+second Orthanc, a ``send.destinations`` table, asks for every kind but SEG by STOW-RS.
+Each object is fetched back from both Orthancs by WADO-RS (PS3.18 10.4) and passes
+dciodvfy with 0 errors; the second holds no SEG; a re-send stores nothing new (same
+UIDs); a re-run (revision) makes new series with their own numbers and descriptions.
 """
 
 from __future__ import annotations
@@ -41,6 +40,8 @@ from ..tools import dciodvfy_errors
 pytestmark = [pytest.mark.integration, pytest.mark.interop, pytest.mark.slow]
 
 ALL = list(RESULT_KINDS)
+#: What the STOW-RS destination asks for: every kind but the SEG.
+BY_STOW = [k for k in ALL if k != "SEG"]
 MODEL = "ct-chest-lungs"
 MANIFEST = load_manifest(REPO / "models" / "ct_chest_lungs" / "model.toml")
 
@@ -101,7 +102,8 @@ def wado_instance(pacs: Orthanc, result: Result, study_uid: str, folder: Path) -
 def start(tmp_path: Path, archive: Orthanc, viewer: Orthanc) -> tuple[Node, int, str]:
     port = free_port()
     web = f"http://127.0.0.1:{viewer.http_port}/dicom-web"
-    extra = f'destinations = [{{ address = "{web}", protocol = "dicomweb", results = ["SC"] }}]'
+    kinds = ", ".join(f'"{k}"' for k in BY_STOW)
+    extra = f'destinations = [{{ address = "{web}", protocol = "dicomweb", results = [{kinds}] }}]'
     db = f"sqlite:///{tmp_path / 'node.db'}"
     config = write_node_config(tmp_path, db, port, [], 0.5, extra)
     kinds = ", ".join(f'"{k}"' for k in ALL)
@@ -140,7 +142,7 @@ def test_each_destination_gets_its_kinds_and_every_object_reads_back_valid(
     tmp_path: Path, orthanc_factory: OrthancFactory
 ) -> None:
     archive = orthanc_factory.start()  # the sender's AE: every kind, by DIMSE
-    viewer = orthanc_factory.start()  # SC only, by STOW-RS
+    viewer = orthanc_factory.start()  # every kind but SEG, by STOW-RS
     node, port, web = start(tmp_path, archive, viewer)
     dimse = f"PACS@127.0.0.1:{archive.dicom_port}"
     try:
@@ -155,9 +157,8 @@ def test_each_destination_gets_its_kinds_and_every_object_reads_back_valid(
         found = rows(node)
         made = {r.kind for _, r, _ in found}
         assert made == set(ALL), made
-        assert {(d.destination, r.kind) for _, r, d in found if d.destination == web} == {
-            (web, "SC")
-        }
+        to_web = [r for _, r, d in found if d.destination == web]
+        assert {r.kind for r in to_web} == set(BY_STOW)
         to_archive = [r for _, r, d in found if d.destination == dimse]
         assert {r.kind for r in to_archive} == set(ALL)
 
@@ -166,9 +167,10 @@ def test_each_destination_gets_its_kinds_and_every_object_reads_back_valid(
         by_kind = {r.kind: ds for r, ds in zip(to_archive, objects, strict=True)}
         assert by_kind["SC"].BurnedInAnnotation == "YES"
         assert by_kind["PDF"].MIMETypeOfEncapsulatedDocument == "application/pdf"
-        # the SC-only destination holds the key images and nothing else
-        sc_series = {r.series_instance_uid for _, r, d in found if d.destination == web}
-        assert {s["0020000E"]["Value"][0] for s in viewer.qido_series(study_uid)} == sc_series
+        # the STOW-RS destination: each of its kinds read back valid, and no SEG
+        check_objects(viewer, to_web, study_uid, 0, tmp_path / "wado-web")
+        web_series = {r.series_instance_uid for r in to_web}
+        assert {s["0020000E"]["Value"][0] for s in viewer.qido_series(study_uid)} == web_series
         count = len(archive.get("/instances"))
 
         # a re-send: the same objects again, nothing new at the archive
