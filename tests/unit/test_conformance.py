@@ -20,7 +20,7 @@ from scripts.conformance import facts as facts_module
 from scripts.conformance import render
 from scripts.conformance.facts import CREATED_CHARACTER_SET, CREATED_TRANSFER_SYNTAX, Facts
 from scripts.conformance.iods import COMMON, IODS
-from tests.unit.test_encode import ALGORITHM, LABELS, volumes
+from tests.unit.encode_cases import ALGORITHM, LABELS, volumes
 
 DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "conformance.md"
 FIX = "make conformance  (python -m scripts.conformance > docs/conformance.md)"

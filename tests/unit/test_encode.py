@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import time
-from collections.abc import Sequence
 from dataclasses import replace
 
 import highdicom as hd
@@ -15,7 +13,6 @@ import pytest
 from pydicom.dataset import Dataset
 
 from dicom_ai_node.domain import (
-    AlgorithmInfo,
     Code,
     Measurement,
     ModelOutput,
@@ -32,35 +29,13 @@ from dicom_ai_node.encode import (
 )
 from dicom_ai_node.encode.sr import outer_contour
 from dicom_ai_node.errors import EncodeError
-from dicom_ai_node.infer.findings.measure import ML, MM3_PER_ML, VOLUME
+from dicom_ai_node.infer.findings.measure import ML, VOLUME
 from dicom_ai_node.testing.phantoms.chest_ct import ChestPhantom
 from dicom_ai_node.testing.series import make_ct_series, phantom_to_datasets
 
-ANATOMY = Code("123037004", "SCT", "Anatomical Structure")
-LABELS = (  # as in models/ct-chest-lungs/model.toml
-    OutputLabel(1, "Right lung", ANATOMY, Code("3341006", "SCT", "Right lung"), (220, 120, 80)),
-    OutputLabel(2, "Left lung", ANATOMY, Code("44029006", "SCT", "Left lung"), (80, 150, 220)),
-)
-ALGORITHM = AlgorithmInfo(
-    name="ct-chest-lungs",
-    version="1.0.0",
-    family=Code("123110", "DCM", "Artificial Intelligence"),
-    device_uid=device_uid("ct-chest-lungs", "1.0.0"),
-)
-WHEN = dt.datetime(2026, 1, 2, 3, 4, 5)
+from .encode_cases import ALGORITHM, LABELS, WHEN, volumes
+
 SEG_UID, SR_UID = "1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.88.34"
-
-
-def volumes(
-    label_map: npt.NDArray[np.uint8], spacing_mm: Sequence[float]
-) -> tuple[Measurement, ...]:
-    voxel_ml = float(np.prod(spacing_mm)) / MM3_PER_ML
-    return tuple(
-        Measurement(
-            label.value, VOLUME, float(np.count_nonzero(label_map == label.value)) * voxel_ml, ML
-        )
-        for label in LABELS
-    )
 
 
 @pytest.fixture(scope="module")

@@ -3,17 +3,15 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 from pydicom.dataset import Dataset
 
-from dicom_ai_node.domain import AlgorithmInfo, Code, Measurement, ModelOutput, OutputLabel
-from dicom_ai_node.encode import device_uid, result_series_number, to_bytes, validate_roundtrip
+from dicom_ai_node.domain import ModelOutput
+from dicom_ai_node.encode import result_series_number, to_bytes, validate_roundtrip
 from dicom_ai_node.encode.common import EncodeContext
 from dicom_ai_node.encode.gsps import (
     MAX_POINTS,
@@ -25,55 +23,18 @@ from dicom_ai_node.encode.gsps import (
 from dicom_ai_node.encode.keyimages import measurement_line
 from dicom_ai_node.encode.sr import outer_contour
 from dicom_ai_node.errors import EncodeError
-from dicom_ai_node.testing.images import radiograph_to_dataset
-from dicom_ai_node.testing.phantoms.brain_mr import brain_mr_phantom
-from dicom_ai_node.testing.phantoms.chest_xr import chest_radiograph
-from dicom_ai_node.testing.series import make_ct_series, mr_to_datasets
 
 from ..tools import dciodvfy_errors
+from .encode_cases import ALGORITHM, WHEN, Case, phantom_cases
 
 GSPS_UID = "1.2.840.10008.5.1.4.1.1.11.1"
-ANATOMY = Code("123037004", "SCT", "Anatomical Structure")
-VOLUME = Code("118565006", "SCT", "Volume")
-ML = Code("ml", "UCUM", "milliliter")
-ALGORITHM = AlgorithmInfo(
-    name="ct-chest-lungs",
-    version="1.0.0",
-    family=Code("123110", "DCM", "Artificial Intelligence"),
-    device_uid=device_uid("ct-chest-lungs", "1.0.0"),
-)
-WHEN = dt.datetime(2026, 1, 2, 3, 4, 5)
-
-
-class Case(NamedTuple):
-    source: list[Dataset]
-    output: ModelOutput
-
-
-def label(value: int, name: str, rgb: tuple[int, int, int]) -> OutputLabel:
-    return OutputLabel(value, name, ANATOMY, Code("3341006", "SCT", name), rgb)
-
-
-def case(source: list[Dataset], label_map: npt.NDArray[np.uint8], names: list[str]) -> Case:
-    labels = tuple(label(v, n, (40 * v, 200, 90)) for v, n in enumerate(names, start=1))
-    volumes = tuple(
-        Measurement(x.value, VOLUME, float(np.count_nonzero(label_map == x.value)) / 100, ML)
-        for x in labels
-    )
-    return Case(source, ModelOutput(labels=labels, label_map=label_map, measurements=volumes))
 
 
 @pytest.fixture(scope="module")
 def cases() -> dict[str, Case]:
-    phantom, ct = make_ct_series(24, 96, 96, spacing_mm=(5.0, 3.5, 3.5))
-    brain = brain_mr_phantom(10, 96)
-    image = chest_radiograph(256, np.random.default_rng(3), "nodule")
-    cr = radiograph_to_dataset(image, monochrome1=True)
-    return {
-        "CT": case(ct, phantom.labels, ["Right lung", "Left lung"]),
-        "MR": case(mr_to_datasets(brain), brain.labels, [f"Brain {v}" for v in range(1, 7)]),
-        "CR": case([cr], image.mask[None].astype(np.uint8), ["Nodule"]),
-    }
+    return phantom_cases(
+        ct=(24, 96, (5.0, 3.5, 3.5)), mr=(10, 96), radiograph_size=256, voxels_per_ml=100
+    )
 
 
 def context(source: list[Dataset], key: str = "job-1", **kwargs: object) -> EncodeContext:

@@ -17,7 +17,8 @@ from dicom_ai_node.errors import EncodeError
 from dicom_ai_node.testing.series import make_ct_series
 
 from ..tools import dciodvfy_errors
-from .test_encode_sc import CASES, WHEN, Case
+from .encode_cases import CASES, Case
+from .encode_cases import LATER as WHEN
 
 KOS_CLASS = "1.2.840.10008.5.1.4.1.1.88.59"
 

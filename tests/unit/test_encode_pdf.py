@@ -4,83 +4,36 @@ radiograph: valid, readable, deterministic, and without the patient's name, ID o
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import re
 import zlib
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 from pydicom.dataset import Dataset
 
-from dicom_ai_node.domain import (
-    AlgorithmInfo,
-    Code,
-    Measurement,
-    ModelOutput,
-    OutputLabel,
-    QualityIssue,
-)
-from dicom_ai_node.encode import device_uid, result_series_number, to_bytes, validate_roundtrip
+from dicom_ai_node.domain import ModelOutput, QualityIssue
+from dicom_ai_node.encode import result_series_number, to_bytes, validate_roundtrip
 from dicom_ai_node.encode.common import EncodeContext
 from dicom_ai_node.encode.keyimages import CAPTION, measurement_line
 from dicom_ai_node.encode.pdf import build_pdf_report
 from dicom_ai_node.errors import EncodeError
-from dicom_ai_node.testing.images import radiograph_to_dataset
-from dicom_ai_node.testing.phantoms.brain_mr import brain_mr_phantom
-from dicom_ai_node.testing.phantoms.chest_xr import chest_radiograph
-from dicom_ai_node.testing.series import make_ct_series, mr_to_datasets, phi_canaries_in
+from dicom_ai_node.testing.series import phi_canaries_in
 
 from ..tools import dciodvfy_errors
+from .encode_cases import ALGORITHM, WHEN, Case, phantom_cases
 
 PDF_UID = "1.2.840.10008.5.1.4.1.1.104.1"
-ANATOMY = Code("123037004", "SCT", "Anatomical Structure")
-VOLUME = Code("118565006", "SCT", "Volume")
-ML = Code("ml", "UCUM", "milliliter")
-ALGORITHM = AlgorithmInfo(
-    name="ct-chest-lungs",
-    version="1.0.0",
-    family=Code("123110", "DCM", "Artificial Intelligence"),
-    device_uid=device_uid("ct-chest-lungs", "1.0.0"),
-)
-WHEN = dt.datetime(2026, 1, 2, 3, 4, 5)
 CARD = "Intended use: research on phantoms.\n\nLimits: not validated on patients."
-
-
-class Case(NamedTuple):
-    source: list[Dataset]
-    output: ModelOutput
-
-
-def case(source: list[Dataset], label_map: npt.NDArray[np.uint8], names: list[str]) -> Case:
-    labels = tuple(
-        OutputLabel(v, n, ANATOMY, Code("3341006", "SCT", n), (40 * v, 200, 90))
-        for v, n in enumerate(names, start=1)
-    )
-    volumes = tuple(
-        Measurement(x.value, VOLUME, float(np.count_nonzero(label_map == x.value)) / 97, ML)
-        for x in labels
-    )
-    issues = (QualityIssue("slice_spacing", "uneven slice spacing", blocking=False),)
-    return Case(
-        source,
-        ModelOutput(labels, label_map, measurements=volumes, quality_issues=issues),
-    )
 
 
 @pytest.fixture(scope="module")
 def cases() -> dict[str, Case]:
-    phantom, ct = make_ct_series(20, 64, 64, spacing_mm=(5.0, 5.0, 5.0))
-    brain = brain_mr_phantom(8, 64)
-    image = chest_radiograph(128, np.random.default_rng(3), "nodule")
-    cr = radiograph_to_dataset(image, monochrome1=True)
-    return {
-        "CT": case(ct, phantom.labels, ["Right lung", "Left lung"]),
-        "MR": case(mr_to_datasets(brain), brain.labels, [f"Brain {v}" for v in range(1, 7)]),
-        "CR": case([cr], image.mask[None].astype(np.uint8), ["Nodule"]),
-    }
+    issues = (QualityIssue("slice_spacing", "uneven slice spacing", blocking=False),)
+    return phantom_cases(
+        (20, 64, (5.0, 5.0, 5.0)), (8, 64), 128, voxels_per_ml=97, quality_issues=issues
+    )
 
 
 def picture(seed: int = 0) -> npt.NDArray[np.uint8]:

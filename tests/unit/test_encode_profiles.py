@@ -3,16 +3,13 @@ its kind's series of the revision, deterministic, and nothing extra when none is
 
 from __future__ import annotations
 
-import datetime as dt
-
 import numpy as np
 import pytest
 from pydicom.dataset import Dataset
 
-from dicom_ai_node.domain import AlgorithmInfo, Code, Measurement, ModelOutput, OutputLabel
+from dicom_ai_node.domain import Measurement, ModelOutput
 from dicom_ai_node.encode import (
     PROFILE_KINDS,
-    device_uid,
     encode_profiles,
     encode_results,
     result_series_number,
@@ -21,15 +18,10 @@ from dicom_ai_node.infer.findings.measure import ML, VOLUME
 from dicom_ai_node.result_kinds import RESULT_KINDS
 from dicom_ai_node.testing.series import make_ct_series
 
-ANATOMY = Code("123037004", "SCT", "Anatomical Structure")
-LUNG = OutputLabel(1, "Right lung", ANATOMY, Code("3341006", "SCT", "Right lung"), (220, 120, 80))
-WHEN = dt.datetime(2026, 12, 8, 10, 30, 0)
-ALGORITHM = AlgorithmInfo(
-    name="lungs",
-    version="1.0.0",
-    family=Code("123110", "DCM", "Artificial Intelligence"),
-    device_uid=device_uid("lungs", "1.0.0"),
-)
+from .encode_cases import LABELS, algorithm
+from .encode_cases import LATER as WHEN
+
+ALGORITHM = algorithm("lungs", "1.0.0")
 
 
 def _kind(ds: Dataset) -> str:
@@ -40,7 +32,7 @@ def _encode(kinds: set[str], revision: int = 0) -> list[Dataset]:
     phantom, source = make_ct_series(8, 48, 48, spacing_mm=(5.0, 5.0, 5.0), seed=3)
     label_map = (phantom.labels == 1).astype(np.uint8)
     output = ModelOutput(
-        labels=(LUNG,),
+        labels=LABELS[:1],
         label_map=label_map,
         measurements=(Measurement(1, VOLUME, float(label_map.sum()) * 0.125, ML),),
     )

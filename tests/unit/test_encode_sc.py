@@ -4,9 +4,7 @@ their source image, deterministic, and in a series of their own per revision."""
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from io import BytesIO
 from pathlib import Path
 
@@ -16,94 +14,18 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
-from dicom_ai_node.domain import AlgorithmInfo, Code, Measurement, ModelOutput, OutputLabel
-from dicom_ai_node.encode import device_uid, encode_results, result_series_number, to_bytes
-from dicom_ai_node.encode.common import EncodeContext
+from dicom_ai_node.domain import ModelOutput
+from dicom_ai_node.encode import encode_results, to_bytes
 from dicom_ai_node.encode.keyimages import KeySlice, burned_in, key_slices
 from dicom_ai_node.encode.sc import build_key_images
 from dicom_ai_node.errors import EncodeError
-from dicom_ai_node.infer.findings.measure import LONG_AXIS, ML, MM, VOLUME
-from dicom_ai_node.testing.images import radiograph_to_dataset
-from dicom_ai_node.testing.phantoms.brain_mr import brain_mr_phantom
-from dicom_ai_node.testing.phantoms.chest_xr import chest_radiograph
-from dicom_ai_node.testing.series import make_ct_series, mr_to_datasets
+from dicom_ai_node.testing.series import make_ct_series
 
 from ..tools import dciodvfy_errors
+from .encode_cases import CASES, LABELS, Case, cr_case, ct_case
+from .encode_cases import LATER as WHEN
 
-ANATOMY = Code("123037004", "SCT", "Anatomical Structure")
-FINDING = Code("404684003", "SCT", "Clinical finding")
-LUNGS = (
-    OutputLabel(1, "Right lung", ANATOMY, Code("3341006", "SCT", "Right lung"), (220, 120, 80)),
-    OutputLabel(2, "Left lung", ANATOMY, Code("44029006", "SCT", "Left lung"), (80, 150, 220)),
-)
-VENTRICLES = OutputLabel(
-    1, "Lateral ventricles", ANATOMY, Code("66720007", "SCT", "Lateral ventricle"), (40, 220, 90)
-)
-NODULE = OutputLabel(1, "Nodule", FINDING, Code("27925004", "SCT", "Nodule"), (255, 60, 60))
-WHEN = dt.datetime(2026, 12, 8, 10, 30, 0)
 SC_CLASS = "1.2.840.10008.5.1.4.1.1.7"
-
-
-def algorithm(name: str) -> AlgorithmInfo:
-    return AlgorithmInfo(
-        name=name,
-        version="1.2.0",
-        family=Code("123110", "DCM", "Artificial Intelligence"),
-        device_uid=device_uid(name, "1.2.0"),
-    )
-
-
-@dataclass(frozen=True)
-class Case:
-    """A source series, a model output on it, and the model."""
-
-    source: list[Dataset]
-    output: ModelOutput
-    algorithm: AlgorithmInfo
-
-    def pixels(self, index: int) -> npt.NDArray[np.generic]:
-        return np.asarray(self.source[index].pixel_array)
-
-    def context(
-        self, job_key: str = "job-1", revision: int = 0, predecessors: Sequence[Dataset] = ()
-    ) -> EncodeContext:
-        return EncodeContext(
-            source=self.source,
-            algorithm=self.algorithm,
-            job_key=job_key,
-            series_number=result_series_number(9001, revision),
-            content_datetime=WHEN,
-            revision=revision,
-            predecessors=predecessors,
-        )
-
-
-def ct_case() -> Case:
-    phantom, source = make_ct_series(16, 192, 192, spacing_mm=(5.0, 2.0, 2.0))
-    voxel_ml = float(np.prod(phantom.spacing_mm)) / 1000.0
-    measurements = tuple(
-        Measurement(v, VOLUME, float(np.count_nonzero(phantom.labels == v)) * voxel_ml, ML)
-        for v in (1, 2)
-    )
-    return Case(source, ModelOutput(LUNGS, phantom.labels, measurements), algorithm("lungs"))
-
-
-def mr_case() -> Case:
-    phantom = brain_mr_phantom(slices=12, size=160, seed=1)
-    label_map = (phantom.labels == 2).astype(np.uint8)
-    output = ModelOutput((VENTRICLES,), label_map, (Measurement(1, VOLUME, 21.5, ML),))
-    return Case(mr_to_datasets(phantom, seed=1), output, algorithm("brain-mr"))
-
-
-def cr_case() -> Case:
-    radiograph = chest_radiograph(384, np.random.default_rng(3), "nodule")
-    ds = radiograph_to_dataset(radiograph, seed=3, monochrome1=True)
-    label_map = radiograph.mask[None].astype(np.uint8)
-    output = ModelOutput((NODULE,), label_map, (Measurement(1, LONG_AXIS, 14.2, MM),))
-    return Case([ds], output, algorithm("chest-xr"))
-
-
-CASES: dict[str, Callable[[], Case]] = {"ct": ct_case, "mr": mr_case, "cr": cr_case}
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
@@ -176,7 +98,7 @@ def test_labels_peaking_on_one_slice_share_a_key_image() -> None:
     label_map[3, 2:10, 2:10] = 1
     label_map[3, 20:30, 20:30] = 2
     label_map[1, 20:22, 20:22] = 2
-    output = ModelOutput(LUNGS, label_map)
+    output = ModelOutput(LABELS, label_map)
     assert key_slices(output, source) == [KeySlice(3, (1, 2))]
     assert key_slices(replace(output, label_map=np.zeros_like(label_map)), source) == []
 
@@ -207,7 +129,7 @@ def test_a_source_without_orientation_gives_a_valid_key_image(tmp_path: Path) ->
     case = cr_case()
     source = case.source[0].copy()
     del source.PatientOrientation, source.BodyPartExamined
-    bare = Case([source], case.output, case.algorithm)
+    bare = replace(case, source=[source])
     (ds,) = build_key_images(bare.context(), bare.output, bare.pixels)
     assert ds.PatientOrientation == [] and ds.Laterality == ""  # Type 2C, unknown
     path = tmp_path / "sc.dcm"
@@ -282,7 +204,7 @@ def test_a_multi_frame_source_is_referenced_by_its_frame() -> None:
     frame = source.pixel_array
     source.NumberOfFrames = 2
     source.PixelData = np.stack([frame, frame]).astype("<u2").tobytes()
-    multi = Case([source], case.output, case.algorithm)
+    multi = replace(case, source=[source])
     (ds,) = build_key_images(multi.context(), multi.output, multi.pixels)
     assert ds.SourceImageSequence[0].ReferencedFrameNumber == 1
     (single,) = build_key_images(case.context(), case.output, case.pixels)
@@ -298,7 +220,7 @@ def test_a_colour_source_keeps_its_colours() -> None:
     source.PlanarConfiguration = 0
     source.BitsAllocated, source.BitsStored, source.HighBit = 8, 8, 7
     source.PixelData = rgb.tobytes()
-    colour = Case([source], case.output, case.algorithm)
+    colour = replace(case, source=[source])
     picture = burned_in(colour.context(), colour.output, KeySlice(0, (1,)), colour.pixels)
     assert case.output.label_map is not None
     rows = source.Rows
