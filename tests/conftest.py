@@ -198,6 +198,34 @@ def require_exe(name: str) -> str:
     pytest.skip(message)
 
 
+def require_real_volumes() -> None:
+    """Skip (fail in CI) unless the real volumes' Debian files and nibabel are installed.
+
+    The files of :mod:`dicom_ai_node.testing.real_volumes` come from Debian
+    ``mricron-data`` and ``invesalius-examples`` (scripts/install-tools.sh installs them);
+    nibabel, which reads Colin27, from the ``test`` extra.
+    """
+    import importlib.util
+
+    from dicom_ai_node.testing.real_volumes import available
+
+    missing = available()
+    if importlib.util.find_spec("nibabel") is None:
+        missing.append("the nibabel package (pip install -e '.[test]')")
+    if not missing:
+        return
+    message = "real volumes missing (scripts/install-tools.sh installs them): " + ", ".join(missing)
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def real_volumes() -> None:
+    """The real test volumes are installed: skip without them, fail in CI."""
+    require_real_volumes()
+
+
 def dcmtk_env() -> dict[str, str]:
     """Environment for dcmtk: TCP_NODELAY=1 (else Debian's build stalls ~40 ms per message)."""
     return {**os.environ, "TCP_NODELAY": "1"}

@@ -1,0 +1,117 @@
+"""Testing: axis-aligned voxel grids resliced into DICOM planes, and masks moved between grids.
+
+Helpers of :mod:`dicom_ai_node.testing.real_volumes`. A grid's affine maps voxel indices
+(i, j, k) of an array to patient coordinates (LPS, mm), as a NIfTI affine does after x
+and y change sign. Only axis-aligned grids occur (every voxel axis parallel to a patient
+axis), so reslicing is a transpose and flips: no interpolation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["Grid", "reorient", "resample_mask"]
+
+#: Cosine above which a voxel axis counts as parallel to a patient direction.
+_PARALLEL = 0.999
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A voxel grid: ``affine`` (4x4, voxel index -> LPS mm) and the array ``shape``."""
+
+    affine: npt.NDArray[np.float64]
+    shape: tuple[int, ...]
+
+    def world(self, index: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """LPS coordinates (mm) of voxel indices (..., 3)."""
+        idx = np.asarray(index, dtype=np.float64)
+        return np.asarray(idx @ self.affine[:3, :3].T + self.affine[:3, 3])
+
+
+def _axis_along(affine: npt.NDArray[np.float64], direction: npt.NDArray[np.float64]) -> int:
+    """The voxel axis parallel to ``direction``, signed: ``axis + 1``, negative if reversed."""
+    for axis in range(3):
+        column = affine[:3, axis]
+        cosine = float(np.dot(column, direction) / np.linalg.norm(column))
+        if abs(cosine) > _PARALLEL:
+            return axis + 1 if cosine > 0 else -(axis + 1)
+    raise ValueError(f"no voxel axis along {direction.tolist()}: the grid is oblique")
+
+
+def reorient(
+    data: npt.NDArray[np.generic], grid: Grid, orientation: tuple[float, ...]
+) -> tuple[npt.NDArray[np.float32], tuple[float, float, float], tuple[float, float, float]]:
+    """Reslice an axis-aligned volume into (slices, rows, columns) of a DICOM plane.
+
+    Columns follow the row direction cosines of ``orientation`` (ImageOrientationPatient,
+    PS3.3 C.7.6.2.1.1), rows the column direction cosines, slices the normal (row x
+    column), so that ImagePositionPatient grows from slice to slice.
+
+    Returns
+    -------
+    tuple
+        The voxels (float32, read-only), the spacing (slice step, row spacing, column
+        spacing) in mm and the ImagePositionPatient of slice 0.
+
+    Raises
+    ------
+    ValueError
+        The grid has no voxel axis along one of the plane's directions.
+    """
+    row, col = np.asarray(orientation[:3], float), np.asarray(orientation[3:], float)
+    signed = [_axis_along(grid.affine, d) for d in (np.cross(row, col), col, row)]
+    axes = [abs(s) - 1 for s in signed]
+    if sorted(axes) != [0, 1, 2]:
+        raise ValueError("two plane directions fall on the same voxel axis")
+    out = np.transpose(data, axes)
+    flips = tuple(i for i, s in enumerate(signed) if s < 0)
+    if flips:
+        out = np.flip(out, flips)
+    voxels = np.ascontiguousarray(out, dtype=np.float32)
+    voxels.setflags(write=False)
+    corner = [0 if s > 0 else grid.shape[abs(s) - 1] - 1 for s in signed]
+    source = np.zeros(3)
+    source[axes] = corner
+    first = grid.world(source)
+    steps = np.linalg.norm(grid.affine[:3, :3], axis=0)[axes]
+    spacing = (float(steps[0]), float(steps[1]), float(steps[2]))
+    return voxels, spacing, (float(first[0]), float(first[1]), float(first[2]))
+
+
+def _overlap(dst: Grid, src: Grid, axis: int) -> npt.NDArray[np.float32]:
+    """(dst voxels, src voxels) fraction of each destination voxel that each source one covers."""
+    d_step, d_origin = dst.affine[axis, axis], dst.affine[axis, 3]
+    s_step, s_origin = src.affine[axis, axis], src.affine[axis, 3]
+    centres = (d_step * np.arange(dst.shape[axis]) + d_origin - s_origin) / s_step
+    half = abs(d_step / s_step) / 2
+    low, high = centres - half, centres + half
+    j = np.arange(src.shape[axis])
+    covered = np.minimum(high[:, None], j + 0.5) - np.maximum(low[:, None], j - 0.5)
+    return np.asarray(np.clip(covered, 0, None) / (2 * half), dtype=np.float32)
+
+
+def resample_mask(mask: npt.NDArray[np.bool_], src: Grid, dst: Grid) -> npt.NDArray[np.bool_]:
+    """Move a mask onto another axis-aligned grid: a voxel is in where half of it was.
+
+    Each destination voxel takes the share of its extent that the source mask covers
+    (exact overlap along each axis; outside the source grid counts as out). The same
+    grid gives the mask back unchanged.
+
+    Raises
+    ------
+    ValueError
+        A grid is not diagonal (both must have voxel axis i along patient axis i).
+    """
+    for grid in (src, dst):
+        linear = grid.affine[:3, :3]
+        if not np.allclose(linear, np.diag(np.diag(linear))):
+            raise ValueError("resample_mask needs diagonal affines")
+    fraction = mask.astype(np.float32)
+    for axis in range(3):
+        weights = _overlap(dst, src, axis)
+        fraction = np.moveaxis(np.tensordot(weights, fraction, axes=([1], [axis])), 0, axis)
+    return np.asarray(fraction >= 0.5)

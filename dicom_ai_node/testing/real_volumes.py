@@ -1,0 +1,327 @@
+"""Testing: real volumes from Debian packages (Colin27 T1 MR, a head CT) as DICOM series.
+
+Test data only, never a runtime dependency of the node: the files come from the Debian
+packages ``mricron-data`` (BSD; Colin27, a single-subject T1 average, with its reference
+brain-extracted volumes ``ch2bet`` and ``ch2better``) and ``invesalius-examples``
+(GPL-2; ``Cranium.inv3``, a non-contrast head CT), which ``scripts/install-tools.sh``
+installs for the test suite. Nothing of them is shipped in the package. The series built
+here carry the same made-up (canary) patient as every generated series
+(:func:`dicom_ai_node.testing.series.new_instance`); no attribute of the real subjects is
+copied. ``nibabel`` (a test dependency) reads the NIfTI files.
+
+Geometry (PS3.3 C.7.6.2.1.1): a NIfTI affine maps voxels to RAS+ world coordinates,
+DICOM's patient coordinates are LPS+, so x and y change sign. Each series has the usual
+orientation of its plane: axial ``1\\0\\0\\0\\1\\0`` (columns to the patient's left,
+rows to posterior), sagittal ``0\\1\\0\\0\\0\\-1``, coronal ``1\\0\\0\\0\\0\\-1``, and its
+slices follow the normal (row x column direction), so that ImagePositionPatient grows
+along it: axial slices go from inferior to superior, sagittal ones from the patient's
+left to right, coronal ones from anterior to posterior.
+
+The CLI writes every series as Part 10 files::
+
+    python -m dicom_ai_node.testing.real_volumes OUTDIR
+"""
+
+from __future__ import annotations
+
+import plistlib
+import sys
+import tarfile
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from .real_geometry import Grid, reorient, resample_mask
+from .real_series import to_datasets
+
+__all__ = [
+    "COLIN27_DIR",
+    "CRANIUM",
+    "HELD_OUT",
+    "PLANES",
+    "RealVolume",
+    "available",
+    "colin27_brain_mask",
+    "colin27_t1",
+    "held_out",
+    "invesalius_head_ct",
+    "slab",
+    "to_datasets",
+    "training_part",
+]
+
+#: Folder of Debian ``mricron-data``'s templates (Colin27: ``ch2``, ``ch2bet``, ``ch2better``).
+COLIN27_DIR = Path("/usr/share/mricron/templates")
+#: InVesalius project of Debian ``invesalius-examples`` holding the head CT.
+CRANIUM = Path("/usr/share/doc/invesalius-examples/examples/Cranium.inv3")
+#: The planes :func:`colin27_t1` builds, with their ImageOrientationPatient.
+PLANES: dict[str, tuple[float, ...]] = {
+    "axial": (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+    "sagittal": (0.0, 1.0, 0.0, 0.0, 0.0, -1.0),
+    "coronal": (1.0, 0.0, 0.0, 0.0, 0.0, -1.0),
+}
+#: Held out from body-region training: the first held-out axial slice, counted from the
+#: inferior end, of each volume (everything superior to it is test data).
+HELD_OUT: dict[str, int] = {"invesalius-head-ct": 54, "colin27-t1": 90}
+_REFERENCES = ("ch2bet", "ch2better")
+
+
+@dataclass(frozen=True)
+class RealVolume:
+    """A real volume in DICOM patient geometry, ready for :func:`to_datasets`.
+
+    Attributes
+    ----------
+    voxels:
+        (slices, rows, columns) float32 real-world values (HU for CT, the file's
+        intensities for MR); read-only, shared between calls (copy to change it).
+    spacing_mm:
+        (slice step, row spacing, column spacing) in mm.
+    orientation:
+        ImageOrientationPatient: the row and column direction cosines (LPS).
+    first_position:
+        ImagePositionPatient (LPS, mm) of slice 0; slice ``k`` is at ``first_position +
+        k * spacing_mm[0] * normal``, the normal being row x column direction.
+    modality:
+        ``"MR"`` or ``"CT"``.
+    name:
+        ``"colin27-t1"`` or ``"invesalius-head-ct"`` (the key of :data:`HELD_OUT`).
+    """
+
+    voxels: npt.NDArray[np.float32]
+    spacing_mm: tuple[float, float, float]
+    orientation: tuple[float, ...]
+    first_position: tuple[float, float, float]
+    modality: str
+    name: str
+
+    @property
+    def normal(self) -> npt.NDArray[np.float64]:
+        """Unit slice normal, row direction x column direction (LPS)."""
+        row, col = np.asarray(self.orientation[:3]), np.asarray(self.orientation[3:])
+        return np.cross(row, col)
+
+    @property
+    def plane(self) -> str:
+        """``"axial"``, ``"sagittal"``, ``"coronal"`` or ``"oblique"``."""
+        for plane, iop in PLANES.items():
+            if np.allclose(self.orientation, iop, atol=1e-6):
+                return plane
+        return "oblique"
+
+
+def available() -> list[str]:
+    """The Debian files these volumes need that are missing here (empty: all there)."""
+    needed = [COLIN27_DIR / f"{n}.nii.gz" for n in ("ch2", *_REFERENCES)] + [CRANIUM]
+    return [str(p) for p in needed if not p.is_file()]
+
+
+def _check_plane(plane: str) -> tuple[float, ...]:
+    if plane not in PLANES:
+        raise ValueError(f"plane {plane!r} is not one of {', '.join(PLANES)}")
+    return PLANES[plane]
+
+
+@lru_cache(maxsize=4)
+def _nifti(name: str) -> tuple[npt.NDArray[np.float32], Grid]:
+    """A Colin27 file's voxels (NIfTI order) and its voxel-to-LPS affine."""
+    import nibabel  # test-only dependency
+
+    image = nibabel.load(COLIN27_DIR / f"{name}.nii.gz")
+    if not isinstance(image, nibabel.Nifti1Image):
+        raise TypeError(f"{name}.nii.gz is not a NIfTI-1 image")
+    data = np.asarray(image.get_fdata(dtype=np.float32), dtype=np.float32)
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(image.affine, dtype=np.float64)
+    data.setflags(write=False)
+    return data, Grid(lps, data.shape)
+
+
+def colin27_t1(plane: str = "axial") -> RealVolume:
+    """Colin27's T1 volume (181x217x181, 1 mm) as an MR series of the given plane.
+
+    Parameters
+    ----------
+    plane:
+        ``"axial"``, ``"sagittal"`` or ``"coronal"`` (:data:`PLANES`).
+
+    Returns
+    -------
+    RealVolume
+        The voxels, resliced without interpolation (the grid is axis-aligned).
+
+    Raises
+    ------
+    ValueError
+        An unknown plane.
+    """
+    iop = _check_plane(plane)
+    data, grid = _nifti("ch2")
+    voxels, spacing, first = reorient(data, grid, iop)
+    return RealVolume(voxels, spacing, iop, first, "MR", "colin27-t1")
+
+
+def colin27_brain_mask(reference: str = "ch2bet", plane: str = "axial") -> npt.NDArray[np.bool_]:
+    """A reference brain mask of Colin27, voxel for voxel with ``colin27_t1(plane)``.
+
+    ``ch2bet`` is on the T1's own grid (mask: voxels > 0). ``ch2better`` is on a 0.5 mm
+    grid: its mask is averaged over each 1 mm voxel (by overlap) and a voxel is brain
+    when at least half of it is.
+
+    Parameters
+    ----------
+    reference:
+        ``"ch2bet"`` or ``"ch2better"``.
+    plane:
+        As for :func:`colin27_t1`.
+
+    Returns
+    -------
+    numpy.ndarray
+        bool, shape ``colin27_t1(plane).voxels.shape``.
+    """
+    if reference not in _REFERENCES:
+        raise ValueError(f"reference {reference!r} is not one of {', '.join(_REFERENCES)}")
+    iop = _check_plane(plane)
+    oriented, _, _ = reorient(_mask_on_t1_grid(reference), _nifti("ch2")[1], iop)
+    return oriented.astype(bool)
+
+
+@lru_cache(maxsize=2)
+def _mask_on_t1_grid(reference: str) -> npt.NDArray[np.bool_]:
+    data, ref_grid = _nifti(reference)
+    mask = resample_mask(data > 0, ref_grid, _nifti("ch2")[1])
+    mask.setflags(write=False)
+    return mask
+
+
+@lru_cache(maxsize=1)
+def _cranium() -> tuple[npt.NDArray[np.int16], tuple[float, float, float]]:
+    """The head CT's matrix (as InVesalius stores it) and spacing (z, y, x) in mm."""
+    with tarfile.open(CRANIUM, "r:gz") as tar:
+        members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
+        plist_file = tar.extractfile(members["main.plist"])
+        matrix_file = tar.extractfile(members["matrix.dat"])
+        assert plist_file is not None and matrix_file is not None
+        main = plistlib.load(plist_file)
+        raw = matrix_file.read()
+    shape = tuple(int(n) for n in main["matrix"]["shape"])
+    matrix = np.frombuffer(raw, dtype=np.dtype(main["matrix"]["dtype"]).newbyteorder("<"))
+    sx, sy, sz = (float(v) for v in main["spacing"])
+    return matrix.reshape(shape).astype(np.int16), (sz, sy, sx)
+
+
+def invesalius_head_ct() -> RealVolume:
+    """The InVesalius example head CT (108 axial slices of 256x256, HU) as a CT series.
+
+    What is known: ``main.plist`` gives the matrix shape (108, 256, 256), int16 HU and
+    the spacing (x, y, z) = (0.957, 0.957, 1.5) mm, and says the series is axial; it
+    has no position, orientation or laterality. InVesalius builds its matrix from the
+    sorted DICOM slices and flips each image upside down (``dcm2memmap``:
+    ``slice[::-1]``). The images agree: slice 0 holds the mandible and teeth, slice 107
+    the vertex, so the slices run from inferior to superior; in each stored image the
+    face is at the bottom and the head rest behind the skull at the top, so the rows
+    are flipped back here to give the usual axial display (anterior at the top).
+
+    Assumed: columns run to the patient's left (the scanner's usual axial orientation;
+    InVesalius keeps the column order, and a head is too symmetric to check it), no
+    gantry tilt, slice thickness equal to the 1.5 mm step, and a made-up position: the
+    in-plane centre at x = y = 0, slice 0 at z = 0.
+
+    Returns
+    -------
+    RealVolume
+        HU voxels, IOP ``1\\0\\0\\0\\1\\0``, slice 0 the most inferior.
+    """
+    matrix, (dz, dy, dx) = _cranium()
+    voxels = np.ascontiguousarray(matrix[:, ::-1, :], dtype=np.float32)
+    voxels.setflags(write=False)
+    _, rows, cols = voxels.shape
+    first = (-dx * (cols - 1) / 2, -dy * (rows - 1) / 2, 0.0)
+    return RealVolume(voxels, (dz, dy, dx), PLANES["axial"], first, "CT", "invesalius-head-ct")
+
+
+def slab(volume: RealVolume, start: int, stop: int) -> RealVolume:
+    """Slices ``start:stop`` of a volume, with ImagePositionPatient moved to ``start``.
+
+    Raises
+    ------
+    ValueError
+        Not ``0 <= start < stop <= slices``.
+    """
+    n = volume.voxels.shape[0]
+    if not 0 <= start < stop <= n:
+        raise ValueError(f"slab {start}:{stop} outside 0:{n} or empty")
+    shift = np.asarray(volume.first_position) + start * volume.spacing_mm[0] * volume.normal
+    first = (float(shift[0]), float(shift[1]), float(shift[2]))
+    return replace(volume, voxels=volume.voxels[start:stop], first_position=first)
+
+
+def _split_row(volume: RealVolume) -> int:
+    """Index, along the axis that runs through the head, of the first held-out voxel."""
+    if volume.name not in HELD_OUT:
+        raise ValueError(f"no held-out part is defined for {volume.name!r}")
+    plane = volume.plane
+    if plane == "axial":
+        return HELD_OUT[volume.name]
+    if plane in ("sagittal", "coronal"):  # rows run from superior to inferior
+        return int(volume.voxels.shape[1]) - HELD_OUT[volume.name]
+    raise ValueError(f"no held-out part is defined for an {plane} volume")
+
+
+def _rows(volume: RealVolume, start: int, stop: int) -> RealVolume:
+    col_dir = np.asarray(volume.orientation[3:])
+    shift = np.asarray(volume.first_position) + start * volume.spacing_mm[1] * col_dir
+    first = (float(shift[0]), float(shift[1]), float(shift[2]))
+    return replace(volume, voxels=volume.voxels[:, start:stop], first_position=first)
+
+
+def held_out(volume: RealVolume) -> RealVolume:
+    """The superior part of a volume that body-region training must not see.
+
+    Axial: slices from ``HELD_OUT[name]`` on. Sagittal and coronal Colin27: the rows
+    of the same axial levels (the top ``181 - 90`` rows), so the split is one plane in
+    the patient whatever the series' plane.
+    """
+    split = _split_row(volume)
+    if volume.plane == "axial":
+        return slab(volume, split, volume.voxels.shape[0])
+    return _rows(volume, 0, split)
+
+
+def training_part(volume: RealVolume) -> RealVolume:
+    """The inferior part of a volume, the only one body-region training may use."""
+    split = _split_row(volume)
+    if volume.plane == "axial":
+        return slab(volume, 0, split)
+    return _rows(volume, split, volume.voxels.shape[1])
+
+
+def _all_series() -> list[tuple[str, RealVolume]]:
+    out = [(f"colin27-t1-{plane}", colin27_t1(plane)) for plane in PLANES]
+    return [*out, ("invesalius-head-ct", invesalius_head_ct())]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write every series as Part 10 files into ``OUTDIR/<name>[-plane]/``."""
+    from .series import write_series
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m dicom_ai_node.testing.real_volumes OUTDIR", file=sys.stderr)
+        return 2
+    missing = available()
+    if missing:
+        print("missing (Debian mricron-data, invesalius-examples): " + ", ".join(missing))
+        return 1
+    out = Path(args[0])
+    for number, (folder, volume) in enumerate(_all_series(), start=1):
+        paths = write_series(to_datasets(volume, seed=0, series_number=number), out / folder)
+        print(f"{out / folder}: {len(paths)} files")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
