@@ -1,6 +1,7 @@
-"""Testing: axis-aligned voxel grids resliced into DICOM planes, and masks moved between grids.
+"""Testing: a real volume in DICOM geometry, axis-aligned grids resliced into DICOM planes.
 
-Helpers of :mod:`dicom_ai_node.testing.real_volumes`. A grid's affine maps voxel indices
+Helpers of :mod:`dicom_ai_node.testing.real_volumes`: the :class:`RealVolume` value, its
+slabs and row crops, reslicing, and masks moved between grids. A grid's affine maps voxel indices
 (i, j, k) of an array to patient coordinates (LPS, mm), as a NIfTI affine does after x
 and y change sign. Only axis-aligned grids occur (every voxel axis parallel to a patient
 axis), so reslicing is a transpose and flips: no interpolation.
@@ -8,15 +9,100 @@ axis), so reslicing is a transpose and flips: no interpolation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Grid", "reorient", "resample_mask"]
+__all__ = ["PLANES", "Grid", "RealVolume", "crop_rows", "reorient", "resample_mask", "slab"]
 
 #: Cosine above which a voxel axis counts as parallel to a patient direction.
 _PARALLEL = 0.999
+
+#: The planes :func:`.real_volumes.colin27_t1` builds, with their ImageOrientationPatient.
+PLANES: dict[str, tuple[float, ...]] = {
+    "axial": (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+    "sagittal": (0.0, 1.0, 0.0, 0.0, 0.0, -1.0),
+    "coronal": (1.0, 0.0, 0.0, 0.0, 0.0, -1.0),
+}
+
+
+@dataclass(frozen=True)
+class RealVolume:
+    """A real volume in DICOM patient geometry, ready for :func:`~.real_series.to_datasets`.
+
+    Attributes
+    ----------
+    voxels:
+        (slices, rows, columns) float32 real-world values (HU for CT, the file's
+        intensities for MR); read-only, shared between calls (copy to change it).
+    spacing_mm:
+        (slice step, row spacing, column spacing) in mm.
+    orientation:
+        ImageOrientationPatient: the row and column direction cosines (LPS).
+    first_position:
+        ImagePositionPatient (LPS, mm) of slice 0; slice ``k`` is at ``first_position +
+        k * spacing_mm[0] * normal``, the normal being row x column direction.
+    modality:
+        ``"MR"`` or ``"CT"``.
+    name:
+        ``"colin27-t1"`` or ``"invesalius-head-ct"`` (the key of
+        :data:`.real_volumes.HELD_OUT`).
+    """
+
+    voxels: npt.NDArray[np.float32]
+    spacing_mm: tuple[float, float, float]
+    orientation: tuple[float, ...]
+    first_position: tuple[float, float, float]
+    modality: str
+    name: str
+
+    @property
+    def normal(self) -> npt.NDArray[np.float64]:
+        """Unit slice normal, row direction x column direction (LPS)."""
+        row, col = np.asarray(self.orientation[:3]), np.asarray(self.orientation[3:])
+        return np.cross(row, col)
+
+    @property
+    def plane(self) -> str:
+        """``"axial"``, ``"sagittal"``, ``"coronal"`` or ``"oblique"``."""
+        for plane, iop in PLANES.items():
+            if np.allclose(self.orientation, iop, atol=1e-6):
+                return plane
+        return "oblique"
+
+
+def slab(volume: RealVolume, start: int, stop: int) -> RealVolume:
+    """Slices ``start:stop`` of a volume, with ImagePositionPatient moved to ``start``.
+
+    Raises
+    ------
+    ValueError
+        Not ``0 <= start < stop <= slices``.
+    """
+    n = volume.voxels.shape[0]
+    if not 0 <= start < stop <= n:
+        raise ValueError(f"slab {start}:{stop} outside 0:{n} or empty")
+    shift = np.asarray(volume.first_position) + start * volume.spacing_mm[0] * volume.normal
+    first = (float(shift[0]), float(shift[1]), float(shift[2]))
+    return replace(volume, voxels=volume.voxels[start:stop], first_position=first)
+
+
+def crop_rows(volume: RealVolume, start: int, stop: int) -> RealVolume:
+    """Rows ``start:stop`` of every slice, with ImagePositionPatient moved to row ``start``.
+
+    Raises
+    ------
+    ValueError
+        Not ``0 <= start < stop <= rows``.
+    """
+    rows = volume.voxels.shape[1]
+    if not 0 <= start < stop <= rows:
+        raise ValueError(f"rows {start}:{stop} outside 0:{rows} or empty")
+    col_dir = np.asarray(volume.orientation[3:])
+    shift = np.asarray(volume.first_position) + start * volume.spacing_mm[1] * col_dir
+    first = (float(shift[0]), float(shift[1]), float(shift[2]))
+    return replace(volume, voxels=volume.voxels[:, start:stop], first_position=first)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Testing: a :class:`~.real_volumes.RealVolume` as one DICOM series (MR or CT Image Storage).
+"""Testing: a :class:`~.real_geometry.RealVolume` as one DICOM series (MR or CT Image Storage).
 
 The patient is the made-up canary patient of :mod:`dicom_ai_node.testing.series` (through
 its :func:`~dicom_ai_node.testing.series.new_instance`); UIDs come from the seed, the
@@ -7,18 +7,14 @@ volume's name and its plane, so the same call gives the same series again.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import numpy.typing as npt
 from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage, MRImageStorage, generate_uid
 
 from ..identity import UID_ROOT
+from .real_geometry import RealVolume
 from .series import CANARY_PATIENT_ID, new_instance
-
-if TYPE_CHECKING:
-    from .real_volumes import RealVolume
 
 __all__ = ["CT_INTERCEPT", "to_datasets"]
 

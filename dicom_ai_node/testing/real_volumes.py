@@ -27,14 +27,13 @@ from __future__ import annotations
 import plistlib
 import sys
 import tarfile
-from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from .real_geometry import Grid, reorient, resample_mask
+from .real_geometry import PLANES, Grid, RealVolume, crop_rows, reorient, resample_mask, slab
 from .real_series import to_datasets
 
 __all__ = [
@@ -57,60 +56,10 @@ __all__ = [
 COLIN27_DIR = Path("/usr/share/mricron/templates")
 #: InVesalius project of Debian ``invesalius-examples`` holding the head CT.
 CRANIUM = Path("/usr/share/doc/invesalius-examples/examples/Cranium.inv3")
-#: The planes :func:`colin27_t1` builds, with their ImageOrientationPatient.
-PLANES: dict[str, tuple[float, ...]] = {
-    "axial": (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
-    "sagittal": (0.0, 1.0, 0.0, 0.0, 0.0, -1.0),
-    "coronal": (1.0, 0.0, 0.0, 0.0, 0.0, -1.0),
-}
 #: Held out from body-region training: the first held-out axial slice, counted from the
 #: inferior end, of each volume (everything superior to it is test data).
 HELD_OUT: dict[str, int] = {"invesalius-head-ct": 54, "colin27-t1": 90}
 _REFERENCES = ("ch2bet", "ch2better")
-
-
-@dataclass(frozen=True)
-class RealVolume:
-    """A real volume in DICOM patient geometry, ready for :func:`to_datasets`.
-
-    Attributes
-    ----------
-    voxels:
-        (slices, rows, columns) float32 real-world values (HU for CT, the file's
-        intensities for MR); read-only, shared between calls (copy to change it).
-    spacing_mm:
-        (slice step, row spacing, column spacing) in mm.
-    orientation:
-        ImageOrientationPatient: the row and column direction cosines (LPS).
-    first_position:
-        ImagePositionPatient (LPS, mm) of slice 0; slice ``k`` is at ``first_position +
-        k * spacing_mm[0] * normal``, the normal being row x column direction.
-    modality:
-        ``"MR"`` or ``"CT"``.
-    name:
-        ``"colin27-t1"`` or ``"invesalius-head-ct"`` (the key of :data:`HELD_OUT`).
-    """
-
-    voxels: npt.NDArray[np.float32]
-    spacing_mm: tuple[float, float, float]
-    orientation: tuple[float, ...]
-    first_position: tuple[float, float, float]
-    modality: str
-    name: str
-
-    @property
-    def normal(self) -> npt.NDArray[np.float64]:
-        """Unit slice normal, row direction x column direction (LPS)."""
-        row, col = np.asarray(self.orientation[:3]), np.asarray(self.orientation[3:])
-        return np.cross(row, col)
-
-    @property
-    def plane(self) -> str:
-        """``"axial"``, ``"sagittal"``, ``"coronal"`` or ``"oblique"``."""
-        for plane, iop in PLANES.items():
-            if np.allclose(self.orientation, iop, atol=1e-6):
-                return plane
-        return "oblique"
 
 
 def available() -> list[str]:
@@ -243,60 +192,51 @@ def invesalius_head_ct() -> RealVolume:
     return RealVolume(voxels, (dz, dy, dx), PLANES["axial"], first, "CT", "invesalius-head-ct")
 
 
-def slab(volume: RealVolume, start: int, stop: int) -> RealVolume:
-    """Slices ``start:stop`` of a volume, with ImagePositionPatient moved to ``start``.
+def _split_z(name: str) -> float:
+    """Patient z (LPS, mm) of the first held-out axial slice of a volume."""
+    if name not in HELD_OUT:
+        raise ValueError(f"no held-out part is defined for {name!r}")
+    axial = colin27_t1("axial") if name == "colin27-t1" else invesalius_head_ct()
+    return axial.first_position[2] + HELD_OUT[name] * axial.spacing_mm[0]
+
+
+def _split(volume: RealVolume) -> int:
+    """Index of the first held-out slice (axial) or the first training row (others)."""
+    z0, split_z = volume.first_position[2], _split_z(volume.name)
+    if volume.plane == "axial":  # slices go up
+        index = int(np.ceil((split_z - z0) / volume.spacing_mm[0] - 1e-6))
+        return min(max(index, 0), int(volume.voxels.shape[0]))
+    if volume.plane in ("sagittal", "coronal"):  # rows go down
+        index = int(np.floor((z0 - split_z) / volume.spacing_mm[1] + 1e-6)) + 1
+        return min(max(index, 0), int(volume.voxels.shape[1]))
+    raise ValueError(f"no held-out part is defined for an {volume.plane} volume")
+
+
+def held_out(volume: RealVolume) -> RealVolume:
+    """The superior part of a volume, which body-region training must not see.
+
+    The split is one axial level of the patient, whatever the series' plane: the
+    axial slice ``HELD_OUT[name]`` of the whole volume (counted from the inferior
+    end) and everything above it. Axial series lose slices, sagittal and coronal ones
+    rows; a slab or crop is split at the same level.
 
     Raises
     ------
     ValueError
-        Not ``0 <= start < stop <= slices``.
+        An unknown volume, an oblique one, or none of it above the level.
     """
-    n = volume.voxels.shape[0]
-    if not 0 <= start < stop <= n:
-        raise ValueError(f"slab {start}:{stop} outside 0:{n} or empty")
-    shift = np.asarray(volume.first_position) + start * volume.spacing_mm[0] * volume.normal
-    first = (float(shift[0]), float(shift[1]), float(shift[2]))
-    return replace(volume, voxels=volume.voxels[start:stop], first_position=first)
-
-
-def _split_row(volume: RealVolume) -> int:
-    """Index, along the axis that runs through the head, of the first held-out voxel."""
-    if volume.name not in HELD_OUT:
-        raise ValueError(f"no held-out part is defined for {volume.name!r}")
-    plane = volume.plane
-    if plane == "axial":
-        return HELD_OUT[volume.name]
-    if plane in ("sagittal", "coronal"):  # rows run from superior to inferior
-        return int(volume.voxels.shape[1]) - HELD_OUT[volume.name]
-    raise ValueError(f"no held-out part is defined for an {plane} volume")
-
-
-def _rows(volume: RealVolume, start: int, stop: int) -> RealVolume:
-    col_dir = np.asarray(volume.orientation[3:])
-    shift = np.asarray(volume.first_position) + start * volume.spacing_mm[1] * col_dir
-    first = (float(shift[0]), float(shift[1]), float(shift[2]))
-    return replace(volume, voxels=volume.voxels[:, start:stop], first_position=first)
-
-
-def held_out(volume: RealVolume) -> RealVolume:
-    """The superior part of a volume that body-region training must not see.
-
-    Axial: slices from ``HELD_OUT[name]`` on. Sagittal and coronal Colin27: the rows
-    of the same axial levels (the top ``181 - 90`` rows), so the split is one plane in
-    the patient whatever the series' plane.
-    """
-    split = _split_row(volume)
+    split = _split(volume)
     if volume.plane == "axial":
         return slab(volume, split, volume.voxels.shape[0])
-    return _rows(volume, 0, split)
+    return crop_rows(volume, 0, split)
 
 
 def training_part(volume: RealVolume) -> RealVolume:
-    """The inferior part of a volume, the only one body-region training may use."""
-    split = _split_row(volume)
+    """The inferior part of a volume (below :func:`held_out`'s level), for training."""
+    split = _split(volume)
     if volume.plane == "axial":
         return slab(volume, 0, split)
-    return _rows(volume, split, volume.voxels.shape[1])
+    return crop_rows(volume, split, volume.voxels.shape[1])
 
 
 def _all_series() -> list[tuple[str, RealVolume]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -149,9 +150,10 @@ def test_the_head_ct_has_its_teeth_low_and_in_front() -> None:
     """Dental enamel (> 2000 HU) is in the most inferior slices and anterior (LPS -y)."""
     volume = rv.invesalius_head_ct()
     datasets = rv.to_datasets(volume, seed=2)
-    k, r, c = np.nonzero(volume.voxels > 2000)
-    assert len(k) > 50
-    positions = np.stack([_world(datasets[s])[i, j] for s, i, j in zip(k, r, c, strict=True)])
+    enamel = volume.voxels > 2000
+    assert enamel.sum() > 50
+    slices = np.nonzero(enamel.any(axis=(1, 2)))[0]
+    positions = np.concatenate([_world(datasets[k])[enamel[k]] for k in slices])
     bottom = float(np.asarray(datasets[0].ImagePositionPatient, float)[2])
     top = float(np.asarray(datasets[-1].ImagePositionPatient, float)[2])
     assert positions[:, 2].max() < bottom + 0.1 * (top - bottom)
@@ -242,6 +244,19 @@ def test_held_out_head_ct() -> None:
     np.testing.assert_array_equal(rv.training_part(volume).voxels, volume.voxels[:54])
 
 
+def test_a_slab_or_crop_is_split_at_the_same_level() -> None:
+    axial, sagittal = rv.colin27_t1("axial"), rv.colin27_t1("sagittal")
+    part = rv.held_out(rv.slab(axial, 80, 120))
+    np.testing.assert_array_equal(part.voxels, axial.voxels[90:120])
+    assert part.first_position == rv.held_out(axial).first_position
+    assert rv.training_part(sagittal).voxels.shape[1] == 90  # rows of axial slices 0-89
+    with pytest.raises(ValueError, match="outside"):  # nothing of it is held out
+        rv.held_out(rv.training_part(axial))
+    with pytest.raises(ValueError, match="no held-out part"):
+        rv.held_out(replace(axial, name="elsewhere"))
+
+
+@pytest.mark.slow
 def test_cli_writes_every_series(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "dicom_ai_node.testing.real_volumes", str(tmp_path)],
