@@ -74,18 +74,23 @@ def _check_plane(plane: str) -> tuple[float, ...]:
     return PLANES[plane]
 
 
-@lru_cache(maxsize=4)
-def _nifti(name: str) -> tuple[npt.NDArray[np.float32], Grid]:
-    """A Colin27 file's voxels (NIfTI order) and its voxel-to-LPS affine."""
+def _nifti(name: str) -> tuple[npt.NDArray[np.generic], Grid]:
+    """A Colin27 file's voxels (NIfTI order, the file's type) and its voxel-to-LPS grid."""
     import nibabel  # test-only dependency
 
     image = nibabel.load(COLIN27_DIR / f"{name}.nii.gz")
     if not isinstance(image, nibabel.Nifti1Image):
         raise TypeError(f"{name}.nii.gz is not a NIfTI-1 image")
-    data = np.asarray(image.get_fdata(dtype=np.float32), dtype=np.float32)
+    data = np.asanyarray(image.dataobj)  # scaled if the header says so
     lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(image.affine, dtype=np.float64)
-    data.setflags(write=False)
     return data, Grid(lps, data.shape)
+
+
+@lru_cache(maxsize=1)
+def _t1() -> tuple[npt.NDArray[np.generic], Grid]:
+    data, grid = _nifti("ch2")
+    data.setflags(write=False)
+    return data, grid
 
 
 def colin27_t1(plane: str = "axial") -> RealVolume:
@@ -107,7 +112,7 @@ def colin27_t1(plane: str = "axial") -> RealVolume:
         An unknown plane.
     """
     iop = _check_plane(plane)
-    data, grid = _nifti("ch2")
+    data, grid = _t1()
     voxels, spacing, first = reorient(data, grid, iop)
     return RealVolume(voxels, spacing, iop, first, "MR", "colin27-t1")
 
@@ -134,14 +139,14 @@ def colin27_brain_mask(reference: str = "ch2bet", plane: str = "axial") -> npt.N
     if reference not in _REFERENCES:
         raise ValueError(f"reference {reference!r} is not one of {', '.join(_REFERENCES)}")
     iop = _check_plane(plane)
-    oriented, _, _ = reorient(_mask_on_t1_grid(reference), _nifti("ch2")[1], iop)
+    oriented, _, _ = reorient(_mask_on_t1_grid(reference), _t1()[1], iop)
     return oriented.astype(bool)
 
 
 @lru_cache(maxsize=2)
 def _mask_on_t1_grid(reference: str) -> npt.NDArray[np.bool_]:
     data, ref_grid = _nifti(reference)
-    mask = resample_mask(data > 0, ref_grid, _nifti("ch2")[1])
+    mask = resample_mask(np.greater(data, 0), ref_grid, _t1()[1])
     mask.setflags(write=False)
     return mask
 
