@@ -29,11 +29,23 @@ from dicom_ai_node.testing.series import (
     write_series,
 )
 
+from .. import conftest
 from ..tools import dciodvfy_errors
 
 pytestmark = pytest.mark.usefixtures("real_volumes")
 
 PLANES = list(rv.PLANES)
+
+
+@pytest.mark.parametrize("in_ci", [True, False])
+def test_missing_debian_files_fail_in_ci_and_skip_elsewhere(
+    in_ci: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rv, "available", lambda: ["/usr/share/mricron/templates/ch2.nii.gz"])
+    monkeypatch.setattr(conftest, "IN_CI", in_ci)
+    outcome = pytest.fail.Exception if in_ci else pytest.skip.Exception
+    with pytest.raises(outcome, match=r"install-tools.*mricron"):
+        conftest.require_real_volumes()
 
 
 def _nifti(name: str) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float64]]:
