@@ -5,8 +5,9 @@ RUN pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorc
 COPY setup.cfg pyproject.toml README.md ./
 COPY dicom_ai_node ./dicom_ai_node
 COPY models ./models
-# the postgres extra: psycopg, for storage.database_url = "postgresql+psycopg://..."
-RUN pip install --no-cache-dir ".[postgres]"
+# the postgres extra: psycopg, for storage.database_url = "postgresql+psycopg://..."; the
+# brain extra: deepbet, whose wheel holds the mr-brain-extraction networks
+RUN pip install --no-cache-dir ".[postgres,brain]"
 # Run as an unprivileged user; /data (the volume: storage, SQLite index if no database
 # URL, the first admin's password file) belongs to it. A new named volume takes this
 # owner from the image.

@@ -15,7 +15,8 @@ $(PY):
 $(STAMP): $(PY) setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e .
+	# the "brain" extra: deepbet, whose wheel holds the mr-brain-extraction networks
+	$(PY) -m pip install --quiet -e '.[brain]'
 	touch $(STAMP)
 
 $(TEST_STAMP): $(STAMP)
