@@ -95,6 +95,14 @@ def _normal(ds: Dataset) -> npt.NDArray[np.float64] | None:
     return np.cross(row, col)
 
 
+def _orientation_of(ds: Dataset) -> tuple[float, ...] | None:
+    """Image Orientation (Patient) as six floats, or ``None`` when absent or malformed."""
+    iop = ds.get("ImageOrientationPatient")
+    if iop is None or len(iop) != 6:
+        return None
+    return tuple(float(v) for v in iop)
+
+
 def _sort(datasets: Sequence[Dataset]) -> tuple[list[Dataset], list[QualityIssue]]:
     issues: list[QualityIssue] = []
     normal = _normal(datasets[0])
@@ -358,6 +366,7 @@ def _load_cine(
         series_instance_uid=str(first.SeriesInstanceUID),
         study_instance_uid=str(first.StudyInstanceUID),
         phases=phases,
+        orientation=_orientation_of(first),
     )
     return volume, ordered, tuple(issues)
 
@@ -450,5 +459,6 @@ def load_volume(
         frame_of_reference_uid=str(first.get("FrameOfReferenceUID", "")),
         series_instance_uid=str(first.SeriesInstanceUID),
         study_instance_uid=str(first.StudyInstanceUID),
+        orientation=_orientation_of(first),
     )
     return volume, ordered, tuple(issues)
