@@ -183,7 +183,9 @@ class Node:
         rules_path = settings.path(settings.route.rules_file)
         if not rules_path.is_file():
             raise ConfigError(f"route.rules_file {rules_path} not found")
-        self.rules = load_rules(rules_path, list(self.registry.manifests))
+        self.rules = load_rules(
+            rules_path, list(self.registry.manifests), self.registry.unavailable
+        )
         _check_selections(self.rules, self.registry)
         tls_files = _tls_files(settings)
         infer = settings.infer

@@ -40,7 +40,7 @@ def cmd_models_list(args: argparse.Namespace, settings: NodeSettings) -> int:
 
     device = choose_device(settings.infer.device, settings.infer.threads, settings.infer.bf16)
     registry = ModelRegistry(settings.path(settings.infer.models_dir), device)
-    if not len(registry):
+    if not len(registry) and not registry.unavailable:
         print("no models found")
     for m in registry:
         state = "warm" if registry.is_warm(m.name) else "cold (loads at start)"
@@ -50,6 +50,8 @@ def cmd_models_list(args: argparse.Namespace, settings: NodeSettings) -> int:
             f"body parts={sorted(m.input.body_parts)}"
         )
         print(f"    intended use: {m.intended_use}")
+    for name, reason in sorted(registry.unavailable.items()):
+        print(f"{name}  unavailable: {reason} (its routing rules are skipped)")
     for region in registry.body_regions:
         print(f"{region.name} {region.version}  task={region.task} (asked by routing) device=cpu")
         print(f"    input: modalities={sorted(region.input.modalities)}")
@@ -132,6 +134,7 @@ def cmd_route_explain(args: argparse.Namespace, settings: NodeSettings) -> int:
     rules = load_rules(
         Path(args.rules) if args.rules else settings.path(settings.route.rules_file),
         list(registry.manifests),
+        registry.unavailable,
     )
     return _explain(
         Path(args.path), rules, registry.specs, args.calling_ae or "", registry.body_region_model()
@@ -194,11 +197,11 @@ def cmd_models_add(args: argparse.Namespace, settings: NodeSettings) -> int:
     target = install_model(folder, models_dir, replace=args.replace)
     print(f"installed in {target}")
     registry = ModelRegistry(models_dir, device)
-    known = list(registry.manifests)
+    known = [*registry.manifests, *registry.unavailable]  # rules may name either
     if args.add_rule:
         name = _add_rule(rules_path, manifest, known)
         print(f"added rule {name!r} to {rules_path} (from the model's declared input; edit it)")
-    rules = load_rules(rules_path, known)
+    rules = load_rules(rules_path, known, registry.unavailable)
     routing = [r for r in rules if r.model == manifest.name and r.enabled]
     for rule in routing:
         print(f"routed by rule {rule.name!r} of {rules_path}")

@@ -2,12 +2,13 @@
 
 A manifest names the model, its version and task, what input it accepts (the router's
 :class:`~dicom_ai_node.domain.InputSpec`), its pre- and post-processing, the output labels
-with their SNOMED CT / DCM codes (PS3.16), and its weights file.
+with their SNOMED CT / DCM codes (PS3.16), and its weights file: in the model's folder, or
+inside an installed Python distribution (``package``, :mod:`.package`), in which case the
+model is unavailable (not an error) while that distribution is not installed.
 """
 
 from __future__ import annotations
 
-import itertools
 import re
 import tomllib
 import zlib
@@ -19,6 +20,16 @@ from typing import Any
 from ..domain import AlgorithmInfo, BodyPart, Code, InputSpec, OutputLabel, Scope, parse_enum
 from ..errors import ConfigError
 from ..identity import MANUFACTURER
+from .manifest_checks import (
+    check_brain_extraction,
+    check_classification,
+    check_preprocess,
+    check_references,
+    parse_code,
+    parse_ratios,
+    parse_totals,
+)
+from .package import package_root
 
 __all__ = [
     "MEASUREMENTS",
@@ -32,6 +43,8 @@ __all__ = [
 # PS3.16 CID 7162 (Algorithm Family): "Artificial Intelligence"
 AI_FAMILY = Code("123110", "DCM", "Artificial Intelligence")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+#: A distribution name (PEP 508 names).
+_PACKAGE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
 _TOP_KEYS = {
     "name",
     "version",
@@ -47,6 +60,7 @@ _TOP_KEYS = {
     "algorithm_family",
     "entry_point",
     "series_number",
+    "package",
 }
 _INPUT_KEYS = {
     "modalities",
@@ -60,16 +74,6 @@ _INPUT_KEYS = {
     "require_pixel_spacing",
     "scope",
 }
-
-
-def _code(value: Any, where: str) -> Code:
-    if not (
-        isinstance(value, list | tuple)
-        and len(value) == 3
-        and all(isinstance(v, str) for v in value)
-    ):
-        raise ConfigError(f"{where}: a code is [value, scheme designator, meaning], got {value!r}")
-    return Code(*value)
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,9 @@ class ModelManifest:
     entry_point: str = ""
     #: First Series Number of the model's results (see :data:`SERIES_NUMBER_BLOCK`).
     series_number: int = 0
+    #: The installed distribution (``importlib.metadata`` name) that holds the weights;
+    #: empty when they are in :attr:`folder`.
+    package: str = ""
 
     def __post_init__(self) -> None:
         if self.series_number == 0:
@@ -118,7 +125,30 @@ class ModelManifest:
     @property
     def weights_path(self) -> Path:
         """Absolute path of the weights file."""
-        return self.folder / self.weights
+        return self.resolve(self.weights)
+
+    def resolve(self, relative: str) -> Path:
+        """A file the manifest names: inside the installed :attr:`package` when it names
+        one (and it is installed), else in the model's folder."""
+        root = package_root(self.package) if self.package else None
+        return (root if root is not None else self.folder) / relative
+
+    @property
+    def unavailable(self) -> str:
+        """Why the model cannot run here (its package or a file of it missing); empty
+        when it can. Checked when the registry loads the manifests."""
+        if not self.package:
+            return ""
+        if package_root(self.package) is None:
+            return f"the Python package {self.package!r} is not installed"
+        files = [
+            self.weights,
+            *([self.preprocess["bbox_weights"]] if "bbox_weights" in self.preprocess else []),
+        ]
+        missing = [f for f in files if not self.resolve(f).is_file()]
+        if missing:
+            return f"the package {self.package!r} has no {', '.join(missing)}"
+        return ""
 
     def algorithm(self, device_uid: str) -> AlgorithmInfo:
         """The identification encoders put in results (TID 4019)."""
@@ -217,10 +247,10 @@ def _labels(items: list[Mapping[str, Any]], where: str) -> tuple[OutputLabel, ..
             OutputLabel(
                 value=int(item["value"]),
                 name=str(item["name"]),
-                category=_code(item.get("category"), f"{at}.category"),
-                type=_code(item.get("type"), f"{at}.type"),
+                category=parse_code(item.get("category"), f"{at}.category"),
+                type=parse_code(item.get("type"), f"{at}.type"),
                 color_rgb=(color[0], color[1], color[2]),
-                laterality=_code(item["laterality"], f"{at}.laterality")
+                laterality=parse_code(item["laterality"], f"{at}.laterality")
                 if "laterality" in item
                 else None,
                 measurements=_measurements(item.get("measurements", []), f"{at}.measurements"),
@@ -233,45 +263,8 @@ def _labels(items: list[Mapping[str, Any]], where: str) -> tuple[OutputLabel, ..
     return tuple(labels)
 
 
-_RATIO_KEYS = {"label", "numerator", "denominator", "code"}
-
-
-def _grades(grades: Any, at: str) -> None:
-    """A ratio's ``grades``: {code, below}, ``below`` strictly decreasing band edges."""
-    if not isinstance(grades, dict) or set(grades) != {"code", "below"}:
-        raise ConfigError(f"{at}.grades: needs exactly code and below")
-    _code(grades["code"], f"{at}.grades.code")
-    edges = grades["below"]
-    if (
-        not isinstance(edges, list)
-        or not edges
-        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in edges)
-        or any(b >= a for a, b in itertools.pairwise(edges))
-    ):
-        raise ConfigError(f"{at}.grades.below: a list of numbers, strictly decreasing")
-
-
-def _ratios(items: Any, where: str) -> list[dict[str, Any]]:
-    """``postprocess.ratios``: each {label, numerator, denominator, code} and optionally
-    ``grades`` (a grade code and the band edges the ratio falls below, see
-    :func:`.findings.measure.ratio_measurements`)."""
-    if not isinstance(items, list):
-        raise ConfigError(f"{where}: postprocess.ratios is a list of tables")
-    out = []
-    for i, item in enumerate(items):
-        at = f"{where} postprocess.ratios[{i}]"
-        if not isinstance(item, dict) or not (_RATIO_KEYS <= set(item) <= _RATIO_KEYS | {"grades"}):
-            raise ConfigError(
-                f"{at}: needs exactly label, numerator, denominator and code (and may have grades)"
-            )
-        for key in ("numerator", "denominator"):
-            if not isinstance(item[key], list) or not all(isinstance(v, int) for v in item[key]):
-                raise ConfigError(f"{at}.{key}: a list of label values")
-        _code(item["code"], f"{at}.code")
-        if "grades" in item:
-            _grades(item["grades"], at)
-        out.append(dict(item))
-    return out
+#: Tasks a manifest may declare; ``body-region`` is the router's own model.
+TASKS = ("segmentation", "classification", "body-region", "brain-extraction")
 
 
 def _postprocess(data: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -279,79 +272,16 @@ def _postprocess(data: Mapping[str, Any], where: str) -> dict[str, Any]:
     if "measurements" in out:
         out["measurements"] = list(_measurements(out["measurements"], f"{where} postprocess"))
     if "ratios" in out:
-        out["ratios"] = _ratios(out["ratios"], where)
+        out["ratios"] = parse_ratios(out["ratios"], where)
+    if "totals" in out:
+        out["totals"] = parse_totals(out["totals"], where)
     return out
 
 
-#: Tasks a manifest may declare; ``body-region`` is the router's own model.
-TASKS = ("segmentation", "classification", "body-region")
-
-
-def _check_classification(manifest: ModelManifest, where: str) -> None:
-    """A classifier's post-processing: ``threshold`` in (0, 1), ``saliency`` true/false,
-    ``"occlusion"`` or ``"grad-cam"`` (with ``saliency_layer``),
-    ``activation`` sigmoid (one probability per label) or softmax (labels exclusive)."""
-    post = manifest.postprocess
-    threshold = post.get("threshold", 0.5)
-    if not isinstance(threshold, int | float) or not 0 < threshold < 1:
-        raise ConfigError(f"{where}: postprocess.threshold must be in (0, 1), got {threshold!r}")
-    saliency = post.get("saliency", False)
-    if saliency not in (True, False, "occlusion", "grad-cam"):
-        raise ConfigError(
-            f'{where}: postprocess.saliency is true, false, "occlusion" or "grad-cam"'
-        )
-    layer = post.get("saliency_layer")
-    if saliency == "grad-cam" and (not isinstance(layer, int) or layer < 0):
-        raise ConfigError(f'{where}: saliency = "grad-cam" needs saliency_layer, an index')
-    if post.get("activation", "sigmoid") not in ("sigmoid", "softmax"):
-        raise ConfigError(f"{where}: postprocess.activation is sigmoid or softmax")
-    if not manifest.labels:
-        raise ConfigError(f"{where}: a classification model needs at least one label")
-
-
-def _check_preprocess(manifest: ModelManifest, where: str) -> None:
-    """``geometry`` volume, projection or cine, ``require_calibration`` (projection only),
-    ``intensity`` "percentile" with its ``intensity_ceiling``, tiling (``tile``,
-    ``pixel_mm``, ``tile_overlap``) and 2.5-D input (``context_mm``)."""
-    pre = manifest.preprocess
-    if pre.get("geometry", "volume") not in ("volume", "projection", "cine"):
-        raise ConfigError(f"{where}: preprocess.geometry is volume, projection or cine")
-    if pre.get("geometry") == "cine" and manifest.task != "segmentation":
-        raise ConfigError(f'{where}: geometry = "cine" is for segmentation models')
-    if not isinstance(pre.get("require_calibration", False), bool):
-        raise ConfigError(f"{where}: preprocess.require_calibration is true or false")
-    if pre.get("require_calibration") and not manifest.projection:
-        raise ConfigError(
-            f'{where}: preprocess.require_calibration needs geometry = "projection" '
-            "(a volume always needs Pixel Spacing)"
-        )
-    if pre.get("intensity", "percentile") != "percentile":
-        raise ConfigError(f'{where}: preprocess.intensity can only be "percentile"')
-    ceiling = pre.get("intensity_ceiling", 1.0)
-    if not isinstance(ceiling, int | float) or isinstance(ceiling, bool) or ceiling < 1:
-        raise ConfigError(f"{where}: preprocess.intensity_ceiling is a number of 1 or more")
-    if "intensity_ceiling" in pre and pre.get("intensity") != "percentile":
-        raise ConfigError(f'{where}: preprocess.intensity_ceiling needs intensity = "percentile"')
-    if not isinstance(pre.get("tile", False), bool):
-        raise ConfigError(f"{where}: preprocess.tile is true or false")
-    pixel_mm = pre.get("pixel_mm", 1.0)
-    if not isinstance(pixel_mm, int | float) or pixel_mm <= 0:
-        raise ConfigError(f"{where}: preprocess.pixel_mm is a size in mm above 0")
-    overlap = pre.get("tile_overlap", 0.25)
-    if not isinstance(overlap, int | float) or not 0 <= overlap < 0.9:
-        raise ConfigError(f"{where}: preprocess.tile_overlap is in [0, 0.9)")
-    context = pre.get("context_mm", 1.0)
-    if not isinstance(context, int | float) or isinstance(context, bool) or context <= 0:
-        raise ConfigError(f"{where}: preprocess.context_mm is a distance in mm above 0")
-    if "context_mm" in pre and (
-        manifest.task != "segmentation"
-        or pre.get("geometry", "volume") != "volume"
-        or pre.get("tile")
-    ):
-        raise ConfigError(
-            f"{where}: preprocess.context_mm (2.5-D input) is for segmentation of volumes, "
-            "not tiled, cine or projection models"
-        )
+def _package(value: Any, where: str) -> str:
+    if not isinstance(value, str) or (value and not _PACKAGE.match(value)):
+        raise ConfigError(f"{where}: package is the name of an installed Python distribution")
+    return value
 
 
 def load_manifest(path: Path) -> ModelManifest:
@@ -395,22 +325,23 @@ def load_manifest(path: Path) -> ModelManifest:
         labels=_labels(data.get("labels", []), where),
         preprocess=dict(data.get("preprocess", {})),
         postprocess=_postprocess(data.get("postprocess", {}), where),
-        algorithm_family=_code(data["algorithm_family"], f"{where}.algorithm_family")
+        algorithm_family=parse_code(data["algorithm_family"], f"{where}.algorithm_family")
         if "algorithm_family" in data
         else AI_FAMILY,
         entry_point=str(data.get("entry_point", "")),
         series_number=_series_number(data.get("series_number"), where),
+        package=_package(data.get("package", ""), where),
     )
     if manifest.task not in TASKS:
         raise ConfigError(f"{where}: task {manifest.task!r} is not one of {list(TASKS)}")
-    _check_preprocess(manifest, where)
-    values = {label.value for label in manifest.labels}
-    for ratio in manifest.postprocess.get("ratios", []):
-        used = {ratio["label"], *ratio["numerator"], *ratio["denominator"]}
-        if not used <= values:
-            raise ConfigError(f"{where}: postprocess.ratios names labels {sorted(used - values)}")
+    check_preprocess(manifest, where)
+    check_references(manifest, where)
     if manifest.task == "classification":
-        _check_classification(manifest, where)
+        check_classification(manifest, where)
+    if manifest.task == "brain-extraction":
+        check_brain_extraction(manifest, where)
+    if manifest.package:  # the registry reports a missing package: the model is unavailable
+        return manifest
     if not manifest.weights_path.exists():  # a file, or a folder (a MONAI bundle)
         raise ConfigError(f"{where}: weights file or folder {manifest.weights} not found")
     return manifest

@@ -1,6 +1,8 @@
 """Infer: the model registry, discovered from ``<models_dir>/*/model.toml``.
 
-Each model is loaded once, on first use or at start-up (``warm_up``), and stays warm.
+Each model is loaded once, on first use or at start-up (``warm_up``), and stays warm. A
+model whose weights come with a Python package that is not installed (manifest
+``package``) is unavailable: listed with the reason, logged once, never routed to.
 """
 
 from __future__ import annotations
@@ -87,8 +89,11 @@ class ModelRegistry:
         #: The body-region classifiers' manifests (``task = "body-region"``), one per
         #: modality; asked by the assembler for routing, not routed to.
         self.body_regions: list[ModelManifest] = []
+        #: Models that cannot run here, by name, with the reason (their package missing).
+        self.unavailable: dict[str, str] = {}
         self._runners: dict[str, Runner] = {}
         self._lock = threading.Lock()
+        seen: list[ModelManifest] = []
         for path in sorted(models_dir.glob("*/model.toml")):
             if path.parent.name.startswith("."):  # a model being added (infer/install.py)
                 continue
@@ -103,9 +108,19 @@ class ModelRegistry:
                         )
                 self.body_regions.append(manifest)
                 continue
-            if manifest.name in self.manifests:
+            if manifest.name in self.manifests or manifest.name in self.unavailable:
                 raise ConfigError(f"{path}: model name {manifest.name!r} used twice")
-            _check_series_numbers(path, manifest, self.manifests.values())
+            _check_series_numbers(path, manifest, seen)  # an unavailable model's too
+            seen.append(manifest)
+            reason = manifest.unavailable
+            if reason:
+                self.unavailable[manifest.name] = reason
+                log.warning(
+                    "model unavailable: %s",
+                    reason,
+                    extra={"model": manifest.name, "manifest": str(path)},
+                )
+                continue
             self.manifests[manifest.name] = manifest
         self.metrics.watch_models(len(self.manifests), lambda: len(self._runners))
 

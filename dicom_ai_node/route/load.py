@@ -9,6 +9,7 @@ the file in :func:`load_rules` is the only I/O of the route stage.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from collections.abc import Collection, Mapping, Sequence
@@ -66,7 +67,11 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def load_rules(source: str | Path, known_models: Collection[str]) -> RuleSet:
+def load_rules(
+    source: str | Path,
+    known_models: Collection[str],
+    unavailable: Mapping[str, str] | None = None,
+) -> RuleSet:
     """Load and validate routing rules from a YAML file (``Path``) or YAML text (``str``).
 
     Parameters
@@ -75,6 +80,9 @@ def load_rules(source: str | Path, known_models: Collection[str]) -> RuleSet:
         A :class:`pathlib.Path` to read, or the YAML text itself.
     known_models:
         Model names rules may route to; any other name is an error.
+    unavailable:
+        Models installed but unable to run here, with the reason (e.g. their package
+        missing): rules naming them are validated and kept, but skipped with the reason.
 
     Returns
     -------
@@ -101,10 +109,15 @@ def load_rules(source: str | Path, known_models: Collection[str]) -> RuleSet:
         raise RulesError(f"{name}: {exc}") from None
     except yaml.YAMLError as exc:
         raise RulesError(f"{name}: not valid YAML: {exc}") from exc
-    return parse_rules(data, known_models, source=name)
+    return parse_rules(data, known_models, source=name, unavailable=unavailable)
 
 
-def parse_rules(data: Any, known_models: Collection[str], source: str = "<rules>") -> RuleSet:
+def parse_rules(
+    data: Any,
+    known_models: Collection[str],
+    source: str = "<rules>",
+    unavailable: Mapping[str, str] | None = None,
+) -> RuleSet:
     """Validate already-parsed rules (the mapping a YAML file holds); see :func:`load_rules`."""
     if not isinstance(data, Mapping) or "rules" not in data:
         hint = " (to read a file, pass a pathlib.Path)" if isinstance(data, str) else ""
@@ -116,16 +129,19 @@ def parse_rules(data: Any, known_models: Collection[str], source: str = "<rules>
     if not isinstance(items, list):
         raise RulesError(f"{source}: 'rules' must be a list of rules")
     rules: list[Rule] = []
+    missing = dict(unavailable or {})
     for index, item in enumerate(items, start=1):
         where = f"{source}: rule #{index}"
         if isinstance(item, Mapping) and isinstance(item.get("name"), str):
             where = f"{source}: rule {item['name']!r}"
         try:
-            rule = _parse_rule(item, frozenset(known_models))
+            rule = _parse_rule(item, frozenset(known_models) | frozenset(missing))
         except RulesError as exc:
             raise RulesError(f"{where}: {exc}") from None
         if any(r.name == rule.name for r in rules):
             raise RulesError(f"{where}: duplicate rule name")
+        if rule.model in missing:
+            rule = dataclasses.replace(rule, unavailable=missing[rule.model])
         rules.append(rule)
     _one_selection_per_model(rules, source)
     return RuleSet(tuple(rules), source)

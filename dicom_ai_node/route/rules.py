@@ -53,12 +53,18 @@ class Rule:
     #: Which matching series of a study the model runs on: the best one, once the study
     #: is quiet, or each one as it completes.
     select: SeriesSelection = SeriesSelection.BEST
+    #: Why the model cannot run on this node (e.g. its package is not installed); a rule
+    #: with a reason is skipped, and the explanation says why. Empty when it can run.
+    unavailable: str = ""
 
     def evaluate(self, values: Mapping[str, tuple[Any, ...]]) -> RuleResult:
         """Evaluate against :func:`rule_values` output; every failed condition is named."""
         head = f"rule {self.name!r} -> {self.model}"
         if not self.enabled:
             return RuleResult(self, False, f"{head}: disabled", ("rule is disabled",))
+        if self.unavailable:
+            why = f"model unavailable: {self.unavailable}"
+            return RuleResult(self, False, f"{head}: skipped: {why}", (why,))
         failed = []
         for condition in self.when:
             holds, why = condition.check(values)
@@ -94,8 +100,8 @@ class RuleSet:
 
     @property
     def models(self) -> frozenset[str]:
-        """The models the enabled rules route to."""
-        return frozenset(r.model for r in self.rules if r.enabled)
+        """The models the enabled rules route to (not those unavailable here)."""
+        return frozenset(r.model for r in self.rules if r.enabled and not r.unavailable)
 
     def selection(self, model: str) -> SeriesSelection:
         """How ``model``'s rules select series (they agree: :func:`.load.parse_rules` checks)."""
