@@ -31,7 +31,13 @@ from ...domain import Measurement, ModelOutput, OutputLabel, Volume
 from ...errors import ConfigError
 from ...geometry import Component, components
 from ..manifest import ModelManifest
-from .measure import label_measurements, long_axis_mm, ratio_measurements, region_measurements
+from .measure import (
+    label_measurements,
+    long_axis_mm,
+    ratio_measurements,
+    region_measurements,
+    total_measurements,
+)
 
 __all__ = ["InstanceRules", "segmentation_output"]
 
@@ -256,5 +262,6 @@ def segmentation_output(
             next_value += len(found)
     # the other labels are measured last: they got the regions that were not reported
     measurements[:0] = label_measurements(manifest, label_map, volume)
+    measurements += total_measurements(manifest, label_map, volume)
     measurements += ratio_measurements(manifest, label_map)
     return ModelOutput(labels=tuple(labels), label_map=label_map, measurements=tuple(measurements))

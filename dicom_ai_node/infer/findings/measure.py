@@ -69,6 +69,7 @@ __all__ = [
     "long_axis_mm",
     "ratio_measurements",
     "region_measurements",
+    "total_measurements",
     "volume_ml",
 ]
 
@@ -241,6 +242,23 @@ def ratio_measurements(
                 out.append(
                     Measurement(int(ratio["label"]), Code(*grades["code"]), float(grade), NO_UNITS)
                 )
+    return tuple(out)
+
+
+def total_measurements(
+    manifest: ModelManifest, label_map: npt.NDArray[np.uint8], volume: Volume
+) -> tuple[Measurement, ...]:
+    """``postprocess.totals``: the volume of several labels together.
+
+    Each entry has ``label`` (whose SR group reports it), ``labels`` (the label values
+    summed) and ``code`` (the concept, e.g. a total intracranial volume); the value is a
+    volume in millilitres (UCUM ``ml``) like :func:`volume_ml`'s.
+    """
+    out: list[Measurement] = []
+    for total in manifest.postprocess.get("totals", []):
+        voxels = sum(int(np.count_nonzero(label_map == v)) for v in total["labels"])
+        concept = Code(*total["code"])
+        out.append(Measurement(int(total["label"]), concept, volume_ml(voxels, volume), ML))
     return tuple(out)
 
 

@@ -1,10 +1,14 @@
-"""Infer: the TorchScript runner, for 2-D slice-wise segmentation and image classification.
+"""Infer: the TorchScript runner, for 2-D slice-wise segmentation, image classification and
+3-D brain extraction.
 
 Contract with the weights (see :mod:`~dicom_ai_node.infer.tasks.segment`,
 :mod:`~dicom_ai_node.infer.tasks.classify` and the model cards): ``forward`` takes float32
 (N, 1, H, W) at the manifest's ``preprocess.input_size`` ((N, 3, H, W) for a 2.5-D model
 with ``preprocess.context_mm``) and returns logits (N, 1 + labels, H, W) for
-``task = "segmentation"``, (N, labels) for ``task = "classification"``.
+``task = "segmentation"``, (N, labels) for ``task = "classification"``. A
+``task = "brain-extraction"`` model has two 3-D networks (``weights`` and
+``preprocess.bbox_weights``) taking (1, 1, D, H, W) and returning (1, 2, D, H, W)
+probabilities (:mod:`~dicom_ai_node.infer.tasks.brain`).
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ import torch
 from ...errors import InferenceError
 from ..manifest import ModelManifest
 from ..runner import Device, Runner
+from ..tasks.brain import BrainExtractor
 from ..tasks.classify import ImageClassifier
 from ..tasks.saliency import grad_cam
 from ..tasks.segment import SliceSegmenter
 
 __all__ = [
+    "TorchScriptBrainExtractor",
     "TorchScriptClassifier",
     "TorchScriptRunner",
     "load_torchscript",
@@ -92,8 +98,39 @@ class TorchScriptClassifier(_TorchScriptModule, ImageClassifier):
             raise InferenceError(f"model {self.manifest.name}: Grad-CAM: {exc}") from exc
 
 
+class TorchScriptBrainExtractor(BrainExtractor):
+    """Runs a brain-extraction model's two TorchScript networks (3-D, channels-last, bf16
+    autocast where the CPU has it and the manifest allows it)."""
+
+    networks: dict[str, torch.jit.ScriptModule]
+
+    def _load_networks(self) -> None:
+        self.networks = {
+            "bbox": load_torchscript(
+                str(self.manifest.resolve(str(self.manifest.preprocess["bbox_weights"]))),
+                self.manifest.name,
+                self.torch_device,
+            ),
+            "brain": load_torchscript(
+                str(self.manifest.weights_path), self.manifest.name, self.torch_device
+            ),
+        }
+        log.info("model loaded", extra={"model": self.manifest.name, "device": self.device.kind})
+
+    def _forward(self, network: str, x: torch.Tensor) -> torch.Tensor:
+        module = self.networks[network]
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+        if self.use_bf16:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return module(x)  # type: ignore[no-any-return]
+        return module(x)  # type: ignore[no-any-return]
+
+
 def make_torchscript_runner(manifest: ModelManifest, device: Device) -> Runner:
-    """The runner of ``runner = "torchscript"``: a classifier or a slice segmenter, by task."""
+    """The runner of ``runner = "torchscript"``: a classifier, a slice segmenter or a
+    brain extractor, by task."""
+    if manifest.task == "brain-extraction":
+        return TorchScriptBrainExtractor(manifest, device)
     if manifest.task == "classification":
         return TorchScriptClassifier(manifest, device)
     return TorchScriptRunner(manifest, device)
