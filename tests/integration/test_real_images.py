@@ -2,7 +2,14 @@
 extremity, MR and US images that pydicom and pydicom-data ship, in their own transfer
 syntaxes (JPEG 2000, JPEG lossless, big endian, ...), are sent over DICOM. Each is
 stored, each series ends routed or "not routed" with a reason the operator reads, no
-job fails, any results pass dciodvfy with 0 errors, and the node stays up."""
+job fails, any results pass dciodvfy with 0 errors, and the node stays up.
+
+Where the real images go (issue 18, acceptance 2 and deliverable 3): the real head CT
+series, with and without a header that names the head, goes to no chest or abdomen model;
+the real chest and lower-leg radiographs go where the rules say; and routing does no harm:
+no model the node routes a real image to reports a confident finding on an image of a body
+part it does not read, also when no header names the region and the image classifier
+decides. ``python -m models.real_images`` prints the same figures for the model cards."""
 
 from __future__ import annotations
 
@@ -17,10 +24,15 @@ from pydicom.dataset import Dataset
 from sqlalchemy import select
 
 from dicom_ai_node.app import Node
+from dicom_ai_node.cli import main
 from dicom_ai_node.domain import JobState, SeriesState
 from dicom_ai_node.send.scu import Peer, send_datasets
 from dicom_ai_node.settings import load_settings
 from dicom_ai_node.store.tables import Result, Series
+from dicom_ai_node.testing.real_series import to_datasets
+from dicom_ai_node.testing.real_volumes import invesalius_head_ct
+from dicom_ai_node.testing.series import write_series
+from models.real_images import Reader, RealImage, real_images, without_region_headers
 
 from ..conftest import IN_CI, free_port, require_exe, write_node_config
 from .test_pipeline import jobs, wait_until
@@ -48,6 +60,11 @@ PYDICOM_DATA = [
 ]
 
 
+def _testdata_path(name: str) -> Path | None:
+    found = get_testdata_file(name)
+    return Path(found) if isinstance(found, str) else None
+
+
 def _real_images() -> list[tuple[str, Dataset]]:
     try:
         import data_store
@@ -57,11 +74,11 @@ def _real_images() -> list[tuple[str, Dataset]]:
             pytest.fail(message)
         pytest.skip(message)
     root = Path(data_store.__file__).parent / "data"
-    paths = [(name, get_testdata_file(name)) for name, _ in PYDICOM]
+    paths = [(name, _testdata_path(name)) for name, _ in PYDICOM]
     paths += [(name, next(root.rglob(name), None)) for name, _ in PYDICOM_DATA]
-    missing = [name for name, path in paths if path is None]
-    assert not missing, missing
-    return [(name, dcmread(path)) for name, path in paths]
+    found = [(name, path) for name, path in paths if path is not None]
+    assert len(found) == len(paths), [name for name, path in paths if path is None]
+    return [(name, dcmread(path)) for name, path in found]
 
 
 def _bad_uids() -> Dataset:
@@ -121,3 +138,118 @@ def test_real_images_are_stored_and_routed_or_not_with_a_reason(tmp_path: Path) 
             line for line in (done.stdout + done.stderr).splitlines() if line.startswith("Error")
         ]
         assert errors == [], (path.name, errors[:5])
+
+
+@pytest.fixture(scope="module")
+def reader() -> Reader:
+    """The node's routing (built-in rules, body-region models) and models."""
+    return Reader()
+
+
+def _pydicom_image(name: str) -> RealImage:
+    _real_images()  # skips (fails in CI) without pydicom-data
+    [image] = [i for i in real_images(volumes=False) if i.name == name]
+    return image
+
+
+@pytest.mark.usefixtures("real_volumes")
+@pytest.mark.parametrize("body_part_examined", [None, "HEAD"], ids=["no-region-headers", "HEAD"])
+def test_the_real_head_ct_goes_to_no_chest_or_abdomen_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], body_part_examined: str | None
+) -> None:
+    # without BodyPartExamined the descriptions name no region either: the CT body-region
+    # model decides from the pixels
+    bare = body_part_examined is None
+    datasets = to_datasets(
+        invesalius_head_ct(),
+        seed=1801,
+        body_part_examined=body_part_examined,
+        series_description="AXIAL 1.5mm" if bare else None,
+        study_description="CT" if bare else None,
+    )
+    write_series(datasets, tmp_path / "head-ct")
+    assert main(["route", "explain", str(tmp_path / "head-ct")]) == 0
+    out = capsys.readouterr().out
+    source = "BodyPartExamined 'HEAD'" if body_part_examined else "image classifier"
+    assert f"body part: HEAD from {source}" in out, out
+    routed = [line.strip() for line in out.splitlines() if line.strip().startswith("-> ")]
+    # The only head CT model is the angiography one, and its rule asks for an angiogram's
+    # SeriesDescription: a plain head CT goes nowhere, and the chest and abdomen rules
+    # say that the head is not their region.
+    [line] = routed
+    assert line.startswith(
+        "-> not routed: no rule matched: 'chest-ct-lungs': body_part 'HEAD' is not one of "
+        "[CHEST]; 'abdomen-ct-kidneys': body_part 'HEAD' is not one of [ABDOMEN]; "
+        "'head-cta-aneurysm': SeriesDescription "
+        f"'{datasets[0].SeriesDescription}' does not match regex "
+        "'(?i)cta|angio|willis|(^|[^a-z])cow([^a-z]|$)' (and "
+    ), line
+
+
+@pytest.mark.parametrize(
+    ("name", "routed"),
+    [
+        # BodyPartExamined CHEST, CR Image Storage, View Position PA (frontal): the chest
+        # rule takes it; the fracture rule wants an arm or a leg
+        ("RG1_UNCR.dcm", ("cxr-abnormal",)),
+        # BodyPartExamined EXTREMITY is no PS3.16 term of one limb, so the StudyDescription
+        # 'Non-ossifying fibroma of distal tibia' decides: LOWER_EXTREMITY ('tibia'), the
+        # fracture rule's region, and not among the small bones and girdles it leaves out
+        ("RG3_UNCR.dcm", ("xr-fracture",)),
+    ],
+)
+def test_the_real_chest_and_leg_radiographs_go_where_the_rules_say(
+    reader: Reader, tmp_path: Path, name: str, routed: tuple[str, ...]
+) -> None:
+    image = _pydicom_image(name)
+    report = reader.report(image, tmp_path, what_if=False)
+    assert report.routed == routed, report.routing.reason
+    # without the headers that name the region the radiograph body-region model decides,
+    # and sends each film to the same model
+    bare = reader.report(without_region_headers(image), tmp_path, what_if=False)
+    assert bare.routing.decision.body_part.source == "image classifier", bare.routing.reason
+    assert bare.routed == routed, bare.routing.reason
+
+
+def test_the_real_images_go_where_they_went(reader: Reader, tmp_path: Path) -> None:
+    """Every real image's route as observed (2026-12-07), so that a change of the rules or
+    of a body-region model that moves one shows up here and in the cards' tables."""
+    _real_images()
+    reports = reader.reports(real_images(volumes=False), what_if=False, findings_only=True)
+    routes = {r.image.name: r.routed for r in reports}
+    assert {name: models for name, models in routes.items() if models} == {
+        "RG1_UNCR.dcm": ("cxr-abnormal",),
+        "RG3_UNCR.dcm": ("xr-fracture",),
+    }, routes
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.usefixtures("real_volumes")
+def test_routing_does_no_harm_on_real_images(reader: Reader, tmp_path: Path) -> None:
+    """No model the node routes a real image to reports a confident finding (by its own
+    threshold: a present class, a lesion or cluster reported, an MTA-style grade of 2 or
+    more) on an image of a body part it does not read: with the headers as they are, and
+    with every header that names the region removed, so that the image classifiers
+    decide. Models that cannot report a finding at all are not run."""
+    _real_images()
+    images = real_images()
+    assert any(i.name.startswith("invesalius") for i in images), "no real volumes"
+    harm, routed = [], []
+    for image in images + [without_region_headers(i) for i in images]:
+        report = reader.report(image, tmp_path, what_if=False, findings_only=True)
+        for answer in report.answers:
+            routed.append(f"{image.name} -> {answer.model}: {answer.report}")
+            if answer.finding and answer.wrong_region:
+                harm.append(routed[-1])
+    print("\n".join(routed))
+    assert harm == [], harm
+
+
+@pytest.mark.usefixtures("real_volumes")
+def test_the_harm_check_can_fail(reader: Reader, tmp_path: Path) -> None:
+    """Routing is what keeps a model off the wrong body part: the CT kidney model, given
+    the real head CT as if it had been routed there, reports renal tumours (a confident
+    finding on a head), which the check above would report."""
+    [head] = [i for i in real_images() if i.name == "invesalius-head-ct HEAD"]
+    text, finding = reader.run("ct-kidney-tumour", head.load(), "head-ct")
+    assert finding and "renal tumour reported" in text, text
