@@ -113,13 +113,16 @@ class Children:
 
 
 def weights_missing() -> list[Path]:
-    """Manifests under models/ whose weights file is not there (the node refuses to start)."""
+    """Manifests under models/ whose weights file is not there (the node refuses to start);
+    weights inside an installed package (``package = ...``) are the registry's to check: a
+    missing package makes that model unavailable, not the node unable to start."""
     import tomllib
 
     missing = []
     for manifest in sorted((REPO / "models").glob("*/model.toml")):
-        weights = tomllib.loads(manifest.read_text("utf-8")).get("weights", "")
-        if not (manifest.parent / weights).is_file():
+        data = tomllib.loads(manifest.read_text("utf-8"))
+        weights = data.get("weights", "")
+        if not data.get("package") and not (manifest.parent / weights).is_file():
             missing.append(manifest.parent / weights)
     return missing
 
