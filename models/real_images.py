@@ -172,7 +172,7 @@ def _segmented(manifest: ModelManifest, output: ModelOutput) -> tuple[str, bool]
             parts.append(f"{label.name}: none")
     for kind in kinds:
         count = sum(f.startswith(kind + " ") for f in findings)
-        parts.append(f"{count} {kind.lower()} reported" if count else f"no {kind.lower()}")
+        parts.append(f"{kind}: {count or 'none'} reported")
     if len(findings) > 3:
         findings = [*findings[:3], f"... ({len(findings) - 3} more)"]
     grades = [m.value for m in output.measurements if m.concept.value == "MTAGRADE"]
@@ -356,9 +356,8 @@ def markdown(reports: Sequence[ImageReport], model: str | None = None) -> str:
             if model is not None and a.model != model:
                 continue
             routed = "yes" if a.routed else "no (what if)"
-            finding = ("yes" if a.finding else "no") + (
-                ", wrong body part" if a.wrong_region else ""
-            )
+            finding = "yes" if a.finding else "-" if a.report.startswith("not run") else "no"
+            finding += " (wrong body part)" if a.finding and a.wrong_region else ""
             cells = (f"`{r.image.name}`", a.model, routed, a.report, finding)
             lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
