@@ -99,8 +99,8 @@ class TorchScriptClassifier(_TorchScriptModule, ImageClassifier):
 
 
 class TorchScriptBrainExtractor(BrainExtractor):
-    """Runs a brain-extraction model's two TorchScript networks (3-D, channels-last, bf16
-    autocast where the CPU has it and the manifest allows it)."""
+    """Runs a brain-extraction model's two TorchScript networks (3-D; bf16 autocast with
+    channels-last tensors where the CPU has it and the manifest allows it)."""
 
     networks: dict[str, torch.jit.ScriptModule]
 
@@ -119,8 +119,8 @@ class TorchScriptBrainExtractor(BrainExtractor):
 
     def _forward(self, network: str, x: torch.Tensor) -> torch.Tensor:
         module = self.networks[network]
-        x = x.contiguous(memory_format=torch.channels_last_3d)
-        if self.use_bf16:
+        if self.use_bf16:  # channels-last helps bf16 here, and slowed float32 (MODEL_CARD.md)
+            x = x.contiguous(memory_format=torch.channels_last_3d)
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 return module(x)  # type: ignore[no-any-return]
         return module(x)  # type: ignore[no-any-return]
