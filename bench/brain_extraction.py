@@ -15,7 +15,9 @@ series of 181 slices of 217x181 (``dicom_ai_node.testing.real_volumes``). Two pa
   each file, given the image already read into memory and its networks loaded once, so
   that no side pays for reading files or loading weights. The three alternate in each
   round, in a rotating order, after one warm-up run each, on the same threads; the bench
-  prints the ratios of the medians and each mask's Dice against ``ch2bet``.
+  prints wall and CPU seconds (this process, all threads), the ratios of the medians and
+  each mask's Dice against ``ch2bet``. On a shared VM the CPU seconds move less than the
+  wall time.
 * **Through the node**: ``dicom-ai-node serve`` (fsync on, SQLite) with only the
   ``mr-brain-extraction`` rule (``--all-rules``: every built-in rule, so that the
   phantom-trained ``mr-brain-atrophy`` model runs on the series too), and a dcmtk
@@ -23,8 +25,9 @@ series of 181 slices of 217x181 (``dicom_ai_node.testing.real_volumes``). Two pa
   node is idle, sends it with dcmtk ``storescu`` over one association (``TCP_NODELAY=1``)
   and times from the start of the send until the model's SEG and SR are at the PACS,
   split into the send, the configured quiet period and the rest (completion sweep,
-  reading the series, the model, encoding, delivery), and the ratio of the median to
-  deepbet's median from the first part of the same run.
+  reading the series, the model, encoding, delivery), with the CPU seconds the node's
+  processes used meanwhile, and the ratios of both medians to deepbet's from the first
+  part of the same run.
 
 Usage::
 
@@ -161,12 +164,13 @@ class ModelStep:
         used = getattr(self.runners[name], "use_bf16", None)
         return None if used is None else bool(used)
 
-    def node(self, name: str) -> tuple[float, float]:
-        """One job's model step (preprocess, predict, postprocess) and its encoding."""
+    def node(self, name: str) -> tuple[float, float, float]:
+        """One job's model step (preprocess, predict, postprocess): wall and CPU seconds;
+        and the wall seconds of encoding its SEG and SR."""
         runner = self.runners[name]
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         output = runner.postprocess(runner.predict(runner.preprocess(self.volume)), self.volume)
-        t1 = time.perf_counter()
+        c1, t1 = time.process_time(), time.perf_counter()
         results = encode_results(
             self.ordered,
             output,
@@ -178,22 +182,23 @@ class ModelStep:
         assert {r.Modality for r in results} >= {"SEG", "SR"}, [r.Modality for r in results]
         assert output.label_map is not None
         self.masks[name] = np.asarray(output.label_map > 0)
-        return t1 - t0, t2 - t1
+        return t1 - t0, c1 - c0, t2 - t1
 
-    def deepbet(self) -> tuple[float, float]:
-        """deepbet's own pipeline on the image in memory (networks loaded once)."""
-        t0 = time.perf_counter()
+    def deepbet(self) -> tuple[float, float, float]:
+        """deepbet's own pipeline on the image in memory (networks loaded once): wall and
+        CPU seconds."""
+        c0, t0 = time.process_time(), time.perf_counter()
         _, mask, _ = self.bet.run(self.nifti)
-        elapsed = time.perf_counter() - t0
+        c1, t1 = time.process_time(), time.perf_counter()
         self.masks["deepbet"] = np.asarray(mask.dataobj) > 0
-        return elapsed, 0.0
+        return t1 - t0, c1 - c0, 0.0
 
-    def call(self, name: str) -> tuple[float, float]:
+    def call(self, name: str) -> tuple[float, float, float]:
         return self.deepbet() if name == "deepbet" else self.node(name)
 
 
-def run_model_step(args: argparse.Namespace) -> float:
-    """Time the model step; returns deepbet's median seconds (the reference)."""
+def run_model_step(args: argparse.Namespace) -> tuple[float, float]:
+    """Time the model step; returns deepbet's median wall and CPU seconds (the reference)."""
     step = ModelStep(args.threads)
     names = ["node", "node fp32", "deepbet"]
     print(
@@ -205,32 +210,42 @@ def run_model_step(args: argparse.Namespace) -> float:
     for name in names:  # warm-up: first-call allocations, oneDNN kernels
         step.call(name)
     times: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
     encode_s: list[float] = []
     for r in range(args.rounds):  # order rotates, so that a drift of the machine hits all
         order = names[r % 3 :] + names[: r % 3]
         for name in order:
-            elapsed, encode = step.call(name)
+            elapsed, used, encode = step.call(name)
             times[name].append(elapsed)
+            cpu[name].append(used)
             if name == "node":
                 encode_s.append(encode)
-        row = "   ".join(f"{name} {times[name][-1]:6.2f} s" for name in names)
-        print(f"round {r + 1}: {row}   (node: encode SEG+SR {encode_s[-1]:.2f} s)", flush=True)
+        row = "   ".join(
+            f"{name} {times[name][-1]:6.2f} s (CPU {cpu[name][-1]:5.1f} s)" for name in names
+        )
+        print(f"round {r + 1}: {row}   node encode SEG+SR {encode_s[-1]:.2f} s", flush=True)
+    labels = {
+        "node": "node runner (preprocess+predict+postprocess)",
+        "node fp32": "node runner in float32",
+        "deepbet": "deepbet BrainExtraction.run (reference)",
+    }
+    for name, label in labels.items():
+        print(f"{label:<45} {_stats(times[name])}; CPU median {statistics.median(cpu[name]):.1f} s")
+    print(f"{'encode SEG + SR (node)':<45} {_stats(encode_s)}")
     median = {name: statistics.median(values) for name, values in times.items()}
-    print(f"node runner (preprocess+predict+postprocess): {_stats(times['node'])}")
-    print(f"node runner in float32:                       {_stats(times['node fp32'])}")
-    print(f"deepbet BrainExtraction.run (reference):      {_stats(times['deepbet'])}")
-    print(f"encode SEG + SR (node):                       {_stats(encode_s)}")
-    print(
-        f"ratio to deepbet (medians): node runner {median['node'] / median['deepbet']:.2f}, "
-        f"node runner float32 {median['node fp32'] / median['deepbet']:.2f}"
-    )
+    median_cpu = {name: statistics.median(values) for name, values in cpu.items()}
+    for what, m in (("wall", median), ("CPU", median_cpu)):
+        print(
+            f"ratio to deepbet ({what} medians): node runner {m['node'] / m['deepbet']:.2f}, "
+            f"node runner float32 {m['node fp32'] / m['deepbet']:.2f}"
+        )
     ch2bet = colin27_brain_mask("ch2bet", "axial")
     print(
         f"Dice vs ch2bet: node runner {dice(step.masks['node'], ch2bet):.4f}, float32 "
         f"{dice(step.masks['node fp32'], ch2bet):.4f}, deepbet "
         f"{dice(step.masks['deepbet'], step.reference):.4f}"
     )
-    return median["deepbet"]
+    return median["deepbet"], median_cpu["deepbet"]
 
 
 def _version(package: str) -> str:
@@ -278,6 +293,20 @@ port = {pacs_port}
     return path
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds of the live processes of process group ``pgid`` (the
+    node and any process it started), all their threads."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # ended meanwhile
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def wait_results(folder: Path, study_uid: str, timeout_s: float) -> float | None:
     """perf_counter seconds when the model's SEG and SR of the study are both at the PACS
     (polled every 50 ms); None after ``timeout_s``."""
@@ -305,7 +334,10 @@ def wait_results(folder: Path, study_uid: str, timeout_s: float) -> float | None
 
 
 def run_node(
-    args: argparse.Namespace, work: Path, children: Children, reference_s: float | None
+    args: argparse.Namespace,
+    work: Path,
+    children: Children,
+    reference: tuple[float, float] | None,
 ) -> int:
     for exe in ("storescp", "storescu"):
         if shutil.which(exe) is None:
@@ -333,29 +365,31 @@ def run_node(
     wait_for_port(node_port, node, 300)  # loads and warms up the models first
     sends: list[float] = []
     totals: list[float] = []
+    cpus: list[float] = []
     for r in range(args.rounds + 1):  # round 0: warm-up, not counted
         folder = work / f"round{r}"
         datasets = series(1000 + r)
         write_series(datasets, folder)
         if wait_idle(node.pid, args.idle_timeout) is None:
             print(f"# node still busy after {args.idle_timeout:g} s")
-        start = time.perf_counter()
+        cpu0, start = group_cpu_seconds(node.pid), time.perf_counter()
         send_s = send(folder, node_port, NODE_AE, args.send_timeout)
         arrived = wait_results(pacs_dir, str(datasets[0].StudyInstanceUID), args.results_timeout)
         if arrived is None:
             print(f"no results within {args.results_timeout:g} s (see {work / 'node.log'})")
             args.keep = True
             return 1
-        total = arrived - start
+        total, cpu = arrived - start, group_cpu_seconds(node.pid) - cpu0
         label = "warm-up" if r == 0 else f"round {r}"
         print(
             f"{label}: send {send_s:5.2f} s, last image -> SEG+SR at PACS "
-            f"{total - send_s:5.2f} s, total {total:6.2f} s",
+            f"{total - send_s:5.2f} s, total {total:6.2f} s (node CPU {cpu:5.1f} s)",
             flush=True,
         )
         if r:
             sends.append(send_s)
             totals.append(total)
+            cpus.append(cpu)
         shutil.rmtree(folder)
     rest = [t - s - args.quiet_period for t, s in zip(totals, sends, strict=True)]
     print(f"send (181 images, one association):   {_stats(sends)}")
@@ -364,10 +398,12 @@ def run_node(
         f"of which after the quiet period of {args.quiet_period:g} s (sweep, load, model, "
         f"encode, delivery): {_stats(rest)}"
     )
-    if reference_s is not None:
+    print(f"node CPU seconds per study (all its threads): median {statistics.median(cpus):.1f} s")
+    if reference is not None:
         print(
-            f"ratio first image sent -> results / deepbet alone (medians, this run): "
-            f"{statistics.median(totals) / reference_s:.2f}"
+            f"ratio to deepbet alone (medians, this run): first image sent -> results "
+            f"{statistics.median(totals) / reference[0]:.2f}, node CPU per study "
+            f"{statistics.median(cpus) / reference[1]:.2f}"
         )
     return 0
 
@@ -406,13 +442,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.rounds} rounds"
     )
     print(f"# load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    reference_s = None if args.skip_model else run_model_step(args)
+    reference = None if args.skip_model else run_model_step(args)
     status = 0
     if not args.skip_node:
         work = Path(tempfile.mkdtemp(prefix="dicom-ai-node-brain-"))
         children = Children()
         try:
-            status = run_node(args, work, children, reference_s)
+            status = run_node(args, work, children, reference)
         finally:
             children.stop_all()
             if args.keep:
