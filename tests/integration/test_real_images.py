@@ -223,6 +223,24 @@ def test_the_real_images_go_where_they_went(reader: Reader, tmp_path: Path) -> N
     }, routes
 
 
+@pytest.mark.usefixtures("real_volumes")
+def test_the_real_volumes_go_where_they_went(reader: Reader, tmp_path: Path) -> None:
+    """The real series' routes as observed (2026-12-07). The plain head CT goes nowhere
+    (the CTA rule wants an angiogram); the Colin27 T1 goes to brain extraction in every
+    plane (any plane is read) and to the atrophy model only axially (its input)."""
+    images = [i for i in real_images() if i.name.startswith(("invesalius", "colin27"))]
+    reports = reader.reports(images, what_if=False, findings_only=True)
+    routes = {r.image.name: r.routed for r in reports}
+    extraction = ("mr-brain-extraction",)
+    assert {name: routes[name] for name in routes if "no region" not in name} == {
+        "invesalius-head-ct": (),
+        "invesalius-head-ct HEAD": (),
+        "colin27-t1 axial": ("mr-brain-atrophy", *extraction),
+        "colin27-t1 sagittal": extraction,
+        "colin27-t1 coronal": extraction,
+    }, routes
+
+
 @pytest.mark.timeout(600)
 @pytest.mark.usefixtures("real_volumes")
 def test_routing_does_no_harm_on_real_images(reader: Reader, tmp_path: Path) -> None:
