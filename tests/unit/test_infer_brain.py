@@ -211,3 +211,16 @@ def test_no_brain_in_the_box_is_an_inference_error() -> None:
 
     with pytest.raises(InferenceError, match="no brain"):
         bounding_box(torch.zeros((128, 128, 128)), (100, 100, 100))
+
+
+def test_load_volume_keeps_the_series_orientation() -> None:
+    from dicom_ai_node.infer.volume import load_volume
+    from dicom_ai_node.testing.series import make_ct_series
+
+    _, series = make_ct_series(4, 16, 16, seed=2)
+    for ds in series:
+        ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]  # sagittal
+        ds.ImagePositionPatient = [float(ds.InstanceNumber) * 2.5, 0.0, 0.0]
+    volume, _, _ = load_volume(series)
+    assert volume is not None
+    assert volume.orientation == (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
