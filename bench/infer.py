@@ -21,7 +21,10 @@ a typical cardiac MR function series); ``cta-aneurysm`` a generated head CTA of 
 slices of 512x512 with two aneurysms; ``mg-calcification`` one generated 24 x 30 cm
 mammogram (about 3000 x 2400 pixels at 0.1 mm) with two clusters, read in tiles;
 ``mr-liver-lesion`` a generated liver MR of 40 slices of 256x256 with three lesions;
-``mr-kidney-tumour`` a generated kidney MR of 40 slices of 256x256 with a renal tumour.
+``mr-kidney-tumour`` a generated kidney MR of 40 slices of 256x256 with a renal tumour;
+``mr-brain-extraction`` the real Colin27 T1 as an axial series (181 slices of 217x181,
+1 mm; Debian ``mricron-data``, which ``make bench`` installs; ``bench/brain_extraction.py``
+times it through the whole node).
 
 Reference in the same run: each model also runs once per round in plain fp32
 (``infer.bf16 = false``; the node's default uses bf16 autocast on CPUs that have it),
@@ -82,6 +85,8 @@ from dicom_ai_node.testing.series import (
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_S = 10.0
+#: Models benched on a real image rather than a generated one (:func:`real_study`).
+REAL_STUDIES = ("mr-brain-extraction",)
 
 
 def _reread(ds: Dataset) -> Dataset:
@@ -145,6 +150,15 @@ def study_for(manifest: ModelManifest, slices: int) -> list[Dataset]:
     raise SystemExit(f"bench/infer.py has no generated study for model {manifest.name}")
 
 
+def real_study(manifest: ModelManifest) -> list[Dataset]:
+    """The real study of a model that needs a real image (mr-brain-extraction: Colin27)."""
+    from dicom_ai_node.testing.real_volumes import available, colin27_t1, to_datasets
+
+    if available():
+        raise SystemExit(f"{manifest.name}: install {', '.join(available())}")
+    return [_reread(ds) for ds in to_datasets(colin27_t1("axial"), seed=5)]
+
+
 def one_study(registry: ModelRegistry, name: str, datasets: list[Dataset]) -> dict[str, float]:
     """Run one job's work on ``datasets``; seconds of each step."""
     manifest = registry.manifests[name]
@@ -203,7 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     for manifest in fast:
         if args.model and manifest.name not in args.model:
             continue
-        datasets = study_for(manifest, args.slices)
+        datasets = (
+            real_study(manifest)
+            if manifest.name in REAL_STUDIES
+            else study_for(manifest, args.slices)
+        )
         registries = {"node": fast, "plain": plain}
         rows: dict[str, list[dict[str, float]]] = {name: [] for name in registries}
         for registry in registries.values():  # warm-up: weights, first-call allocations
