@@ -9,9 +9,11 @@ the source instances its frames reference and once by its frames' plane position
 compared voxel for voxel with the volume's reference brain masks (Dice against
 ``ch2bet``, and against ``ch2better``). The SR's volumes must be the SEG's voxel counts
 times the voxel volume, in the unit the SR states, and its brain parenchymal fraction
-their ratio. Every result passes dciodvfy and loads with OHIF's libraries; where the
-phantom-trained ``mr-brain-atrophy`` model also runs on the series, its results arrive
-as separate series of their own.
+their ratio. Every result passes dciodvfy and the model's SEG and SR load with OHIF's
+libraries. The phantom-trained ``mr-brain-atrophy`` model also runs on an axial T1 brain
+series (``models/rules.yaml``): its results arrive as series of their own, and the
+node's job table, not the order of arrival, says which result is whose. Measured here:
+Dice 0.936 against ``ch2bet``, 0.909 against ``ch2better``.
 """
 
 from __future__ import annotations
