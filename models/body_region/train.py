@@ -3,8 +3,11 @@
 Training data: axial slices of the head, neck, chest, abdomen and pelvis from
 ``dicom_ai_node.testing.phantoms.region_ct`` (randomised ellipse anatomy, field of view,
 position, rotation, noise, blur) plus slices of the chest phantoms of the lung model
-(``dicom_ai_node.testing.phantoms.chest_ct``), all made here from seeds: no download,
-reproducible. Each slice is drawn at 96 to 192 pixels and area-resized to 64x64, as the
+(``dicom_ai_node.testing.phantoms.chest_ct``), all made here from seeds, plus augmented
+axial slices of the inferior slab of a real head CT (the InVesalius example of Debian's
+``invesalius-examples``, HEAD; :mod:`models.body_region.real_slices`): its superior slab
+is held out, and scored as a series here and in the tests. No download; reproducible.
+Each generated slice is drawn at 96 to 192 pixels and area-resized to 64x64, as the
 node does. The MR and radiograph body-region models (``models/mr_body_region``,
 ``models/xr_body_region``) train the same network the same way (:func:`train`) and score
 it by the same rule (:func:`classify_series`).
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,9 +36,11 @@ from torch import Tensor
 from dicom_ai_node.domain import BodyPart
 from dicom_ai_node.testing.phantoms.chest_ct import chest_ct_phantom
 from dicom_ai_node.testing.phantoms.region_ct import REGIONS, region_ct, region_slice
+from dicom_ai_node.testing.real_volumes import RealVolume, available, held_out, invesalius_head_ct
 from models._training import record
 from models._training.loop import fit_classifier
 from models.body_region.net import CLASSES, INPUT_SIZE, RegionNet
+from models.body_region.real_slices import Augment, augmented_slices
 
 TEST_SEED_BASE = 10_000
 # acceptance thresholds stated in MODEL_CARD.md and checked by the unit test
@@ -51,6 +56,8 @@ class Config:
     seed: int = 0
     slices_per_region: int = 3000
     chest_phantoms: int = 40
+    real_slices: int = 2000
+    augment: Augment = field(default_factory=Augment)
     steps: int = 1500
     batch_size: int = 64
     lr: float = 3e-3
@@ -63,6 +70,7 @@ class Config:
             seed=seed,
             slices_per_region=150,
             chest_phantoms=2,
+            real_slices=40,
             steps=60,
             eval_series_per_region=4,
             eval_chest_phantoms=1,
@@ -73,6 +81,27 @@ def resize(hu: np.ndarray | Tensor) -> Tensor:
     """(N, H, W) HU -> (N, 1, 64, 64) float32, area interpolation (the node's own step)."""
     x = torch.as_tensor(np.asarray(hu, dtype=np.float32)).unsqueeze(1)
     return F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="area")
+
+
+def real_volume(load: Callable[[], RealVolume]) -> RealVolume:
+    """A real volume of ``dicom_ai_node.testing.real_volumes``; fails with what to install
+    when its Debian package is missing (``scripts/install-tools.sh`` installs them)."""
+    missing = available()
+    if missing:
+        raise SystemExit(f"real volumes missing (run scripts/install-tools.sh): {missing}")
+    return load()
+
+
+def score_real(module: torch.nn.Module, volume: RealVolume) -> dict[str, Any]:
+    """The answer on the held-out (superior) slab of a real volume, read as one series."""
+    part = held_out(volume)
+    index, confidence = classify_series(module, part.voxels)
+    first = volume.voxels.shape[0] - part.voxels.shape[0]
+    return {
+        "slices": f"{first}-{volume.voxels.shape[0] - 1} of {volume.voxels.shape[0]}",
+        "answer": REGIONS[index].value,
+        "confidence": round(confidence, 4),
+    }
 
 
 def make_training_set(cfg: Config) -> tuple[Tensor, Tensor]:
@@ -89,6 +118,9 @@ def make_training_set(cfg: Config) -> tuple[Tensor, Tensor]:
         ph = chest_ct_phantom(24, 128, 128, (5.0, 2.8, 2.8), seed=cfg.seed * 1000 + k)
         images.append(resize(ph.hu))
         labels += [chest] * ph.hu.shape[0]
+    head = real_volume(invesalius_head_ct)
+    images.append(augmented_slices(head, cfg.real_slices, rng, cfg.augment))
+    labels += [REGIONS.index(BodyPart.HEAD)] * cfg.real_slices
     return torch.cat(images), torch.tensor(labels)
 
 
@@ -152,7 +184,14 @@ def evaluate(module: torch.nn.Module, cfg: Config) -> dict[str, Any]:
         "accuracy": hits / max(1, cfg.eval_chest_phantoms),
     }
     right, total = right + hits, total + cfg.eval_chest_phantoms
-    return {"series_accuracy": right / total, "series": total, "per_region": per_region}
+    return {
+        "series_accuracy": right / total,
+        "series": total,
+        "per_region": per_region,
+        "real_held_out": {
+            "invesalius-head-ct": score_real(module, real_volume(invesalius_head_ct))
+        },
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
