@@ -241,7 +241,6 @@ def test_the_real_volumes_go_where_they_went(reader: Reader, tmp_path: Path) -> 
     }, routes
 
 
-@pytest.mark.timeout(600)
 @pytest.mark.usefixtures("real_volumes")
 def test_routing_does_no_harm_on_real_images(reader: Reader, tmp_path: Path) -> None:
     """No model the node routes a real image to reports a confident finding (by its own
