@@ -33,8 +33,9 @@ from .web.stow_store import InstanceChecks, StowIngress
 
 if TYPE_CHECKING:
     from .app import Node
+    from .infer.registry import ModelRegistry
 
-__all__ = ["backend_of", "start_web", "stow_ingress", "web_context"]
+__all__ = ["backend_of", "model_infos", "start_web", "stow_ingress", "web_context"]
 
 
 def _device_text(device: Device) -> str:
@@ -45,6 +46,30 @@ def _device_text(device: Device) -> str:
         if device.bf16:
             parts.append("bf16")
     return ", ".join(parts)
+
+
+def model_infos(registry: ModelRegistry) -> list[ModelInfo]:
+    """The registry's models as the web stage shows them: those that can run here, then
+    those that cannot, with the reason (``models list`` says the same)."""
+    device = _device_text(registry.device)
+    infos = [
+        ModelInfo(m.name, m.version, device, registry.is_warm(m.name), m.description)
+        for m in registry
+    ]
+    for name, reason in sorted(registry.unavailable.items()):
+        manifest = registry.unavailable_manifests.get(name)
+        infos.append(
+            ModelInfo(
+                name,
+                manifest.version if manifest is not None else "",
+                "",
+                False,
+                manifest.description if manifest is not None else "",
+                available=False,
+                unavailable_reason=reason,
+            )
+        )
+    return infos
 
 
 def backend_of(node: Node) -> Backend:
@@ -71,16 +96,7 @@ def backend_of(node: Node) -> Backend:
         return format_study_routing(route_study(infos, node.rules, node.registry.specs, answers))
 
     def models() -> list[ModelInfo]:
-        return [
-            ModelInfo(
-                m.name,
-                m.version,
-                _device_text(node.registry.device),
-                node.registry.is_warm(m.name),
-                m.description,
-            )
-            for m in node.registry
-        ]
+        return model_infos(node.registry)
 
     def listener() -> dict[str, object]:
         cfg = settings.dicom

@@ -268,6 +268,11 @@ class NodeMetrics:
             "Models whose weights are loaded now.",
             registry=registry,
         )
+        self.models_unavailable = Gauge(
+            f"{PREFIX}_models_unavailable",
+            "Models installed but unable to run here (their package missing; never routed to).",
+            registry=registry,
+        )
 
     # -- label sets known from the configuration ---------------------------------------------
     # (counters only: a histogram's series appear with its first observation, so that
@@ -361,9 +366,13 @@ class NodeMetrics:
         self.storage_free_bytes.set_function(read)
         self.storage_reserve_bytes.set(reserve_bytes)
 
-    def watch_models(self, installed: int, loaded: Callable[[], float]) -> None:
-        """Export how many models are installed; read how many are loaded at each scrape."""
+    def watch_models(
+        self, installed: int, loaded: Callable[[], float], *, unavailable: int = 0
+    ) -> None:
+        """Export how many models are installed and how many cannot run here; read how many
+        are loaded at each scrape."""
         self.models_installed.set(installed)
+        self.models_unavailable.set(unavailable)
         self.models_loaded.set_function(loaded)
 
     def exposition(self) -> bytes:

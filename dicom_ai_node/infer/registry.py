@@ -91,6 +91,8 @@ class ModelRegistry:
         self.body_regions: list[ModelManifest] = []
         #: Models that cannot run here, by name, with the reason (their package missing).
         self.unavailable: dict[str, str] = {}
+        #: Their manifests (the web screens show each one's version beside the reason).
+        self.unavailable_manifests: dict[str, ModelManifest] = {}
         self._runners: dict[str, Runner] = {}
         self._lock = threading.Lock()
         seen: list[ModelManifest] = []
@@ -115,6 +117,7 @@ class ModelRegistry:
             reason = manifest.unavailable
             if reason:
                 self.unavailable[manifest.name] = reason
+                self.unavailable_manifests[manifest.name] = manifest
                 log.warning(
                     "model unavailable: %s",
                     reason,
@@ -122,7 +125,9 @@ class ModelRegistry:
                 )
                 continue
             self.manifests[manifest.name] = manifest
-        self.metrics.watch_models(len(self.manifests), lambda: len(self._runners))
+        self.metrics.watch_models(
+            len(self.manifests), lambda: len(self._runners), unavailable=len(self.unavailable)
+        )
 
     def __iter__(self) -> Iterator[ModelManifest]:
         return iter(self.manifests.values())

@@ -92,7 +92,8 @@ def listener(request: Request, who: Viewer) -> Listener:
 
 @router.get("/models")
 def models(request: Request, who: Viewer) -> list[ModelInfo]:
-    """The installed models: version, device, loaded."""
+    """The installed models: version, device, loaded; one that cannot run here (its
+    package missing) with ``available`` false and the reason."""
     return _ctx(request).backend.models()
 
 

@@ -34,13 +34,30 @@ class EchoAnswer:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """A model the node has installed."""
+    """A model the node has installed.
+
+    Attributes
+    ----------
+    name, version, description:
+        From its manifest (``model.toml``).
+    device:
+        Where it runs (empty when it cannot run here).
+    loaded:
+        Whether its weights are loaded now.
+    available:
+        False when it cannot run here (the Python package its weights come with is not
+        installed): never routed to, its rules skipped.
+    unavailable_reason:
+        Why it cannot run here; empty when it can.
+    """
 
     name: str
     version: str
     device: str
     loaded: bool
     description: str
+    available: bool = True
+    unavailable_reason: str = ""
 
 
 def _no_echo(destination: str) -> EchoAnswer:
@@ -62,7 +79,7 @@ class Backend:
     explain:
         What routing would do with a stored study now (``route explain``'s text).
     models:
-        The installed models.
+        The installed models, those that cannot run here too (with the reason).
     listener:
         The DICOM listener's AE title, address and ports.
     destinations:

@@ -28,8 +28,9 @@ Every page: ``data-testid="flash"`` (class ``ok`` or ``error``) for an action's 
 - Login: ``id="login-username"``, ``"login-password"``, ``"login-submit"``;
   ``data-testid="login-error"``.
 - Status: ``status-listener``, ``status-models``, ``model-row`` (``data-model``),
-  ``queue-<model>``, ``disk-free``, ``last-received``, ``outbox-row``
-  (``data-destination``), ``outbox-<destination>`` (pending count).
+  ``model-<name>-unavailable`` (why it cannot run here), ``queue-<model>``,
+  ``disk-free``, ``last-received``, ``outbox-row`` (``data-destination``),
+  ``outbox-<destination>`` (pending count).
 - Studies: ``id="search-date-from"``, ``"search-date-to"``, ``"search-model"``,
   ``"search-state"``, ``"search-calling-ae"``, ``"search-accession"``,
   ``"search-submit"``; ``search-error``, ``study-row`` (``data-uid``),
@@ -56,10 +57,11 @@ Every page: ``data-testid="flash"`` (class ``ok`` or ``error``) for an action's 
   ``destination-name``, ``destination-paused``, ``outbox-pending``, ``outbox-due``,
   ``outbox-delivered``, ``outbox-failed``, ``outbox-item``, ``attempt-row``,
   ``attempt-<delivery id>-state``, ``echo-submit``, ``pause-submit``, ``resume-submit``.
-- Rules: ``model-row`` (``data-model``), ``model-<name>-state`` (active or paused),
-  ``pause-model-<name>``, ``resume-model-<name>``, ``id="explain-study"``,
-  ``"explain-submit"``, ``explain-output``, ``explain-error``, ``rules-file``,
-  ``rules-text``.
+- Rules: ``model-row`` (``data-model``), ``model-<name>-state`` (active, paused or
+  unavailable), ``pause-model-<name>``, ``resume-model-<name>``; ``models-unavailable``,
+  ``model-unavailable-row`` (``data-model``), ``model-<name>-reason``;
+  ``id="explain-study"``, ``"explain-submit"``, ``explain-output``, ``explain-error``,
+  ``rules-file``, ``rules-text``.
 - Associations: ``id="assoc-calling-ae"``, ``"assoc-outcome"``, ``"assoc-submit"``;
   ``association-row``, ``association-outcome``, ``allow-list``, ``allow-row``,
   ``accept-only-known``.

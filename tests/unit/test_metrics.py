@@ -84,7 +84,7 @@ def test_names_follow_prometheus_conventions() -> None:
     metrics.delivery_attempt(DESTINATION, 0.5)
     families = list(metrics.registry.collect())
     ours = [f for f in families if f.name.startswith("dicom_ai_node_")]
-    assert len(ours) == 19 and all(f.documentation for f in ours)
+    assert len(ours) == 20 and all(f.documentation for f in ours)
     others = {f.name.split("_")[0] for f in families if f not in ours}
     assert others == {"process", "python"}  # prometheus_client's own collectors
     for family in ours:
