@@ -5,8 +5,11 @@ Training data: axial slices of the head, neck, chest, abdomen and pelvis from
 MR contrast per slice: T1-, T2- and fat-suppressed looks, coil field, Rician noise,
 gain), plus slices of the brain phantoms of the atrophy model
 (``dicom_ai_node.testing.phantoms.brain_mr``) and of the liver phantoms of the liver
-model (``dicom_ai_node.testing.phantoms.liver_mr``), all made here from seeds: no
-download, reproducible. The network, the training loop and the node's three-slice rule
+model (``dicom_ai_node.testing.phantoms.liver_mr``), all made here from seeds, plus
+augmented axial slices of the inferior slab of a real T1 of the head (Colin27, of
+Debian's ``mricron-data``, HEAD; :mod:`models.body_region.real_slices`): its superior
+slab is held out, and scored as a series here and in the tests. No download;
+reproducible. The network, the training loop and the node's three-slice rule
 are the CT body-region model's (``models/body_region``); the network normalises each
 slice by its own 1st and 99th percentile, since MR has no units.
 
@@ -19,7 +22,7 @@ Usage (from the repository's root)::
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,9 +34,11 @@ from dicom_ai_node.testing.phantoms.brain_mr import brain_mr_phantom
 from dicom_ai_node.testing.phantoms.liver_mr import liver_mr_phantom
 from dicom_ai_node.testing.phantoms.region_ct import REGIONS
 from dicom_ai_node.testing.phantoms.region_mr import region_mr, region_mr_slice
+from dicom_ai_node.testing.real_volumes import colin27_t1
 from models._training import record
 from models.body_region import train as ct_region
 from models.body_region.net import RegionNet
+from models.body_region.real_slices import Augment, augmented_slices
 
 TEST_SEED_BASE = 10_000
 SERIES_ACCURACY_MIN = 0.95
@@ -49,6 +54,8 @@ class Config:
     slices_per_region: int = 3000
     brain_phantoms: int = 40
     liver_phantoms: int = 40
+    real_slices: int = 2000
+    augment: Augment = field(default_factory=Augment)
     steps: int = 2000
     batch_size: int = 64
     lr: float = 3e-3
@@ -62,6 +69,7 @@ class Config:
             slices_per_region=150,
             brain_phantoms=2,
             liver_phantoms=2,
+            real_slices=40,
             steps=60,
             eval_series_per_region=4,
             eval_phantoms=1,
@@ -96,6 +104,9 @@ def make_training_set(cfg: Config) -> tuple[Tensor, Tensor]:
         liver = liver_mr_phantom(seed=cfg.seed * 1000 + k, size=192)
         images.append(ct_region.resize(liver.image))
         labels += [ABDOMEN] * liver.image.shape[0]
+    colin = ct_region.real_volume(colin27_t1)
+    images.append(augmented_slices(colin, cfg.real_slices, rng, cfg.augment))
+    labels += [HEAD] * cfg.real_slices
     return torch.cat(images), torch.tensor(labels)
 
 
@@ -132,7 +143,13 @@ def evaluate(module: torch.nn.Module, cfg: Config) -> dict[str, Any]:
         for k in range(cfg.eval_phantoms)
     )
     score("ABDOMEN (liver-model phantoms)", hits, cfg.eval_phantoms)
-    return {"series_accuracy": right / total, "series": total, "per_region": per_region}
+    colin = ct_region.real_volume(colin27_t1)
+    return {
+        "series_accuracy": right / total,
+        "series": total,
+        "per_region": per_region,
+        "real_held_out": {"colin27-t1": ct_region.score_real(module, colin)},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
