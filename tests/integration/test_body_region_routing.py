@@ -2,7 +2,9 @@
 and abdomen whose BodyPartExamined is removed and whose descriptions are blank are sent
 to the node; the built-in body-region model names each region from the pixels, the chest
 goes to the lung model, the abdomen to the kidney model, the head (no model) nowhere,
-and every decision says that the image classifier decided."""
+and every decision says that the image classifier decided. A real head CT (the held-out
+superior slab of the InVesalius example, issue 18) without such headers is HEAD and goes to
+no chest or abdomen model."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from dicom_ai_node.testing.phantoms.chest_ct import ChestPhantom
 from dicom_ai_node.testing.phantoms.chest_xr import chest_radiograph
 from dicom_ai_node.testing.phantoms.extremity_xr import extremity_radiograph
 from dicom_ai_node.testing.phantoms.region_ct import region_ct
+from dicom_ai_node.testing.real_volumes import held_out, invesalius_head_ct, to_datasets
 from dicom_ai_node.testing.series import (
     make_ct_series,
     mr_to_datasets,
@@ -113,6 +116,31 @@ def test_route_explain_asks_the_image_classifier_too(
     assert len(routed) == 3, routed
 
 
+@pytest.mark.usefixtures("real_volumes")
+def test_a_real_head_ct_without_body_part_headers_goes_to_no_chest_or_abdomen_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The held-out superior slab of a real head CT (54 slices of 1.5 mm, never trained
+    on), written without BodyPartExamined and with blank descriptions: the image
+    classifier calls it HEAD and every rule refuses it, the chest and abdomen rules
+    because of that answer (and the head CTA rule: no angiography description)."""
+    datasets = to_datasets(
+        held_out(invesalius_head_ct()), seed=18, series_description="", study_description=""
+    )
+    assert "BodyPartExamined" not in datasets[0] and not datasets[0].SeriesDescription
+    write_series(datasets, tmp_path / "studies" / "head")
+    assert main(["route", "explain", str(tmp_path / "studies")]) == 0
+    out = capsys.readouterr().out
+    assert "body part: HEAD from image classifier" in out, out
+    routed = [line.strip() for line in out.splitlines() if line.strip().startswith("-> ")]
+    assert len(routed) == 1 and routed[0].startswith("-> not routed: no rule matched: "), routed
+    for clause in (
+        "'chest-ct-lungs': body_part 'HEAD' is not one of [CHEST]",
+        "'abdomen-ct-kidneys': body_part 'HEAD' is not one of [ABDOMEN]",
+    ):
+        assert clause in routed[0], routed
+
+
 def test_each_series_of_a_study_is_classified_once(tmp_path: Path) -> None:
     """Routing a study asks about all its series each time one completes; the pixels of
     each series are read for the body-region model once, not once per completion."""
@@ -135,8 +163,8 @@ def test_each_series_of_a_study_is_classified_once(tmp_path: Path) -> None:
         hu = region_ct(region, 12, 64, seed=400 + seed)
         phantom = ChestPhantom(hu=hu, labels=hu.astype("uint8") * 0, spacing_mm=(5.0, 5.0, 5.0))
         series.append(
-            phantom_to_datasets(phantom, seed=400 + seed, study_instance_uid=study, **ANONYMOUS)
-        )  # type: ignore[arg-type]
+            phantom_to_datasets(phantom, seed=400 + seed, study_instance_uid=study, **ANONYMOUS)  # type: ignore[arg-type]
+        )
     try:
         node.start()
         peer = Peer("AI_NODE", "127.0.0.1", port)

@@ -1,6 +1,7 @@
 """The built-in MR and radiograph body-region models: quality gates on freshly generated
-series and films, manifests and cards, smoke runs of their training scripts, and how the
-node picks one body-region model per modality."""
+series and films, the MR model's answer on the held-out slab of a real T1 (Colin27),
+manifests and cards, smoke runs of their training scripts, and how the node picks one
+body-region model per modality."""
 
 from __future__ import annotations
 
@@ -25,9 +26,11 @@ from dicom_ai_node.testing.phantoms.liver_mr import liver_mr_phantom
 from dicom_ai_node.testing.phantoms.region_ct import REGIONS
 from dicom_ai_node.testing.phantoms.region_mr import region_mr
 from dicom_ai_node.testing.phantoms.region_xr import XR_REGIONS, region_radiograph
+from dicom_ai_node.testing.real_volumes import colin27_t1, held_out
 from dicom_ai_node.testing.series import write_series
 
 from ..model_gate import train_smoke
+from .test_model_body_region import classify_real
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 MR_DIR, XR_DIR = MODELS / "mr_body_region", MODELS / "xr_body_region"
@@ -68,6 +71,17 @@ def test_quality_gate_mr_on_fresh_generated_series() -> None:
         right += _classify(model, liver) == BodyPart.ABDOMEN
         total += 2
     assert right / total >= _acceptance(MR_DIR), misses
+
+
+@pytest.mark.usefixtures("real_volumes")
+def test_the_held_out_slab_of_a_real_t1_is_head(tmp_path: Path) -> None:
+    """Issue 18: the superior 91 of the 181 axial slices of Colin27's T1, never trained on,
+    are called HEAD (the node's region for brain series; the card gives the confidence)."""
+    region, confidence = classify_real(held_out(colin27_t1()), tmp_path)
+    assert region == BodyPart.HEAD, (region, confidence)
+    assert confidence > 0.5
+    metrics = json.loads((MR_DIR / "metrics.json").read_text())
+    assert metrics["held_out"]["real_held_out"]["colin27-t1"]["answer"] == "HEAD"
 
 
 def test_quality_gate_radiographs_on_fresh_generated_films() -> None:
