@@ -89,7 +89,7 @@ class StandInExtractor(BrainExtractor):
 
     calls: list[tuple[str, tuple[int, ...]]]
 
-    def _load_networks(self) -> None:
+    def _load(self) -> None:
         self.calls = []
 
     def _forward(self, network: str, x: torch.Tensor) -> torch.Tensor:

@@ -104,7 +104,7 @@ class TorchScriptBrainExtractor(BrainExtractor):
 
     networks: dict[str, torch.jit.ScriptModule]
 
-    def _load_networks(self) -> None:
+    def _load(self) -> None:
         self.networks = {
             "bbox": load_torchscript(
                 str(self.manifest.resolve(str(self.manifest.preprocess["bbox_weights"]))),

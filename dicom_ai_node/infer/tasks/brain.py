@@ -19,13 +19,12 @@ deepbet 1.0.2's ``BrainExtraction.run_model`` and ``postprocess`` do (its ``bet.
    flipped) and split by intensity into brain parenchyma and intracranial CSF
    (:mod:`..findings.tissue`, a fixed rule, not learnt).
 
-Subclasses say how to load and call a network (:meth:`BrainExtractor._load_networks`,
+Subclasses say how to load and call a network (:meth:`BrainExtractor._load`,
 :meth:`BrainExtractor._forward`); :mod:`..runners.torchscript` runs TorchScript files.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,9 +35,7 @@ import torch.nn.functional as F
 from ...domain import ModelOutput, Volume
 from ...errors import InferenceError
 from ..findings.tissue import brain_output
-from ..manifest import ModelManifest
-from ..runner import Device
-from .network import bf16_supported
+from .network import WarmTorch
 from .orient import Canonical, closest_canonical
 
 __all__ = [
@@ -135,7 +132,7 @@ class BrainMask:
     canonical: Canonical
 
 
-class BrainExtractor:
+class BrainExtractor(WarmTorch):
     """Runs the bounding-box and the brain network of a ``brain-extraction`` model.
 
     Parameters
@@ -147,35 +144,10 @@ class BrainExtractor:
         Where to run.
     """
 
-    def __init__(self, manifest: ModelManifest, device: Device) -> None:
-        self.manifest = manifest
-        self.device = device
-        self._loaded = False
-        self._lock = threading.Lock()
-
-    @property
-    def torch_device(self) -> torch.device:
-        """The torch device."""
-        return torch.device("cuda" if self.device.kind == "cuda" else "cpu")
-
     @property
     def use_bf16(self) -> bool:
         """bf16 autocast: on CPUs with native support, unless the manifest says no."""
-        allowed = bool(self.manifest.preprocess.get("bf16", True))
-        return allowed and self.device.kind == "cpu" and self.device.bf16 and bf16_supported()
-
-    def load(self) -> None:
-        """Load both networks once (thread-safe)."""
-        with self._lock:
-            if self._loaded:
-                return
-            if self.device.kind == "cpu":
-                torch.set_num_threads(self.device.cpu_threads)
-            self._load_networks()
-            self._loaded = True
-
-    def _load_networks(self) -> None:
-        raise NotImplementedError
+        return bool(self.manifest.preprocess.get("bf16", True)) and super().use_bf16
 
     def _forward(self, network: str, x: torch.Tensor) -> torch.Tensor:
         """Probabilities (1, 2, D, H, W) of ``network`` ("bbox" or "brain") for (1, 1, D, H, W)."""

@@ -1,8 +1,10 @@
 """Infer: what every 2-D network shares: loaded once and kept warm, batches, bf16 on CPU.
 
-:class:`WarmNetwork` is the base of the slice segmenter (:mod:`.segment`) and the image
-classifier (:mod:`.classify`): the input size, the batch size and the intensity window of
-the manifest, the torch device, and bf16 autocast on CPUs that have it natively.
+:class:`WarmTorch` loads a model's networks once, thread-safe, and says on which torch
+device and whether with bf16 autocast to run them (also the base of the 3-D brain
+extractor, :mod:`.brain`). :class:`WarmNetwork` is the base of the slice segmenter
+(:mod:`.segment`) and the image classifier (:mod:`.classify`): the input size, the batch
+size and the intensity window of the manifest.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from ...errors import ConfigError
 from ..manifest import ModelManifest
 from ..runner import Device
 
-__all__ = ["WarmNetwork", "bf16_supported", "intensity_range"]
+__all__ = ["WarmNetwork", "WarmTorch", "bf16_supported", "intensity_range"]
 
 
 @cache
@@ -53,7 +55,50 @@ def intensity_range(manifest: ModelManifest) -> tuple[float, float] | None:
     return float(value[0]), float(value[1])
 
 
-class WarmNetwork:
+class WarmTorch:
+    """A model's torch networks, loaded once (thread-safe) and kept warm.
+
+    Subclasses implement :meth:`_load`, called once by :meth:`load`.
+
+    Parameters
+    ----------
+    manifest:
+        The model's manifest.
+    device:
+        Where to run.
+    """
+
+    def __init__(self, manifest: ModelManifest, device: Device) -> None:
+        self.manifest = manifest
+        self.device = device
+        self._loaded = False
+        self._lock = threading.Lock()
+
+    @property
+    def torch_device(self) -> torch.device:
+        """The torch device."""
+        return torch.device("cuda" if self.device.kind == "cuda" else "cpu")
+
+    @property
+    def use_bf16(self) -> bool:
+        """bf16 autocast only on CPUs with native support (3.7x faster here, FACTS.md)."""
+        return self.device.kind == "cpu" and self.device.bf16 and bf16_supported()
+
+    def load(self) -> None:
+        """Load the networks once (thread-safe)."""
+        with self._lock:
+            if self._loaded:
+                return
+            if self.device.kind == "cpu":
+                torch.set_num_threads(self.device.cpu_threads)
+            self._load()
+            self._loaded = True
+
+    def _load(self) -> None:
+        raise NotImplementedError
+
+
+class WarmNetwork(WarmTorch):
     """A 2-D network run in batches at one input size, loaded once and kept warm.
 
     What the slice segmenter (:mod:`.segment`) and the image classifier
@@ -72,37 +117,11 @@ class WarmNetwork:
     """
 
     def __init__(self, manifest: ModelManifest, device: Device, default_size: int = 128) -> None:
-        self.manifest = manifest
-        self.device = device
-        self._loaded = False
-        self._lock = threading.Lock()
+        super().__init__(manifest, device)
         size = manifest.preprocess.get("input_size", [default_size, default_size])
         self.input_size = (int(size[0]), int(size[1]))
         self.batch_size = int(manifest.preprocess.get("batch_size", 16))
         self.window = intensity_range(manifest)
-
-    @property
-    def torch_device(self) -> torch.device:
-        """The torch device."""
-        return torch.device("cuda" if self.device.kind == "cuda" else "cpu")
-
-    @property
-    def use_bf16(self) -> bool:
-        """bf16 autocast only on CPUs with native support (3.7x faster here, FACTS.md)."""
-        return self.device.kind == "cpu" and self.device.bf16 and bf16_supported()
-
-    def load(self) -> None:
-        """Load the network once (thread-safe)."""
-        with self._lock:
-            if self._loaded:
-                return
-            if self.device.kind == "cpu":
-                torch.set_num_threads(self.device.cpu_threads)
-            self._load()
-            self._loaded = True
-
-    def _load(self) -> None:
-        raise NotImplementedError
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """The network's output for a batch (N, 1, h, w) at the input size."""
