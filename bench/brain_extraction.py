@@ -48,7 +48,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -58,7 +57,7 @@ import numpy.typing as npt
 import pydicom
 import torch
 import yaml
-from ingest import Children, send, tool_version, wait_idle
+from ingest import NODE_AE, Children, node_config, run_in_work_folder, send, tool_version, wait_idle
 from processes import dcmtk_env, free_port, wait_for_port
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -80,8 +79,6 @@ from dicom_ai_node.testing.series import write_series
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = "mr-brain-extraction"
-SENDER_AE = "STORESCU"  # as bench/ingest.py's send() calls
-NODE_AE = "AI_NODE"
 SERIES_DESCRIPTION = "T1 MPRAGE AX 1mm"
 
 
@@ -257,39 +254,18 @@ def _version(package: str) -> str:
         return "?"
 
 
-def node_config(work: Path, port: int, pacs_port: int, quiet_s: float, all_rules: bool) -> Path:
-    """Settings: the repository's models, the brain-extraction rule (or every rule), the
-    sender's AE title pointing at the PACS."""
+def rules_file(work: Path, all_rules: bool) -> Path:
+    """The repository's rules file, or (without ``all_rules``) one with only the rules of
+    the brain-extraction model."""
     rules = REPO / "models" / "rules.yaml"
-    if not all_rules:
-        loaded = yaml.safe_load(rules.read_text("utf-8"))
-        only = [rule for rule in loaded["rules"] if rule["model"] == MODEL]
-        if not only:
-            raise SystemExit(f"{rules} has no rule for {MODEL}")
-        rules = work / "rules.yaml"
-        rules.write_text(yaml.safe_dump({"rules": only}, sort_keys=False))
-    text = f"""base_dir = "{work}"
-[dicom]
-ae_title = "{NODE_AE}"
-host = "127.0.0.1"
-port = {port}
-[storage]
-root = "{work / "storage"}"
-fsync = true
-[assemble]
-quiet_period_s = {quiet_s}
-sweep_interval_s = 0.2
-[route]
-rules_file = "{rules}"
-[infer]
-models_dir = "{REPO / "models"}"
-[[ae_table]]
-ae_title = "{SENDER_AE}"
-host = "127.0.0.1"
-port = {pacs_port}
-"""
-    path = work / "node.toml"
-    path.write_text(text)
+    if all_rules:
+        return rules
+    loaded = yaml.safe_load(rules.read_text("utf-8"))
+    only = [rule for rule in loaded["rules"] if rule["model"] == MODEL]
+    if not only:
+        raise SystemExit(f"{rules} has no rule for {MODEL}")
+    path = work / "rules.yaml"
+    path.write_text(yaml.safe_dump({"rules": only}, sort_keys=False))
     return path
 
 
@@ -357,7 +333,8 @@ def run_node(
         work / "pacs.log",
         dcmtk_env(),
     )
-    config = node_config(node_dir, node_port, pacs_port, args.quiet_period, args.all_rules)
+    rules = rules_file(node_dir, args.all_rules)
+    config = node_config(node_dir, node_port, pacs_port, args.quiet_period, True, rules)
     node = children.start(
         [sys.executable, "-m", "dicom_ai_node.cli", "-c", str(config), "serve"], work / "node.log"
     )
@@ -445,16 +422,9 @@ def main(argv: list[str] | None = None) -> int:
     reference = None if args.skip_model else run_model_step(args)
     status = 0
     if not args.skip_node:
-        work = Path(tempfile.mkdtemp(prefix="dicom-ai-node-brain-"))
-        children = Children()
-        try:
-            status = run_node(args, work, children, reference)
-        finally:
-            children.stop_all()
-            if args.keep:
-                print(f"# work folder kept: {work}")
-            else:
-                shutil.rmtree(work, ignore_errors=True)
+        status = run_in_work_folder(
+            "dicom-ai-node-brain-", args, lambda a, w, c: run_node(a, w, c, reference)
+        )
     print(f"# load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return status
 

@@ -45,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,6 +113,23 @@ class Children:
             stop(proc)
 
 
+def run_in_work_folder(
+    prefix: str, args: argparse.Namespace, run: Callable[[argparse.Namespace, Path, Children], int]
+) -> int:
+    """``run(args, work, children)`` in a new work folder; then the children are stopped and
+    the folder removed, unless ``args.keep`` (``run`` sets it to keep a failure's logs)."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    children = Children()
+    try:
+        return run(args, work, children)
+    finally:
+        children.stop_all()
+        if args.keep:
+            print(f"# work folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
 def weights_missing() -> list[Path]:
     """Manifests under models/ whose weights file is not there (the node refuses to start);
     weights inside an installed package (``package = ...``) are the registry's to check: a
@@ -127,10 +145,18 @@ def weights_missing() -> list[Path]:
     return missing
 
 
-def node_config(work: Path, port: int, pacs_port: int, quiet_s: float, with_models: bool) -> Path:
-    """A settings file: defaults except ports, paths, the quiet period and the AE table."""
+def node_config(
+    work: Path,
+    port: int,
+    pacs_port: int,
+    quiet_s: float,
+    with_models: bool,
+    rules: Path | None = None,
+) -> Path:
+    """A settings file: defaults except ports, paths, the quiet period and the AE table;
+    with the repository's models, ``rules`` in place of their rules file when given."""
     if with_models:
-        rules, models = REPO / "models" / "rules.yaml", REPO / "models"
+        rules, models = rules or REPO / "models" / "rules.yaml", REPO / "models"
     else:  # ingest only: no model, no rule
         models = work / "no-models"
         models.mkdir(exist_ok=True)
@@ -372,16 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, storage)")
     args = parser.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="dicom-ai-node-ingest-"))
-    children = Children()
-    try:
-        return run(args, work, children)
-    finally:
-        children.stop_all()
-        if args.keep:
-            print(f"# work folder kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+    return run_in_work_folder("dicom-ai-node-ingest-", args, run)
 
 
 if __name__ == "__main__":

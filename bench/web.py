@@ -57,7 +57,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -66,7 +65,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from ingest import Children, cpu_seconds, make_round, node_config, send, wait_idle
+from ingest import (
+    Children,
+    cpu_seconds,
+    make_round,
+    node_config,
+    run_in_work_folder,
+    send,
+    wait_idle,
+)
 from processes import free_port, wait_for_port
 from web_list import LIMIT_MS, seed_jobs
 
@@ -468,17 +475,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check", action="store_true", help=f"exit 1 below {TARGET_RATIO}")
     p.set_defaults(run=run_ingest)
     args = parser.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="dicom-ai-node-web-"))
-    children = Children()
-    try:
-        result: int = args.run(args, work, children)
-        return result
-    finally:
-        children.stop_all()
-        if args.keep:
-            print(f"# work folder kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+    result: int = run_in_work_folder("dicom-ai-node-web-", args, args.run)
+    return result
 
 
 if __name__ == "__main__":
