@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -90,17 +91,37 @@ def check_in_viewer(pacs_dir: Path, datasets: list[Dataset], source: Path) -> No
     """OHIF 3.13's libraries load the SR groups with geometry and the SEG as a labelmap."""
     write_series(datasets, source)
     files = {dcmread(p, stop_before_pixels=True).Modality: p for p in pacs_dir.iterdir()}
-    shown = viewer_check(files["SR"], files["SEG"], source)
+    volumes = check_files_in_viewer(files["SR"], files["SEG"], source, min_groups=2)
+    assert volumes, "no SR group shows a volume"
+
+
+def check_files_in_viewer(
+    sr_path: Path, seg_path: Path, source: Path, min_groups: int = 1
+) -> list[dict[str, Any]]:
+    """OHIF 3.13's libraries draw every group of the SR (at least ``min_groups``) on the
+    source series in ``source`` and read the whole SEG; every volume shown is in ml.
+
+    Returns
+    -------
+    list[dict[str, Any]]
+        The volume labels the viewer shows.
+    """
+    shown = viewer_check(sr_path, seg_path, source)
     groups = shown["sr"]["groups"]
-    assert shown["sr"]["problems"] == [] and shown["sr"]["displayedGroups"] == len(groups) >= 2
-    assert all(g["referencesLoadedImage"] for g in shown["sr"]["groups"])
-    volumes = [x for g in groups for x in g["labels"] if x["label"] == "Volume"]
-    assert volumes and all(x["unit"] == "ml" for x in volumes), volumes  # UCUM, not mm3
-    seg = dcmread(files["SEG"])
+    assert shown["sr"]["problems"] == [] and shown["sr"]["displayedGroups"] == len(groups)
+    assert len(groups) >= min_groups, groups
+    assert all(g["referencesLoadedImage"] for g in groups)
+    volumes: list[dict[str, Any]] = [
+        x for g in groups for x in g["labels"] if x["label"] == "Volume"
+    ]
+    assert all(x["unit"] == "ml" for x in volumes), volumes  # UCUM, not mm3
+    seg = dcmread(seg_path)
     frames = seg.pixel_array.reshape(int(seg.NumberOfFrames), seg.Rows, seg.Columns)
-    total = int(np.count_nonzero(frames))
     assert shown["seg"]["problems"] == []
-    assert sum(s["voxels"] for s in shown["seg"]["segments"].values()) == total
+    assert sum(s["voxels"] for s in shown["seg"]["segments"].values()) == int(
+        np.count_nonzero(frames)
+    )
+    return volumes
 
 
 def _start(

@@ -49,7 +49,8 @@ from dicom_ai_node.testing.real_volumes import (
 from dicom_ai_node.testing.series import write_series
 
 from ..conftest import free_port, write_node_config
-from ..tools import dciodvfy_errors, viewer_check
+from ..tools import dciodvfy_errors
+from .test_end_to_end import check_files_in_viewer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -266,19 +267,6 @@ def check_sr_against_mask(sr_paths: list[Path], counts: dict[str, int], voxel_mm
     assert abs(bpf.value - parenchyma.value / tiv.value) < 5e-4, (bpf, parenchyma, tiv)
 
 
-def check_in_viewer(seg_path: Path, sr_path: Path, source_dir: Path) -> None:
-    """OHIF 3.13's libraries draw every SR group on the source and read the SEG."""
-    shown = viewer_check(sr_path, seg_path, source_dir)
-    groups = shown["sr"]["groups"]
-    assert shown["sr"]["problems"] == [] and shown["sr"]["displayedGroups"] == len(groups) >= 1
-    assert all(g["referencesLoadedImage"] for g in groups)
-    seg = dcmread(seg_path)
-    frames = seg.pixel_array.reshape(int(seg.NumberOfFrames), seg.Rows, seg.Columns)
-    assert shown["seg"]["problems"] == []
-    shown_voxels = sum(s["voxels"] for s in shown["seg"]["segments"].values())
-    assert shown_voxels == int(np.count_nonzero(frames))
-
-
 def test_colin27_t1_gets_a_brain_mask_that_matches_the_reference(
     tmp_path: Path, storescp: tuple[int, Path], node_factory: type
 ) -> None:
@@ -323,7 +311,7 @@ def test_colin27_t1_gets_a_brain_mask_that_matches_the_reference(
 
     source_dir = tmp_path / "source"
     write_series(datasets, source_dir)
-    check_in_viewer(seg_path, _one(results, "SR")[0], source_dir)
+    check_files_in_viewer(_one(results, "SR")[0], seg_path, source_dir)
     # the rules run both models on a T1 brain series (models/rules.yaml): the atrophy
     # model's results are series of their own, told apart by the model that made them
     assert set(by_model) == {MODEL, ATROPHY}, set(by_model)
