@@ -299,7 +299,7 @@ class Volume:
         ``phases`` frames in time order, positions along the normal (so ``slices`` is
         positions x phases, and ``spacing_mm[0]`` the distance between positions); 1
         for everything else.
-    orientation:
+    image_orientation_patient:
         The series' Image Orientation (Patient): the row and column direction cosines in
         the patient coordinate system (LPS, PS3.3 C.7.6.2.1.1), the same for every slice;
         ``None`` when the images state none (projection images).
@@ -312,7 +312,7 @@ class Volume:
     series_instance_uid: str
     study_instance_uid: str
     phases: int = 1
-    orientation: tuple[float, ...] | None = None
+    image_orientation_patient: tuple[float, ...] | None = None
 
     @property
     def voxel_volume_mm3(self) -> float:

@@ -366,7 +366,7 @@ def _load_cine(
         series_instance_uid=str(first.SeriesInstanceUID),
         study_instance_uid=str(first.StudyInstanceUID),
         phases=phases,
-        orientation=_orientation_of(first),
+        image_orientation_patient=_orientation_of(first),
     )
     return volume, ordered, tuple(issues)
 
@@ -459,6 +459,6 @@ def load_volume(
         frame_of_reference_uid=str(first.get("FrameOfReferenceUID", "")),
         series_instance_uid=str(first.SeriesInstanceUID),
         study_instance_uid=str(first.StudyInstanceUID),
-        orientation=_orientation_of(first),
+        image_orientation_patient=_orientation_of(first),
     )
     return volume, ordered, tuple(issues)

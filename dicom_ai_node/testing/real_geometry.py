@@ -38,7 +38,7 @@ class RealVolume:
         intensities for MR); read-only, shared between calls (copy to change it).
     spacing_mm:
         (slice step, row spacing, column spacing) in mm.
-    orientation:
+    image_orientation_patient:
         ImageOrientationPatient: the row and column direction cosines (LPS).
     first_position:
         ImagePositionPatient (LPS, mm) of slice 0; slice ``k`` is at ``first_position +
@@ -52,7 +52,7 @@ class RealVolume:
 
     voxels: npt.NDArray[np.float32]
     spacing_mm: tuple[float, float, float]
-    orientation: tuple[float, ...]
+    image_orientation_patient: tuple[float, ...]
     first_position: tuple[float, float, float]
     modality: str
     name: str
@@ -60,14 +60,17 @@ class RealVolume:
     @property
     def normal(self) -> npt.NDArray[np.float64]:
         """Unit slice normal, row direction x column direction (LPS)."""
-        row, col = np.asarray(self.orientation[:3]), np.asarray(self.orientation[3:])
+        row, col = (
+            np.asarray(self.image_orientation_patient[:3]),
+            np.asarray(self.image_orientation_patient[3:]),
+        )
         return np.cross(row, col)
 
     @property
     def plane(self) -> str:
         """``"axial"``, ``"sagittal"``, ``"coronal"`` or ``"oblique"``."""
         for plane, iop in PLANES.items():
-            if np.allclose(self.orientation, iop, atol=1e-6):
+            if np.allclose(self.image_orientation_patient, iop, atol=1e-6):
                 return plane
         return "oblique"
 
@@ -99,7 +102,7 @@ def crop_rows(volume: RealVolume, start: int, stop: int) -> RealVolume:
     rows = volume.voxels.shape[1]
     if not 0 <= start < stop <= rows:
         raise ValueError(f"rows {start}:{stop} outside 0:{rows} or empty")
-    col_dir = np.asarray(volume.orientation[3:])
+    col_dir = np.asarray(volume.image_orientation_patient[3:])
     shift = np.asarray(volume.first_position) + start * volume.spacing_mm[1] * col_dir
     first = (float(shift[0]), float(shift[1]), float(shift[2]))
     return replace(volume, voxels=volume.voxels[:, start:stop], first_position=first)

@@ -134,7 +134,7 @@ def to_datasets(
         ds.SeriesNumber = series_number
         ds.InstanceNumber = k + 1
         ds.ImagePositionPatient = [_ds(v) for v in position]
-        ds.ImageOrientationPatient = [_ds(v) for v in volume.orientation]
+        ds.ImageOrientationPatient = [_ds(v) for v in volume.image_orientation_patient]
         ds.FrameOfReferenceUID = for_uid
         ds.PositionReferenceIndicator = ""
         ds.SliceLocation = _ds(float(np.dot(position, normal)))

@@ -113,7 +113,15 @@ def _head(orientation: tuple[float, ...]) -> tuple[Volume, np.ndarray, np.ndarra
     ventricle = np.linalg.norm((world - centre - [4.0, 0, 0]) / np.array([4.0, 7.0, 4.0]), axis=-1)
     voxels = np.where(r < 1, np.where(r < 0.8, 100.0, 60.0), 0.0).astype(np.float32)
     voxels[ventricle < 1] = 20.0
-    volume = Volume(voxels, spacing, ("1",), "1.2.3", "1.2.3.4", "1.2.3.5", orientation=orientation)
+    volume = Volume(
+        voxels,
+        spacing,
+        ("1",),
+        "1.2.3",
+        "1.2.3.4",
+        "1.2.3.5",
+        image_orientation_patient=orientation,
+    )
     return volume, r < 1, world[..., 0] - centre[0]
 
 
@@ -223,4 +231,4 @@ def test_load_volume_keeps_the_series_orientation() -> None:
         ds.ImagePositionPatient = [float(ds.InstanceNumber) * 2.5, 0.0, 0.0]
     volume, _, _ = load_volume(series)
     assert volume is not None
-    assert volume.orientation == (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
+    assert volume.image_orientation_patient == (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)

@@ -143,7 +143,7 @@ def test_the_nodes_loader_reads_colin27_back(plane: str, tmp_path: Path) -> None
     assert loaded is not None and issues == ()
     np.testing.assert_array_equal(loaded.voxels, volume.voxels)
     np.testing.assert_allclose(loaded.spacing_mm, volume.spacing_mm, atol=1e-6)
-    assert loaded.orientation == volume.orientation
+    assert loaded.image_orientation_patient == volume.image_orientation_patient
 
 
 def test_the_head_ct_is_read_back_in_hu_through_the_modality_lut(tmp_path: Path) -> None:

@@ -168,7 +168,7 @@ class BrainExtractor(WarmTorch):
         """The volume in the closest canonical RAS orientation (float32, NaN as 0)."""
         if volume.voxels.ndim != 3 or min(volume.voxels.shape) < 2:
             raise InferenceError(f"model {self.manifest.name}: needs a 3-D volume")
-        canonical = closest_canonical(volume.orientation)
+        canonical = closest_canonical(volume.image_orientation_patient)
         voxels = np.ascontiguousarray(canonical.to_canonical(volume.voxels), dtype=np.float32)
         return BrainInput(torch.nan_to_num(torch.from_numpy(voxels)), canonical)
 
