@@ -46,7 +46,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -57,22 +56,24 @@ import numpy.typing as npt
 import pydicom
 import torch
 import yaml
+from infer import reread
 from ingest import NODE_AE, Children, node_config, run_in_work_folder, send, tool_version, wait_idle
 from processes import dcmtk_env, free_port, wait_for_port
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.filebase import DicomBytesIO
 
 from dicom_ai_node.encode import device_uid, encode_results
 from dicom_ai_node.infer.registry import ModelRegistry
 from dicom_ai_node.infer.runner import Device
 from dicom_ai_node.infer.volume import load_volume
+from dicom_ai_node.provenance import cpu_model
 from dicom_ai_node.testing.real_volumes import (
     COLIN27_DIR,
     available,
     colin27_brain_mask,
     colin27_t1,
+    dice,
     to_datasets,
 )
 from dicom_ai_node.testing.series import write_series
@@ -80,15 +81,6 @@ from dicom_ai_node.testing.series import write_series
 REPO = Path(__file__).resolve().parent.parent
 MODEL = "mr-brain-extraction"
 SERIES_DESCRIPTION = "T1 MPRAGE AX 1mm"
-
-
-def cpu_model() -> str:
-    """The ``Model name`` line of ``lscpu`` (the CPU's name as the kernel reports it)."""
-    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return " ".join(line.split())
-    return "Model name: ? (no lscpu)"
 
 
 def series(seed: int) -> list[Dataset]:
@@ -99,18 +91,6 @@ def series(seed: int) -> list[Dataset]:
         body_part_examined="BRAIN",
         series_description=SERIES_DESCRIPTION,
     )
-
-
-def _reread(ds: Dataset) -> Dataset:
-    buffer = DicomBytesIO()
-    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
-    buffer.seek(0)
-    return pydicom.dcmread(buffer)
-
-
-def dice(a: npt.NDArray[np.bool_], b: npt.NDArray[np.bool_]) -> float:
-    """Dice coefficient 2|A n B| / (|A| + |B|)."""
-    return 2.0 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
 
 
 def _stats(values: list[float]) -> str:
@@ -138,7 +118,7 @@ class ModelStep:
         self.manifest = registries["node"].manifests[MODEL]
         # loads the weights (not timed); an unavailable model (no deepbet) raises here
         self.runners = {name: r.runner(MODEL) for name, r in registries.items()}
-        datasets = [_reread(ds) for ds in series(1)]
+        datasets = [reread(ds) for ds in series(1)]
         volume, self.ordered, issues = load_volume(
             datasets,
             projection=self.manifest.projection,
@@ -411,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(
         f"# {dt.date.today()} {platform.node()}: {os.cpu_count()} CPUs "
-        f"({len(os.sched_getaffinity(0))} usable), {cpu_model()}"
+        f"({len(os.sched_getaffinity(0))} usable), Model name: {cpu_model()}"
     )
     print(
         f"# {platform.platform()}, Python {platform.python_version()}, torch {torch.__version__}"

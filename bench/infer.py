@@ -89,7 +89,8 @@ TARGET_S = 10.0
 REAL_STUDIES = ("mr-brain-extraction",)
 
 
-def _reread(ds: Dataset) -> Dataset:
+def reread(ds: Dataset) -> Dataset:
+    """``ds`` written and read back, as the node reads a received file."""
     buffer = DicomBytesIO()
     pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
     buffer.seek(0)
@@ -100,53 +101,53 @@ def study_for(manifest: ModelManifest, slices: int) -> list[Dataset]:
     """A generated study the model accepts (see the module's description)."""
     if manifest.name == "ct-chest-lungs":
         _, datasets = make_ct_series(slices, 512, 512, spacing_mm=(1.0, 0.7, 0.7), seed=5)
-        return [_reread(ds) for ds in datasets]
+        return [reread(ds) for ds in datasets]
     if manifest.name == "ct-kidney-tumour":
         ph = kidney_ct_phantom(slices, 512, (1.0, 0.75, 0.75), seed=5, tumour=True)
         phantom = ChestPhantom(hu=ph.hu, labels=ph.labels, spacing_mm=ph.spacing_mm)
         datasets = phantom_to_datasets(phantom, seed=5, body_part_examined="ABDOMEN")
-        return [_reread(ds) for ds in datasets]
+        return [reread(ds) for ds in datasets]
     if manifest.name == "cxr-abnormal":
         image = chest_radiograph(2048, np.random.default_rng(5), "effusion")
         return [
-            _reread(radiograph_to_dataset(image, seed=5, monochrome1=True, pixel_spacing_mm=0.17))
+            reread(radiograph_to_dataset(image, seed=5, monochrome1=True, pixel_spacing_mm=0.17))
         ]
     if manifest.name == "xr-fracture":
         xr = extremity_radiograph(2048, np.random.default_rng(20_312), fracture=True)
         ds = radiograph_to_dataset(xr, seed=6, body_part_examined="FOREARM", pixel_spacing_mm=0.15)
-        return [_reread(ds)]
+        return [reread(ds)]
     if manifest.name == "mr-brain-atrophy":
         ph = brain_mr_phantom(slices // 2, 256, seed=5, atrophy=0.6)
-        return [_reread(ds) for ds in mr_to_datasets(ph, seed=5, series_description="T1 AX")]
+        return [reread(ds) for ds in mr_to_datasets(ph, seed=5, series_description="T1 AX")]
     if manifest.name == "us-nodule":
         stills = [
             ultrasound_image(np.random.default_rng(20_500 + k), "thyroid", 1, (560, 640))
             for k in range(20)
         ]
-        return [_reread(ds) for ds in ultrasound_to_datasets(stills, seed=5)]
+        return [reread(ds) for ds in ultrasound_to_datasets(stills, seed=5)]
     if manifest.name == "cta-aneurysm":
         cta = cta_phantom(5, slices=slices, size=512, aneurysms=2)
         phantom = ChestPhantom(hu=cta.hu, labels=cta.labels, spacing_mm=cta.spacing_mm)
         datasets = phantom_to_datasets(phantom, seed=5, body_part_examined="HEAD")
-        return [_reread(ds) for ds in datasets]
+        return [reread(ds) for ds in datasets]
     if manifest.name == "mg-calcification":
         mg = mammogram(np.random.default_rng(5), clusters=2, height_mm=300.0)
-        return [_reread(mammogram_to_dataset(mg, seed=5))]
+        return [reread(mammogram_to_dataset(mg, seed=5))]
     if manifest.name == "mr-liver-lesion":
         liver = liver_mr_phantom(5, slices=40, size=256, lesions=3)
         as_mr = BrainPhantom(liver.image, liver.labels, liver.spacing_mm, 0.0)
         datasets = mr_to_datasets(as_mr, seed=5, body_part_examined="ABDOMEN")
-        return [_reread(ds) for ds in datasets]
+        return [reread(ds) for ds in datasets]
     if manifest.name == "mr-kidney-tumour":
         kidney = kidney_mr_phantom(40, 256, (4.0, 1.5, 1.5), seed=5, tumour=True)
         volume = BrainPhantom(kidney.hu.astype(np.float32), kidney.labels, kidney.spacing_mm, 0.0)
         datasets = mr_to_datasets(
             volume, seed=5, body_part_examined="ABDOMEN", series_description="T2 HASTE AX"
         )
-        return [_reread(ds) for ds in datasets]
+        return [reread(ds) for ds in datasets]
     if manifest.name == "mr-cine-lv":
         ph = cine_phantom(5, levels=10, phases=25, size=192)
-        return [_reread(ds) for ds in cine_to_datasets(ph, seed=5)]
+        return [reread(ds) for ds in cine_to_datasets(ph, seed=5)]
     raise SystemExit(f"bench/infer.py has no generated study for model {manifest.name}")
 
 
@@ -156,7 +157,7 @@ def real_study(manifest: ModelManifest) -> list[Dataset]:
 
     if available():
         raise SystemExit(f"{manifest.name}: install {', '.join(available())}")
-    return [_reread(ds) for ds in to_datasets(colin27_t1("axial"), seed=5)]
+    return [reread(ds) for ds in to_datasets(colin27_t1("axial"), seed=5)]
 
 
 def one_study(registry: ModelRegistry, name: str, datasets: list[Dataset]) -> dict[str, float]:

@@ -1,8 +1,9 @@
 """Core: where a built-in model's weights came from: the run record opening its ``metrics.json``.
 
 Every ``models/*/train.py`` writes one, so a model card's figures can be traced to the
-command, library versions and settings that produced them. No heavy imports: the
-versions are read from the installed packages' metadata.
+command, library versions and settings that produced them; :func:`cpu_model` names the
+CPU that evaluation scripts and benches measured on. No heavy imports: the versions are
+read from the installed packages' metadata.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from __future__ import annotations
 import datetime as dt
 import importlib.metadata
 import platform
+import subprocess
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["run_record"]
+__all__ = ["cpu_model", "run_record"]
 
 
 def run_record(
@@ -44,3 +46,16 @@ def run_record(
         "smoke": bool(smoke),
         "config": config,
     }
+
+
+def cpu_model() -> str:
+    """The CPU's name as ``lscpu`` prints it on its ``Model name`` line
+    (``platform.processor()`` without lscpu), for the machine a figure was measured on."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return platform.processor() or "?"
+    for line in out.splitlines():
+        if line.startswith("Model name:"):
+            return " ".join(line.split(":", 1)[1].split())
+    return platform.processor() or "?"

@@ -45,6 +45,7 @@ __all__ = [
     "available",
     "colin27_brain_mask",
     "colin27_t1",
+    "dice",
     "held_out",
     "invesalius_head_ct",
     "slab",
@@ -141,6 +142,13 @@ def colin27_brain_mask(reference: str = "ch2bet", plane: str = "axial") -> npt.N
     iop = _check_plane(plane)
     oriented, _, _ = reorient(_mask_on_t1_grid(reference), _t1()[1], iop)
     return oriented.astype(bool)
+
+
+def dice(a: npt.NDArray[np.bool_], b: npt.NDArray[np.bool_]) -> float:
+    """Dice overlap 2|A n B| / (|A| + |B|) of two masks of one shape (0 when both are
+    empty), e.g. a brain mask against :func:`colin27_brain_mask`."""
+    both = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
+    return 2.0 * int(np.count_nonzero(a & b)) / max(1, both)
 
 
 @lru_cache(maxsize=2)

@@ -17,7 +17,6 @@ import argparse
 import json
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -34,11 +33,13 @@ from dicom_ai_node.infer.registry import ModelRegistry
 from dicom_ai_node.infer.runner import Device, Runner
 from dicom_ai_node.infer.tasks.network import bf16_supported
 from dicom_ai_node.infer.volume import load_volume
+from dicom_ai_node.provenance import cpu_model
 from dicom_ai_node.testing.real_volumes import (
     COLIN27_DIR,
     PLANES,
     colin27_brain_mask,
     colin27_t1,
+    dice,
     to_datasets,
 )
 
@@ -47,23 +48,6 @@ NAME = "mr-brain-extraction"
 #: What the test suite holds the model to on every plane (tests/models).
 ACCEPTANCE = {"brain_dice_min": 0.93, "reference": "ch2bet"}
 REFERENCES = ("ch2bet", "ch2better")
-
-
-def dice(a: npt.NDArray[np.bool_], b: npt.NDArray[np.bool_]) -> float:
-    """Dice overlap of two masks of one shape."""
-    return float(2 * np.count_nonzero(a & b) / max(1, np.count_nonzero(a) + np.count_nonzero(b)))
-
-
-def cpu_model() -> str:
-    """The CPU's model name as ``lscpu`` prints it."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    except OSError:
-        return platform.processor()
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def measures(output: ModelOutput) -> dict[str, float]:

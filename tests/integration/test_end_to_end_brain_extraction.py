@@ -44,6 +44,7 @@ from dicom_ai_node.testing.real_volumes import (
     available,
     colin27_brain_mask,
     colin27_t1,
+    dice,
     to_datasets,
 )
 from dicom_ai_node.testing.series import write_series
@@ -170,7 +171,10 @@ def _volume_of(array: npt.NDArray[np.bool_], like: RealVolume, for_uid: str) -> 
     """``array`` (voxel for voxel with ``like``) as a highdicom volume in its geometry:
     axis 0 along the slice normal from ``first_position``, axis 1 down the rows (the
     column direction cosines), axis 2 along a row (the row direction cosines)."""
-    row_cosines, column_cosines = np.asarray(like.orientation[:3]), np.asarray(like.orientation[3:])
+    row_cosines, column_cosines = (
+        np.asarray(like.image_orientation_patient[:3]),
+        np.asarray(like.image_orientation_patient[3:]),
+    )
     direction = np.column_stack([like.normal, column_cosines, row_cosines])
     return hd.Volume.from_components(
         array.astype(np.uint8),
@@ -213,11 +217,6 @@ def brain_mask_from_seg(
     assert placed.geometry_equal(grid)
     assert np.array_equal(placed.array > 0, mask), "frame references and plane positions differ"
     return mask, counts
-
-
-def dice(a: npt.NDArray[np.bool_], b: npt.NDArray[np.bool_]) -> float:
-    """Dice coefficient 2|A n B| / (|A| + |B|)."""
-    return 2.0 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
 
 
 def measurements(sr_paths: list[Path]) -> list[Measured]:

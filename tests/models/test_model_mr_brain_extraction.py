@@ -39,10 +39,6 @@ def _metrics() -> dict[str, Any]:
     return json.loads((MODEL_DIR / "metrics.json").read_text())  # type: ignore[no-any-return]
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    return float(2 * np.count_nonzero(a & b) / max(1, np.count_nonzero(a) + np.count_nonzero(b)))
-
-
 @cache
 def _runner() -> Any:
     return ModelRegistry(REPO / "models", Device("cpu")).runner(NAME)
@@ -62,17 +58,17 @@ def _run(plane: str) -> tuple[Volume, ModelOutput]:
 @pytest.mark.slow
 @pytest.mark.parametrize("plane", ["axial", "sagittal", "coronal"])
 def test_brain_mask_of_a_real_t1_in_every_plane(real_volumes: None, plane: str) -> None:
-    from dicom_ai_node.testing.real_volumes import colin27_brain_mask
+    from dicom_ai_node.testing.real_volumes import colin27_brain_mask, dice
 
     acceptance = _metrics()["acceptance"]
     volume, output = _run(plane)
     assert output.label_map is not None and output.label_map.shape == volume.voxels.shape
     mask = output.label_map > 0
-    dice = _dice(mask, colin27_brain_mask("ch2bet", plane))
-    assert dice >= acceptance["brain_dice_min"], (plane, dice)
+    score = dice(mask, colin27_brain_mask("ch2bet", plane))
+    assert score >= acceptance["brain_dice_min"], (plane, score)
     # the figures the card quotes, to the third decimal
     measured = _metrics()["results"]["bf16" if _runner().use_bf16 else "fp32"][plane]
-    assert dice == pytest.approx(measured["dice_ch2bet"], abs=2e-3)
+    assert score == pytest.approx(measured["dice_ch2bet"], abs=2e-3)
     # the SR's numbers are the label map's voxels
     ml = volume.voxel_volume_mm3 / 1000
     got = {(m.label_value, m.concept.value): m.value for m in output.measurements}
@@ -89,7 +85,7 @@ def test_the_node_reproduces_deepbets_own_mask(real_volumes: None) -> None:
     the same mask (the axial series is the file's array, x and y reversed, slices first)."""
     from deepbet import BrainExtraction
 
-    from dicom_ai_node.testing.real_volumes import COLIN27_DIR
+    from dicom_ai_node.testing.real_volumes import COLIN27_DIR, dice
 
     with warnings.catch_warnings():  # deepbet loads its networks with torch.jit.load
         warnings.filterwarnings("ignore", "`torch.jit", DeprecationWarning)
@@ -99,7 +95,7 @@ def test_the_node_reproduces_deepbets_own_mask(real_volumes: None) -> None:
     _, output = _run("axial")
     assert output.label_map is not None
     ours = output.label_map > 0
-    assert _dice(ours, theirs) >= 0.999
+    assert dice(ours, theirs) >= 0.999
     assert np.count_nonzero(ours ^ theirs) <= 0.001 * np.count_nonzero(theirs)
 
 
