@@ -29,7 +29,7 @@ from .manifest_checks import (
     parse_ratios,
     parse_totals,
 )
-from .package import package_root
+from .package import package_root, package_version
 
 __all__ = [
     "MEASUREMENTS",
@@ -61,6 +61,7 @@ _TOP_KEYS = {
     "entry_point",
     "series_number",
     "package",
+    "package_version",
 }
 _INPUT_KEYS = {
     "modalities",
@@ -99,6 +100,9 @@ class ModelManifest:
     #: The installed distribution (``importlib.metadata`` name) that holds the weights;
     #: empty when they are in :attr:`folder`.
     package: str = ""
+    #: The version of :attr:`package` the model's code follows (its preprocessing, its
+    #: networks' contract); another installed version makes the model unavailable.
+    package_version: str = ""
 
     def __post_init__(self) -> None:
         if self.series_number == 0:
@@ -141,6 +145,12 @@ class ModelManifest:
             return ""
         if package_root(self.package) is None:
             return f"the Python package {self.package!r} is not installed"
+        installed = package_version(self.package)
+        if self.package_version and installed != self.package_version:
+            return (
+                f"the Python package {self.package!r} is version {installed}; "
+                f"this model follows version {self.package_version}"
+            )
         files = [
             self.weights,
             *([self.preprocess["bbox_weights"]] if "bbox_weights" in self.preprocess else []),
@@ -284,6 +294,13 @@ def _package(value: Any, where: str) -> str:
     return value
 
 
+def _package_version(data: Mapping[str, Any], where: str) -> str:
+    value = data.get("package_version", "")
+    if not isinstance(value, str) or (value and not data.get("package")):
+        raise ConfigError(f"{where}: package_version is a version string of the package named")
+    return value
+
+
 def load_manifest(path: Path) -> ModelManifest:
     """Read and validate a ``model.toml``.
 
@@ -331,6 +348,7 @@ def load_manifest(path: Path) -> ModelManifest:
         entry_point=str(data.get("entry_point", "")),
         series_number=_series_number(data.get("series_number"), where),
         package=_package(data.get("package", ""), where),
+        package_version=_package_version(data, where),
     )
     if manifest.task not in TASKS:
         raise ConfigError(f"{where}: task {manifest.task!r} is not one of {list(TASKS)}")

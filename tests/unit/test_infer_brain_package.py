@@ -120,10 +120,23 @@ def test_a_package_without_the_named_weights_is_unavailable(tmp_path: Path) -> N
     assert "has no data/models/absent.pt" in registry.unavailable["mr-brain-extraction"]
 
 
+def test_another_version_of_the_package_makes_the_model_unavailable(tmp_path: Path) -> None:
+    pytest.importorskip("deepbet")
+    models = _models(tmp_path, package="deepbet")
+    path = models / "mr_brain_extraction" / "model.toml"
+    text = path.read_text("utf-8")
+    assert 'package_version = "1.0.2"' in text
+    path.write_text(text.replace('package_version = "1.0.2"', 'package_version = "0.9"'), "utf-8")
+    reason = ModelRegistry(models, Device("cpu")).unavailable["mr-brain-extraction"]
+    assert "is version 1.0.2" in reason and "follows version 0.9" in reason
+
+
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
         ('package = "deepbet"', 'package = "not a name"', "package is the name"),
+        ('package = "deepbet"', "", "package_version is a version string"),
+        ('package_version = "1.0.2"', "package_version = 1.02", "package_version is a version"),
         ('labels = [1, 2]\ncode = ["TIV"', 'labels = [1, 3]\ncode = ["TIV"', "totals names"),
         ('bbox_weights = "data/models/bbox_model.pt"', "", "bbox_weights"),
         ("bf16 = true", 'bf16 = "yes"', "bf16 is true or false"),
